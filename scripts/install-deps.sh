@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pab builds against, skipping those already present.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config git
+      libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev
+      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
+      libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,41 @@
+#include "backend/backend.h"
+
+#include <cstring>
+
+namespace pab {
+
+namespace {
+Backend*& slot(Device d) {
+  static Backend* backends[2] = {&cpu_backend(), nullptr};
+  return backends[size_t(d)];
+}
+}  // namespace
+
+void register_backend(Device device, Backend* b) { slot(device) = b; }
+
+bool has_backend(Device device) { return slot(device) != nullptr; }
+
+Backend& backend(Device device) {
+  Backend* b = slot(device);
+  if (b == nullptr) fail("the ", device_name(device), " backend is not available in this build");
+  return *b;
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  Device d = dst_device == Device::cpu ? src_device : dst_device;
+  backend(d).copy(dst, dst_device, src, src_device, bytes);
+}
+
+Tensor Backend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
+  // [B, C] -> [B, 1, C] to broadcast over tokens
+  Shape s = {x.dim(0), 1, x.dim(-1)};
+  Tensor one_plus = affine(scale.reshape(s), 1.0f, 1.0f);
+  return binary(binary(x, one_plus, Binary::mul), shift.reshape(s), Binary::add);
+}
+
+Tensor Backend::gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
+  Shape s = {y.dim(0), 1, y.dim(-1)};
+  return binary(x, binary(y, gate.reshape(s), Binary::mul), Binary::add);
+}
+
+}  // namespace pab

@@ -1,0 +1,110 @@
+// The backend interface: every op a model uses, implemented once per device
+// (cpu/ is the reference). Models never call a backend directly; they use the
+// free functions in backend/ops.h, which dispatch on the device of the input.
+//
+// Conventions: tensors are contiguous; every op returns a new tensor on the
+// device of its inputs; float math ops accept the backend's compute dtypes
+// (CPU: f32) and accumulate in f32.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace pab {
+
+enum class Unary : uint8_t { silu, gelu_tanh, gelu_erf, relu, tanh, sigmoid, exp, square };
+enum class Binary : uint8_t { add, sub, mul, div };
+enum class PadMode : uint8_t { zeros, replicate };
+
+struct AttentionArgs {
+  float scale = 1.0f;
+  // Optional additive bias on the scores, f32 [Bb, H, Sq, Sk] with Bb in {1, B}.
+  const Tensor* bias = nullptr;
+  // Optional key mask [B, Sk]: keys whose value is 0 are not attended to.
+  const Tensor* key_mask = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // --- memory ---
+  virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;
+  virtual void memset_zero(void* data, size_t bytes) = 0;
+  virtual Tensor cast(const Tensor& x, DType dtype) = 0;
+  // Copies between this device and the host (or within this device).
+  virtual void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) = 0;
+  // Waits for queued work (no-op on the CPU).
+  virtual void synchronize() {}
+
+  // --- linear algebra ---
+  // x [..., K] . w[N, K]^T + b[N] -> [..., N]
+  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor* b) = 0;
+  // a [Bt, M, K] . b [Bt, K, N] (or b [Bt, N, K] with trans_b) -> [Bt, M, N]
+  virtual Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) = 0;
+  // Scaled dot-product attention, heads interleaved in the token layout:
+  // q [B, Sq, H, D], k and v [B, Sk, H, D] -> [B, Sq, H, D]
+  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) = 0;
+
+  // --- normalisation (weights and biases are optional) ---
+  // over the last dimension
+  virtual Tensor layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps) = 0;
+  virtual Tensor rms_norm(const Tensor& x, const Tensor* w, float eps) = 0;
+  // x [B, C, ...], statistics per (batch, group) over C/groups x the rest; affine per channel
+  virtual Tensor group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps) = 0;
+  // softmax over the last dimension
+  virtual Tensor softmax(const Tensor& x) = 0;
+
+  // --- elementwise ---
+  virtual Tensor unary(const Tensor& x, Unary op) = 0;
+  // numpy-style broadcasting of a and b
+  virtual Tensor binary(const Tensor& a, const Tensor& b, Binary op) = 0;
+  // x * mul + add
+  virtual Tensor affine(const Tensor& x, float mul, float add) = 0;
+
+  // --- layout ---
+  virtual Tensor permute(const Tensor& x, const std::vector<int>& perm) = 0;
+  virtual Tensor concat(const std::vector<Tensor>& parts, int dim) = 0;
+  virtual Tensor slice(const Tensor& x, int dim, int64_t start, int64_t end) = 0;
+  // pads[i] = {before, after} for each dimension of x (missing leading ones: 0)
+  virtual Tensor pad(const Tensor& x, const std::vector<std::array<int64_t, 2>>& pads, PadMode mode) = 0;
+  // nearest-neighbour upsampling of the trailing scales.size() dimensions by integer factors
+  virtual Tensor upsample_nearest(const Tensor& x, const std::vector<int>& scales) = 0;
+
+  // --- convolution (no groups, no dilation) ---
+  // x [B, C, H, W], w [O, C, kh, kw], b [O] -> [B, O, H', W']
+  virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 2> stride,
+                        std::array<int, 2> padding) = 0;
+  // x [B, C, T, H, W], w [O, C, kt, kh, kw], b [O] -> [B, O, T', H', W']
+  virtual Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
+                        std::array<int, 3> padding) = 0;
+
+  // --- model helpers ---
+  // Rotary embedding on interleaved pairs (x[2i], x[2i+1]) of the last dim:
+  // x [B, S, H, D], cos and sin [S, D] -> [B, S, H, D]
+  virtual Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin) = 0;
+  // ids (i64, any shape) rows of table [V, D] -> [..., D]
+  virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
+
+  // Fusable composites, with default implementations in terms of the ops above.
+  // x [B, S, C] * (1 + scale [B, C]) + shift [B, C]
+  virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
+  // x + gate [B, C] * y, with x and y [B, S, C]
+  virtual Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y);
+};
+
+// The backend of a device; fails with a clear error if it was not built.
+Backend& backend(Device device);
+bool has_backend(Device device);
+// The CPU reference backend (always built).
+Backend& cpu_backend();
+// Registers a backend (called by each backend's translation unit at start-up).
+void register_backend(Device device, Backend* backend);
+// Copies bytes between any two devices.
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+
+}  // namespace pab

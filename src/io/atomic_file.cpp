@@ -1,0 +1,52 @@
+#include "io/atomic_file.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace pab {
+
+namespace fs = std::filesystem;
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  fs::path p(path_);
+  temp_ = (p.parent_path() / ("." + p.filename().string() + ".tmp" + std::to_string(::getpid()))).string();
+}
+
+AtomicFile::~AtomicFile() {
+  if (!done_) std::remove(temp_.c_str());
+}
+
+void AtomicFile::commit() {
+  if (std::rename(temp_.c_str(), path_.c_str()) != 0)
+    fail(path_, ": cannot move the finished file into place: ", std::strerror(errno));
+  done_ = true;
+}
+
+void check_writable(const std::string& path) {
+  if (path.empty()) fail("no output path given");
+  fs::path p(path);
+  fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail(path, ": the directory ", dir.string(), " does not exist");
+  if (fs::is_directory(p, ec)) fail(path, ": is a directory");
+  if (::access(dir.c_str(), W_OK) != 0) fail(path, ": the directory ", dir.string(), " is not writable");
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": cannot open: ", std::strerror(errno));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail(path, ": read error");
+  return ss.str();
+}
+
+}  // namespace pab

@@ -1,0 +1,85 @@
+// safetensors reading (memory-mapped, fully validated) and writing, and
+// checkpoints that are either one file or shards listed by an index.json.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace pab {
+
+struct TensorEntry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  size_t begin = 0;  // byte offsets into the data section
+  size_t end = 0;
+};
+
+// One .safetensors file, mapped read-only. Opening validates the whole header:
+// well-formed JSON, known dtypes, offsets in bounds and non-overlapping, and
+// byte sizes equal to shape x dtype size. Errors name the file.
+class SafetensorsFile {
+ public:
+  static std::unique_ptr<SafetensorsFile> open(const std::string& path);
+  // Validates an in-memory image (the same checks as open; used by the fuzz test).
+  static void validate(const std::string& name, const uint8_t* bytes, size_t size,
+                       std::map<std::string, TensorEntry>* entries = nullptr,
+                       std::map<std::string, std::string>* metadata = nullptr);
+  ~SafetensorsFile();
+
+  const std::string& path() const { return path_; }
+  const std::map<std::string, TensorEntry>& entries() const { return entries_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const TensorEntry* find(const std::string& name) const;
+  const void* data(const TensorEntry& e) const { return data_ + e.begin; }
+  // Copies a tensor out, converted to `dtype` (float dtypes convert; integers only to themselves or f32).
+  Tensor load(const TensorEntry& e, DType dtype, Device device = Device::cpu) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  const uint8_t* data_ = nullptr;
+  std::map<std::string, TensorEntry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// The weights of one model component: `<dir>/<stem>.safetensors`, or the shards
+// named by `<dir>/<stem>.safetensors.index.json`. Any stem present in `dir` is
+// accepted when `stem` is empty (diffusion_pytorch_model, model).
+class Checkpoint {
+ public:
+  static Checkpoint open_dir(const std::string& dir);
+  static Checkpoint open_file(const std::string& path);
+
+  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  const TensorEntry& entry(const std::string& name) const;
+  const SafetensorsFile& file_of(const std::string& name) const;
+  std::vector<std::string> names() const;
+  size_t size() const { return index_.size(); }
+  const std::vector<std::string>& files() const { return file_paths_; }
+  // A tensor converted to `dtype` on `device`; fails naming the checkpoint if missing.
+  Tensor load(const std::string& name, DType dtype = DType::f32, Device device = Device::cpu) const;
+  // As load, and fails unless the shape is `expected`.
+  Tensor load(const std::string& name, const Shape& expected, DType dtype = DType::f32,
+              Device device = Device::cpu) const;
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;  // the file or index path, for messages
+  std::vector<std::string> file_paths_;
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> index_;  // tensor name -> file
+};
+
+// Writes tensors (any dtype, any device) to `path` atomically: a temporary file
+// beside it is renamed into place once complete.
+void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace pab
