@@ -13,8 +13,23 @@ struct Status {
   static Status error(std::string m) { return {false, std::move(m)}; }
 };
 
+// Where heavy work runs.
+struct ComputeOptions {
+  std::string device = "cpu";  // "cpu" or "cuda"
+  std::string dtype = "f32";   // "f32", "bf16" or "f16" (the CPU computes in f32 only)
+};
+
 // Describes each component of a diffusers model folder (or a single component
 // folder): class, key config values, tensor and parameter counts, dtypes.
 Status inspect_model(const std::string& dir, std::string* report);
+
+struct ReplayOptions {
+  std::string case_dir;  // holds case.json, inputs.safetensors, transformer/
+  std::string output;    // .safetensors to write
+  ComputeOptions compute;
+};
+// Runs the case's denoising loop without and with PAB and writes the outputs
+// under the reference's names; `summary` gets one line on what ran.
+Status replay(const ReplayOptions& opts, std::string* summary);
 
 }  // namespace pab

@@ -1,0 +1,62 @@
+// The public API: converts internal errors into Status at the boundary.
+#include <exception>
+#include <new>
+
+#include "backend/backend.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "pab/pab.h"
+#include "pipeline/replay.h"
+
+namespace pab {
+
+namespace {
+template <class F>
+Status guarded(F&& f) {
+  try {
+    f();
+    return Status::success();
+  } catch (const Error& e) {
+    return Status::error(e.what());
+  } catch (const std::bad_alloc&) {
+    return Status::error("out of memory");
+  } catch (const std::exception& e) {
+    return Status::error(cat("unexpected error: ", e.what()));
+  }
+}
+}  // namespace
+
+LoadOptions load_options(const ComputeOptions& c) {
+  LoadOptions o;
+  if (c.device == "cpu") {
+    o.device = Device::cpu;
+  } else if (c.device == "cuda") {
+    o.device = Device::cuda;
+    backend(Device::cuda);  // fails clearly when not built
+  } else {
+    fail("unknown device '", c.device, "' (expected cpu or cuda)");
+  }
+  if (c.dtype == "f32") {
+    o.dtype = DType::f32;
+  } else if (c.dtype == "bf16") {
+    o.dtype = DType::bf16;
+  } else if (c.dtype == "f16") {
+    o.dtype = DType::f16;
+  } else {
+    fail("unknown dtype '", c.dtype, "' (expected f32, bf16 or f16)");
+  }
+  if (o.device == Device::cpu && o.dtype != DType::f32) fail("the CPU backend computes in f32 only");
+  return o;
+}
+
+Status replay(const ReplayOptions& opts, std::string* summary) {
+  return guarded([&] {
+    check_writable(opts.output);
+    LoadOptions lo = load_options(opts.compute);
+    ReplayCase c = load_replay_case(opts.case_dir);
+    auto tensors = replay_case(c, lo, summary);
+    write_safetensors(opts.output, tensors);
+  });
+}
+
+}  // namespace pab

@@ -1,0 +1,245 @@
+#include "cache/pab.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace pab {
+
+namespace {
+constexpr const char* kKindNames[kSiteKinds] = {"spatial", "temporal", "cross", "mlp_spatial", "mlp_temporal"};
+
+bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+bool is_mlp(SiteKind k) { return k == SiteKind::mlp_spatial || k == SiteKind::mlp_temporal; }
+
+size_t bytes_of(const SiteOutput& out) {
+  size_t n = 0;
+  for (const Tensor& t : out) n += t.defined() ? t.nbytes() : 0;
+  return n;
+}
+}  // namespace
+
+const char* site_kind_name(SiteKind k) { return kKindNames[size_t(k)]; }
+
+bool parse_site_kind(const std::string& s, SiteKind* out) {
+  for (int i = 0; i < kSiteKinds; ++i) {
+    if (s == kKindNames[i]) {
+      *out = SiteKind(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool BroadcastRule::applies_to(int block) const { return blocks.empty() || contains(blocks, block); }
+
+bool PabConfig::any() const {
+  for (const auto& r : rules)
+    if (r.enabled()) return true;
+  return !mlp_spatial.empty() || !mlp_temporal.empty();
+}
+
+void PabConfig::validate(const std::vector<SiteKind>& model_kinds, double max_timestep) const {
+  for (int i = 0; i < 3; ++i) {
+    const BroadcastRule& r = rules[size_t(i)];
+    const char* name = kKindNames[i];
+    if (r.range < 0) fail("PAB ", name, ": range ", r.range, " must be >= 1");
+    if (!r.enabled()) continue;
+    if (!(r.lo < r.hi)) fail("PAB ", name, ": timestep window (", r.lo, ", ", r.hi, ") is empty or inverted");
+    if (r.lo < 0 || r.hi > max_timestep)
+      fail("PAB ", name, ": timestep window (", r.lo, ", ", r.hi, ") is outside [0, ", max_timestep, "]");
+    for (int b : r.blocks)
+      if (b < 0) fail("PAB ", name, ": negative block index ", b);
+    if (std::find(model_kinds.begin(), model_kinds.end(), SiteKind(i)) == model_kinds.end())
+      fail("PAB ", name, " broadcast is configured but this model has no ", name, " attention");
+  }
+  auto check_mlp = [&](const std::vector<MlpBroadcast>& entries, SiteKind kind) {
+    if (entries.empty()) return;
+    if (counting != Counting::videosys) fail("PAB MLP broadcast needs the videosys counting rule");
+    if (std::find(model_kinds.begin(), model_kinds.end(), kind) == model_kinds.end())
+      fail("PAB ", site_kind_name(kind), " broadcast is configured but this model has no such MLP");
+    for (const MlpBroadcast& e : entries) {
+      if (e.skip_count < 1) fail("PAB ", site_kind_name(kind), " at timestep ", e.timestep, ": skip_count must be >= 1");
+      if (e.blocks.empty()) fail("PAB ", site_kind_name(kind), " at timestep ", e.timestep, ": no blocks listed");
+    }
+  };
+  check_mlp(mlp_spatial, SiteKind::mlp_spatial);
+  check_mlp(mlp_temporal, SiteKind::mlp_temporal);
+}
+
+std::string PabConfig::describe() const {
+  std::ostringstream os;
+  bool first = true;
+  for (int i = 0; i < 3; ++i) {
+    const BroadcastRule& r = rules[size_t(i)];
+    if (!r.enabled()) continue;
+    os << (first ? "" : ", ") << kKindNames[i] << " " << r.range << " in (" << r.lo << ", " << r.hi << ")";
+    first = false;
+  }
+  if (!mlp_spatial.empty() || !mlp_temporal.empty()) {
+    os << (first ? "" : ", ") << "MLP at " << mlp_spatial.size() + mlp_temporal.size() << " timesteps";
+    first = false;
+  }
+  if (first) return "off";
+  if (counting == Counting::videosys) os << " [videosys counting]";
+  return os.str();
+}
+
+PabStats::Counts PabStats::total(SiteKind k) const {
+  Counts c;
+  for (const auto& step : per_step) {
+    c.computed += step[size_t(k)].computed;
+    c.broadcast += step[size_t(k)].broadcast;
+  }
+  return c;
+}
+
+PabStats::Counts PabStats::total() const {
+  Counts c;
+  for (int k = 0; k < kSiteKinds; ++k) {
+    Counts t = total(SiteKind(k));
+    c.computed += t.computed;
+    c.broadcast += t.broadcast;
+  }
+  return c;
+}
+
+std::string PabStats::summary() const {
+  std::ostringstream os;
+  bool first = true;
+  for (int k = 0; k < kSiteKinds; ++k) {
+    Counts c = total(SiteKind(k));
+    if (c.computed + c.broadcast == 0) continue;
+    os << (first ? "" : "; ") << kKindNames[k] << ": " << c.computed << " computed, " << c.broadcast
+       << " broadcast";
+    first = false;
+  }
+  return first ? "no attention sites ran" : os.str();
+}
+
+// ---------------------------------------------------------------- policy
+
+PabPolicy::PabPolicy(PabConfig config) : config_(std::move(config)) {}
+
+void PabPolicy::reset(std::vector<double> timesteps) {
+  schedule_ = std::move(timesteps);
+  sites_.clear();
+  stats_ = PabStats();
+  step_ = -1;
+  timestep_ = 0;
+}
+
+void PabPolicy::begin_step(int step, double timestep) {
+  PAB_ASSERT(step >= 0, "negative step");
+  step_ = step;
+  timestep_ = timestep;
+  if (stats_.per_step.size() <= size_t(step)) stats_.per_step.resize(size_t(step) + 1);
+}
+
+bool PabPolicy::in_window(const BroadcastRule& r, double t) const {
+  if (config_.counting == Counting::videosys) t = std::trunc(t);
+  return r.lo < t && t < r.hi;
+}
+
+bool PabPolicy::would_broadcast(SiteKind kind, int block, int count, double t) const {
+  const BroadcastRule& r = config_.rule(kind);
+  if (!r.enabled() || !r.applies_to(block) || !in_window(r, t)) return false;
+  if (config_.counting == Counting::diffusers && count == 0) return false;
+  return count % r.range != 0;
+}
+
+void PabPolicy::record(SiteKind k, bool computed) {
+  if (step_ < 0) begin_step(0, timestep_);
+  auto& c = stats_.per_step[size_t(step_)][size_t(k)];
+  (computed ? c.computed : c.broadcast)++;
+}
+
+size_t PabPolicy::cached_bytes() const {
+  size_t n = 0;
+  for (const auto& [key, s] : sites_) n += bytes_of(s.cache);
+  return n;
+}
+
+SiteOutput PabPolicy::run(SiteId id, const SiteCompute& compute) {
+  SiteState& s = sites_[{int(id.kind), id.block}];
+  SiteOutput out = is_mlp(id.kind) ? run_mlp(id, s, compute) : run_attention(id, s, compute);
+  stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, cached_bytes());
+  return out;
+}
+
+SiteOutput PabPolicy::run_attention(SiteId id, SiteState& s, const SiteCompute& compute) {
+  const BroadcastRule& r = config_.rule(id.kind);
+  if (!r.enabled() || !r.applies_to(id.block)) {
+    record(id.kind, true);
+    return compute();
+  }
+  const int count = s.count;
+  const bool broadcast = !s.cache.empty() && would_broadcast(id.kind, id.block, count, timestep_);
+  SiteOutput out = broadcast ? s.cache : compute();
+  record(id.kind, !broadcast);
+
+  int next = count + 1;
+  if (config_.counting == Counting::videosys && !schedule_.empty()) next %= int(schedule_.size());
+  s.count = next;
+  // Keep the output only while a later call can reuse it: with a known
+  // schedule (one call per step) the next call is at step_ + 1.
+  bool keep = true;
+  if (!schedule_.empty() && step_ >= 0) {
+    size_t ns = size_t(step_) + 1;
+    keep = ns < schedule_.size() && would_broadcast(id.kind, id.block, next, schedule_[ns]);
+  }
+  if (keep) {
+    s.cache = out;
+  } else {
+    s.cache.clear();
+  }
+  return out;
+}
+
+SiteOutput PabPolicy::run_mlp(SiteId id, SiteState& s, const SiteCompute& compute) {
+  const auto& entries = id.kind == SiteKind::mlp_spatial ? config_.mlp_spatial : config_.mlp_temporal;
+  const int t = int(std::trunc(timestep_));
+  std::vector<int> ints;
+  for (double v : schedule_) ints.push_back(int(std::trunc(v)));
+
+  // As the original: a configured timestep computes and keeps the output of
+  // its listed blocks; otherwise the first entry whose skip range holds t
+  // decides whether this block reuses.
+  for (const MlpBroadcast& e : entries) {
+    if (e.timestep == t && contains(e.blocks, id.block)) {
+      SiteOutput out = compute();
+      record(id.kind, true);
+      s.cache = out;
+      return out;
+    }
+  }
+  for (const MlpBroadcast& e : entries) {
+    auto it = std::find(ints.begin(), ints.end(), e.timestep);
+    if (it == ints.end()) continue;
+    size_t start = size_t(it - ints.begin());
+    size_t last = std::min(start + size_t(e.skip_count), ints.size() - 1);
+    bool in_range = false;
+    size_t pos = 0;
+    for (size_t i = start; i <= last; ++i) {
+      if (ints[i] == t) {
+        in_range = true;
+        pos = i;
+        break;
+      }
+    }
+    if (!in_range) continue;
+    // The first entry whose range holds t decides, as in the original.
+    if (!contains(e.blocks, id.block)) break;
+    if (s.cache.empty())
+      fail("PAB MLP broadcast: no stored output for ", site_kind_name(id.kind), " block ", id.block, " at timestep ", t);
+    SiteOutput out = s.cache;
+    record(id.kind, false);
+    if (pos == last) s.cache.clear();
+    return out;
+  }
+  record(id.kind, true);
+  return compute();
+}
+
+}  // namespace pab

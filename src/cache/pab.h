@@ -1,0 +1,115 @@
+// Pyramid Attention Broadcast: a SiteRunner that computes an attention site
+// only every `range`-th call inside a timestep window and otherwise returns
+// (broadcasts) the site's last output.
+//
+// Two counting rules:
+//  - diffusers (PyramidAttentionBroadcastHook): each site counts its own calls
+//    from 0; it computes when the count is 0, when the current timestep is
+//    outside the open window (lo, hi), or when count % range == 0.
+//  - videosys (the original code): the timestep is truncated to an integer,
+//    each site broadcasts when count % range != 0 and lo < int(t) < hi, and its
+//    count wraps at the number of steps.
+// MLP broadcast (videosys only): at the listed integer timesteps the listed
+// blocks compute and keep their MLP output, which the next `skip_count` calls
+// reuse.
+//
+// The caller tells the policy the schedule, then the step and timestep before
+// each forward pass, and resets it before every generation. The policy frees
+// a cached output as soon as the schedule shows that no later call reuses it.
+#pragma once
+
+#include <array>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "cache/site.h"
+
+namespace pab {
+
+struct BroadcastRule {
+  int range = 0;            // compute every range-th call; 0 = never broadcast
+  double lo = 100, hi = 800;  // open timestep window
+  std::vector<int> blocks;  // empty = every block; otherwise broadcast only in these
+  bool enabled() const { return range > 0; }
+  bool applies_to(int block) const;
+};
+
+// videosys MLP broadcast entry: at integer timestep `timestep` the listed
+// blocks compute and keep their MLP output; the next `skip_count` steps of the
+// schedule reuse it.
+struct MlpBroadcast {
+  int timestep = 0;
+  int skip_count = 0;
+  std::vector<int> blocks;
+};
+
+enum class Counting : uint8_t { diffusers, videosys };
+
+struct PabConfig {
+  Counting counting = Counting::diffusers;
+  std::array<BroadcastRule, 3> rules;  // indexed by SiteKind spatial, temporal, cross
+  // videosys MLP broadcast, in the configured order (the first matching entry wins)
+  std::vector<MlpBroadcast> mlp_spatial, mlp_temporal;
+
+  BroadcastRule& rule(SiteKind k) { return rules[size_t(k)]; }
+  const BroadcastRule& rule(SiteKind k) const { return rules[size_t(k)]; }
+  bool any() const;
+  // Checks ranges and windows (0 <= lo < hi <= max_timestep) and that every
+  // configured kind is one of `model_kinds`; fails with a one-line message.
+  void validate(const std::vector<SiteKind>& model_kinds, double max_timestep = 1000) const;
+  std::string describe() const;  // "spatial 2 in (100, 800), cross 6 in (100, 900)"
+};
+
+// What the policy did: per step and kind, calls computed and broadcast.
+struct PabStats {
+  struct Counts {
+    int computed = 0;
+    int broadcast = 0;
+  };
+  std::vector<std::array<Counts, kSiteKinds>> per_step;
+  Counts total(SiteKind k) const;
+  Counts total() const;
+  size_t peak_cached_bytes = 0;
+  std::string summary() const;  // one line, e.g. "spatial: 120 computed, 60 broadcast; ..."
+};
+
+class PabPolicy final : public SiteRunner {
+ public:
+  explicit PabPolicy(PabConfig config);
+
+  const PabConfig& config() const { return config_; }
+  // Forgets every cached output, count and statistic; `timesteps` is the
+  // schedule about to run (one forward pass per entry), used to free caches
+  // early. An empty schedule keeps each cache until the next reset.
+  void reset(std::vector<double> timesteps = {});
+  // Called before the forward pass of step `step` at `timestep`.
+  void begin_step(int step, double timestep);
+
+  SiteOutput run(SiteId id, const SiteCompute& compute) override;
+
+  const PabStats& stats() const { return stats_; }
+  size_t cached_bytes() const;
+
+ private:
+  struct SiteState {
+    int count = 0;        // calls so far (diffusers) or wrapped counter (videosys)
+    SiteOutput cache;     // empty when nothing can be reused
+    int mlp_left = 0;     // videosys MLP: reuses left
+  };
+  bool in_window(const BroadcastRule& r, double t) const;
+  bool would_broadcast(SiteKind kind, int block, int count, double t) const;
+  SiteOutput run_attention(SiteId id, SiteState& s, const SiteCompute& compute);
+  SiteOutput run_mlp(SiteId id, SiteState& s, const SiteCompute& compute);
+  void record(SiteKind k, bool computed);
+
+  PabConfig config_;
+  std::vector<double> schedule_;
+  int step_ = -1;
+  double timestep_ = 0;
+  std::map<std::pair<int, int>, SiteState> sites_;  // (kind, block)
+  PabStats stats_;
+};
+
+}  // namespace pab

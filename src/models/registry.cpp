@@ -1,0 +1,38 @@
+// Maps diffusers `_class_name` values to the model files that implement them.
+#include <filesystem>
+#include <functional>
+#include <map>
+
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "models/transformer.h"
+
+namespace pab {
+
+// Defined in the model files.
+
+namespace {
+using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const Checkpoint&,
+                                                                   const LoadOptions&)>;
+const std::map<std::string, Loader>& loaders() {
+  static const std::map<std::string, Loader> m = {
+  };
+  return m;
+}
+}  // namespace
+
+std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts) {
+  std::string config_path = (std::filesystem::path(dir) / "config.json").string();
+  JsonConfig config = JsonConfig::load(config_path);
+  std::string cls = config.get<std::string>("_class_name");
+  auto it = loaders().find(cls);
+  if (it == loaders().end()) {
+    std::string known;
+    for (const auto& [name, l] : loaders()) known += (known.empty() ? "" : ", ") + name;
+    fail(config_path, ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
+  }
+  Checkpoint weights = Checkpoint::open_dir(dir);
+  return it->second(config, weights, opts);
+}
+
+}  // namespace pab

@@ -1,0 +1,53 @@
+// The denoising transformer as pipelines and `pab replay` see it. Each model
+// family is one file (cogvideox.cpp, latte.cpp, ...) registered in
+// models/registry.cpp by its diffusers `_class_name`.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cache/site.h"
+#include "core/tensor.h"
+
+namespace pab {
+
+// Where the channel axis of the latents is.
+enum class LatentLayout : uint8_t {
+  bfchw,  // CogVideoX: [B, F, C, H, W]
+  bcfhw,  // Latte, Open-Sora: [B, C, F, H, W]
+};
+
+struct TransformerInputs {
+  Tensor latents;        // [B, ...] in the model's layout
+  Tensor text;           // [B, L, D] encoder hidden states
+  Tensor text_mask;      // optional [B, L], 1 = real token
+  double timestep = 0;   // the same for every batch entry
+  // Optional conditioning some models take (Open-Sora: fps, height, width in pixels).
+  double fps = 0, height_px = 0, width_px = 0;
+};
+
+class DiffusionTransformer {
+ public:
+  virtual ~DiffusionTransformer() = default;
+  virtual std::string class_name() const = 0;
+  virtual LatentLayout layout() const = 0;
+  virtual int in_channels() const = 0;
+  virtual int out_channels() const = 0;
+  // The attention (and MLP) site kinds this model declares; PAB configures only these.
+  virtual std::vector<SiteKind> site_kinds() const = 0;
+  // One denoising forward pass; `sites` decides compute or reuse at each
+  // attention site (null: always compute). Returns [B, ...] with out_channels.
+  virtual Tensor forward(const TransformerInputs& in, SiteRunner* sites) = 0;
+};
+
+struct LoadOptions {
+  Device device = Device::cpu;
+  DType dtype = DType::f32;  // compute dtype; weights are converted on load
+};
+
+// Loads the transformer in `dir` (config.json + weights), choosing the class
+// from `_class_name`; unknown classes and unsupported config values are errors.
+std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts = {});
+
+}  // namespace pab

@@ -1,0 +1,27 @@
+// pab replay CASE_DIR -o OUT.safetensors
+#include <iostream>
+
+#include "commands.h"
+
+namespace {
+
+void register_replay(CLI::App& app) {
+  auto opts = std::make_shared<pab::ReplayOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "replay", "Run a fixture case's denoising loop (case.json, inputs.safetensors, transformer/) without and with "
+                "PAB and write every step's output under the reference's names");
+  cmd->add_option("case_dir", opts->case_dir, "Case folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("-o,--output", opts->output, "Output .safetensors file")->required();
+  cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
+  cmd->callback([opts] {
+    std::string summary;
+    pab::Status s = pab::replay(*opts, &summary);
+    if (s.ok) std::cout << summary << "\nwrote " << opts->output << "\n";
+    pab::cli::report(s);
+  });
+}
+
+PAB_COMMAND(register_replay);
+
+}  // namespace
