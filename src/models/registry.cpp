@@ -10,12 +10,15 @@
 namespace pab {
 
 // Defined in the model files.
+std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const Checkpoint& weights,
+                                                     const LoadOptions& opts);
 
 namespace {
 using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const Checkpoint&,
                                                                    const LoadOptions&)>;
 const std::map<std::string, Loader>& loaders() {
   static const std::map<std::string, Loader> m = {
+      {"CogVideoXTransformer3DModel", load_cogvideox},
   };
   return m;
 }
