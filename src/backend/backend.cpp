@@ -26,6 +26,15 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   backend(d).copy(dst, dst_device, src, src_device, bytes);
 }
 
+Tensor Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) {
+  return unary(linear(x, w, b), act);
+}
+
+Tensor Backend::norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
+                              const Tensor& scale) {
+  return modulate(layer_norm(x, w, b, eps), shift, scale);
+}
+
 Tensor Backend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   // [B, C] -> [B, 1, C] to broadcast over tokens
   Shape s = {x.dim(0), 1, x.dim(-1)};

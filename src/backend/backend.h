@@ -91,6 +91,11 @@ class Backend {
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
 
   // Fusable composites, with default implementations in terms of the ops above.
+  // act(x . w^T + b); act is gelu_tanh, gelu_erf, silu or relu
+  virtual Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act);
+  // layer_norm(x) * (1 + scale [B, C]) + shift [B, C], with x [B, S, C]
+  virtual Tensor norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
+                               const Tensor& scale);
   // x [B, S, C] * (1 + scale [B, C]) + shift [B, C]
   virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
   // x + gate [B, C] * y, with x and y [B, S, C]

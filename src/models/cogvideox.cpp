@@ -114,7 +114,7 @@ struct Block {
 
 class CogVideoX final : public DiffusionTransformer {
  public:
-  CogVideoX(const JsonConfig& j, const Checkpoint& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
+  CogVideoX(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
     WeightLoader wl(ckpt, opts);
     const int64_t d = c_.inner();
     const int p = c_.patch_size;
@@ -215,15 +215,15 @@ class CogVideoX final : public DiffusionTransformer {
       const Block& b = blocks_[size_t(i)];
       // [B, 6D] -> shift, scale, gate, enc_shift, enc_scale, enc_gate
       auto m1 = ops::chunk(b.norm1_linear(emb_act), 6, 1);
-      Tensor nv = ops::modulate(b.norm1(video), m1[0], m1[1]);
-      Tensor nt = ops::modulate(b.norm1(text), m1[3], m1[4]);
+      Tensor nv = b.norm1.modulated(video, m1[0], m1[1]);
+      Tensor nt = b.norm1.modulated(text, m1[3], m1[4]);
       SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return attention(b, nt, nv, rope); });
       video = ops::gated_add(video, m1[2], attn.at(0));
       text = ops::gated_add(text, m1[5], attn.at(1));
 
       auto m2 = ops::chunk(b.norm2_linear(emb_act), 6, 1);
-      nv = ops::modulate(b.norm2(video), m2[0], m2[1]);
-      nt = ops::modulate(b.norm2(text), m2[3], m2[4]);
+      nv = b.norm2.modulated(video, m2[0], m2[1]);
+      nt = b.norm2.modulated(text, m2[3], m2[4]);
       Tensor ff = b.ff(ops::concat({nt, nv}, 1));  // [B, L + N, D]
       video = ops::gated_add(video, m2[2], ops::slice(ff, 1, text_len, ff.dim(1)));
       text = ops::gated_add(text, m2[5], ops::slice(ff, 1, 0, text_len));
@@ -231,7 +231,7 @@ class CogVideoX final : public DiffusionTransformer {
 
     video = norm_final_(video);
     auto mo = ops::chunk(norm_out_linear_(emb_act), 2, 1);  // shift, scale
-    video = ops::modulate(norm_out_(video), mo[0], mo[1]);
+    video = norm_out_.modulated(video, mo[0], mo[1]);
     Tensor out = proj_out_(video);  // [B, N, pt * p * p * C_out]
     const int64_t co = c_.out_channels;
     if (c_.patch_size_t == 0) {
@@ -335,7 +335,7 @@ class CogVideoX final : public DiffusionTransformer {
 
 }  // namespace
 
-std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const Checkpoint& weights,
+std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
                                                      const LoadOptions& opts) {
   return std::make_unique<CogVideoX>(config, weights, opts);
 }

@@ -25,12 +25,14 @@ FeedForward::FeedForward(const WeightLoader& wl, const std::string& prefix, int6
 }
 
 Tensor FeedForward::operator()(const Tensor& x) const {
-  Tensor h = proj(x);
+  const Tensor* bias = proj.b.defined() ? &proj.b : nullptr;
+  Tensor h;
   switch (act) {
-    case Act::gelu: h = ops::gelu_erf(h); break;
-    case Act::gelu_tanh: h = ops::gelu_tanh(h); break;
+    case Act::gelu: h = ops::linear_act(x, proj.w, bias, Unary::gelu_erf); break;
+    case Act::gelu_tanh: h = ops::linear_act(x, proj.w, bias, Unary::gelu_tanh); break;
     case Act::geglu:
     case Act::geglu_tanh: {
+      h = proj(x);
       auto parts = ops::chunk(h, 2, -1);  // hidden, gate
       Tensor gate = act == Act::geglu ? ops::gelu_erf(parts[1]) : ops::gelu_tanh(parts[1]);
       h = ops::mul(parts[0], gate);

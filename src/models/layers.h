@@ -12,10 +12,10 @@
 
 namespace pab {
 
-// Loads tensors of one checkpoint in the compute dtype on the compute device.
+// Loads tensors of one weight source in the compute dtype on the compute device.
 class WeightLoader {
  public:
-  WeightLoader(const Checkpoint& ckpt, const LoadOptions& opts) : ckpt_(ckpt), opts_(opts) {}
+  WeightLoader(const WeightSource& source, const LoadOptions& opts) : ckpt_(source), opts_(opts) {}
   Tensor get(const std::string& name, const Shape& shape) const { return ckpt_.load(name, shape, opts_.dtype, opts_.device); }
   // Loads `name` if present (with the expected shape), else an undefined tensor.
   Tensor maybe(const std::string& name, const Shape& shape) const {
@@ -23,10 +23,10 @@ class WeightLoader {
   }
   bool has(const std::string& name) const { return ckpt_.has(name); }
   const LoadOptions& options() const { return opts_; }
-  const Checkpoint& checkpoint() const { return ckpt_; }
+  const WeightSource& source() const { return ckpt_; }
 
  private:
-  const Checkpoint& ckpt_;
+  const WeightSource& ckpt_;
   LoadOptions opts_;
 };
 
@@ -46,6 +46,10 @@ struct LayerNorm {
             bool bias = true);
   Tensor operator()(const Tensor& x) const {
     return ops::layer_norm(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps);
+  }
+  // (*this)(x) * (1 + scale [B, C]) + shift [B, C] for x [B, S, C]
+  Tensor modulated(const Tensor& x, const Tensor& shift, const Tensor& scale) const {
+    return ops::norm_modulate(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps, shift, scale);
   }
 };
 
