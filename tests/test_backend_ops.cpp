@@ -103,7 +103,7 @@ TEST_P(BackendOps, Attention) {
   std::vector<AttentionCase> cases = {
       {1, 1, 1, 1, 16, 0, false},    {2, 33, 47, 3, 16, 2, true},  {1, 300, 300, 2, 64, 0, false},
       {2, 70, 513, 2, 72, 1, true},  {1, 257, 31, 1, 72, 1, false}, {2, 32, 256, 2, 16, 2, true},
-      {1, 5, 700, 1, 64, 0, true},
+      {1, 5, 700, 1, 64, 0, true},   {2, 0, 5, 2, 16, 2, true},    {0, 3, 4, 2, 16, 0, false},
   };
   for (int i = 0; i < 3; ++i) {
     int64_t b = pick(rng, 1, 2);
@@ -129,10 +129,11 @@ TEST_P(BackendOps, Attention) {
     const Array* pm = c.mask ? &rmask : nullptr;
     expect_close(out, naive::attention(ref(q), ref(k), ref(v), args.scale, pb, pm), tol(), "attention");
     // the comparison notices a dropped mask or bias
-    if (c.mask && c.sk > 2) {
+    // (semantic checks need a non-empty output)
+    if (c.mask && c.sk > 2 && out.numel() > 0) {
       EXPECT_GT(testing::rel_error(out, naive::attention(ref(q), ref(k), ref(v), args.scale, pb, nullptr)), 10 * tol());
     }
-    if (c.bias_batch) {
+    if (c.bias_batch && out.numel() > 0) {
       EXPECT_GT(testing::rel_error(out, naive::attention(ref(q), ref(k), ref(v), args.scale, nullptr, pm)), 10 * tol());
     }
   }
@@ -236,7 +237,7 @@ TEST_P(BackendOps, GroupNorm) {
   std::vector<std::pair<Shape, int>> cases = {
       {{3, 4}, 2},          {{2, 6, 5}, 1},        {{2, 6, 5}, 3},    {{2, 6, 5}, 6},
       {{2, 8, 4, 3}, 4},    {{1, 12, 3, 4, 5}, 3}, {{2, 32, 2, 3, 3}, 32}, {{1, 4, 1, 1, 1}, 2},
-      {{2, 16, 9, 11}, 8},
+      {{2, 16, 9, 11}, 8},  {{0, 4, 3}, 2},
   };
   for (const auto& [s, groups] : cases) {
     for (bool affine : {false, true}) {
@@ -248,7 +249,7 @@ TEST_P(BackendOps, GroupNorm) {
       expect_close(out, naive::group_norm(ref(x), groups, affine ? &rw : nullptr, affine ? &rb : nullptr, 1e-6), tol(),
                    "group_norm");
       // statistics over a different grouping do not match
-      if (groups > 1) {
+      if (groups > 1 && out.numel() > 0) {
         Array one_group = naive::group_norm(ref(x), 1, affine ? &rw : nullptr, affine ? &rb : nullptr, 1e-6);
         EXPECT_GT(testing::rel_error(out, one_group), 10 * tol());
       }
@@ -500,6 +501,7 @@ TEST_P(BackendOps, Conv2d) {
       {{1, 1, 3, 3}, 1, {3, 3}, {1, 1}, {0, 0}},   {{2, 3, 8, 6}, 2, {1, 1}, {2, 2}, {0, 0}},
       {{2, 5, 6, 7}, 3, {3, 3}, {1, 2}, {2, 0}},   {{2, 3, 5, 8}, 4, {3, 1}, {1, 1}, {1, 0}},
       {{1, 16, 12, 10}, 8, {2, 2}, {2, 2}, {0, 0}},  // patch embedding
+      {{0, 3, 5, 5}, 2, {3, 3}, {1, 1}, {1, 1}},     {{2, 0, 5, 5}, 2, {3, 3}, {1, 1}, {1, 1}},  // empty
   };
   for (const ConvCase& c : cases) {
     for (bool with_bias : {false, true}) {
@@ -545,14 +547,17 @@ TEST_P(BackendOps, Conv3d) {
 // ---------------------------------------------------------------- model helpers
 
 TEST_P(BackendOps, Rope) {
-  for (auto [b, s, h, d] : {std::array<int64_t, 4>{1, 1, 1, 2}, {2, 7, 3, 16}, {1, 33, 2, 64}, {2, 5, 4, 72}}) {
+  for (auto [b, s, h, d] :
+       {std::array<int64_t, 4>{1, 1, 1, 2}, {2, 7, 3, 16}, {1, 33, 2, 64}, {2, 5, 4, 72}, {2, 0, 2, 16}}) {
     SCOPED_TRACE(cat("B ", b, " S ", s, " H ", h, " D ", d));
     Tensor x = rand({b, s, h, d}), cos = rand({s, d}), sin = rand({s, d});
     Tensor out = ops::rope(dev(x), dev(cos), dev(sin));
     expect_close(out, naive::rope(ref(x), ref(cos), ref(sin)), tol(), "rope");
     // the opposite rotation does not match
     Array neg_sin = naive::affine(ref(sin), -1, 0);
-    EXPECT_GT(testing::rel_error(out, naive::rope(ref(x), ref(cos), neg_sin)), 10 * tol());
+    if (out.numel() > 0) {
+      EXPECT_GT(testing::rel_error(out, naive::rope(ref(x), ref(cos), neg_sin)), 10 * tol());
+    }
   }
 }
 

@@ -50,6 +50,8 @@ class ErrorSummary : public ::testing::Environment {
 
 std::string case_name(const BackendCase& c) { return cat(device_name(c.device), "_", dtype_name(c.dtype)); }
 
+void PrintTo(const BackendCase& c, std::ostream* os) { *os << case_name(c); }
+
 std::vector<BackendCase> backend_cases() {
   std::vector<BackendCase> cases = {{Device::cpu, DType::f32}};
   if (has_backend(Device::cuda))

@@ -17,6 +17,7 @@ struct BackendCase {
   DType dtype;  // the compute dtype float inputs are cast to on the device
 };
 std::string case_name(const BackendCase& c);  // "cpu_F32"
+void PrintTo(const BackendCase& c, std::ostream* os);  // gtest's name for a parameter
 
 // Every case this build can run: the CPU in f32 always; a registered CUDA
 // backend in f32, bf16 and f16.
