@@ -266,6 +266,11 @@ TEST_P(BackendOps, Softmax) {
     Tensor x = rand(s, -5, 5);
     expect_close(ops::softmax(dev(x)), naive::softmax(ref(x)), tol(), "softmax");
   }
+  // -inf entries (additive masking) get probability 0; a row of only -inf is NaN, as in torch
+  Tensor masked = Tensor::from_vector({1, -INFINITY, 2, -INFINITY, -INFINITY, -INFINITY}, {2, 3});
+  Tensor out = ops::softmax(dev(masked)).to(Device::cpu).to(DType::f32);
+  expect_close(out.narrow0(0, 1), naive::softmax(naive::slice(ref(masked), 0, 0, 1)), tol(), "softmax");
+  for (int i = 3; i < 6; ++i) EXPECT_TRUE(std::isnan(out.f32()[i]));
   // logits around +-1e4 (differences within a row stay exact in f32)
   for (float centre : {1e4f, -1e4f}) {
     Tensor x = rand({3, 1000}, centre - 20, centre + 20);
