@@ -21,7 +21,9 @@ using testing::expect_close;
 
 ::testing::Environment* const kSummary = ::testing::AddGlobalTestEnvironment(testing::error_summary_environment());
 
-int64_t pick(std::mt19937& rng, int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); }
+int64_t pick(std::mt19937& rng, int64_t lo, int64_t hi) {
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
 
 Shape random_shape(std::mt19937& rng, int rank, int64_t lo, int64_t hi) {
   Shape s(static_cast<size_t>(rank));
@@ -60,8 +62,8 @@ class BackendOps : public ::testing::TestWithParam<BackendCase> {
 TEST_P(BackendOps, Linear) {
   std::mt19937 rng(11);
   // (x shape, N): edge shapes (K = 0 must give the bias alone), then random ones
-  std::vector<std::pair<Shape, int64_t>> cases = {{{1, 1}, 1},    {{2, 3, 17}, 5}, {{4, 8}, 1},
-                                                  {{0, 8}, 3},    {{3, 0}, 4},     {{2, 5, 300}, 70}};
+  std::vector<std::pair<Shape, int64_t>> cases = {{{1, 1}, 1}, {{2, 3, 17}, 5}, {{4, 8}, 1},
+                                                  {{0, 8}, 3}, {{3, 0}, 4},     {{2, 5, 300}, 70}};
   for (int i = 0; i < 3; ++i) cases.push_back({random_shape(rng, int(pick(rng, 1, 3)), 1, 40), pick(rng, 1, 64)});
   for (const auto& [xs, n] : cases) {
     for (bool with_bias : {false, true}) {
@@ -101,9 +103,9 @@ TEST_P(BackendOps, Attention) {
   std::mt19937 rng(13);
   // block sizes of the CPU backend: 32 queries x 256 keys; sequences cross them without being multiples
   std::vector<AttentionCase> cases = {
-      {1, 1, 1, 1, 16, 0, false},    {2, 33, 47, 3, 16, 2, true},  {1, 300, 300, 2, 64, 0, false},
-      {2, 70, 513, 2, 72, 1, true},  {1, 257, 31, 1, 72, 1, false}, {2, 32, 256, 2, 16, 2, true},
-      {1, 5, 700, 1, 64, 0, true},   {2, 0, 5, 2, 16, 2, true},    {0, 3, 4, 2, 16, 0, false},
+      {1, 1, 1, 1, 16, 0, false},   {2, 33, 47, 3, 16, 2, true},   {1, 300, 300, 2, 64, 0, false},
+      {2, 70, 513, 2, 72, 1, true}, {1, 257, 31, 1, 72, 1, false}, {2, 32, 256, 2, 16, 2, true},
+      {1, 5, 700, 1, 64, 0, true},  {2, 0, 5, 2, 16, 2, true},     {0, 3, 4, 2, 16, 0, false},
   };
   for (int i = 0; i < 3; ++i) {
     int64_t b = pick(rng, 1, 2);
@@ -113,7 +115,8 @@ TEST_P(BackendOps, Attention) {
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(cat("B ", c.b, " Sq ", c.sq, " Sk ", c.sk, " H ", c.h, " D ", c.d, " bias batch ", c.bias_batch,
                      c.mask ? " masked" : ""));
-    Tensor q = rand({c.b, c.sq, c.h, c.d}, -2, 2), k = rand({c.b, c.sk, c.h, c.d}, -2, 2), v = rand({c.b, c.sk, c.h, c.d});
+    Tensor q = rand({c.b, c.sq, c.h, c.d}, -2, 2), k = rand({c.b, c.sk, c.h, c.d}, -2, 2),
+           v = rand({c.b, c.sk, c.h, c.d});
     Tensor bias = rand({std::max(c.bias_batch, 1), c.h, c.sq, c.sk}, -3, 3);
     std::vector<float> keep(size_t(c.b * c.sk));
     for (float& m : keep) m = pick(rng, 0, 2) ? 1.0f : 0.0f;
@@ -235,9 +238,8 @@ TEST_P(BackendOps, RmsNorm) {
 TEST_P(BackendOps, GroupNorm) {
   // (shape [B, C, ...], groups): ranks 2 to 5, one group, a group per channel, and in between
   std::vector<std::pair<Shape, int>> cases = {
-      {{3, 4}, 2},          {{2, 6, 5}, 1},        {{2, 6, 5}, 3},    {{2, 6, 5}, 6},
-      {{2, 8, 4, 3}, 4},    {{1, 12, 3, 4, 5}, 3}, {{2, 32, 2, 3, 3}, 32}, {{1, 4, 1, 1, 1}, 2},
-      {{2, 16, 9, 11}, 8},  {{0, 4, 3}, 2},
+      {{3, 4}, 2},           {{2, 6, 5}, 1},         {{2, 6, 5}, 3},       {{2, 6, 5}, 6},      {{2, 8, 4, 3}, 4},
+      {{1, 12, 3, 4, 5}, 3}, {{2, 32, 2, 3, 3}, 32}, {{1, 4, 1, 1, 1}, 2}, {{2, 16, 9, 11}, 8}, {{0, 4, 3}, 2},
   };
   for (const auto& [s, groups] : cases) {
     for (bool affine : {false, true}) {
@@ -282,9 +284,8 @@ TEST_P(BackendOps, Softmax) {
 
 TEST_P(BackendOps, Unary) {
   const std::pair<Unary, const char*> kOps[] = {
-      {Unary::silu, "silu"},       {Unary::gelu_tanh, "gelu_tanh"}, {Unary::gelu_erf, "gelu_erf"},
-      {Unary::relu, "relu"},       {Unary::tanh, "tanh"},           {Unary::sigmoid, "sigmoid"},
-      {Unary::exp, "exp"},         {Unary::square, "square"},
+      {Unary::silu, "silu"}, {Unary::gelu_tanh, "gelu_tanh"}, {Unary::gelu_erf, "gelu_erf"}, {Unary::relu, "relu"},
+      {Unary::tanh, "tanh"}, {Unary::sigmoid, "sigmoid"},     {Unary::exp, "exp"},           {Unary::square, "square"},
   };
   for (const auto& [op, name] : kOps) {
     for (const Shape& s : {Shape{1}, Shape{3, 5}, Shape{4099}, Shape{2, 0, 3}}) {
@@ -438,13 +439,13 @@ TEST_P(BackendOps, Chunk) {
 TEST_P(BackendOps, Pad) {
   using Pads = std::vector<std::array<int64_t, 2>>;
   const std::vector<std::pair<Shape, Pads>> cases = {
-      {{3, 5}, {{2, 1}}},                               // last dim
-      {{2, 3, 4, 5}, {{1, 0}, {0, 2}}},                 // two trailing dims, one-sided
-      {{1, 4, 6, 7}, {{1, 1}, {2, 0}, {0, 3}}},         // three trailing dims
-      {{2, 2}, {{5, 4}}},                               // padding wider than the dim
-      {{3, 1, 2}, {{1, 2}, {2, 2}, {0, 1}}},            // every dim, size-1 dims
-      {{2, 3, 4}, {{0, 0}}},                            // nothing
-      {{1, 2, 3, 4, 5}, {{1, 0}, {0, 1}, {2, 2}}},     // rank 5 (conv3d causal padding)
+      {{3, 5}, {{2, 1}}},                           // last dim
+      {{2, 3, 4, 5}, {{1, 0}, {0, 2}}},             // two trailing dims, one-sided
+      {{1, 4, 6, 7}, {{1, 1}, {2, 0}, {0, 3}}},     // three trailing dims
+      {{2, 2}, {{5, 4}}},                           // padding wider than the dim
+      {{3, 1, 2}, {{1, 2}, {2, 2}, {0, 1}}},        // every dim, size-1 dims
+      {{2, 3, 4}, {{0, 0}}},                        // nothing
+      {{1, 2, 3, 4, 5}, {{1, 0}, {0, 1}, {2, 2}}},  // rank 5 (conv3d causal padding)
   };
   for (const auto& [s, pads] : cases) {
     for (PadMode mode : {PadMode::zeros, PadMode::replicate}) {
@@ -462,8 +463,13 @@ TEST_P(BackendOps, Pad) {
 
 TEST_P(BackendOps, UpsampleNearest) {
   const std::vector<std::pair<Shape, std::vector<int>>> cases = {
-      {{3}, {4}},          {{2, 3, 4}, {2}},          {{2, 3, 4, 5}, {2, 3}},  {{1, 2, 3, 4, 5}, {1, 2, 2}},
-      {{1, 2, 3, 4, 5}, {3, 1, 2}}, {{2, 1, 1}, {1, 1}}, {{2, 0, 3}, {2, 2}},
+      {{3}, {4}},
+      {{2, 3, 4}, {2}},
+      {{2, 3, 4, 5}, {2, 3}},
+      {{1, 2, 3, 4, 5}, {1, 2, 2}},
+      {{1, 2, 3, 4, 5}, {3, 1, 2}},
+      {{2, 1, 1}, {1, 1}},
+      {{2, 0, 3}, {2, 2}},
   };
   for (const auto& [s, scales] : cases) {
     SCOPED_TRACE(cat(shape_str(s), " by ", shape_str(Shape(scales.begin(), scales.end()))));
@@ -501,12 +507,12 @@ struct ConvCase {
 
 TEST_P(BackendOps, Conv2d) {
   const std::vector<ConvCase> cases = {
-      {{2, 3, 7, 9}, 4, {3, 3}, {1, 1}, {1, 1}},   {{2, 3, 7, 9}, 4, {3, 3}, {2, 2}, {1, 1}},
-      {{1, 2, 5, 5}, 3, {1, 1}, {1, 1}, {0, 0}},   {{2, 4, 9, 11}, 5, {3, 3}, {2, 2}, {2, 2}},
-      {{1, 1, 3, 3}, 1, {3, 3}, {1, 1}, {0, 0}},   {{2, 3, 8, 6}, 2, {1, 1}, {2, 2}, {0, 0}},
-      {{2, 5, 6, 7}, 3, {3, 3}, {1, 2}, {2, 0}},   {{2, 3, 5, 8}, 4, {3, 1}, {1, 1}, {1, 0}},
-      {{1, 16, 12, 10}, 8, {2, 2}, {2, 2}, {0, 0}},  // patch embedding
-      {{0, 3, 5, 5}, 2, {3, 3}, {1, 1}, {1, 1}},     {{2, 0, 5, 5}, 2, {3, 3}, {1, 1}, {1, 1}},  // empty
+      {{2, 3, 7, 9}, 4, {3, 3}, {1, 1}, {1, 1}},    {{2, 3, 7, 9}, 4, {3, 3}, {2, 2}, {1, 1}},
+      {{1, 2, 5, 5}, 3, {1, 1}, {1, 1}, {0, 0}},    {{2, 4, 9, 11}, 5, {3, 3}, {2, 2}, {2, 2}},
+      {{1, 1, 3, 3}, 1, {3, 3}, {1, 1}, {0, 0}},    {{2, 3, 8, 6}, 2, {1, 1}, {2, 2}, {0, 0}},
+      {{2, 5, 6, 7}, 3, {3, 3}, {1, 2}, {2, 0}},    {{2, 3, 5, 8}, 4, {3, 1}, {1, 1}, {1, 0}},
+      {{1, 16, 12, 10}, 8, {2, 2}, {2, 2}, {0, 0}},                                             // patch embedding
+      {{0, 3, 5, 5}, 2, {3, 3}, {1, 1}, {1, 1}},    {{2, 0, 5, 5}, 2, {3, 3}, {1, 1}, {1, 1}},  // empty
   };
   for (const ConvCase& c : cases) {
     for (bool with_bias : {false, true}) {
@@ -527,14 +533,15 @@ TEST_P(BackendOps, Conv2d) {
 
 TEST_P(BackendOps, Conv3d) {
   const std::vector<ConvCase> cases = {
-      {{2, 3, 5, 7, 9}, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},  {{2, 3, 5, 7, 9}, 4, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}},
-      {{1, 2, 3, 5, 5}, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}},  {{2, 4, 4, 9, 7}, 2, {3, 3, 3}, {1, 2, 2}, {0, 2, 1}},
-      {{1, 2, 3, 4, 4}, 3, {3, 1, 3}, {2, 1, 1}, {2, 0, 1}},  {{2, 3, 1, 6, 5}, 2, {1, 3, 3}, {1, 1, 2}, {0, 1, 1}},
+      {{2, 3, 5, 7, 9}, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}}, {{2, 3, 5, 7, 9}, 4, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}},
+      {{1, 2, 3, 5, 5}, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}}, {{2, 4, 4, 9, 7}, 2, {3, 3, 3}, {1, 2, 2}, {0, 2, 1}},
+      {{1, 2, 3, 4, 4}, 3, {3, 1, 3}, {2, 1, 1}, {2, 0, 1}}, {{2, 3, 1, 6, 5}, 2, {1, 3, 3}, {1, 1, 2}, {0, 1, 1}},
   };
   for (const ConvCase& c : cases) {
     for (bool with_bias : {false, true}) {
-      SCOPED_TRACE(cat("x ", shape_str(c.x), " O ", c.out_channels, " k ", shape_str(Shape(c.kernel.begin(), c.kernel.end())),
-                       " s ", shape_str(Shape(c.stride.begin(), c.stride.end())), " p ",
+      SCOPED_TRACE(cat("x ", shape_str(c.x), " O ", c.out_channels, " k ",
+                       shape_str(Shape(c.kernel.begin(), c.kernel.end())), " s ",
+                       shape_str(Shape(c.stride.begin(), c.stride.end())), " p ",
                        shape_str(Shape(c.padding.begin(), c.padding.end()))));
       Tensor x = rand(c.x), b = rand({c.out_channels});
       Tensor w = rand({c.out_channels, c.x[1], c.kernel[0], c.kernel[1], c.kernel[2]});
@@ -572,9 +579,9 @@ TEST_P(BackendOps, Rope) {
 // over random bit patterns (every magnitude) and the edges of each format.
 TEST_P(BackendOps, CastFromF32) {
   std::mt19937 rng(41);
-  std::vector<float> values = {0.0f,    -0.0f,    1.0f,     -2.5f,    1e-8f,     6e-5f,    5.96e-8f, 2.98e-8f,
-                               65504.0f, 65519.0f, 65520.0f, 70000.0f, 1e30f,     3.4e38f,  -3.4e38f, INFINITY,
-                               -INFINITY, 1.00048828125f, 1.0009765625f, 1.00390625f, 1.005859375f};
+  std::vector<float> values = {0.0f,     -0.0f,    1.0f,      -2.5f,          1e-8f,         6e-5f,       5.96e-8f,
+                               2.98e-8f, 65504.0f, 65519.0f,  65520.0f,       70000.0f,      1e30f,       3.4e38f,
+                               -3.4e38f, INFINITY, -INFINITY, 1.00048828125f, 1.0009765625f, 1.00390625f, 1.005859375f};
   while (values.size() < 20000) {
     uint32_t bits = uint32_t(rng());
     float f;
@@ -663,7 +670,9 @@ TEST_P(BackendOps, BadShapesFail) {
   EXPECT_THROW(ops::attention(q, q, q, args), Error);
 }
 
-std::string case_label(const ::testing::TestParamInfo<BackendCase>& info) { return testing::case_name(info.param); }
+std::string case_label(const ::testing::TestParamInfo<BackendCase>& info) {
+  return testing::case_name(info.param);
+}
 
 INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::ValuesIn(testing::backend_cases()), case_label);
 

@@ -6,15 +6,13 @@
 //    expression by expression (meshgrid, concatenations, repeats) in the
 //    dtypes diffusers uses.
 // Every table holds sines and cosines, so errors are absolute.
-#include "models/embeddings.h"
-
-#include <nlohmann/json.hpp>
-
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "models/embeddings.h"
 #include "support/testing.h"
 
 namespace pab {
@@ -94,8 +92,10 @@ Table naive_sincos_2d_from_axes(int dim, const std::vector<float>& grid_h, const
   Table emb_h = naive_sincos_1d(dim / 2, g0), emb_w = naive_sincos_1d(dim / 2, g1);
   Table out;
   for (size_t r = 0; r < g0.size(); ++r) {
-    out.insert(out.end(), emb_h.begin() + ptrdiff_t(r * size_t(dim / 2)), emb_h.begin() + ptrdiff_t((r + 1) * size_t(dim / 2)));
-    out.insert(out.end(), emb_w.begin() + ptrdiff_t(r * size_t(dim / 2)), emb_w.begin() + ptrdiff_t((r + 1) * size_t(dim / 2)));
+    out.insert(out.end(), emb_h.begin() + ptrdiff_t(r * size_t(dim / 2)),
+               emb_h.begin() + ptrdiff_t((r + 1) * size_t(dim / 2)));
+    out.insert(out.end(), emb_w.begin() + ptrdiff_t(r * size_t(dim / 2)),
+               emb_w.begin() + ptrdiff_t((r + 1) * size_t(dim / 2)));
   }
   return out;
 }
@@ -137,7 +137,8 @@ std::vector<float> naive_linspace(double start, double end, int n) {
 // get_1d_rotary_pos_embed(dim, pos, theta, use_real=True, repeat_interleave_real=True), float32 freqs: cos, sin
 std::pair<Table, Table> naive_rope_1d(int dim, const std::vector<float>& pos, double theta) {
   std::vector<float> freqs;
-  for (int i = 0; i < dim; i += 2) freqs.push_back(1.0f / float(std::pow(double(float(theta)), double(float(i) / float(dim)))));
+  for (int i = 0; i < dim; i += 2)
+    freqs.push_back(1.0f / float(std::pow(double(float(theta)), double(float(i) / float(dim)))));
   Table cos, sin;
   for (float p : pos)
     for (float f : freqs) {
@@ -234,8 +235,9 @@ TEST(Embeddings, MatchDiffusersTables) {
                                          a.at("ntk_factor"));
       got = (name.ends_with("_cos") ? t.cos : t.sin).to_vector();
     } else if (fn == "rotary_pos_embed_3d") {
-      RopeTables t = rotary_pos_embed_3d(a.at("head_dim"), a.at("grid_h"), a.at("grid_w"), a.at("frames"),
-                                         a.at("base_h"), a.at("base_w"), a.at("grid_type"), a.at("max_h"), a.at("max_w"));
+      RopeTables t =
+          rotary_pos_embed_3d(a.at("head_dim"), a.at("grid_h"), a.at("grid_w"), a.at("frames"), a.at("base_h"),
+                              a.at("base_w"), a.at("grid_type"), a.at("max_h"), a.at("max_w"));
       got = (name.ends_with("_cos") ? t.cos : t.sin).to_vector();
     } else {
       FAIL() << "unknown function " << fn;

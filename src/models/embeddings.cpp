@@ -15,8 +15,12 @@ namespace pab {
 
 namespace {
 
-float sin_f32(float x) { return float(std::sin(double(x))); }
-float cos_f32(float x) { return float(std::cos(double(x))); }
+float sin_f32(float x) {
+  return float(std::sin(double(x)));
+}
+float cos_f32(float x) {
+  return float(std::cos(double(x)));
+}
 
 // arange(n, dtype=float32) / divisor, divided in float32 as a tensor by a Python scalar is
 std::vector<float> arange_over(int n, double divisor) {
@@ -133,8 +137,7 @@ Tensor sincos_pos_embed_3d(int embed_dim, int grid_h, int grid_w, int frames, do
   Tensor out = Tensor::empty({int64_t(frames) * hw, embed_dim});
   float* o = out.f32();
   // spatial part of frame 0, copied to the other frames
-  sincos_2d_into(dim_s, arange_over(grid_h, spatial_interp), arange_over(grid_w, spatial_interp), o + dim_t,
-                 embed_dim);
+  sincos_2d_into(dim_s, arange_over(grid_h, spatial_interp), arange_over(grid_w, spatial_interp), o + dim_t, embed_dim);
   for (int f = 0; f < frames; ++f) {
     for (int64_t p = 0; p < hw; ++p) {
       float* row = o + (f * hw + p) * embed_dim;

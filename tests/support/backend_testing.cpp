@@ -48,9 +48,13 @@ class ErrorSummary : public ::testing::Environment {
 };
 }  // namespace
 
-std::string case_name(const BackendCase& c) { return cat(device_name(c.device), "_", dtype_name(c.dtype)); }
+std::string case_name(const BackendCase& c) {
+  return cat(device_name(c.device), "_", dtype_name(c.dtype));
+}
 
-void PrintTo(const BackendCase& c, std::ostream* os) { *os << case_name(c); }
+void PrintTo(const BackendCase& c, std::ostream* os) {
+  *os << case_name(c);
+}
 
 std::vector<BackendCase> backend_cases() {
   std::vector<BackendCase> cases = {{Device::cpu, DType::f32}};
@@ -61,10 +65,14 @@ std::vector<BackendCase> backend_cases() {
 
 double math_tolerance(DType dtype) {
   switch (dtype) {
-    case DType::f32: return 1e-5;
-    case DType::f16: return 2e-3;
-    case DType::bf16: return 1e-2;
-    default: break;
+    case DType::f32:
+      return 1e-5;
+    case DType::f16:
+      return 2e-3;
+    case DType::bf16:
+      return 1e-2;
+    default:
+      break;
   }
   fail("no tolerance for compute dtype ", dtype_name(dtype));
 }
@@ -79,9 +87,13 @@ Tensor to_case(const Tensor& x, const BackendCase& c) {
   return is_float(t.dtype()) && t.dtype() != c.dtype ? t.to(c.dtype) : t;
 }
 
-Tensor to_device(const Tensor& x, const BackendCase& c) { return c.device == x.device() ? x : x.to(c.device); }
+Tensor to_device(const Tensor& x, const BackendCase& c) {
+  return c.device == x.device() ? x : x.to(c.device);
+}
 
-void set_current_case(const BackendCase& c) { g_current = c; }
+void set_current_case(const BackendCase& c) {
+  g_current = c;
+}
 
 double rel_error(const Tensor& out, const naive::Array& ref) {
   auto [diff, mag] = max_diff(naive::Array::from(out).v, ref.v);
@@ -109,6 +121,8 @@ void expect_close(const Tensor& out, const naive::Array& ref, double tol, const 
   EXPECT_FALSE(within(got, moved, tol)) << op << ": the comparison accepts a perturbed reference";
 }
 
-::testing::Environment* error_summary_environment() { return new ErrorSummary; }
+::testing::Environment* error_summary_environment() {
+  return new ErrorSummary;
+}
 
 }  // namespace pab::testing

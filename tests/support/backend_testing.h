@@ -16,7 +16,7 @@ struct BackendCase {
   Device device;
   DType dtype;  // the compute dtype float inputs are cast to on the device
 };
-std::string case_name(const BackendCase& c);  // "cpu_F32"
+std::string case_name(const BackendCase& c);           // "cpu_F32"
 void PrintTo(const BackendCase& c, std::ostream* os);  // gtest's name for a parameter
 
 // Every case this build can run: the CPU in f32 always; a registered CUDA

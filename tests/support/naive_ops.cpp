@@ -10,10 +10,14 @@ namespace {
 const double kInf = std::numeric_limits<double>::infinity();
 
 // The trailing `k` entries of a shape as a Shape.
-Shape tail(const Shape& s, size_t k) { return Shape(s.end() - ptrdiff_t(k), s.end()); }
+Shape tail(const Shape& s, size_t k) {
+  return Shape(s.end() - ptrdiff_t(k), s.end());
+}
 }  // namespace
 
-Array Array::zeros(const Shape& shape) { return Array{shape, std::vector<double>(size_t(shape_numel(shape)), 0.0)}; }
+Array Array::zeros(const Shape& shape) {
+  return Array{shape, std::vector<double>(size_t(shape_numel(shape)), 0.0)};
+}
 
 Array Array::from(const Tensor& t) {
   Tensor c = t.device() == Device::cpu ? t : t.to(Device::cpu);
@@ -31,8 +35,12 @@ Array Array::from(const Tensor& t) {
   return a;
 }
 
-double& Array::at(const std::vector<int64_t>& idx) { return v[size_t(ravel(idx, shape))]; }
-double Array::at(const std::vector<int64_t>& idx) const { return v[size_t(ravel(idx, shape))]; }
+double& Array::at(const std::vector<int64_t>& idx) {
+  return v[size_t(ravel(idx, shape))];
+}
+double Array::at(const std::vector<int64_t>& idx) const {
+  return v[size_t(ravel(idx, shape))];
+}
 
 std::vector<int64_t> unravel(int64_t flat, const Shape& shape) {
   std::vector<int64_t> idx(shape.size());
@@ -150,7 +158,8 @@ Array rms_norm(const Array& x, const Array* w, double eps) {
     const double* xr = x.v.data() + r * c;
     double ms = 0;
     for (int64_t i = 0; i < c; ++i) ms += xr[i] * xr[i] / double(c);
-    for (int64_t i = 0; i < c; ++i) out.v[size_t(r * c + i)] = xr[i] / std::sqrt(ms + eps) * (w ? w->v[size_t(i)] : 1.0);
+    for (int64_t i = 0; i < c; ++i)
+      out.v[size_t(r * c + i)] = xr[i] / std::sqrt(ms + eps) * (w ? w->v[size_t(i)] : 1.0);
   }
   return out;
 }
@@ -197,14 +206,22 @@ Array softmax(const Array& x) {
 double unary(double x, Unary op) {
   const double pi = 3.14159265358979323846;
   switch (op) {
-    case Unary::silu: return x * (1.0 / (1.0 + std::exp(-x)));
-    case Unary::gelu_tanh: return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * std::pow(x, 3))));
-    case Unary::gelu_erf: return x * 0.5 * (1.0 + std::erf(x / std::sqrt(2.0)));
-    case Unary::relu: return x > 0 ? x : 0.0;
-    case Unary::tanh: return std::tanh(x);
-    case Unary::sigmoid: return 1.0 / (1.0 + std::exp(-x));
-    case Unary::exp: return std::exp(x);
-    case Unary::square: return x * x;
+    case Unary::silu:
+      return x * (1.0 / (1.0 + std::exp(-x)));
+    case Unary::gelu_tanh:
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * std::pow(x, 3))));
+    case Unary::gelu_erf:
+      return x * 0.5 * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case Unary::relu:
+      return x > 0 ? x : 0.0;
+    case Unary::tanh:
+      return std::tanh(x);
+    case Unary::sigmoid:
+      return 1.0 / (1.0 + std::exp(-x));
+    case Unary::exp:
+      return std::exp(x);
+    case Unary::square:
+      return x * x;
   }
   return NAN;
 }
@@ -235,10 +252,18 @@ Array binary(const Array& a, const Array& b, Binary op) {
     double x = a.v[size_t(ravel(ia, sa))], y = b.v[size_t(ravel(ib, sb))];
     double z = 0;
     switch (op) {
-      case Binary::add: z = x + y; break;
-      case Binary::sub: z = x - y; break;
-      case Binary::mul: z = x * y; break;
-      case Binary::div: z = x / y; break;
+      case Binary::add:
+        z = x + y;
+        break;
+      case Binary::sub:
+        z = x - y;
+        break;
+      case Binary::mul:
+        z = x * y;
+        break;
+      case Binary::div:
+        z = x / y;
+        break;
     }
     out.v[size_t(f)] = z;
   }

@@ -32,8 +32,7 @@ Array linear(const Array& x, const Array& w, const Array* b);
 Array matmul(const Array& a, const Array& b, bool trans_b);
 // Materialises the whole [Sq, Sk] score matrix of every (batch, head). A query
 // row with no attendable key gives zeros (the backend contract).
-Array attention(const Array& q, const Array& k, const Array& v, double scale, const Array* bias,
-                const Array* key_mask);
+Array attention(const Array& q, const Array& k, const Array& v, double scale, const Array* bias, const Array* key_mask);
 
 Array layer_norm(const Array& x, const Array* w, const Array* b, double eps);
 Array rms_norm(const Array& x, const Array* w, double eps);
