@@ -22,7 +22,8 @@ float cos_f32(float x) {
   return float(std::cos(double(x)));
 }
 
-// arange(n, dtype=float32) / divisor, divided in float32 as a tensor by a Python scalar is
+// arange(n, dtype=float32) / divisor: a float32 tensor divided by a Python
+// scalar divides in float32
 std::vector<float> arange_over(int n, double divisor) {
   std::vector<float> v(static_cast<size_t>(std::max(n, 0)));
   for (int i = 0; i < n; ++i) v[size_t(i)] = float(i) / float(divisor);

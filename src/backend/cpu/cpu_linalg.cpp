@@ -97,11 +97,11 @@ Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, 
     mask = args.key_mask->f32();
   }
 
+  // A query row with no key to attend to (Sk == 0 or every key masked) gets zeros.
+  if (q.numel() == 0 || sk == 0) return Tensor::zeros(q.shape());
   // [B, S, H, D] -> [B, H, S, D] so that each head's keys and values are contiguous
   Tensor kh = permute(k, {0, 2, 1, 3});
   Tensor vh = permute(v, {0, 2, 1, 3});
-  // A query row with no key to attend to (Sk == 0 or every key masked) gets zeros.
-  if (q.numel() == 0 || sk == 0) return Tensor::zeros(q.shape());
   Tensor out = Tensor::empty(q.shape());
   constexpr int64_t kBq = 32, kBk = 256;
   const int64_t q_blocks = (sq + kBq - 1) / kBq;
