@@ -23,7 +23,9 @@ TEST(PromptText, MatchesPythonLowerStrip) {
   EXPECT_GT(changed, int(texts.size()) / 2);  // the cases do exercise lowering and stripping
 }
 
-TEST(PromptText, RejectsInvalidUtf8) { EXPECT_THROW(python_lower_strip("A\xFF"), Error); }
+TEST(PromptText, RejectsInvalidUtf8) {
+  EXPECT_THROW(python_lower_strip("A\xFF"), Error);
+}
 
 }  // namespace
 }  // namespace pab

@@ -1,10 +1,9 @@
 // TorchGenerator against torch.randn: the shared rng fixture (one draw per
 // fresh generator) and tests/data/rng_sequences (successive draws on one
 // generator, both normal-kernel variants), compared bit for bit.
-#include <nlohmann/json.hpp>
-
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "pipeline/rng.h"

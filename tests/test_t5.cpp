@@ -16,7 +16,9 @@ namespace fs = std::filesystem;
 
 const double kTol = 1e-5;
 
-std::string t5_dir() { return testing::data_path("fixtures/components/t5/text_encoder"); }
+std::string t5_dir() {
+  return testing::data_path("fixtures/components/t5/text_encoder");
+}
 
 // A fresh empty directory under the system temp dir, removed at scope exit.
 struct TempDir {
@@ -30,7 +32,9 @@ struct TempDir {
   std::string str() const { return path.string(); }
 };
 
-void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
 
 // Copies the fixture encoder into `dir` as `shards` safetensors shards plus an
 // index.json, renaming shared.weight to `embed_names` (one or both names).
@@ -149,7 +153,7 @@ TEST(T5, LoadErrorsNameFileAndKey) {
   expect_error(dir.str(), "config.json");
 
   auto enc = T5Encoder::load(t5_dir());
-  EXPECT_THROW(enc->encode(Tensor::zeros({1, 4})), Error);              // f32 ids
+  EXPECT_THROW(enc->encode(Tensor::zeros({1, 4})), Error);  // f32 ids
   Tensor out_of_vocab = Tensor::zeros({1, 2}, DType::i64);
   out_of_vocab.i64()[1] = 1000;
   EXPECT_THROW(enc->encode(out_of_vocab), Error);

@@ -16,9 +16,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(std::ifstream(path)); }
+nlohmann::json read_json(const std::string& path) {
+  return nlohmann::json::parse(std::ifstream(path));
+}
 
-std::vector<int64_t> ids_of(const Tensor& t) { return std::vector<int64_t>(t.i64(), t.i64() + t.numel()); }
+std::vector<int64_t> ids_of(const Tensor& t) {
+  return std::vector<int64_t>(t.i64(), t.i64() + t.numel());
+}
 
 struct TempDir {
   fs::path path;
@@ -56,7 +60,8 @@ TEST(Tokenizer, NormalisationCornerCasesMatchTransformers) {
   nlohmann::json c = read_json(testing::data_path("tokenizer_cases/cases.json"));
   auto with_json = T5Tokenizer::load(testing::data_path(c["json_folder"].get<std::string>()));
   TempDir spm_dir("spm");
-  fs::copy_file(testing::data_path(c["json_folder"].get<std::string>()) + "/spiece.model", spm_dir.path / "spiece.model");
+  fs::copy_file(testing::data_path(c["json_folder"].get<std::string>()) + "/spiece.model",
+                spm_dir.path / "spiece.model");
   std::ofstream(spm_dir.path / "tokenizer_config.json") << c["spm_config"].dump();
   auto spm_only = T5Tokenizer::load(spm_dir.path.string());
   EXPECT_EQ(spm_only->vocab_size(), with_json->vocab_size() + 3);

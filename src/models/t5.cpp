@@ -16,11 +16,16 @@ namespace {
 
 // feed_forward_proj's activation names, as transformers' ACT2FN spells them.
 bool activation_from_name(const std::string& name, Unary* act) {
-  if (name == "relu") *act = Unary::relu;
-  else if (name == "gelu") *act = Unary::gelu_erf;
-  else if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") *act = Unary::gelu_tanh;
-  else if (name == "silu" || name == "swish") *act = Unary::silu;
-  else return false;
+  if (name == "relu")
+    *act = Unary::relu;
+  else if (name == "gelu")
+    *act = Unary::gelu_erf;
+  else if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast")
+    *act = Unary::gelu_tanh;
+  else if (name == "silu" || name == "swish")
+    *act = Unary::silu;
+  else
+    return false;
   return true;
 }
 
@@ -33,8 +38,7 @@ T5Config T5Config::from_json(const JsonConfig& c) {
     return value;
   };
   const std::string model_type = c.get_or<std::string>("model_type", "t5");
-  if (model_type != "t5" && model_type != "mt5")
-    c.unsupported("model_type", "expected a T5 encoder ('t5' or 'mt5')");
+  if (model_type != "t5" && model_type != "mt5") c.unsupported("model_type", "expected a T5 encoder ('t5' or 'mt5')");
   if (c.get_or<bool>("is_decoder", false)) c.unsupported("is_decoder", "only the encoder is supported");
   t.vocab_size = positive("vocab_size", c.get<int>("vocab_size"));
   t.d_model = positive("d_model", c.get<int>("d_model"));
@@ -74,8 +78,8 @@ int t5_relative_position_bucket(int64_t relative_position, int num_buckets, int 
   const int max_exact = half / 2;
   if (distance < max_exact) return bucket + int(distance);
   // Logarithmic buckets beyond max_exact, saturating at max_distance.
-  const double scaled = std::log(double(distance) / max_exact) / std::log(double(max_distance) / max_exact) *
-                        double(half - max_exact);
+  const double scaled =
+      std::log(double(distance) / max_exact) / std::log(double(max_distance) / max_exact) * double(half - max_exact);
   return bucket + std::min(max_exact + int(int64_t(scaled)), half - 1);
 }
 
@@ -85,9 +89,11 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const std::string& dir, const LoadOpt
   enc->opts_ = opts;
   const T5Config& c = enc->cfg_;
   Checkpoint ck = Checkpoint::open_dir(dir);
-  auto load = [&](const std::string& name, const Shape& shape) { return ck.load(name, shape, opts.dtype, opts.device); };
+  auto load = [&](const std::string& name, const Shape& shape) {
+    return ck.load(name, shape, opts.dtype, opts.device);
+  };
 
-  const char* embed_name = ck.has("shared.weight")               ? "shared.weight"
+  const char* embed_name = ck.has("shared.weight")                 ? "shared.weight"
                            : ck.has("encoder.embed_tokens.weight") ? "encoder.embed_tokens.weight"
                                                                    : nullptr;
   if (!embed_name) fail(ck.where(), ": missing the token embedding ('shared.weight' or 'encoder.embed_tokens.weight')");

@@ -20,8 +20,8 @@ struct T5Config {
   int d_ff = 0;
   int num_layers = 0;
   int num_heads = 0;
-  int num_buckets = 32;     // relative_attention_num_buckets
-  int max_distance = 128;   // relative_attention_max_distance
+  int num_buckets = 32;    // relative_attention_num_buckets
+  int max_distance = 128;  // relative_attention_max_distance
   float layer_norm_eps = 1e-6f;
   bool gated = false;       // feed_forward_proj "gated-<act>"
   Unary act = Unary::relu;  // the activation named by feed_forward_proj

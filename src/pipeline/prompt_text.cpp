@@ -25,14 +25,18 @@ struct CodeRange {
 
 template <class Range, size_t N>
 const Range* find_range(const Range (&table)[N], uint32_t cp) {
-  const Range* it = std::upper_bound(std::begin(table), std::end(table), cp,
-                                     [](uint32_t c, const Range& r) { return c < r.first; });
+  const Range* it =
+      std::upper_bound(std::begin(table), std::end(table), cp, [](uint32_t c, const Range& r) { return c < r.first; });
   if (it == std::begin(table) || cp > (it - 1)->last) return nullptr;
   return it - 1;
 }
 
-bool is_cased(uint32_t cp) { return find_range(kCasedRanges, cp) != nullptr; }
-bool is_case_ignorable(uint32_t cp) { return find_range(kCaseIgnorableRanges, cp) != nullptr; }
+bool is_cased(uint32_t cp) {
+  return find_range(kCasedRanges, cp) != nullptr;
+}
+bool is_case_ignorable(uint32_t cp) {
+  return find_range(kCaseIgnorableRanges, cp) != nullptr;
+}
 
 uint32_t lower_simple(uint32_t cp) {
   const LowerRange* r = find_range(kLowerRanges, cp);
@@ -43,8 +47,7 @@ uint32_t lower_simple(uint32_t cp) {
 // Python's str.isspace() (Py_UNICODE_ISSPACE), which str.strip() uses.
 bool is_python_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 std::vector<uint32_t> decode(const std::string& s) {

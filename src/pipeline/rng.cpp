@@ -18,14 +18,20 @@ namespace pab {
 
 namespace {
 
-float bits_to_float(uint32_t u) { return std::bit_cast<float>(u); }
-uint32_t float_to_bits(float f) { return std::bit_cast<uint32_t>(f); }
+float bits_to_float(uint32_t u) {
+  return std::bit_cast<float>(u);
+}
+uint32_t float_to_bits(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
 // An AVX compare yields all-ones or all-zeros lanes; `x & mask` keeps x or gives +0.
-float keep_if(bool keep, float x) { return keep ? x : 0.0f; }
+float keep_if(bool keep, float x) {
+  return keep ? x : 0.0f;
+}
 
 // The constants are double literals narrowed to float, as avx_mathfun.h stores them.
 constexpr float kSqrtHalf = float(0.707106781186547524);
-constexpr float kLogP[9] = {float(7.0376836292E-2), float(-1.1514610310E-1), float(1.1676998740E-1),
+constexpr float kLogP[9] = {float(7.0376836292E-2),  float(-1.1514610310E-1), float(1.1676998740E-1),
                             float(-1.2420140846E-1), float(+1.4249322787E-1), float(-1.6668057665E-1),
                             float(+2.0000714765E-1), float(-2.4999993993E-1), float(+3.3333331174E-1)};
 constexpr float kLogQ1 = float(-2.12194440e-4);

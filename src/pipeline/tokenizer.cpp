@@ -72,12 +72,24 @@ void check_utf8(std::string_view text, const char* what) {
 // The White_Space property (Rust's char::is_whitespace, regex \s).
 bool is_white_space(int32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 enum class Gcb : uint8_t {  // Grapheme_Cluster_Break, in the table's order
-  other, cr, lf, control, extend, zwj, regional_indicator, prepend, spacing_mark, l, v, t, lv, lvt
+  other,
+  cr,
+  lf,
+  control,
+  extend,
+  zwj,
+  regional_indicator,
+  prepend,
+  spacing_mark,
+  l,
+  v,
+  t,
+  lv,
+  lvt
 };
 enum class Incb : uint8_t { none, linker, consonant, extend };  // Indic_Conjunct_Break
 
@@ -106,45 +118,56 @@ GraphemeProps grapheme_props(int32_t cp) {
   return {Gcb(p & 0x0F), (p & 0x10) != 0, Incb((p >> 5) & 0x03)};
 }
 
-bool is_control_break(Gcb g) { return g == Gcb::cr || g == Gcb::lf || g == Gcb::control; }
+bool is_control_break(Gcb g) {
+  return g == Gcb::cr || g == Gcb::lf || g == Gcb::control;
+}
 
-// Splits valid UTF-8 text into extended grapheme clusters (UAX #29, rules GB3-GB13).
+enum class PictState { none, pict, pict_zwj };     // ExtPict Extend* [ZWJ] just before
+enum class ConjState { none, consonant, linked };  // InCB Consonant [Extend Linker]* just before
+
+// Whether no cluster boundary falls between `prev` and `cur` (UAX #29, GB3-GB13).
+bool same_cluster(const GraphemeProps& prev, const GraphemeProps& cur, PictState pict, ConjState conj, int ri_run) {
+  const Gcb p = prev.gcb, c = cur.gcb;
+  if (p == Gcb::cr && c == Gcb::lf) return true;                                                  // GB3
+  if (is_control_break(p) || is_control_break(c)) return false;                                   // GB4, GB5
+  if (p == Gcb::l && (c == Gcb::l || c == Gcb::v || c == Gcb::lv || c == Gcb::lvt)) return true;  // GB6
+  if ((p == Gcb::lv || p == Gcb::v) && (c == Gcb::v || c == Gcb::t)) return true;                 // GB7
+  if ((p == Gcb::lvt || p == Gcb::t) && c == Gcb::t) return true;                                 // GB8
+  if (c == Gcb::extend || c == Gcb::zwj || c == Gcb::spacing_mark) return true;                   // GB9, GB9a
+  if (p == Gcb::prepend) return true;                                                             // GB9b
+  if (conj == ConjState::linked && cur.incb == Incb::consonant) return true;                      // GB9c
+  if (pict == PictState::pict_zwj && cur.pictographic) return true;                               // GB11
+  return p == Gcb::regional_indicator && c == Gcb::regional_indicator && ri_run % 2 == 1;         // GB12, GB13
+}
+
+// Splits valid UTF-8 text into extended grapheme clusters.
 std::vector<std::string_view> grapheme_clusters(std::string_view s) {
   std::vector<std::string_view> out;
-  enum class Pict { none, pict, pict_zwj } pict = Pict::none;  // ExtPict Extend* [ZWJ] just before
-  enum class Conj { none, consonant, linked } conj = Conj::none;  // InCB Consonant [Extend Linker]* just before
+  PictState pict = PictState::none;
+  ConjState conj = ConjState::none;
   int ri_run = 0;  // regional indicators just before
   GraphemeProps prev;
   size_t start = 0;
   for (size_t pos = 0, len = 0; pos < s.size(); pos += len) {
     const GraphemeProps cur = grapheme_props(decode_utf8(s, pos, &len));
-    bool join = false;
-    if (pos > 0) {
-      if (prev.gcb == Gcb::cr && cur.gcb == Gcb::lf) join = true;                                // GB3
-      else if (is_control_break(prev.gcb) || is_control_break(cur.gcb)) join = false;            // GB4, GB5
-      else if (prev.gcb == Gcb::l && (cur.gcb == Gcb::l || cur.gcb == Gcb::v || cur.gcb == Gcb::lv ||
-                                      cur.gcb == Gcb::lvt)) join = true;                         // GB6
-      else if ((prev.gcb == Gcb::lv || prev.gcb == Gcb::v) && (cur.gcb == Gcb::v || cur.gcb == Gcb::t)) join = true;
-      else if ((prev.gcb == Gcb::lvt || prev.gcb == Gcb::t) && cur.gcb == Gcb::t) join = true;   // GB7, GB8
-      else if (cur.gcb == Gcb::extend || cur.gcb == Gcb::zwj || cur.gcb == Gcb::spacing_mark) join = true;
-      else if (prev.gcb == Gcb::prepend) join = true;                                            // GB9-GB9b
-      else if (conj == Conj::linked && cur.incb == Incb::consonant) join = true;                 // GB9c
-      else if (pict == Pict::pict_zwj && cur.pictographic) join = true;                          // GB11
-      else if (prev.gcb == Gcb::regional_indicator && cur.gcb == Gcb::regional_indicator && ri_run % 2 == 1)
-        join = true;                                                                             // GB12, GB13
-      if (!join) {
-        out.push_back(s.substr(start, pos - start));
-        start = pos;
-      }
+    if (pos > 0 && !same_cluster(prev, cur, pict, conj, ri_run)) {
+      out.push_back(s.substr(start, pos - start));
+      start = pos;
     }
-    pict = cur.pictographic                                     ? Pict::pict
-           : pict == Pict::pict && cur.gcb == Gcb::extend      ? Pict::pict
-           : pict == Pict::pict && cur.gcb == Gcb::zwj         ? Pict::pict_zwj
-                                                                : Pict::none;
-    conj = cur.incb == Incb::consonant                         ? Conj::consonant
-           : conj != Conj::none && cur.incb == Incb::extend    ? conj
-           : conj != Conj::none && cur.incb == Incb::linker    ? Conj::linked
-                                                                : Conj::none;
+    if (cur.pictographic)
+      pict = PictState::pict;
+    else if (pict == PictState::pict && cur.gcb == Gcb::extend)
+      pict = PictState::pict;
+    else if (pict == PictState::pict && cur.gcb == Gcb::zwj)
+      pict = PictState::pict_zwj;
+    else
+      pict = PictState::none;
+    if (cur.incb == Incb::consonant)
+      conj = ConjState::consonant;
+    else if (conj != ConjState::none && cur.incb == Incb::linker)
+      conj = ConjState::linked;
+    else if (conj == ConjState::none || cur.incb != Incb::extend)
+      conj = ConjState::none;
     ri_run = cur.gcb == Gcb::regional_indicator ? ri_run + 1 : 0;
     prev = cur;
   }
@@ -174,8 +197,10 @@ class Charsmap {
     }
     replacements_ = std::string(blob.substr(4 + trie_bytes));
     for (size_t pos = 0, len = 0; pos < replacements_.size(); pos += len)
-      if (replacements_[pos] == '\0') len = 1;
-      else if (decode_utf8(replacements_, pos, &len) < 0) corrupt("replacements are not UTF-8");
+      if (replacements_[pos] == '\0')
+        len = 1;
+      else if (decode_utf8(replacements_, pos, &len) < 0)
+        corrupt("replacements are not UTF-8");
   }
 
   // The HF Precompiled normalizer (see the file comment, step 2).
@@ -268,11 +293,16 @@ class ProtoReader {
     return v;
   }
   void skip(int wire) {
-    if (wire == 0) varint();
-    else if (wire == 1) advance(8);
-    else if (wire == 2) bytes();
-    else if (wire == 5) advance(4);
-    else corrupt();
+    if (wire == 0)
+      varint();
+    else if (wire == 1)
+      advance(8);
+    else if (wire == 2)
+      bytes();
+    else if (wire == 5)
+      advance(4);
+    else
+      corrupt();
   }
 
  private:
@@ -297,16 +327,20 @@ ProtoFields read_proto_fields(std::string_view model, const std::string& where) 
       int type = 1;
       while (!piece.done()) {
         int w = 0;
-        if (piece.key(&w) == 3 && w == 0) type = int(piece.varint());
-        else piece.skip(w);
+        if (piece.key(&w) == 3 && w == 0)
+          type = int(piece.varint());
+        else
+          piece.skip(w);
       }
       f.piece_types.push_back(type);
     } else if (field == 3 && wire == 2) {  // ModelProto.normalizer_spec
       ProtoReader spec(r.bytes(), where);
       while (!spec.done()) {
         int w = 0;
-        if (spec.key(&w) == 2 && w == 2) f.charsmap = std::string(spec.bytes());
-        else spec.skip(w);
+        if (spec.key(&w) == 2 && w == 2)
+          f.charsmap = std::string(spec.bytes());
+        else
+          spec.skip(w);
       }
     } else {
       r.skip(wire);
@@ -340,7 +374,7 @@ struct T5Tokenizer::Impl {
     int64_t id = -1;
   };
 
-  std::string where;  // spiece.model path, for messages
+  std::string where;                // spiece.model path, for messages
   std::vector<std::string> pieces;  // id -> piece (model pieces, then extra ids)
   std::vector<double> scores;
   std::unordered_map<std::string_view, int64_t> piece_ids;  // views into `pieces`
@@ -484,8 +518,10 @@ struct T5Tokenizer::Impl {
       }
       const std::string normalized = charsmap.normalize(raw.text);
       for (const Split& s : split_added(normalized, true)) {
-        if (s.id >= 0) ids.push_back(s.id);
-        else encode_normalized(s.text, &ids);
+        if (s.id >= 0)
+          ids.push_back(s.id);
+        else
+          encode_normalized(s.text, &ids);
       }
     }
     ids.push_back(eos);
@@ -502,8 +538,11 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_regular_file(m->where, ec)) fail(m->where, ": missing (the T5 tokenizer needs its SentencePiece model)");
   sentencepiece::SentencePieceProcessor sp;
-  if (const auto status = sp.Load(m->where); !status.ok())
-    fail(m->where, ": not a valid SentencePiece model (", status.ToString(), ")");
+  if (const auto status = sp.Load(m->where); !status.ok()) {
+    std::string why = status.message();
+    if (why.find("ParseFromArray") != std::string::npos) why = "the file does not parse as a model";
+    fail(m->where, ": not a valid SentencePiece model (", why, ")");
+  }
   const std::string proto = sp.serialized_model_proto();
   const ProtoFields fields = read_proto_fields(proto, m->where);
   const int size = sp.GetPieceSize();
@@ -571,20 +610,24 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
         cfg->unsupported("added_tokens_decoder", "entry '" + it.key() + "' is not id -> {content, ...}");
       if (t.value("single_word", false))
         cfg->unsupported("added_tokens_decoder", "entry '" + it.key() + "' has single_word = true (not supported)");
-      Impl::AddedToken token{t.at("content").get<std::string>(), id, t.value("lstrip", false),
-                             t.value("rstrip", false), t.value("normalized", false)};
+      Impl::AddedToken token{t.at("content").get<std::string>(), id, t.value("lstrip", false), t.value("rstrip", false),
+                             t.value("normalized", false)};
       if (token.normalized) token.content = m->charsmap.normalize(token.content);
       auto same = std::find_if(m->added.begin(), m->added.end(),
                                [&](const Impl::AddedToken& a) { return a.content == token.content; });
-      if (same != m->added.end()) *same = token;
-      else m->added.push_back(token);
+      if (same != m->added.end())
+        *same = token;
+      else
+        m->added.push_back(token);
       if (id >= int64_t(m->pieces.size())) m->added_text[id] = token.content;
     }
   }
   return std::unique_ptr<T5Tokenizer>(new T5Tokenizer(std::move(m)));
 }
 
-std::vector<int64_t> T5Tokenizer::encode(const std::string& text) const { return impl_->encode(text); }
+std::vector<int64_t> T5Tokenizer::encode(const std::string& text) const {
+  return impl_->encode(text);
+}
 
 TokenizedText T5Tokenizer::tokenize(const std::string& text, int64_t max_length) const {
   if (max_length < 1) fail("T5 tokenizer: max_length must be at least 1 (room for </s>), got ", max_length);
@@ -604,9 +647,12 @@ TokenizedText T5Tokenizer::tokenize(const std::string& text, int64_t max_length)
 std::string T5Tokenizer::decode(const std::vector<int64_t>& ids) const {
   std::string out;
   for (int64_t id : ids) {
-    if (id >= 0 && id < int64_t(impl_->pieces.size())) out += impl_->pieces[size_t(id)];
-    else if (auto it = impl_->added_text.find(id); it != impl_->added_text.end()) out += it->second;
-    else out += "<unk>";
+    if (id >= 0 && id < int64_t(impl_->pieces.size()))
+      out += impl_->pieces[size_t(id)];
+    else if (auto it = impl_->added_text.find(id); it != impl_->added_text.end())
+      out += it->second;
+    else
+      out += "<unk>";
   }
   std::string text;
   for (size_t pos = 0; pos < out.size();) {
@@ -620,9 +666,15 @@ std::string T5Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return text;
 }
 
-int64_t T5Tokenizer::eos_id() const { return impl_->eos; }
-int64_t T5Tokenizer::pad_id() const { return impl_->pad; }
-int64_t T5Tokenizer::vocab_size() const { return int64_t(impl_->pieces.size()); }
+int64_t T5Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+int64_t T5Tokenizer::pad_id() const {
+  return impl_->pad;
+}
+int64_t T5Tokenizer::vocab_size() const {
+  return int64_t(impl_->pieces.size());
+}
 
 Tensor token_tensor(const std::vector<std::vector<int64_t>>& rows) {
   if (rows.empty()) fail("token_tensor: no rows");
