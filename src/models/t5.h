@@ -47,7 +47,7 @@ class T5Encoder {
  private:
   struct Block {
     Tensor norm_attn, q, k, v, o;
-    Tensor norm_ff, wi_0, wi_1, wo;  // wi_1 only when gated (wi_0 is then `wi` otherwise)
+    Tensor norm_ff, wi_0, wi_1, wo;  // wi_0 holds `wi` when not gated; wi_1 exists only when gated
   };
   // The additive attention bias [1, H, L, L] of the relative position buckets.
   Tensor position_bias(int64_t length) const;

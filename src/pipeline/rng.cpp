@@ -8,6 +8,7 @@
 // -ffp-contract=off (CMakeLists.txt).
 #include "pipeline/rng.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <numbers>
