@@ -22,7 +22,9 @@ constexpr double kTol = 1e-5;
 
 using testing::data_path;
 
-std::string fixture(const std::string& rel) { return data_path("fixtures/components/vae_cogvideox/" + rel); }
+std::string fixture(const std::string& rel) {
+  return data_path("fixtures/components/vae_cogvideox/" + rel);
+}
 
 const CogVideoXVae& fixture_vae() {
   static std::unique_ptr<CogVideoXVae> vae = CogVideoXVae::load(fixture("vae"));
@@ -90,7 +92,9 @@ TEST(CogVideoXVae, MatchesFixture) {
   EXPECT_FALSE(testing::close_rel(fixture_vae().decode(moved), sample, kTol));
 }
 
-TEST(CogVideoXVae, MatchesFrameCountsAndTiledDecodes) { check_cases(fixture_vae(), "cogvideox_cases"); }
+TEST(CogVideoXVae, MatchesFrameCountsAndTiledDecodes) {
+  check_cases(fixture_vae(), "cogvideox_cases");
+}
 
 TEST(CogVideoXVae, MatchesModelWithChannelChanges) {
   auto vae = CogVideoXVae::load(data_path("vae/cogvideox_channels/vae"));
@@ -107,8 +111,8 @@ TEST(CogVideoXVae, TiledDiffersFromUntiledAndFromOtherTiles) {
   o.tiled = true;
   o.tile_sample_min_height = o.tile_sample_min_width = 32;
   o.tile_overlap_factor_height = o.tile_overlap_factor_width = 0.2;  // reference used 0.25
-  EXPECT_FALSE(testing::close_rel(fixture_vae().decode(ref.load("z_tiled_small"), o), ref.load("sample_tiled_small"),
-                                  kTol));
+  EXPECT_FALSE(
+      testing::close_rel(fixture_vae().decode(ref.load("z_tiled_small"), o), ref.load("sample_tiled_small"), kTol));
 }
 
 TEST(CogVideoXVae, DecodeLatentsMatchesPipelineFrames) {
@@ -127,9 +131,9 @@ TEST(CogVideoXVae, DecodeLatentsMatchesPipelineFrames) {
 
 TEST(CogVideoXVae, RejectsBadLatents) {
   const CogVideoXVae& vae = fixture_vae();
-  EXPECT_THROW(vae.decode(Tensor::zeros({1, 8, 2, 6})), Error);     // rank 4
-  EXPECT_THROW(vae.decode(Tensor::zeros({1, 4, 2, 6, 8})), Error);  // 4 channels, model has 8
-  EXPECT_THROW(vae.decode(Tensor::zeros({1, 8, 0, 6, 8})), Error);  // no frames
+  EXPECT_THROW(vae.decode(Tensor::zeros({1, 8, 2, 6})), Error);             // rank 4
+  EXPECT_THROW(vae.decode(Tensor::zeros({1, 4, 2, 6, 8})), Error);          // 4 channels, model has 8
+  EXPECT_THROW(vae.decode(Tensor::zeros({1, 8, 0, 6, 8})), Error);          // no frames
   EXPECT_THROW(vae.decode_latents(Tensor::zeros({1, 8, 2, 6, 8})), Error);  // channels on axis 1, not 2
   try {
     vae.decode(Tensor::zeros({1, 4, 2, 6, 8}));

@@ -21,7 +21,9 @@ constexpr double kTol = 1e-5;
 
 using testing::data_path;
 
-std::string fixture(const std::string& rel) { return data_path("fixtures/components/vae_kl/" + rel); }
+std::string fixture(const std::string& rel) {
+  return data_path("fixtures/components/vae_kl/" + rel);
+}
 
 const KlVae& fixture_vae() {
   static std::unique_ptr<KlVae> vae = KlVae::load(fixture("vae"));
@@ -57,7 +59,7 @@ TEST(KlVae, DecodeLatentsMatchesLattePipelineFrames) {
   auto vae = KlVae::load(dir + "model/vae");
   Checkpoint ref = Checkpoint::open_file(dir + "reference.safetensors");
   Tensor latents = ref.load("latents_final_nopab");  // [1, C, F, h, w]
-  Tensor video = vae->decode_latents(latents);        // [1, C', F, H, W]
+  Tensor video = vae->decode_latents(latents);       // [1, C', F, H, W]
   Tensor frames = ops::permute(video.reshape({video.dim(1), video.dim(2), video.dim(3), video.dim(4)}),
                                {1, 0, 2, 3});  // [F, C', H, W]
   float* p = frames.f32();
@@ -98,9 +100,9 @@ TEST(KlVae, AcceptsOldAttentionNames) {
 
 TEST(KlVae, RejectsBadLatents) {
   const KlVae& vae = fixture_vae();
-  EXPECT_THROW(vae.decode(Tensor::zeros({1, 4, 8})), Error);         // rank 3
-  EXPECT_THROW(vae.decode(Tensor::zeros({1, 8, 8, 8})), Error);      // 8 channels, model has 4
-  EXPECT_THROW(vae.decode(Tensor::zeros({0, 4, 8, 8})), Error);      // empty
+  EXPECT_THROW(vae.decode(Tensor::zeros({1, 4, 8})), Error);                // rank 3
+  EXPECT_THROW(vae.decode(Tensor::zeros({1, 8, 8, 8})), Error);             // 8 channels, model has 4
+  EXPECT_THROW(vae.decode(Tensor::zeros({0, 4, 8, 8})), Error);             // empty
   EXPECT_THROW(vae.decode_latents(Tensor::zeros({1, 2, 4, 8, 8})), Error);  // [B, F, C, ...] layout
   EXPECT_THROW(vae.decode_latents(Tensor::zeros({1, 4, 2, 8, 8}), 0), Error);
   try {

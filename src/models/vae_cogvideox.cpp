@@ -78,8 +78,8 @@ Tensor resize_nearest(const Tensor& t, int64_t t_out, int64_t h_out, int64_t w_o
   int64_t ti = t.dim(2), hi = t.dim(3), wi = t.dim(4);
   // The decoder only ever doubles sizes, so the factors are integers (and
   // nearest with an integer factor is a repeat).
-  PAB_ASSERT(ti > 0 && t_out % ti == 0 && h_out % hi == 0 && w_out % wi == 0, "resize ", t.desc(), " to ", t_out,
-             "x", h_out, "x", w_out);
+  PAB_ASSERT(ti > 0 && t_out % ti == 0 && h_out % hi == 0 && w_out % wi == 0, "resize ", t.desc(), " to ", t_out, "x",
+             h_out, "x", w_out);
   int st = int(t_out / ti), sh = int(h_out / hi), sw = int(w_out / wi);
   if (st == 1 && sh == 1 && sw == 1) return t;
   return ops::upsample_nearest(t, {st, sh, sw});
@@ -175,7 +175,9 @@ struct Loader {
   const Checkpoint& ckpt;
   const LoadOptions& opts;
 
-  Tensor get(const std::string& name, const Shape& shape) const { return ckpt.load(name, shape, opts.dtype, opts.device); }
+  Tensor get(const std::string& name, const Shape& shape) const {
+    return ckpt.load(name, shape, opts.dtype, opts.device);
+  }
   Conv conv(const std::string& name, const Shape& w_shape) const {
     return {get(name + ".weight", w_shape), get(name + ".bias", {w_shape[0]})};
   }
@@ -312,8 +314,7 @@ std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const std::string& dir, const L
     d->post_quant = l.conv("post_quant_conv", {zq, zq, 1, 1, 1});
   }
   d->conv_in = d->causal(l, "decoder.conv_in", zq, rev[0]);
-  for (int i = 0; i < 2; ++i)
-    d->mid.push_back(d->resnet(l, cat("decoder.mid_block.resnets.", i), rev[0], rev[0], zq));
+  for (int i = 0; i < 2; ++i) d->mid.push_back(d->resnet(l, cat("decoder.mid_block.resnets.", i), rev[0], rev[0], zq));
   int64_t channels = rev[0];
   for (size_t i = 0; i < rev.size(); ++i) {
     UpBlock u;
@@ -388,12 +389,13 @@ Tensor CogVideoXVae::decode_tiled(const Tensor& z, const CogVideoXDecodeOptions&
   for (int64_t i = 0; i < height; i += overlap_h) {
     std::vector<Tensor> row, crops;
     for (int64_t j = 0; j < width; j += overlap_w) {
-      Tensor tile = ops::slice(ops::slice(z, 3, i, std::min(height, i + latent_h)), 4, j, std::min(width, j + latent_w));
+      Tensor tile =
+          ops::slice(ops::slice(z, 3, i, std::min(height, i + latent_h)), 4, j, std::min(width, j + latent_w));
       tile = decode_untiled(tile);
       if (i > 0) tile = blend(above[row.size()], tile, blend_h, 3);
       if (j > 0) tile = blend(row.back(), tile, blend_w, 4);
-      crops.push_back(ops::slice(ops::slice(tile, 3, 0, std::min(limit_h, tile.dim(3))), 4, 0,
-                                 std::min(limit_w, tile.dim(4))));
+      crops.push_back(
+          ops::slice(ops::slice(tile, 3, 0, std::min(limit_h, tile.dim(3))), 4, 0, std::min(limit_w, tile.dim(4))));
       row.push_back(std::move(tile));
     }
     strips.push_back(crops.size() == 1 ? crops[0] : ops::concat(crops, 4));

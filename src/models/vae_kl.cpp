@@ -41,7 +41,9 @@ struct UpBlock {
   Conv up_conv;
 };
 
-Tensor conv3x3(const Tensor& x, const Conv& c) { return ops::conv2d(x, c.w, &c.b, {1, 1}, {1, 1}); }
+Tensor conv3x3(const Tensor& x, const Conv& c) {
+  return ops::conv2d(x, c.w, &c.b, {1, 1}, {1, 1});
+}
 
 // ResnetBlock2D without time embedding (output_scale_factor 1).
 Tensor resnet_forward(const Resnet& r, const Tensor& x, int groups) {
@@ -75,7 +77,9 @@ struct Loader {
   const Checkpoint& ckpt;
   const LoadOptions& opts;
 
-  Tensor get(const std::string& name, const Shape& shape) const { return ckpt.load(name, shape, opts.dtype, opts.device); }
+  Tensor get(const std::string& name, const Shape& shape) const {
+    return ckpt.load(name, shape, opts.dtype, opts.device);
+  }
   Conv conv(const std::string& name, const Shape& w_shape) const {
     return {get(name + ".weight", w_shape), get(name + ".bias", {w_shape[0]})};
   }
@@ -239,7 +243,8 @@ Tensor KlVae::decode_latents(const Tensor& latents, int64_t decode_chunk_size) c
   if (!latents.defined() || latents.rank() != 5 || latents.dim(1) != config_.latent_channels)
     fail("KlVae::decode_latents: expected latents [B, ", config_.latent_channels, ", F, H, W], got ",
          latents.defined() ? latents.desc() : "an undefined tensor");
-  if (decode_chunk_size <= 0) fail("KlVae::decode_latents: decode_chunk_size must be positive, got ", decode_chunk_size);
+  if (decode_chunk_size <= 0)
+    fail("KlVae::decode_latents: decode_chunk_size must be positive, got ", decode_chunk_size);
   const int64_t b = latents.dim(0), c = latents.dim(1), f = latents.dim(2), h = latents.dim(3), w = latents.dim(4);
   Tensor z = ops::permute(latents, {0, 2, 1, 3, 4}).reshape({b * f, c, h, w});  // [B*F, C, H, W]
   // `1 / scaling_factor * latents`: the reciprocal in double, rounded to f32, then one multiply
