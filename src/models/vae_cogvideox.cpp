@@ -86,11 +86,11 @@ Tensor resize_nearest(const Tensor& t, int64_t t_out, int64_t h_out, int64_t w_o
 }
 
 // F.interpolate(zq, size=f.shape[-3:]) with CogVideoX's split of an odd frame
-// count into the first frame and the rest.
-Tensor resize_like(const Tensor& t, const Tensor& f) {
-  int64_t tf = f.dim(2), h = f.dim(3), w = f.dim(4);
+// count into the first frame and the rest; f_shape is [B, C, T, H, W].
+Tensor resize_like(const Tensor& t, const Shape& f_shape) {
+  int64_t tf = f_shape[2], h = f_shape[3], w = f_shape[4];
   if (tf > 1 && tf % 2 == 1) {
-    PAB_ASSERT(t.dim(2) > 1, "spatial norm: ", t.desc(), " for features ", f.desc());
+    PAB_ASSERT(t.dim(2) > 1, "spatial norm: ", t.desc(), " for features ", shape_str(f_shape));
     Tensor first = resize_nearest(ops::slice(t, 2, 0, 1), 1, h, w);
     Tensor rest = resize_nearest(ops::slice(t, 2, 1, t.dim(2)), tf - 1, h, w);
     return ops::concat({first, rest}, 2);
@@ -98,20 +98,24 @@ Tensor resize_like(const Tensor& t, const Tensor& f) {
   return resize_nearest(t, tf, h, w);
 }
 
-Tensor spatial_norm(const SpatialNorm& n, const Tensor& f, const Tensor& zq, int groups) {
+// f is taken by value so that a caller moving its only reference in frees it
+// once normalised.
+Tensor spatial_norm(const SpatialNorm& n, Tensor f, const Tensor& zq, int groups) {
   // The 1x1x1 convolutions commute with the nearest resize, so they run at the
   // latents' resolution and only their results are resized.
   Tensor y = ops::conv3d(zq, n.conv_y.w, &n.conv_y.b);
   Tensor b = ops::conv3d(zq, n.conv_b.w, &n.conv_b.b);
   Tensor out = ops::group_norm(f, groups, &n.gn_w, &n.gn_b, kNormEps);
-  out = ops::mul(out, resize_like(y, f));
-  return ops::add(out, resize_like(b, f));
+  const Shape shape = f.shape();
+  f = Tensor();
+  out = ops::mul(out, resize_like(y, shape));
+  return ops::add(out, resize_like(b, shape));
 }
 
 Tensor resnet_forward(const Resnet& r, const Tensor& x, const Tensor& zq, int groups, ConvCache& cache) {
   Tensor h = ops::silu(spatial_norm(r.norm1, x, zq, groups));
   h = causal_conv(r.conv1, std::move(h), cache);
-  h = ops::silu(spatial_norm(r.norm2, h, zq, groups));
+  h = ops::silu(spatial_norm(r.norm2, std::move(h), zq, groups));
   h = causal_conv(r.conv2, std::move(h), cache);
   if (r.has_shortcut) return ops::add(h, ops::conv3d(x, r.shortcut.w, &r.shortcut.b));
   return ops::add(h, x);
@@ -233,7 +237,7 @@ struct CogVideoXVae::Decoder {
       for (const Resnet& r : u.resnets) h = resnet_forward(r, h, z, groups, cache);
       if (u.upsample) h = upsample_forward(u, std::move(h));
     }
-    h = ops::silu(spatial_norm(norm_out, h, z, groups));
+    h = ops::silu(spatial_norm(norm_out, std::move(h), z, groups));
     return causal_conv(conv_out, std::move(h), cache);
   }
 };
