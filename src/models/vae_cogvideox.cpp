@@ -108,8 +108,16 @@ Tensor spatial_norm(const SpatialNorm& n, Tensor f, const Tensor& zq, int groups
   Tensor out = ops::group_norm(f, groups, &n.gn_w, &n.gn_b, kNormEps);
   const Shape shape = f.shape();
   f = Tensor();
-  out = ops::mul(out, resize_like(y, shape));
-  return ops::add(out, resize_like(b, shape));
+  // Resize time and width only; the height repeat is a broadcast of the
+  // features viewed as [B, C, T, h, H / h, W] against [B, C, T, h, 1, W],
+  // which saves materialising a full-size copy of y and b.
+  const int64_t h = zq.dim(3);
+  PAB_ASSERT(shape[3] % h == 0, "spatial norm: latents ", zq.desc(), " for features ", shape_str(shape));
+  const Shape split = {shape[0], shape[1], shape[2], h, shape[3] / h, shape[4]};
+  const Shape narrow = {shape[0], shape[1], shape[2], h, shape[4]};
+  const Shape lifted = {shape[0], shape[1], shape[2], h, 1, shape[4]};
+  out = ops::mul(out.reshape(split), resize_like(y, narrow).reshape(lifted));
+  return ops::add(out, resize_like(b, narrow).reshape(lifted)).reshape(shape);
 }
 
 Tensor resnet_forward(const Resnet& r, const Tensor& x, const Tensor& zq, int groups, ConvCache& cache) {
