@@ -5,7 +5,6 @@
 #include "models/vae_cogvideox.h"
 
 #include <algorithm>
-#include <cmath>
 #include <filesystem>
 
 #include "backend/ops.h"
@@ -137,7 +136,7 @@ Tensor upsample_forward(const UpBlock& u, Tensor x) {
   if (u.compress_time && t > 1 && t % 2 == 1) {
     Tensor first = ops::upsample_nearest(ops::slice(x, 2, 0, 1), {1, 2, 2});
     Tensor rest = ops::upsample_nearest(ops::slice(x, 2, 1, t), {2, 2, 2});
-    x = Tensor();
+    x = Tensor();  // freed before the concatenation allocates
     x = ops::concat({first, rest}, 2);
   } else if (u.compress_time && t > 1) {
     x = ops::upsample_nearest(x, {2, 2, 2});
