@@ -217,14 +217,38 @@ Tensor conv_nd(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int
         int64_t ci = row / (kt * kh * kw), rem = row % (kt * kh * kw);
         int64_t dt = rem / (kh * kw), dh = (rem / kw) % kh, dw = rem % kw;
         float* cr = col.data() + row * np;
-        for (int64_t j = 0; j < np; ++j) {
-          int64_t p = p0 + j;
-          int64_t ot = p / (ho * wo), oh = (p / wo) % ho, ow = p % wo;
-          int64_t it = ot * stride[0] - padding[0] + dt;
-          int64_t ih = oh * stride[1] - padding[1] + dh;
-          int64_t iw = ow * stride[2] - padding[2] + dw;
-          bool inside = it >= 0 && it < t && ih >= 0 && ih < h && iw >= 0 && iw < wd;
-          cr[j] = inside ? xn[((ci * t + it) * h + ih) * wd + iw] : 0.0f;
+        // One output row (fixed ot, oh) at a time: its inputs are one input
+        // row, copied as a block when the stride is 1.
+        int64_t ot = p0 / (ho * wo), oh = (p0 / wo) % ho, ow0 = p0 % wo;
+        for (int64_t j = 0; j < np;) {
+          const int64_t run = std::min(wo - ow0, np - j);
+          const int64_t it = ot * stride[0] - padding[0] + dt;
+          const int64_t ih = oh * stride[1] - padding[1] + dh;
+          float* dst = cr + j;
+          if (it < 0 || it >= t || ih < 0 || ih >= h) {
+            std::fill_n(dst, run, 0.0f);
+          } else {
+            const float* src = xn + ((ci * t + it) * h + ih) * wd;
+            if (stride[2] == 1) {
+              const int64_t shift = ow0 - padding[2] + dw;  // iw = k + shift
+              const int64_t lo = std::clamp<int64_t>(-shift, 0, run);
+              const int64_t hi = std::clamp<int64_t>(wd - shift, lo, run);
+              std::fill(dst, dst + lo, 0.0f);
+              std::copy(src + lo + shift, src + hi + shift, dst + lo);
+              std::fill(dst + hi, dst + run, 0.0f);
+            } else {
+              for (int64_t k = 0; k < run; ++k) {
+                const int64_t iw = (ow0 + k) * stride[2] - padding[2] + dw;
+                dst[k] = iw >= 0 && iw < wd ? src[iw] : 0.0f;
+              }
+            }
+          }
+          j += run;
+          ow0 = 0;
+          if (++oh == ho) {
+            oh = 0;
+            ++ot;
+          }
         }
       }
       // out [O, np] (row stride = positions) = w [O, kk] . col [kk, np]
