@@ -12,6 +12,8 @@ namespace pab {
 // Defined in the model files.
 std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
                                                      const LoadOptions& opts);
+std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const WeightSource& weights,
+                                                 const LoadOptions& opts);
 
 namespace {
 using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&,
@@ -19,6 +21,7 @@ using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonCon
 const std::map<std::string, Loader>& loaders() {
   static const std::map<std::string, Loader> m = {
       {"CogVideoXTransformer3DModel", load_cogvideox},
+      {"LatteTransformer3DModel", load_latte},
   };
   return m;
 }
