@@ -94,12 +94,28 @@ TEST(LatteForward, TextMaskHidesPaddedTokens) {
   EXPECT_FALSE(close_rel(a, f, 1e-4));
 }
 
-TEST(LatteForward, OtherSizesRecomputePositions) {
+// Against diffusers (dev/fixtures/latte_other_sizes.py): a 6x10 latent where the
+// sample size is 8x8 (2D positions recomputed) and a single frame (no temporal positions).
+TEST(LatteForward, OtherSizesMatchDiffusers) {
   auto model = load_transformer(data_path(kCase + "/transformer"));
+  Checkpoint ref = Checkpoint::open_file(data_path("latte_other_sizes/reference.safetensors"));
+  for (const std::string name : {"wide", "single_frame"}) {
+    TransformerInputs in;
+    in.latents = ref.load(name + "_latents");
+    in.text = ref.load(name + "_text");
+    in.timestep = double(ref.load(name + "_timestep", DType::i64).i64()[0]);
+    Tensor out = model->forward(in, nullptr);
+    EXPECT_TRUE(close_rel(out, ref.load(name + "_output"), kTol)) << name;
+    // can fail: the same input at another timestep does not match
+    in.timestep += 1;
+    EXPECT_FALSE(close_rel(model->forward(in, nullptr), ref.load(name + "_output"), kTol)) << name;
+  }
+  // Frame counts other than video_length (which diffusers' fixed table rejects)
+  // take the first rows of the same sincos table.
   TransformerInputs in;
   in.text = testing::random_tensor({1, 5, 24}, 1);
   in.timestep = 300;
-  in.latents = testing::random_tensor({1, 4, 2, 6, 10}, 2);  // 2 frames, 6x10 latent (sample size 8x8)
+  in.latents = testing::random_tensor({1, 4, 2, 6, 10}, 2);
   Tensor out = model->forward(in, nullptr);
   EXPECT_EQ(out.shape(), (Shape{1, 8, 2, 6, 10}));
   for (float v : out.to_vector()) ASSERT_TRUE(std::isfinite(v));
