@@ -1,10 +1,10 @@
 // Latte parity with the diffusers fixture (spatial, temporal and cross
 // attention, learned sigma): every step's output without and with PAB, the
 // final latents, loading errors and input checks.
-#include <filesystem>
-#include <fstream>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "backend/ops.h"

@@ -2,9 +2,10 @@
 // names) give the same schedule and the same Latte replay; YAML and JSON
 // files; the --pab short form; per-model defaults; errors for unknown keys,
 // mixed dialects and contradictions; and `pab replay --pab` overriding a case.
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "cache/pab_config.h"
 #include "io/safetensors.h"
@@ -120,10 +121,10 @@ TEST(PabConfigDialects, EverySpellingGivesTheSameSchedule) {
     std::string name, text;
     Counting counting;
   };
-  for (const Spelling& s : {Spelling{"d.json", kDiffusersJson, Counting::diffusers},
-                            Spelling{"d.yaml", kDiffusersYaml, Counting::diffusers},
-                            Spelling{"v.yaml", kVideoSysYaml, Counting::videosys},
-                            Spelling{"v.json", kVideoSysJson, Counting::videosys}}) {
+  for (const Spelling& s :
+       {Spelling{"d.json", kDiffusersJson, Counting::diffusers},
+        Spelling{"d.yaml", kDiffusersYaml, Counting::diffusers}, Spelling{"v.yaml", kVideoSysYaml, Counting::videosys},
+        Spelling{"v.json", kVideoSysJson, Counting::videosys}}) {
     PabConfig p = load_pab_config_file(temp_file(s.name, s.text));
     expect_same_schedule(p, ref, s.name);
     EXPECT_EQ(p.counting, s.counting) << s.name;
@@ -137,7 +138,8 @@ TEST(PabConfigDialects, EverySpellingGivesTheSameSchedule) {
   // The short form
   expect_same_schedule(parse_pab_short_form("spatial=2@100-800, temporal=3@100-800, cross=5@100-900"), ref, "short");
   // A range alone turns a kind on; the diffusers window default is (100, 800).
-  PabConfig brief = parse_pab_config(ordered_json::parse(R"({"spatial_range": 2, "spatial_threshold": [100, 800]})"), "t");
+  PabConfig brief =
+      parse_pab_config(ordered_json::parse(R"({"spatial_range": 2, "spatial_threshold": [100, 800]})"), "t");
   expect_same_schedule(brief, parse_pab_short_form("spatial=2"), "spatial_range alone");
 }
 
@@ -154,7 +156,8 @@ TEST(PabConfigDialects, SameLatteReplayResults) {
   ReplayRun diffusers = run(c.pab);
   EXPECT_TRUE(close_rel(diffusers.latents, ref.load("latents_final_pab"), 1e-5));
   for (const char* name : {"v.yaml", "old.yaml"}) {
-    PabConfig cfg = load_pab_config_file(temp_file(name, name == std::string("v.yaml") ? kVideoSysYaml : kVideoSysOldYaml));
+    PabConfig cfg =
+        load_pab_config_file(temp_file(name, name == std::string("v.yaml") ? kVideoSysYaml : kVideoSysOldYaml));
     ReplayRun r = run(cfg);
     for (size_t i = 0; i < r.outputs.size(); ++i)
       EXPECT_EQ(testing::compare(r.outputs[i], diffusers.outputs[i]).max_abs, 0.0) << name << " step " << i;
@@ -311,8 +314,8 @@ CliRun replay_cli(const std::string& args, const std::string& name) {
   fs::path out = fs::temp_directory_path() / ("pab_config_" + std::to_string(::getpid())) / (name + ".safetensors");
   fs::create_directories(out.parent_path());
   CliRun r;
-  r.rc = testing::run_command(testing::pab_binary() + " replay " + data_path(kLatte) + " -o " + out.string() + " " + args,
-                              &r.output);
+  r.rc = testing::run_command(
+      testing::pab_binary() + " replay " + data_path(kLatte) + " -o " + out.string() + " " + args, &r.output);
   if (r.rc == 0) {
     Checkpoint ck = Checkpoint::open_file(out.string());
     for (const std::string& n : ck.names()) r.tensors[n] = ck.load(n);
@@ -348,7 +351,12 @@ TEST(PabConfigCli, ReplayOverridesTheCaseConfiguration) {
   CliRun bad = replay_cli("--pab spatial=two", "bad");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.output.find("pab: error: --pab 'spatial=two'"), std::string::npos) << bad.output;
-  CliRun kind = replay_cli("--pab-config " + temp_file("window.json", R"({"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [100, 1200]})"), "window");
+  CliRun kind = replay_cli(
+      "--pab-config " +
+          temp_file(
+              "window.json",
+              R"({"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [100, 1200]})"),
+      "window");
   EXPECT_NE(kind.rc, 0);
   EXPECT_NE(kind.output.find("outside [0, 1000]"), std::string::npos) << kind.output;
 }

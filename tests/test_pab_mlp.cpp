@@ -40,7 +40,9 @@ Sources run_stand_in(const PabConfig& config, SiteKind kind, int blocks, const s
   return src;
 }
 
-PabConfig videosys(const char* json) { return parse_pab_config(ordered_json::parse(json), "test"); }
+PabConfig videosys(const char* json) {
+  return parse_pab_config(ordered_json::parse(json), "test");
+}
 
 std::vector<int> identity(size_t n) {
   std::vector<int> v(n);
@@ -186,8 +188,7 @@ std::vector<Tensor> replay_with(DiffusionTransformer& model, const ReplayCase& c
 
 void expect_equal_runs(const std::vector<Tensor>& a, const std::vector<Tensor>& b, const std::string& what) {
   ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i)
-    EXPECT_EQ(testing::compare(a[i], b[i]).max_abs, 0.0) << what << " step " << i;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(testing::compare(a[i], b[i]).max_abs, 0.0) << what << " step " << i;
 }
 
 TEST(PabMlpLatte, BroadcastEqualsManualReconstruction) {
@@ -208,8 +209,9 @@ TEST(PabMlpLatte, BroadcastEqualsManualReconstruction) {
   std::set<std::tuple<int, int, int>> reused = {{3, ms, 0}, {4, ms, 0}, {3, ms, 2}, {4, ms, 2}, {5, mt, 1}};
   int calls = 0;
   for (const auto& [key, ran] : rec.computed) {
-    EXPECT_EQ(ran, reused.count(key) == 0) << "step " << std::get<0>(key) << " " << site_kind_name(SiteKind(std::get<1>(key)))
-                                           << " block " << std::get<2>(key);
+    EXPECT_EQ(ran, reused.count(key) == 0)
+        << "step " << std::get<0>(key) << " " << site_kind_name(SiteKind(std::get<1>(key))) << " block "
+        << std::get<2>(key);
     ++calls;
   }
   EXPECT_EQ(calls, 12 * 3 * 5);  // steps x blocks x (spatial, temporal, cross, two MLPs)

@@ -19,7 +19,9 @@ constexpr const char* kKinds[3] = {"spatial", "temporal", "cross"};
 constexpr int kMaxRange = 1000000;
 constexpr int kMaxBlock = 100000;
 
-std::string str(const char* a, const char* b) { return std::string(a) + b; }
+std::string str(const char* a, const char* b) {
+  return std::string(a) + b;
+}
 
 // ---------------------------------------------------------------- values
 
@@ -29,7 +31,8 @@ bool is_integral(const ojson& v) {
 }
 
 int64_t read_int(const ojson& v, const std::string& where, const std::string& key, const char* expected) {
-  if (!is_integral(v) || std::fabs(v.get<double>()) > 1e15) fail(where, ": key '", key, "': expected ", expected, ", got ", v.dump());
+  if (!is_integral(v) || std::fabs(v.get<double>()) > 1e15)
+    fail(where, ": key '", key, "': expected ", expected, ", got ", v.dump());
   return v.is_number_integer() ? v.get<int64_t>() : int64_t(v.get<double>());
 }
 
@@ -56,7 +59,8 @@ std::array<double, 2> read_window(const ojson& v, const std::string& where, cons
 }
 
 std::vector<int> read_blocks(const ojson& v, const std::string& where, const std::string& key) {
-  if (!v.is_array() || v.empty()) fail(where, ": key '", key, "': expected a non-empty list of block indices, got ", v.dump());
+  if (!v.is_array() || v.empty())
+    fail(where, ": key '", key, "': expected a non-empty list of block indices, got ", v.dump());
   std::vector<int> out;
   for (const ojson& e : v) {
     int64_t b = read_int(e, where, key, "a list of block indices >= 0");
@@ -69,8 +73,10 @@ std::vector<int> read_blocks(const ojson& v, const std::string& where, const std
 // VideoSys' spatial_block: [first, last], both included.
 std::vector<int> read_block_span(const ojson& v, const std::string& where, const std::string& key) {
   if (!v.is_array() || v.size() != 2) fail(where, ": key '", key, "': expected [first, last] block, got ", v.dump());
-  int64_t a = read_int(v[0], where, key, "[first, last] block indices"), b = read_int(v[1], where, key, "[first, last] block indices");
-  if (a < 0 || b < a || b > kMaxBlock) fail(where, ": key '", key, "': block span [", a, ", ", b, "] is empty or out of range");
+  int64_t a = read_int(v[0], where, key, "[first, last] block indices"),
+          b = read_int(v[1], where, key, "[first, last] block indices");
+  if (a < 0 || b < a || b > kMaxBlock)
+    fail(where, ": key '", key, "': block span [", a, ", ", b, "] is empty or out of range");
   std::vector<int> out;
   for (int64_t i = a; i <= b; ++i) out.push_back(int(i));
   return out;
@@ -220,7 +226,8 @@ PabConfig parse_videosys(const ojson& j, const std::string& where) {
   const bool any_table = mlp_tables[0].value || mlp_tables[1].value;
   const bool mlp = mlp_on.value ? read_bool(*mlp_on.value, where, mlp_on.key) : any_table;
   if (mlp && !any_table)
-    fail(where, ": key '", mlp_on.key, "' is true but neither mlp_spatial_broadcast_config nor "
+    fail(where, ": key '", mlp_on.key,
+         "' is true but neither mlp_spatial_broadcast_config nor "
          "mlp_temporal_broadcast_config is given");
   if (!mlp && any_table)
     fail(where, ": key '", mlp_on.key, "' is false but '", (mlp_tables[0].value ? mlp_tables[0] : mlp_tables[1]).key,
@@ -262,8 +269,10 @@ ojson yaml_scalar(const YAML::Node& n) {
 ojson yaml_to_json(const YAML::Node& n) {
   switch (n.Type()) {
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined: return nullptr;
-    case YAML::NodeType::Scalar: return yaml_scalar(n);
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Scalar:
+      return yaml_scalar(n);
     case YAML::NodeType::Sequence: {
       ojson a = ojson::array();
       for (const YAML::Node& e : n) a.push_back(yaml_to_json(e));
@@ -311,8 +320,9 @@ PabDialect detect_pab_dialect(const ojson& j, const std::string& where) {
     } else if (videosys_keys().count(k)) {
       if (videosys_key.empty()) videosys_key = k;
     } else {
-      fail(where, ": unknown PAB key '", k,
-           "' (expected diffusers PyramidAttentionBroadcastConfig or VideoSys PABConfig names, see docs/pab-config.md)");
+      fail(
+          where, ": unknown PAB key '", k,
+          "' (expected diffusers PyramidAttentionBroadcastConfig or VideoSys PABConfig names, see docs/pab-config.md)");
     }
   }
   if (!diffusers_key.empty() && !videosys_key.empty())
@@ -354,7 +364,8 @@ PabConfig load_pab_config_file(const std::string& path) {
 PabConfig parse_pab_short_form(const std::string& text) {
   const std::string where = "--pab '" + text + "'";
   auto bad = [&](const std::string& item) {
-    fail(where, ": '", item, "' is not kind=range[@low-high] (kinds: spatial, temporal, cross; e.g. spatial=2@100-800)");
+    fail(where, ": '", item,
+         "' is not kind=range[@low-high] (kinds: spatial, temporal, cross; e.g. spatial=2@100-800)");
   };
   PabConfig c;
   c.counting = Counting::diffusers;

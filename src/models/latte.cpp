@@ -72,14 +72,15 @@ LatteConfig parse_config(const JsonConfig& j) {
   std::string norm = j.get_or<std::string>("norm_type", "layer_norm");
   if (norm != "ada_norm_single") j.unsupported("norm_type", "Latte is supported with ada_norm_single only");
   if (j.get_or("dropout", 0.0) != 0.0) j.unsupported("dropout", "inference expects 0");
-  if (c.inner() % 4 != 0) j.unsupported("num_attention_heads", "2D sincos positions need heads x head_dim divisible by 4");
+  if (c.inner() % 4 != 0)
+    j.unsupported("num_attention_heads", "2D sincos positions need heads x head_dim divisible by 4");
   // The caption is projected to the model width before cross attention, so
   // the keys' input width is the model width.
   std::optional<int> cross = j.get_optional<int>("cross_attention_dim");
   c.cross_attention = cross.has_value();
   if (cross && *cross != c.inner())
-    j.unsupported("cross_attention_dim", cat("must equal heads x head_dim = ", c.inner(),
-                                             " (the caption projection's width) or be null"));
+    j.unsupported("cross_attention_dim",
+                  cat("must equal heads x head_dim = ", c.inner(), " (the caption projection's width) or be null"));
   return c;
 }
 
@@ -97,7 +98,7 @@ struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
 struct Block {
   Tensor scale_shift_table;  // [6, D]
   LayerNorm norm1, norm2;
-  Attention attn1, attn2;    // attn2 only in spatial blocks with cross attention
+  Attention attn1, attn2;  // attn2 only in spatial blocks with cross attention
   bool has_cross = false;
   FeedForward ff;
 };
@@ -154,7 +155,7 @@ class Latte final : public DiffusionTransformer {
     // Patch embedding per frame: [B, C, F, H, W] -> [B*F, C, H, W] -> [B*F, N, D]
     Tensor frames_first = ops::permute(x, {0, 2, 1, 3, 4}).reshape({bsz * frames, c_.in_channels, h, w});
     Tensor hs = ops::conv2d(frames_first, patch_w_, &patch_b_, {p, p});  // [B*F, D, gh, gw]
-    hs = ops::permute(hs.reshape({bsz * frames, d, n}), {0, 2, 1});     // [B*F, N, D]
+    hs = ops::permute(hs.reshape({bsz * frames, d, n}), {0, 2, 1});      // [B*F, N, D]
     hs = ops::add(hs, spatial_positions(gh, gw));
 
     // adaLN-single: one timestep for the whole batch, so every modulation is
@@ -178,7 +179,9 @@ class Latte final : public DiffusionTransformer {
     }
 
     auto final_mod = ops::chunk(ops::add(scale_shift_table_, t_emb), 2, 0);  // shift, scale: [1, D]
-    hs = modulate(ops::layer_norm(hs, nullptr, nullptr, 1e-6f), final_mod[0], final_mod[1]);
+    LayerNorm norm_out;                                                      // no affine parameters
+    norm_out.eps = 1e-6f;
+    hs = norm_modulate(norm_out, hs, final_mod[0], final_mod[1]);
     Tensor out = proj_out_(hs);  // [B*F, N, p*p*Co]
     const int64_t co = c_.out_channels;
     // [B, F, gh, gw, p, p, Co] -> [B, Co, F, gh, p, gw, p]
@@ -202,10 +205,16 @@ class Latte final : public DiffusionTransformer {
     return b;
   }
 
-  // x [S, T, D] * (1 + scale [1, D]) + shift [1, D]
-  static Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
-    const Shape s = {1, 1, x.dim(-1)};
-    return ops::add(ops::mul(x, ops::affine(scale, 1.0f, 1.0f).reshape(s)), shift.reshape(s));
+  // The modulation is [1, D] for every sequence, so x [S, T, D] is treated as
+  // one sequence of S*T tokens: [S, T, D] -> [1, S*T, D].
+  static Shape one_sequence(const Tensor& x) { return {1, x.dim(0) * x.dim(1), x.dim(2)}; }
+  // norm(x) * (1 + scale [1, D]) + shift [1, D]
+  static Tensor norm_modulate(const LayerNorm& norm, const Tensor& x, const Tensor& shift, const Tensor& scale) {
+    return norm.modulated(x.reshape(one_sequence(x)), shift, scale).reshape(x.shape());
+  }
+  // x + gate [1, D] * y
+  static Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
+    return ops::gated_add(x.reshape(one_sequence(x)), gate, y.reshape(one_sequence(y))).reshape(x.shape());
   }
   static Tensor gated(const Tensor& gate, const Tensor& y) { return ops::mul(y, gate.reshape({1, 1, y.dim(-1)})); }
 
@@ -214,10 +223,10 @@ class Latte final : public DiffusionTransformer {
                        const Tensor& key_mask, SiteRunner* sites, bool temporal, int64_t frames) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
-    Tensor normed = modulate(b.norm1(hs), m[0], m[1]);
+    Tensor normed = norm_modulate(b.norm1, hs, m[0], m[1]);
     const SiteKind self_kind = temporal ? SiteKind::temporal : SiteKind::spatial;
     Tensor attn = run_site1(sites, {self_kind, index}, [&] { return self_attention(b.attn1, normed); });
-    hs = ops::add(hs, gated(m[2], attn));
+    hs = gated_add(hs, m[2], attn);
 
     if (b.has_cross) {
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
@@ -227,7 +236,8 @@ class Latte final : public DiffusionTransformer {
     }
 
     const SiteKind mlp_kind = temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial;
-    Tensor ff = run_site1(sites, {mlp_kind, index}, [&] { return gated(m[5], b.ff(modulate(b.norm2(hs), m[3], m[4]))); });
+    Tensor ff =
+        run_site1(sites, {mlp_kind, index}, [&] { return gated(m[5], b.ff(norm_modulate(b.norm2, hs, m[3], m[4]))); });
     return ops::add(hs, ff);
   }
 
