@@ -34,7 +34,6 @@ struct LatteConfig {
   bool norm_elementwise_affine = true;
   float norm_eps = 1e-5f;
   int caption_channels = 0;
-  int video_length = 16;
 
   int inner() const { return heads * head_dim; }
   // diffusers: max(sample_size // 64, 1)
@@ -55,7 +54,6 @@ LatteConfig parse_config(const JsonConfig& j) {
   c.norm_elementwise_affine = j.get_or("norm_elementwise_affine", c.norm_elementwise_affine);
   c.norm_eps = float(j.get_or("norm_eps", double(c.norm_eps)));
   c.caption_channels = j.get<int>("caption_channels");
-  c.video_length = j.get_or("video_length", c.video_length);
 
   auto positive = [&](const char* key, int v) {
     if (v < 1) j.unsupported(key, "must be >= 1");
@@ -68,7 +66,6 @@ LatteConfig parse_config(const JsonConfig& j) {
   positive("sample_size", c.sample_size);
   positive("patch_size", c.patch_size);
   positive("caption_channels", c.caption_channels);
-  positive("video_length", c.video_length);
   std::string norm = j.get_or<std::string>("norm_type", "layer_norm");
   if (norm != "ada_norm_single") j.unsupported("norm_type", "Latte is supported with ada_norm_single only");
   if (j.get_or("dropout", 0.0) != 0.0) j.unsupported("dropout", "inference expects 0");
@@ -115,6 +112,7 @@ class Latte final : public DiffusionTransformer {
       spatial_.push_back(load_block(wl, cat("transformer_blocks.", i), c_.cross_attention));
       temporal_.push_back(load_block(wl, cat("temporal_transformer_blocks.", i), false));
     }
+    norm_out_.eps = 1e-6f;  // no affine parameters
     scale_shift_table_ = wl.get("scale_shift_table", {2, d});
     proj_out_ = Linear(wl, "proj_out", d, int64_t(p) * p * c_.out_channels);
     t_linear_1_ = Linear(wl, "adaln_single.emb.timestep_embedder.linear_1", kTimeProjDim, d);
@@ -179,9 +177,7 @@ class Latte final : public DiffusionTransformer {
     }
 
     auto final_mod = ops::chunk(ops::add(scale_shift_table_, t_emb), 2, 0);  // shift, scale: [1, D]
-    LayerNorm norm_out;                                                      // no affine parameters
-    norm_out.eps = 1e-6f;
-    hs = norm_modulate(norm_out, hs, final_mod[0], final_mod[1]);
+    hs = norm_modulate(norm_out_, hs, final_mod[0], final_mod[1]);
     Tensor out = proj_out_(hs);  // [B*F, N, p*p*Co]
     const int64_t co = c_.out_channels;
     // [B, F, gh, gw, p, p, Co] -> [B, Co, F, gh, p, gw, p]
@@ -283,8 +279,8 @@ class Latte final : public DiffusionTransformer {
     return spatial_pos_;
   }
 
-  // 1D sincos over frame indices: [F, D]. diffusers builds it for
-  // video_length frames; positions 0..F-1 give the same rows for F <= video_length.
+  // 1D sincos over frame indices: [F, D]. diffusers builds it once for
+  // `video_length` frames (and fails on other counts); its first F rows are these.
   Tensor temporal_positions(int64_t frames) {
     if (!temporal_pos_.defined() || temporal_pos_.dim(0) != frames) {
       std::vector<float> pos(static_cast<size_t>(frames));
@@ -299,6 +295,7 @@ class Latte final : public DiffusionTransformer {
   LoadOptions opts_;
   Tensor patch_w_, patch_b_;
   std::vector<Block> spatial_, temporal_;
+  LayerNorm norm_out_;
   Tensor scale_shift_table_;
   Linear proj_out_, t_linear_1_, t_linear_2_, t_modulation_, caption_1_, caption_2_;
   Tensor spatial_pos_, temporal_pos_;
