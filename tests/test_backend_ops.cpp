@@ -253,7 +253,8 @@ TEST_P(BackendOps, GroupNorm) {
       // statistics over a different grouping do not match
       if (groups > 1 && out.numel() > 0) {
         Array one_group = naive::group_norm(ref(x), 1, affine ? &rw : nullptr, affine ? &rb : nullptr, 1e-6);
-        EXPECT_GT(testing::rel_error(out, one_group), 10 * tol());
+        // 3x: at bf16's tolerance a 10x margin exceeds the whole effect of the grouping
+        EXPECT_GT(testing::rel_error(out, one_group), 3 * tol());
       }
     }
   }
@@ -296,12 +297,21 @@ TEST_P(BackendOps, Unary) {
     // saturating ranges: no NaN from exp overflow (exp itself stays within f32's range)
     std::vector<float> wide = {-1e4f, -100, -30, -5, -1e-3f, 0, 1e-3f, 5, 30, 100, 1e4f};
     if (op == Unary::exp) wide = {-100, -80, -30, -5, -1e-3f, 0, 1e-3f, 5, 30, 80};
+    if (GetParam().dtype == DType::f16) {
+      // f16 tops out at 65504: keep the inputs whose exact result it can hold
+      std::vector<float> fits;
+      for (float v : wide)
+        if (std::fabs(naive::unary(ref(Tensor::from_vector({v}, {1})), op).v[0]) < 6e4) fits.push_back(v);
+      wide = fits;
+    }
     Tensor x = Tensor::from_vector(wide, {int64_t(wide.size())});
     Tensor out = ops::unary(dev(x), op);
     for (float e : out.to(Device::cpu).to_vector()) EXPECT_FALSE(std::isnan(e)) << name;
     expect_close(out, naive::unary(ref(x), op), tol(), cat("unary ", name));
   }
-  // gelu_tanh is the tanh approximation: the exact erf form differs from it by up to ~1e-3 of the value
+  // gelu_tanh is the tanh approximation: the exact erf form differs from it by up to ~1e-3 of the value,
+  // which only the f32 tolerance can see
+  if (GetParam().dtype != DType::f32) return;
   Tensor x = rand({1000}, -4, 4);
   EXPECT_GT(testing::rel_error(ops::unary(dev(x), Unary::gelu_tanh), naive::unary(ref(x), Unary::gelu_erf)),
             10 * tol());

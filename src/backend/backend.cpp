@@ -58,6 +58,22 @@ Tensor Backend::norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b,
   return modulate(layer_norm(x, w, b, eps), shift, scale);
 }
 
+Tensor Backend::norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
+                                    const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
+                                    const Tensor& scale_b) {
+  Tensor first = norm_modulate(slice(x, 1, 0, split), w, b, eps, shift_a, scale_a);
+  Tensor second = norm_modulate(slice(x, 1, split, x.dim(1)), w, b, eps, shift_b, scale_b);
+  return concat({first, second}, 1);
+}
+
+Tensor Backend::gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
+                                const Tensor& gate_b) {
+  const int64_t s = x.dim(1);
+  Tensor first = gated_add(slice(x, 1, 0, split), gate_a, slice(y, 1, 0, split));
+  Tensor second = gated_add(slice(x, 1, split, s), gate_b, slice(y, 1, split, s));
+  return concat({first, second}, 1);
+}
+
 Tensor Backend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   // [B, C] -> [B, 1, C] to broadcast over tokens
   Shape s = {x.dim(0), 1, x.dim(-1)};

@@ -105,9 +105,10 @@ class Backend {
                         std::array<int, 3> padding) = 0;
 
   // --- model helpers ---
-  // Rotary embedding on interleaved pairs (x[2i], x[2i+1]) of the last dim:
-  // x [B, S, H, D], cos and sin [S, D] -> [B, S, H, D]
-  virtual Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin) = 0;
+  // Rotary embedding on interleaved pairs (x[2i], x[2i+1]) of the last dim,
+  // applied to tokens [start, S) only (the others are copied):
+  // x [B, S, H, D], cos and sin [S - start, D] -> [B, S, H, D]
+  virtual Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) = 0;
   // ids (i64, any shape) rows of table [V, D] -> [..., D]
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
 
@@ -121,6 +122,13 @@ class Backend {
   virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
   // x + gate [B, C] * y, with x and y [B, S, C]
   virtual Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y);
+  // Joint sequences of two segments (e.g. text then video tokens) with their
+  // own modulation: tokens [0, split) use the *_a vectors, the rest *_b.
+  virtual Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
+                                     const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
+                                     const Tensor& scale_b);
+  virtual Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
+                                 const Tensor& gate_b);
 };
 
 // The backend of a device, created on first use; fails with a clear error if

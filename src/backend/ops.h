@@ -61,12 +61,23 @@ inline Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::arr
   return on(x).conv3d(x, w, b, stride, padding);
 }
 
-inline Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin) { return on(x).rope(x, cos, sin); }
+inline Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start = 0) {
+  return on(x).rope(x, cos, sin, start);
+}
 inline Tensor embedding(const Tensor& ids, const Tensor& table) { return on(table).embedding(ids, table); }
 inline Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   return on(x).modulate(x, shift, scale);
 }
 inline Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) { return on(x).gated_add(x, gate, y); }
+inline Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
+                                  const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
+                                  const Tensor& scale_b) {
+  return on(x).norm_modulate_split(x, w, b, eps, split, shift_a, scale_a, shift_b, scale_b);
+}
+inline Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
+                              const Tensor& gate_b) {
+  return on(x).gated_add_split(x, y, split, gate_a, gate_b);
+}
 
 // Splits x along `dim` into `n` equal chunks (copies).
 std::vector<Tensor> chunk(const Tensor& x, int n, int dim);

@@ -211,23 +211,22 @@ class CogVideoX final : public DiffusionTransformer {
     RopeTables rope;
     if (c_.rotary) rope = rotary_tables(gh, gw, gf);
 
+    // Text and video tokens travel as one joint sequence [B, L + N, D]; the
+    // two parts differ only in their modulation vectors.
+    Tensor hidden = ops::concat({text, video}, 1);
     for (int i = 0; i < c_.num_layers; ++i) {
       const Block& b = blocks_[size_t(i)];
-      // [B, 6D] -> shift, scale, gate, enc_shift, enc_scale, enc_gate
+      // [B, 6D] -> shift, scale, gate (video), enc_shift, enc_scale, enc_gate (text)
       auto m1 = ops::chunk(b.norm1_linear(emb_act), 6, 1);
-      Tensor nv = b.norm1.modulated(video, m1[0], m1[1]);
-      Tensor nt = b.norm1.modulated(text, m1[3], m1[4]);
-      SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return attention(b, nt, nv, rope); });
-      video = ops::gated_add(video, m1[2], attn.at(0));
-      text = ops::gated_add(text, m1[5], attn.at(1));
+      Tensor normed = b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]);
+      SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return SiteOutput{attention(b, normed, text_len, rope)}; });
+      hidden = ops::gated_add_split(hidden, attn.at(0), text_len, m1[5], m1[2]);
 
       auto m2 = ops::chunk(b.norm2_linear(emb_act), 6, 1);
-      nv = b.norm2.modulated(video, m2[0], m2[1]);
-      nt = b.norm2.modulated(text, m2[3], m2[4]);
-      Tensor ff = b.ff(ops::concat({nt, nv}, 1));  // [B, L + N, D]
-      video = ops::gated_add(video, m2[2], ops::slice(ff, 1, text_len, ff.dim(1)));
-      text = ops::gated_add(text, m2[5], ops::slice(ff, 1, 0, text_len));
+      normed = b.norm2.modulated_split(hidden, text_len, m2[3], m2[4], m2[0], m2[1]);
+      hidden = ops::gated_add_split(hidden, b.ff(normed), text_len, m2[5], m2[2]);
     }
+    video = ops::slice(hidden, 1, text_len, hidden.dim(1));
 
     video = norm_final_(video);
     auto mo = ops::chunk(norm_out_linear_(emb_act), 2, 1);  // shift, scale
@@ -291,32 +290,27 @@ class CogVideoX final : public DiffusionTransformer {
                          ? rotary_pos_embed_3d(c_.head_dim, int(gh), int(gw), int(gf), base_h, base_w, "linspace")
                          : rotary_pos_embed_3d(c_.head_dim, int(gh), int(gw), int(gf), base_h, base_w, "slice", base_h,
                                                base_w);
-      rope_cache_ = {t.cos.to(opts_.dtype).to(opts_.device), t.sin.to(opts_.dtype).to(opts_.device)};
+      rope_cache_ = {t.cos.to(opts_.device), t.sin.to(opts_.device)};  // f32: applied in float
       rope_key_ = key;
     }
     return rope_cache_;
   }
 
-  // Joint attention over [text, video]; returns {video, text}.
-  SiteOutput attention(const Block& b, const Tensor& text, const Tensor& video, const RopeTables& rope) const {
-    const int64_t bsz = video.dim(0), lt = text.dim(1);
-    Tensor tokens = ops::concat({text, video}, 1);  // [B, S, D]
-    const int64_t s = tokens.dim(1);
+  // diffusers' attn1 over the joint sequence [B, L + N, D] (rotary positions
+  // on the video tokens only); returns [B, L + N, D].
+  Tensor attention(const Block& b, const Tensor& tokens, int64_t text_len, const RopeTables& rope) const {
+    const int64_t bsz = tokens.dim(0), s = tokens.dim(1);
     const Shape heads = {bsz, s, c_.heads, c_.head_dim};
     Tensor q = b.norm_q(b.to_q(tokens).reshape(heads));  // [B, S, H, Dh]
     Tensor k = b.norm_k(b.to_k(tokens).reshape(heads));
     Tensor v = b.to_v(tokens).reshape(heads);
     if (rope.cos.defined()) {
-      auto rotate = [&](const Tensor& t) {
-        return ops::concat({ops::slice(t, 1, 0, lt), ops::rope(ops::slice(t, 1, lt, s), rope.cos, rope.sin)}, 1);
-      };
-      q = rotate(q);
-      k = rotate(k);
+      q = ops::rope(q, rope.cos, rope.sin, text_len);
+      k = ops::rope(k, rope.cos, rope.sin, text_len);
     }
     AttentionArgs args;
     args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
-    Tensor o = b.to_out(ops::attention(q, k, v, args).reshape({bsz, s, c_.inner()}));  // [B, S, D]
-    return {ops::slice(o, 1, lt, s), ops::slice(o, 1, 0, lt)};
+    return b.to_out(ops::attention(q, k, v, args).reshape({bsz, s, c_.inner()}));  // [B, S, D]
   }
 
   CogVideoXConfig c_;

@@ -51,6 +51,12 @@ struct LayerNorm {
   Tensor modulated(const Tensor& x, const Tensor& shift, const Tensor& scale) const {
     return ops::norm_modulate(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps, shift, scale);
   }
+  // As modulated, with tokens [0, split) modulated by the *_a vectors and the rest by *_b.
+  Tensor modulated_split(const Tensor& x, int64_t split, const Tensor& shift_a, const Tensor& scale_a,
+                         const Tensor& shift_b, const Tensor& scale_b) const {
+    return ops::norm_modulate_split(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps, split, shift_a,
+                                    scale_a, shift_b, scale_b);
+  }
 };
 
 // diffusers' FeedForward: net.0 (activation with its projection), net.2 (output).

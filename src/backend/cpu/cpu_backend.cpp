@@ -498,12 +498,14 @@ Tensor CpuBackend::upsample_nearest(const Tensor& x, const std::vector<int>& sca
 
 // ---------------------------------------------------------------- model helpers
 
-Tensor CpuBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+Tensor CpuBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) {
   check_f32(x, "rope");
   PAB_ASSERT(x.rank() == 4, "rope expects [B, S, H, D], got ", x.desc());
   int64_t bsz = x.dim(0), s = x.dim(1), h = x.dim(2), d = x.dim(3);
-  PAB_ASSERT(d % 2 == 0 && cos.numel() == s * d && sin.numel() == s * d, "rope tables ", cos.desc(), " for ",
-             x.desc());
+  PAB_ASSERT(start >= 0 && start <= s, "rope start ", start, " for ", x.desc());
+  const int64_t rotated = s - start;
+  PAB_ASSERT(d % 2 == 0 && cos.numel() == rotated * d && sin.numel() == rotated * d, "rope tables ", cos.desc(),
+             " for ", x.desc(), " from token ", start);
   Tensor out = Tensor::empty(x.shape());
   const float* xp = x.f32();
   const float* cp = cos.f32();
@@ -512,15 +514,19 @@ Tensor CpuBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
 #pragma omp parallel for collapse(2)
   for (int64_t n = 0; n < bsz; ++n) {
     for (int64_t t = 0; t < s; ++t) {
-      const float* c = cp + t * d;
-      const float* sn = sp + t * d;
+      const float* xr = xp + (n * s + t) * h * d;
+      float* orow = o + (n * s + t) * h * d;
+      if (t < start) {
+        std::copy_n(xr, h * d, orow);
+        continue;
+      }
+      const float* c = cp + (t - start) * d;
+      const float* sn = sp + (t - start) * d;
       for (int64_t hh = 0; hh < h; ++hh) {
-        const float* xr = xp + ((n * s + t) * h + hh) * d;
-        float* orow = o + ((n * s + t) * h + hh) * d;
         for (int64_t i = 0; i < d; i += 2) {
-          float re = xr[i], im = xr[i + 1];
-          orow[i] = re * c[i] - im * sn[i];
-          orow[i + 1] = im * c[i + 1] + re * sn[i + 1];
+          float re = xr[hh * d + i], im = xr[hh * d + i + 1];
+          orow[hh * d + i] = re * c[i] - im * sn[i];
+          orow[hh * d + i + 1] = im * c[i + 1] + re * sn[i + 1];
         }
       }
     }

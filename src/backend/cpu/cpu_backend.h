@@ -39,7 +39,7 @@ class CpuBackend final : public Backend {
   Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
                 std::array<int, 3> padding) override;
 
-  Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin) override;
+  Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
 };
 

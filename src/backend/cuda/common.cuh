@@ -75,6 +75,16 @@ struct Dims {
   int64_t stride[kMaxDims] = {};
 };
 
+// Vectors of N elements moved as one 16-byte access.
+template <class T, int N>
+struct alignas(16) Vec {
+  T v[N];
+};
+template <class T>
+constexpr int kVec = 16 / sizeof(T);
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 template <class T>
 const T* cptr(const Tensor& t) {
   return static_cast<const T*>(t.raw());

@@ -89,6 +89,18 @@ Tensor run_conv(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor*
     PAB_ASSERT(stride[i] >= 1 && pad[i] >= 0, "conv stride/padding");
     PAB_ASSERT(xd[i + 2] + 2 * pad[i] >= wd[i + 2], "conv: kernel ", w.desc(), " larger than padded input ", x.desc());
   }
+  if (x.numel() == 0 || w.numel() == 0) {  // cuDNN rejects empty tensors: the result is the bias alone
+    Shape os = x.shape();
+    os[1] = w.dim(0);
+    for (size_t i = 0; i < stride.size(); ++i) os[i + 2] = (xd[i + 2] + 2 * pad[i] - wd[i + 2]) / stride[i] + 1;
+    Tensor out = Tensor::zeros(os, x.dtype(), Device::cuda);
+    if (b && out.numel() > 0) {
+      Shape bs(os.size(), 1);
+      bs[1] = w.dim(0);
+      out = be.binary(out, b->reshape(bs), Binary::add);
+    }
+    return out;
+  }
   ConvPlan& p = plan_for(be, xd, wd, stride, pad, x.dtype());
   Tensor out = Tensor::empty(Shape(p.out_dims.begin(), p.out_dims.end()), x.dtype(), Device::cuda);
   if (out.numel() == 0) return out;

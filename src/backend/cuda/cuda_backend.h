@@ -63,6 +63,11 @@ class CudaBackend final : public Backend {
   Tensor affine(const Tensor& x, float mul, float add) override;
   Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override;
   Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) override;
+  Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
+                             const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
+                             const Tensor& scale_b) override;
+  Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
+                         const Tensor& gate_b) override;
 
   Tensor permute(const Tensor& x, const std::vector<int>& perm) override;
   Tensor concat(const std::vector<Tensor>& parts, int dim) override;
@@ -75,7 +80,7 @@ class CudaBackend final : public Backend {
   Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
                 std::array<int, 3> padding) override;
 
-  Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin) override;
+  Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
 
   // --- internals shared by the .cu files ---

@@ -1,5 +1,6 @@
-// Elementwise ops: activations, broadcasting arithmetic, affine, and the
-// fused adaptive modulation and gated residual of DiT blocks.
+// Elementwise ops: activations, broadcasting arithmetic, affine, casts, and
+// the fused adaptive modulation and gated residuals of DiT blocks. The hot
+// kernels move 16 bytes per access and do one index division per vector.
 #include "backend/cuda/common.cuh"
 
 namespace pab {
@@ -8,91 +9,153 @@ namespace {
 
 template <Unary op>
 __device__ __forceinline__ float apply_unary(float v) {
-  if constexpr (op == Unary::silu) return v / (1.0f + __expf(-v));
-  if constexpr (op == Unary::gelu_tanh) return 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
-  if constexpr (op == Unary::gelu_erf) return 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+  // gelu forms without cancellation for negative inputs (as the CPU backend)
+  if constexpr (op == Unary::silu) return v / (1.0f + expf(-v));
+  if constexpr (op == Unary::gelu_tanh) return v / (1.0f + expf(-2.0f * 0.7978845608028654f * (v + 0.044715f * v * v * v)));
+  if constexpr (op == Unary::gelu_erf) return 0.5f * v * erfcf(-v * 0.7071067811865476f);
   if constexpr (op == Unary::relu) return fmaxf(v, 0.0f);
   if constexpr (op == Unary::tanh) return tanhf(v);
-  if constexpr (op == Unary::sigmoid) return 1.0f / (1.0f + __expf(-v));
-  if constexpr (op == Unary::exp) return __expf(v);
+  if constexpr (op == Unary::sigmoid) return 1.0f / (1.0f + expf(-v));
+  if constexpr (op == Unary::exp) return expf(v);
   if constexpr (op == Unary::square) return v * v;
   return v;
 }
 
-template <class T, Unary op>
-__global__ void unary_kernel(const T* x, T* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = from_f<T>(apply_unary<op>(to_f<T>(x[i])));
-}
-
-template <class T>
-void launch_unary(const T* x, T* out, int64_t n, Unary op, cudaStream_t s) {
-  unsigned g = blocks_for(n);
-  switch (op) {
-    case Unary::silu: unary_kernel<T, Unary::silu><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::gelu_tanh: unary_kernel<T, Unary::gelu_tanh><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::gelu_erf: unary_kernel<T, Unary::gelu_erf><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::relu: unary_kernel<T, Unary::relu><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::tanh: unary_kernel<T, Unary::tanh><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::sigmoid: unary_kernel<T, Unary::sigmoid><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::exp: unary_kernel<T, Unary::exp><<<g, 256, 0, s>>>(x, out, n); break;
-    case Unary::square: unary_kernel<T, Unary::square><<<g, 256, 0, s>>>(x, out, n); break;
+// out[i] = f(i, inputs...) over n elements, V per thread when the caller says
+// the arrays are 16-byte aligned and n % V == 0.
+template <class T, int V, class F>
+__global__ void map_kernel(T* out, int64_t n, F f) {
+  const int64_t nv = n / V;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x) {
+    Vec<T, V> o;
+#pragma unroll
+    for (int k = 0; k < V; ++k) o.v[k] = from_f<T>(f(i * V + k));
+    reinterpret_cast<Vec<T, V>*>(out)[i] = o;
   }
 }
 
-__device__ __forceinline__ float apply_binary(Binary op, float a, float b) {
+__device__ __forceinline__ float apply_binary(Binary op, float x, float y) {
   switch (op) {
-    case Binary::add: return a + b;
-    case Binary::sub: return a - b;
-    case Binary::mul: return a * b;
-    default: return a / b;
+    case Binary::add: return x + y;
+    case Binary::sub: return x - y;
+    case Binary::mul: return x * y;
+    default: return x / y;
   }
 }
 
-// out [dims] = a op b, with a and b strides aligned to out's dims (0 = broadcast).
+template <class T, Unary kOp>
+struct UnaryF {
+  const T* x;
+  __device__ float operator()(int64_t i) const { return apply_unary<kOp>(to_f<T>(x[i])); }
+};
+
 template <class T>
-__global__ void binary_kernel(const T* a, const T* b, T* out, Dims d, Dims sb, Binary op, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+struct SameShapeF {
+  const T *a, *b;
+  Binary op;
+  __device__ float operator()(int64_t i) const { return apply_binary(op, to_f<T>(a[i]), to_f<T>(b[i])); }
+};
+
+template <class T>
+struct BroadcastF {
+  const T *a, *b;
+  Binary op;
+  Dims d, da, db;
+  __device__ float operator()(int64_t i) const {
     int64_t rem = i, oa = 0, ob = 0;
     for (int k = d.rank - 1; k >= 0; --k) {
-      int64_t idx = rem % d.size[k];
+      const int64_t idx = rem % d.size[k];
       rem /= d.size[k];
-      oa += idx * d.stride[k];
-      ob += idx * sb.stride[k];
+      oa += idx * da.stride[k];
+      ob += idx * db.stride[k];
     }
-    out[i] = from_f<T>(apply_binary(op, to_f<T>(a[oa]), to_f<T>(b[ob])));
+    return apply_binary(op, to_f<T>(a[oa]), to_f<T>(b[ob]));
+  }
+};
+
+template <class T>
+struct AffineF {
+  const T* x;
+  float mul, add;
+  __device__ float operator()(int64_t i) const { return to_f<T>(x[i]) * mul + add; }
+};
+
+template <class T, class F>
+void launch_map(T* out, int64_t n, bool vector_ok, cudaStream_t s, F f) {
+  constexpr int V = kVec<T>;
+  if (vector_ok && n % V == 0 && aligned16(out)) {
+    map_kernel<T, V><<<blocks_for(n / V), 256, 0, s>>>(out, n, f);
+  } else {
+    map_kernel<T, 1><<<blocks_for(n), 256, 0, s>>>(out, n, f);
   }
 }
 
-template <class T>
-__global__ void same_shape_kernel(const T* a, const T* b, T* out, Binary op, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = from_f<T>(apply_binary(op, to_f<T>(a[i]), to_f<T>(b[i])));
+// Reads V consecutive elements as one access when possible.
+template <class T, int V>
+__device__ __forceinline__ void load(const T* p, int64_t i, float (&dst)[V]) {
+  Vec<T, V> v = *reinterpret_cast<const Vec<T, V>*>(p + i);
+#pragma unroll
+  for (int k = 0; k < V; ++k) dst[k] = to_f<T>(v.v[k]);
 }
 
-template <class T>
-__global__ void affine_kernel(const T* x, T* out, float mul, float add, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = from_f<T>(to_f<T>(x[i]) * mul + add);
+template <class T, int V>
+__device__ __forceinline__ void store(T* p, int64_t i, const float (&src)[V]) {
+  Vec<T, V> v;
+#pragma unroll
+  for (int k = 0; k < V; ++k) v.v[k] = from_f<T>(src[k]);
+  *reinterpret_cast<Vec<T, V>*>(p + i) = v;
 }
 
-// x [B, S, C]: out = x * (1 + scale[b, c]) + shift[b, c]
-template <class T>
-__global__ void modulate_kernel(const T* x, const T* shift, const T* scale, T* out, int64_t s, int64_t c, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t ch = i % c, b = i / (s * c);
-    float v = to_f<T>(x[i]) * (1.0f + to_f<T>(scale[b * c + ch])) + to_f<T>(shift[b * c + ch]);
-    out[i] = from_f<T>(v);
+// Token-wise modulation and gating of x [B, S, C] by per-batch vectors [B, C];
+// tokens before `split` use the first set (a), the others the second (b).
+//   kModulate: out = x * (1 + scale) + shift      (p0 = shift, p1 = scale)
+//   kGate:     out = x + gate * y                 (p0 = gate)
+enum class Mod { kModulate, kGate };
+
+template <class T, int V, Mod kMode>
+__global__ void token_mod_kernel(const T* x, const T* y, const T* a0, const T* a1, const T* b0, const T* b1, T* out,
+                                 int64_t s, int64_t c, int64_t split, int64_t n) {
+  const int64_t nv = n / V;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nv; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t e = i * V, row = e / c, ch = e - row * c, batch = row / s, tok = row - batch * s;
+    const bool first = tok < split;
+    const int64_t pi = batch * c + ch;
+    float xv[V], p0[V], r[V];
+    load<T, V>(x, e, xv);
+    load<T, V>(first ? a0 : b0, pi, p0);
+    if constexpr (kMode == Mod::kModulate) {
+      float p1[V];
+      load<T, V>(first ? a1 : b1, pi, p1);
+#pragma unroll
+      for (int k = 0; k < V; ++k) r[k] = xv[k] * (1.0f + p1[k]) + p0[k];
+    } else {
+      float yv[V];
+      load<T, V>(y, e, yv);
+#pragma unroll
+      for (int k = 0; k < V; ++k) r[k] = xv[k] + p0[k] * yv[k];
+    }
+    store<T, V>(out, e, r);
   }
 }
 
-// x, y [B, S, C]: out = x + gate[b, c] * y
-template <class T>
-__global__ void gated_add_kernel(const T* x, const T* gate, const T* y, T* out, int64_t s, int64_t c, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t ch = i % c, b = i / (s * c);
-    out[i] = from_f<T>(to_f<T>(x[i]) + to_f<T>(gate[b * c + ch]) * to_f<T>(y[i]));
+template <class T, Mod kMode>
+void launch_token_mod(const Tensor& x, const Tensor* y, const Tensor& a0, const Tensor* a1, const Tensor& b0,
+                      const Tensor* b1, Tensor& out, int64_t split, cudaStream_t st) {
+  const int64_t s = x.dim(1), c = x.dim(2), n = x.numel();
+  const T* yp = y ? cptr<T>(*y) : nullptr;
+  const T* a1p = a1 ? cptr<T>(*a1) : nullptr;
+  const T* b1p = b1 ? cptr<T>(*b1) : nullptr;
+  constexpr int V = kVec<T>;
+  bool vec = c % V == 0 && aligned16(x.raw()) && aligned16(out.raw()) && aligned16(a0.raw()) && aligned16(b0.raw()) &&
+             (!y || aligned16(y->raw())) && (!a1 || aligned16(a1->raw())) && (!b1 || aligned16(b1->raw()));
+  if (vec) {
+    token_mod_kernel<T, V, kMode><<<blocks_for(n / V), 256, 0, st>>>(cptr<T>(x), yp, cptr<T>(a0), a1p, cptr<T>(b0),
+                                                                     b1p, mptr<T>(out), s, c, split, n);
+  } else {
+    token_mod_kernel<T, 1, kMode><<<blocks_for(n), 256, 0, st>>>(cptr<T>(x), yp, cptr<T>(a0), a1p, cptr<T>(b0), b1p,
+                                                                 mptr<T>(out), s, c, split, n);
   }
+  PAB_KERNEL_CHECK();
 }
 
 }  // namespace
@@ -103,44 +166,61 @@ using namespace cuda;
 Tensor CudaBackend::unary(const Tensor& x, Unary op) {
   check_cuda(x, "unary");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  if (x.numel() == 0) return out;
-  dispatch_float(x.dtype(), "unary", [&]<class T>() { launch_unary<T>(cptr<T>(x), mptr<T>(out), x.numel(), op, stream()); });
+  const int64_t n = x.numel();
+  if (n == 0) return out;
+  dispatch_float(x.dtype(), "unary", [&]<class T>() {
+    const T* xp = cptr<T>(x);
+    T* op_ = mptr<T>(out);
+    const bool vec = aligned16(xp);
+    switch (op) {
+      case Unary::silu: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::silu>{xp}); break;
+      case Unary::gelu_tanh: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::gelu_tanh>{xp}); break;
+      case Unary::gelu_erf: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::gelu_erf>{xp}); break;
+      case Unary::relu: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::relu>{xp}); break;
+      case Unary::tanh: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::tanh>{xp}); break;
+      case Unary::sigmoid: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::sigmoid>{xp}); break;
+      case Unary::exp: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::exp>{xp}); break;
+      case Unary::square: launch_map<T>(op_, n, vec, stream(), UnaryF<T, Unary::square>{xp}); break;
+    }
+  });
   PAB_KERNEL_CHECK();
   return out;
 }
 
 Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
   check_same(a, b, "binary");
-  int r = std::max(a.rank(), b.rank());
+  const int r = std::max(a.rank(), b.rank());
   PAB_ASSERT(r <= kMaxDims, "binary: rank ", r, " above ", kMaxDims);
   Shape os(static_cast<size_t>(r), 1);
-  Dims da, db;
-  da.rank = db.rank = r;
-  auto aligned = [&](const Tensor& t, Dims& d) {
-    int off = r - t.rank();
-    int64_t st = 1;
-    for (int i = t.rank() - 1; i >= 0; --i) {
-      d.stride[i + off] = t.shape()[size_t(i)] == 1 ? 0 : st;
-      st *= t.shape()[size_t(i)];
-    }
-  };
+  Dims d, da, db;
+  d.rank = r;
   for (int i = 0; i < r; ++i) {
     int64_t x = i - (r - a.rank()) >= 0 ? a.shape()[size_t(i - (r - a.rank()))] : 1;
     int64_t y = i - (r - b.rank()) >= 0 ? b.shape()[size_t(i - (r - b.rank()))] : 1;
     PAB_ASSERT(x == y || x == 1 || y == 1, "cannot broadcast ", a.desc(), " with ", b.desc());
-    os[size_t(i)] = x == 1 ? y : x;
-    da.size[i] = db.size[i] = os[size_t(i)];
+    os[size_t(i)] = d.size[i] = x == 1 ? y : x;
   }
+  auto aligned = [&](const Tensor& t, Dims& s) {
+    const int off = r - t.rank();
+    int64_t st = 1;
+    for (int i = t.rank() - 1; i >= 0; --i) {
+      s.stride[i + off] = t.shape()[size_t(i)] == 1 ? 0 : st;
+      st *= t.shape()[size_t(i)];
+    }
+  };
   aligned(a, da);
   aligned(b, db);
   Tensor out = Tensor::empty(os, a.dtype(), Device::cuda);
-  int64_t n = out.numel();
+  const int64_t n = out.numel();
   if (n == 0) return out;
+  const bool same = a.shape() == b.shape();
   dispatch_float(a.dtype(), "binary", [&]<class T>() {
-    if (a.shape() == b.shape()) {
-      same_shape_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(cptr<T>(a), cptr<T>(b), mptr<T>(out), op, n);
+    const T* ap = cptr<T>(a);
+    const T* bp = cptr<T>(b);
+    if (same) {
+      launch_map<T>(mptr<T>(out), n, aligned16(ap) && aligned16(bp), stream(), SameShapeF<T>{ap, bp, op});
     } else {
-      binary_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(cptr<T>(a), cptr<T>(b), mptr<T>(out), da, db, op, n);
+      launch_map<T>(mptr<T>(out), n, false, stream(), BroadcastF<T>{ap, bp, op, d, da, db});
     }
   });
   PAB_KERNEL_CHECK();
@@ -150,44 +230,56 @@ Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
 Tensor CudaBackend::affine(const Tensor& x, float mul, float add) {
   check_cuda(x, "affine");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  int64_t n = x.numel();
-  if (n == 0) return out;
+  if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "affine", [&]<class T>() {
-    affine_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(cptr<T>(x), mptr<T>(out), mul, add, n);
+    const T* xp = cptr<T>(x);
+    launch_map<T>(mptr<T>(out), x.numel(), aligned16(xp), stream(), AffineF<T>{xp, mul, add});
   });
   PAB_KERNEL_CHECK();
   return out;
 }
 
+namespace {
+void check_mod(const Tensor& x, const Tensor& p, const char* op) {
+  check_same(x, p, op);
+  PAB_ASSERT(x.rank() == 3 && p.numel() == x.dim(0) * x.dim(2), op, ": x ", x.desc(), " with ", p.desc());
+}
+}  // namespace
+
 Tensor CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
-  check_same(x, shift, "modulate");
-  check_same(x, scale, "modulate");
-  PAB_ASSERT(x.rank() == 3 && shift.numel() == x.dim(0) * x.dim(2) && scale.numel() == shift.numel(),
-             "modulate: x ", x.desc(), " shift ", shift.desc(), " scale ", scale.desc());
+  check_mod(x, shift, "modulate");
+  check_mod(x, scale, "modulate");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  int64_t n = x.numel();
-  if (n == 0) return out;
+  if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "modulate", [&]<class T>() {
-    modulate_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(cptr<T>(x), cptr<T>(shift), cptr<T>(scale), mptr<T>(out),
-                                                            x.dim(1), x.dim(2), n);
+    launch_token_mod<T, Mod::kModulate>(x, nullptr, shift, &scale, shift, &scale, out, 0, stream());
   });
-  PAB_KERNEL_CHECK();
   return out;
 }
 
 Tensor CudaBackend::gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
-  check_same(x, gate, "gated_add");
+  check_mod(x, gate, "gated_add");
   check_same(x, y, "gated_add");
-  PAB_ASSERT(x.rank() == 3 && x.shape() == y.shape() && gate.numel() == x.dim(0) * x.dim(2),
-             "gated_add: x ", x.desc(), " gate ", gate.desc(), " y ", y.desc());
+  PAB_ASSERT(x.shape() == y.shape(), "gated_add: x ", x.desc(), " y ", y.desc());
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  int64_t n = x.numel();
-  if (n == 0) return out;
+  if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "gated_add", [&]<class T>() {
-    gated_add_kernel<T><<<blocks_for(n), 256, 0, stream()>>>(cptr<T>(x), cptr<T>(gate), cptr<T>(y), mptr<T>(out),
-                                                             x.dim(1), x.dim(2), n);
+    launch_token_mod<T, Mod::kGate>(x, &y, gate, nullptr, gate, nullptr, out, 0, stream());
   });
-  PAB_KERNEL_CHECK();
+  return out;
+}
+
+Tensor CudaBackend::gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
+                                    const Tensor& gate_b) {
+  check_mod(x, gate_a, "gated_add_split");
+  check_mod(x, gate_b, "gated_add_split");
+  check_same(x, y, "gated_add_split");
+  PAB_ASSERT(x.shape() == y.shape(), "gated_add_split: x ", x.desc(), " y ", y.desc());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  if (x.numel() == 0) return out;
+  dispatch_float(x.dtype(), "gated_add_split", [&]<class T>() {
+    launch_token_mod<T, Mod::kGate>(x, &y, gate_a, nullptr, gate_b, nullptr, out, split, stream());
+  });
   return out;
 }
 

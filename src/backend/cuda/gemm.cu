@@ -89,6 +89,12 @@ Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tenso
   os.back() = n;
   Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
   if (m == 0 || n == 0) return out;
+  if (k == 0) {  // an empty product: the bias alone (cuBLASLt leaves the output undefined)
+    be.memset_zero(out.raw(), out.nbytes());
+    if (bias) out = be.binary(out, *bias, Binary::add);
+    if (epi == CUBLASLT_EPILOGUE_GELU_BIAS) out = be.unary(out, Unary::gelu_tanh);
+    return out;
+  }
   if (bias) {
     cuda::check_same(x, *bias, "linear bias");
     PAB_ASSERT(bias->numel() == n, "linear bias ", bias->desc(), " for ", n, " outputs");

@@ -30,6 +30,24 @@ void launch_gather(const void* in, void* out, const Dims& d, int64_t n, size_t e
   PAB_KERNEL_CHECK();
 }
 
+// Permutes that keep the last dimension: whole rows move, 16 bytes at a time.
+// d describes the output rows (all dims but the last) with source row strides.
+__global__ void row_gather_kernel(const uint4* in, uint4* out, Dims d, int64_t rows, int64_t row_vecs) {
+  const int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t r = warp; r < rows; r += warps) {
+    int64_t rem = r, src = 0;
+    for (int k = d.rank - 1; k >= 0; --k) {
+      src += (rem % d.size[k]) * d.stride[k];
+      rem /= d.size[k];
+    }
+    const uint4* ip = in + src * row_vecs;
+    uint4* op = out + r * row_vecs;
+    for (int64_t i = lane; i < row_vecs; i += 32) op[i] = ip[i];
+  }
+}
+
 // Output dims -> source index per dim: pad (zeros / replicate) and nearest upsampling.
 struct PadDims {
   int rank = 0;
@@ -56,14 +74,19 @@ __global__ void pad_kernel(const T* x, T* out, PadDims d, bool replicate, int64_
   }
 }
 
-// x [B, S, H, D] with float cos/sin [S, D] on interleaved pairs.
+// x [B, S, H, D] with float cos/sin [S - start, D] on interleaved pairs of tokens >= start.
 template <class T>
 __global__ void rope_kernel(const T* x, const float* cs, const float* sn, T* out, int64_t s, int64_t h, int64_t d,
-                            int64_t pairs) {
+                            int64_t start, int64_t pairs) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < pairs; p += int64_t(gridDim.x) * blockDim.x) {
-    int64_t i = p * 2;
-    int64_t j = i % d, t = (i / (h * d)) % s;
-    float re = to_f<T>(x[i]), im = to_f<T>(x[i + 1]);
+    const int64_t i = p * 2;
+    const int64_t j = i % d, t = (i / (h * d)) % s - start;
+    const float re = to_f<T>(x[i]), im = to_f<T>(x[i + 1]);
+    if (t < 0) {
+      out[i] = x[i];
+      out[i + 1] = x[i + 1];
+      continue;
+    }
     out[i] = from_f<T>(re * cs[t * d + j] - im * sn[t * d + j]);
     out[i + 1] = from_f<T>(im * cs[t * d + j + 1] + re * sn[t * d + j + 1]);
   }
@@ -106,7 +129,23 @@ Tensor CudaBackend::permute(const Tensor& x, const std::vector<int>& perm) {
     d.stride[i] = in_strides[size_t(p)];
   }
   Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
-  if (out.numel() > 0) launch_gather(x.raw(), out.raw(), d, out.numel(), dtype_size(x.dtype()), stream());
+  if (out.numel() == 0) return out;
+  const size_t row_bytes = size_t(x.shape().back()) * dtype_size(x.dtype());
+  if (r >= 2 && perm.back() == r - 1 && row_bytes % 16 == 0 && aligned16(x.raw()) && aligned16(out.raw())) {
+    Dims rows_d;  // output rows with source strides counted in rows
+    rows_d.rank = r - 1;
+    for (int i = 0; i < r - 1; ++i) {
+      rows_d.size[i] = d.size[i];
+      rows_d.stride[i] = d.stride[i] / x.shape().back();
+    }
+    const int64_t rows = out.numel() / x.shape().back();
+    const unsigned blocks = unsigned(std::min<int64_t>((rows + 7) / 8, 65535 * 16));
+    row_gather_kernel<<<blocks, 256, 0, stream()>>>(static_cast<const uint4*>(x.raw()), static_cast<uint4*>(out.raw()),
+                                                    rows_d, rows, int64_t(row_bytes / 16));
+    PAB_KERNEL_CHECK();
+    return out;
+  }
+  launch_gather(x.raw(), out.raw(), d, out.numel(), dtype_size(x.dtype()), stream());
   return out;
 }
 
@@ -180,7 +219,7 @@ Tensor pad_or_upsample(CudaBackend& be, const Tensor& x, const PadDims& d, bool 
 Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2>>& pads, PadMode mode) {
   check_cuda(x, "pad");
   const int r = x.rank();
-  PAB_ASSERT(int(pads.size()) <= r && r <= kMaxDims, "pad with ", pads.size(), " dims for ", x.desc());
+  PAB_ASSERT(r >= 1 && int(pads.size()) <= r && r <= kMaxDims, "pad with ", pads.size(), " dims for ", x.desc());
   PadDims d;
   d.rank = r;
   Shape os = x.shape();
@@ -188,6 +227,8 @@ Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2
     int j = i - (r - int(pads.size()));
     std::array<int64_t, 2> p = j >= 0 ? pads[size_t(j)] : std::array<int64_t, 2>{0, 0};
     PAB_ASSERT(p[0] >= 0 && p[1] >= 0, "negative padding");
+    PAB_ASSERT(mode == PadMode::zeros || x.shape()[size_t(i)] > 0 || (p[0] == 0 && p[1] == 0),
+               "replicate padding of an empty dimension");
     d.in[i] = x.shape()[size_t(i)];
     d.before[i] = p[0];
     d.scale[i] = 1;
@@ -216,12 +257,13 @@ Tensor CudaBackend::upsample_nearest(const Tensor& x, const std::vector<int>& sc
   return pad_or_upsample(*this, x, d, false, os);
 }
 
-Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) {
   check_cuda(x, "rope");
   PAB_ASSERT(x.rank() == 4, "rope expects [B, S, H, D], got ", x.desc());
   const int64_t s = x.dim(1), h = x.dim(2), d = x.dim(3);
-  PAB_ASSERT(d % 2 == 0 && cos.numel() == s * d && sin.numel() == s * d, "rope tables ", cos.desc(), " for ",
-             x.desc());
+  PAB_ASSERT(start >= 0 && start <= s, "rope start ", start, " for ", x.desc());
+  PAB_ASSERT(d % 2 == 0 && cos.numel() == (s - start) * d && sin.numel() == (s - start) * d, "rope tables ",
+             cos.desc(), " for ", x.desc(), " from token ", start);
   // The tables stay in float (as the reference applies them in float32).
   Tensor c = cos.dtype() == DType::f32 ? cos : cast(cos, DType::f32);
   Tensor sn = sin.dtype() == DType::f32 ? sin : cast(sin, DType::f32);
@@ -232,7 +274,7 @@ Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin) 
   if (pairs == 0) return out;
   dispatch_float(x.dtype(), "rope", [&]<class T>() {
     rope_kernel<T><<<blocks_for(pairs), 256, 0, stream()>>>(cptr<T>(x), cptr<float>(c), cptr<float>(sn), mptr<T>(out),
-                                                            s, h, d, pairs);
+                                                            s, h, d, start, pairs);
   });
   PAB_KERNEL_CHECK();
   return out;

@@ -25,35 +25,102 @@ __device__ float block_sum(float v, typename BlockSum::TempStorage& tmp, float* 
   return r;
 }
 
-// Per row of x [rows, C]: (x - mean) / sqrt(var + eps) [* w + b] [* (1 + scale) + shift],
-// modulation rows indexed by row / tokens (x [B, tokens, C]).
-template <class T, bool kRms>
-__global__ void row_norm_kernel(const T* x, const T* w, const T* b, const T* shift, const T* scale, T* out,
-                                int64_t c, int64_t tokens, float eps) {
-  __shared__ typename BlockSum::TempStorage tmp;
-  __shared__ float shared;
-  const int64_t row = blockIdx.x;
-  const T* xr = x + row * c;
-  T* orow = out + row * c;
-  float mean = 0.0f;
-  if (!kRms) {
-    float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < c; i += kThreads) s += to_f<T>(xr[i]);
-    mean = block_sum(s, tmp, &shared) / float(c);
+// Row norms. Each row is held in registers (kPer values per thread, kThreads
+// threads per row: one warp for short rows such as QK norms over a head, a
+// block for model-width rows), so x is read once; sums are reduced in double.
+struct RowNormArgs {
+  int64_t c, tokens, split;
+  float eps;
+  bool rms;
+};
+
+template <int kThreads>
+__device__ double row_sum(double v, double* scratch) {
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  if constexpr (kThreads == 32) {
+    return v;
+  } else {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    double t = 0;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) t += scratch[w];
+    __syncthreads();
+    return t;
   }
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < c; i += kThreads) {
-    float d = to_f<T>(xr[i]) - mean;
+}
+
+// Per row of x [rows, C]: (x - mean) / sqrt(var + eps) [* w + b] [* (1 + scale) + shift]
+// with modulation vectors [B, C] chosen by the token's segment (tokens of x [B, S, C]).
+template <class T, int kThreads, int kPer>
+__global__ void row_norm_kernel(const T* x, const T* w, const T* b, const T* shift_a, const T* scale_a,
+                                const T* shift_b, const T* scale_b, T* out, int64_t rows, RowNormArgs a) {
+  __shared__ double scratch[kThreads / 32];
+  const int rows_per_block = kThreads == 32 ? blockDim.x / 32 : 1;
+  const int lane = kThreads == 32 ? threadIdx.x % 32 : threadIdx.x;
+  const int64_t row = int64_t(blockIdx.x) * rows_per_block + (kThreads == 32 ? threadIdx.x / 32 : 0);
+  if (row >= rows) return;  // whole warps (warp rows) or whole blocks leave together
+  const T* xr = x + row * a.c;
+  float v[kPer];
+  double s = 0;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int64_t i = lane + int64_t(k) * kThreads;
+    v[k] = i < a.c ? to_f<T>(xr[i]) : 0.0f;
+    s += v[k];
+  }
+  float mean = 0.0f;
+  if (!a.rms) mean = float(row_sum<kThreads>(s, scratch) / double(a.c));
+  double ss = 0;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int64_t i = lane + int64_t(k) * kThreads;
+    const float d = i < a.c ? v[k] - mean : 0.0f;
+    ss += double(d) * d;
+  }
+  const float inv = float(rsqrt(row_sum<kThreads>(ss, scratch) / double(a.c) + double(a.eps)));
+  const int64_t batch = row / a.tokens, tok = row - batch * a.tokens;
+  const T* shift = tok < a.split ? shift_a : shift_b;
+  const T* scale = tok < a.split ? scale_a : scale_b;
+  T* orow = out + row * a.c;
+#pragma unroll
+  for (int k = 0; k < kPer; ++k) {
+    const int64_t i = lane + int64_t(k) * kThreads;
+    if (i >= a.c) continue;
+    float r = (v[k] - mean) * inv;
+    if (w) r *= to_f<T>(w[i]);
+    if (b) r += to_f<T>(b[i]);
+    if (scale) r = r * (1.0f + to_f<T>(scale[batch * a.c + i])) + to_f<T>(shift[batch * a.c + i]);
+    orow[i] = from_f<T>(r);
+  }
+}
+
+// Rows too long for registers: re-read x for each pass.
+template <class T>
+__global__ void long_row_norm_kernel(const T* x, const T* w, const T* b, const T* shift_a, const T* scale_a,
+                                     const T* shift_b, const T* scale_b, T* out, RowNormArgs a) {
+  __shared__ double scratch[kThreads / 32];
+  const int64_t row = blockIdx.x;
+  const T* xr = x + row * a.c;
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < a.c; i += kThreads) s += to_f<T>(xr[i]);
+  const double mean = a.rms ? 0.0 : row_sum<kThreads>(s, scratch) / double(a.c);
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < a.c; i += kThreads) {
+    double d = to_f<T>(xr[i]) - mean;
     ss += d * d;
   }
-  float inv = rsqrtf(block_sum(ss, tmp, &shared) / float(c) + eps);
-  const int64_t bi = row / tokens;
-  for (int64_t i = threadIdx.x; i < c; i += kThreads) {
-    float v = (to_f<T>(xr[i]) - mean) * inv;
-    if (w) v *= to_f<T>(w[i]);
-    if (b) v += to_f<T>(b[i]);
-    if (scale) v = v * (1.0f + to_f<T>(scale[bi * c + i])) + to_f<T>(shift[bi * c + i]);
-    orow[i] = from_f<T>(v);
+  const float inv = float(rsqrt(row_sum<kThreads>(ss, scratch) / double(a.c) + double(a.eps)));
+  const int64_t batch = row / a.tokens, tok = row - batch * a.tokens;
+  const T* shift = tok < a.split ? shift_a : shift_b;
+  const T* scale = tok < a.split ? scale_a : scale_b;
+  for (int64_t i = threadIdx.x; i < a.c; i += kThreads) {
+    float r = float(to_f<T>(xr[i]) - mean) * inv;
+    if (w) r *= to_f<T>(w[i]);
+    if (b) r += to_f<T>(b[i]);
+    if (scale) r = r * (1.0f + to_f<T>(scale[batch * a.c + i])) + to_f<T>(shift[batch * a.c + i]);
+    out[row * a.c + i] = from_f<T>(r);
   }
 }
 
@@ -138,26 +205,44 @@ const T* opt_ptr(const Tensor* t) {
 using namespace cuda;
 
 namespace {
-Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor* b, const Tensor* shift,
-                const Tensor* scale, float eps, bool rms, const char* op) {
+// x [.., C]; optional affine w, b [C]; optional modulation vectors [B, C] for
+// the two token segments of x [B, S, C] (split = S: one segment).
+Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor* b, const Tensor* shift_a,
+                const Tensor* scale_a, const Tensor* shift_b, const Tensor* scale_b, int64_t split, float eps, bool rms,
+                const char* op) {
   check_cuda(x, op);
-  for (const Tensor* t : {w, b, shift, scale})
+  for (const Tensor* t : {w, b, shift_a, scale_a, shift_b, scale_b})
     if (t) check_same(x, *t, op);
-  const int64_t c = x.dim(-1), rows = x.numel() / std::max<int64_t>(c, 1);
-  if (w) PAB_ASSERT(w->numel() == c, op, ": weight ", w->desc(), " for ", x.desc());
-  if (b) PAB_ASSERT(b->numel() == c, op, ": bias ", b->desc(), " for ", x.desc());
-  int64_t tokens = rows;
-  if (scale) {
-    PAB_ASSERT(x.rank() == 3 && scale->numel() == x.dim(0) * c && shift->numel() == scale->numel(), op, ": x ",
-               x.desc(), " shift ", shift->desc(), " scale ", scale->desc());
-    tokens = x.dim(1);
+  RowNormArgs a{x.dim(-1), 1, 0, eps, rms};
+  const int64_t rows = a.c == 0 ? 0 : x.numel() / a.c;
+  if (w) PAB_ASSERT(w->numel() == a.c, op, ": weight ", w->desc(), " for ", x.desc());
+  if (b) PAB_ASSERT(b->numel() == a.c, op, ": bias ", b->desc(), " for ", x.desc());
+  a.tokens = rows;
+  a.split = rows;
+  if (scale_a) {
+    PAB_ASSERT(x.rank() == 3, op, ": modulation needs x [B, S, C], got ", x.desc());
+    for (const Tensor* t : {shift_a, scale_a, shift_b, scale_b})
+      PAB_ASSERT(t->numel() == x.dim(0) * a.c, op, ": modulation ", t->desc(), " for ", x.desc());
+    a.tokens = x.dim(1);
+    a.split = split;
   }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  if (rows == 0 || c == 0) return out;
+  if (rows == 0) return out;
   dispatch_float(x.dtype(), op, [&]<class T>() {
-    auto kernel = rms ? row_norm_kernel<T, true> : row_norm_kernel<T, false>;
-    kernel<<<unsigned(rows), kThreads, 0, be.stream()>>>(cptr<T>(x), opt_ptr<T>(w), opt_ptr<T>(b), opt_ptr<T>(shift),
-                                                         opt_ptr<T>(scale), mptr<T>(out), c, tokens, eps);
+    auto p = [](const Tensor* t) { return t ? cptr<T>(*t) : nullptr; };
+    const T *xp = cptr<T>(x), *wp = p(w), *bp = p(b), *sa = p(shift_a), *ca = p(scale_a), *sb = p(shift_b),
+            *cb = p(scale_b);
+    T* o = mptr<T>(out);
+    if (a.c <= 32 * 8) {
+      constexpr int kRowsPerBlock = 8;
+      row_norm_kernel<T, 32, 8><<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), 32 * kRowsPerBlock, 0,
+                                  be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o, rows, a);
+    } else if (a.c <= kThreads * 16) {
+      row_norm_kernel<T, kThreads, 16><<<unsigned(rows), kThreads, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o,
+                                                                                    rows, a);
+    } else {
+      long_row_norm_kernel<T><<<unsigned(rows), kThreads, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o, a);
+    }
   });
   PAB_KERNEL_CHECK();
   return out;
@@ -165,16 +250,22 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
 }  // namespace
 
 Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps) {
-  return row_norm(*this, x, w, b, nullptr, nullptr, eps, false, "layer_norm");
+  return row_norm(*this, x, w, b, nullptr, nullptr, nullptr, nullptr, 0, eps, false, "layer_norm");
 }
 
 Tensor CudaBackend::norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
                                   const Tensor& scale) {
-  return row_norm(*this, x, w, b, &shift, &scale, eps, false, "norm_modulate");
+  return row_norm(*this, x, w, b, &shift, &scale, &shift, &scale, 0, eps, false, "norm_modulate");
+}
+
+Tensor CudaBackend::norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
+                                        const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
+                                        const Tensor& scale_b) {
+  return row_norm(*this, x, w, b, &shift_a, &scale_a, &shift_b, &scale_b, split, eps, false, "norm_modulate_split");
 }
 
 Tensor CudaBackend::rms_norm(const Tensor& x, const Tensor* w, float eps) {
-  return row_norm(*this, x, w, nullptr, nullptr, nullptr, eps, true, "rms_norm");
+  return row_norm(*this, x, w, nullptr, nullptr, nullptr, nullptr, nullptr, 0, eps, true, "rms_norm");
 }
 
 Tensor CudaBackend::softmax(const Tensor& x) {
