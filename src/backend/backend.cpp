@@ -53,6 +53,11 @@ Tensor Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Un
   return unary(linear(x, w, b), act);
 }
 
+Tensor Backend::norm_rope(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& cos,
+                          const Tensor& sin, int64_t start) {
+  return rope(layer_norm(x, w, b, eps), cos, sin, start);
+}
+
 Tensor Backend::norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
                               const Tensor& scale) {
   return modulate(layer_norm(x, w, b, eps), shift, scale);

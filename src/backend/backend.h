@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,10 +35,15 @@ struct MemoryStats {
   size_t reserved = 0;  // bytes obtained from the device (cached included)
 };
 
-// Time and arithmetic of the heavy ops, collected while profiling is on.
+// Time and arithmetic of the ops, collected while profiling is on.
 struct OpProfile {
   double gemm_flop = 0, gemm_seconds = 0;
   double attention_flop = 0, attention_seconds = 0;
+  struct Op {
+    int calls = 0;
+    double seconds = 0;
+  };
+  std::map<std::string, Op> ops;  // every backend op by name
 };
 
 class Backend {
@@ -115,6 +121,9 @@ class Backend {
   // Fusable composites, with default implementations in terms of the ops above.
   // act(x . w^T + b); act is gelu_tanh, gelu_erf, silu or relu
   virtual Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act);
+  // rope(layer_norm(x, w, b), cos, sin, start) for x [B, S, H, D] (QK norm then rotary positions)
+  virtual Tensor norm_rope(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& cos,
+                           const Tensor& sin, int64_t start);
   // layer_norm(x) * (1 + scale [B, C]) + shift [B, C], with x [B, S, C]
   virtual Tensor norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
                                const Tensor& scale);

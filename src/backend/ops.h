@@ -17,6 +17,10 @@ inline Tensor norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, f
                             const Tensor& scale) {
   return on(x).norm_modulate(x, w, b, eps, shift, scale);
 }
+inline Tensor norm_rope(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& cos,
+                        const Tensor& sin, int64_t start = 0) {
+  return on(x).norm_rope(x, w, b, eps, cos, sin, start);
+}
 inline Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false) { return on(a).matmul(a, b, trans_b); }
 inline Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) {
   return on(q).attention(q, k, v, args);

@@ -301,12 +301,15 @@ class CogVideoX final : public DiffusionTransformer {
   Tensor attention(const Block& b, const Tensor& tokens, int64_t text_len, const RopeTables& rope) const {
     const int64_t bsz = tokens.dim(0), s = tokens.dim(1);
     const Shape heads = {bsz, s, c_.heads, c_.head_dim};
-    Tensor q = b.norm_q(b.to_q(tokens).reshape(heads));  // [B, S, H, Dh]
-    Tensor k = b.norm_k(b.to_k(tokens).reshape(heads));
+    Tensor q = b.to_q(tokens).reshape(heads);  // [B, S, H, Dh]
+    Tensor k = b.to_k(tokens).reshape(heads);
     Tensor v = b.to_v(tokens).reshape(heads);
     if (rope.cos.defined()) {
-      q = ops::rope(q, rope.cos, rope.sin, text_len);
-      k = ops::rope(k, rope.cos, rope.sin, text_len);
+      q = b.norm_q.with_rope(q, rope, text_len);
+      k = b.norm_k.with_rope(k, rope, text_len);
+    } else {
+      q = b.norm_q(q);
+      k = b.norm_k(k);
     }
     AttentionArgs args;
     args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));

@@ -8,6 +8,7 @@
 
 #include "backend/ops.h"
 #include "io/safetensors.h"
+#include "models/embeddings.h"
 #include "models/transformer.h"
 
 namespace pab {
@@ -50,6 +51,10 @@ struct LayerNorm {
   // (*this)(x) * (1 + scale [B, C]) + shift [B, C] for x [B, S, C]
   Tensor modulated(const Tensor& x, const Tensor& shift, const Tensor& scale) const {
     return ops::norm_modulate(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps, shift, scale);
+  }
+  // rope((*this)(x)) over x [B, S, H, D], rotating tokens >= start
+  Tensor with_rope(const Tensor& x, const RopeTables& rope, int64_t start) const {
+    return ops::norm_rope(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps, rope.cos, rope.sin, start);
   }
   // As modulated, with tokens [0, split) modulated by the *_a vectors and the rest by *_b.
   Tensor modulated_split(const Tensor& x, int64_t split, const Tensor& shift_a, const Tensor& scale_a,

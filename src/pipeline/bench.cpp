@@ -1,5 +1,6 @@
 #include "pipeline/bench.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iomanip>
@@ -181,6 +182,18 @@ std::string bench_text(const BenchReport& r) {
        << " TFLOP/s (" << std::setprecision(3) << p.gemm_seconds << " s), attention " << std::setprecision(1)
        << p.attention_flop / std::max(p.attention_seconds, 1e-12) / 1e12 << " TFLOP/s (" << std::setprecision(3)
        << p.attention_seconds << " s)\n";
+  if (!p.ops.empty()) {
+    std::vector<std::pair<double, std::string>> by_time;
+    double total = 0;
+    for (const auto& [name, op] : p.ops) {
+      by_time.emplace_back(op.seconds, name);
+      total += op.seconds;
+    }
+    std::sort(by_time.rbegin(), by_time.rend());
+    os << "  op time in that step (" << std::setprecision(3) << total << " s):";
+    for (const auto& [t, name] : by_time) os << " " << name << " " << std::setprecision(1) << 100 * t / total << "%";
+    os << "\n";
+  }
   return os.str();
 }
 
@@ -210,6 +223,8 @@ std::string bench_json(const BenchReport& r) {
                              {"gemm_s", p.gemm_seconds},
                              {"attention_tflops", p.attention_flop / std::max(p.attention_seconds, 1e-12) / 1e12},
                              {"attention_s", p.attention_seconds}};
+    for (const auto& [name, op] : p.ops)
+      j["profile_one_step"]["ops"][name] = {{"calls", op.calls}, {"seconds", op.seconds}};
   }
   return j.dump(1);
 }

@@ -214,8 +214,8 @@ cudnnStatus_t build_sdpa(cudnnHandle_t handle, cudnnDataType_t type, int64_t b, 
   return last;
 }
 
-// Runs the cuDNN plan for this shape; false when cuDNN cannot (the caller falls back).
-bool cudnn_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale) {
+// The cuDNN plan for this shape (built on first use); plan null when cuDNN cannot run it.
+const SdpaPlan& sdpa_plan(CudaBackend& be, const Tensor& q, const Tensor& k) {
   static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>, SdpaPlan> plans;
   static bool reported = false;
   const int64_t b = q.dim(0), sq = q.dim(1), h = q.dim(2), d = q.dim(3), sk = k.dim(1);
@@ -232,7 +232,16 @@ bool cudnn_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Te
     }
     it = plans.emplace(key, p).first;
   }
-  const SdpaPlan& p = it->second;
+  return it->second;
+}
+
+bool cudnn_attention_available(CudaBackend& be, const Tensor& q, const Tensor& k) {
+  return sdpa_plan(be, q, k).plan != nullptr;
+}
+
+// Runs the cuDNN plan for this shape; false when cuDNN cannot (the caller falls back).
+bool cudnn_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale) {
+  const SdpaPlan& p = sdpa_plan(be, q, k);
   if (!p.plan) return false;
   void* ws = p.workspace > 0 ? be.workspace(size_t(p.workspace)) : nullptr;
   float scale_value = scale;
@@ -272,9 +281,17 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const double flop = 4.0 * double(q.dim(0)) * double(q.dim(2)) * double(q.dim(1)) * double(k.dim(1)) * double(q.dim(3));
   const bool plain = !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 &&
                      q.dim(3) <= 256 && !std::getenv("PAB_NO_CUDNN_ATTENTION");
-  timed(true, flop, [&] {
-    if (!(plain && cudnn_attention(*this, q, k, v, out, args.scale))) fallback_attention(*this, q, k, v, out, args);
-  });
+  const bool cudnn = plain && cudnn_attention_available(*this, q, k);
+  const double before = profile_.attention_seconds;
+  {
+    OpScope scope(*this, cudnn ? "attention (cuDNN)" : "attention (fallback)", flop, /*attention=*/true);
+    if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) fallback_attention(*this, q, k, v, out, args);
+  }
+  if (profiling_ && std::getenv("PAB_VERBOSE")) {
+    const double s = profile_.attention_seconds - before;
+    std::fprintf(stderr, "attention %s q %s k %s: %.3f ms, %.1f TFLOP/s\n", cudnn ? "cudnn" : "fallback",
+                 shape_str(q.shape()).c_str(), shape_str(k.shape()).c_str(), s * 1e3, flop / s / 1e12);
+  }
   return out;
 }
 

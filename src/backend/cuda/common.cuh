@@ -75,9 +75,9 @@ struct Dims {
   int64_t stride[kMaxDims] = {};
 };
 
-// Vectors of N elements moved as one 16-byte access.
+// Vectors of N elements moved as one access (16 bytes for N = kVec<T>).
 template <class T, int N>
-struct alignas(16) Vec {
+struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 template <class T>

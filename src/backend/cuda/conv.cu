@@ -121,12 +121,14 @@ Tensor run_conv(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor*
 
 Tensor CudaBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 2> stride,
                            std::array<int, 2> padding) {
+  OpScope op_scope(*this, "conv2d");
   PAB_ASSERT(x.rank() == 4 && w.rank() == 4, "conv2d: input ", x.desc(), " weight ", w.desc());
   return run_conv(*this, x, w, b, {stride[0], stride[1]}, {padding[0], padding[1]});
 }
 
 Tensor CudaBackend::conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
                            std::array<int, 3> padding) {
+  OpScope op_scope(*this, "conv3d");
   PAB_ASSERT(x.rank() == 5 && w.rank() == 5, "conv3d: input ", x.desc(), " weight ", w.desc());
   return run_conv(*this, x, w, b, {stride[0], stride[1], stride[2]}, {padding[0], padding[1], padding[2]});
 }

@@ -157,6 +157,7 @@ __global__ void i64_to_f32(const int64_t* in, float* out, int64_t n) {
 }  // namespace cuda
 
 Tensor CudaBackend::cast(const Tensor& x, DType dtype) {
+  OpScope op_scope(*this, "cast");
   using namespace cuda;
   check_cuda(x, "cast");
   Tensor out = Tensor::empty(x.shape(), dtype, Device::cuda);

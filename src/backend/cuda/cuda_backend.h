@@ -30,21 +30,43 @@ class CudaBackend final : public Backend {
   MemoryStats memory_stats() const override;
   void reset_peak_memory() override;
   std::string device_description() const override;
-  void set_profiling(bool on) override { profiling_ = on; }
-  OpProfile profile() const override { return profile_; }
-  // Times `f` into the profile when profiling is on.
-  template <class F>
-  void timed(bool attention, double flop, F&& f) {
-    if (!profiling_) return f();
-    cudaEventRecord(ev_start_, stream_);
-    f();
-    cudaEventRecord(ev_stop_, stream_);
-    cudaEventSynchronize(ev_stop_);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, ev_start_, ev_stop_);
-    (attention ? profile_.attention_flop : profile_.gemm_flop) += flop;
-    (attention ? profile_.attention_seconds : profile_.gemm_seconds) += ms * 1e-3;
+  void set_profiling(bool on) override {
+    profiling_ = on;
+    if (on) profile_ = {};
   }
+  OpProfile profile() const override { return profile_; }
+
+  // While profiling, times one op (the outermost of nested ones) by name and,
+  // for GEMMs and attention, adds its arithmetic to the totals.
+  class OpScope {
+   public:
+    OpScope(CudaBackend& be, const char* name, double flop = 0, bool attention = false)
+        : be_(be), name_(name), flop_(flop), attention_(attention), active_(be.profiling_ && be.op_depth_ == 0) {
+      ++be_.op_depth_;
+      if (active_) cudaEventRecord(be_.ev_start_, be_.stream_);
+    }
+    ~OpScope() {
+      --be_.op_depth_;
+      if (!active_) return;
+      cudaEventRecord(be_.ev_stop_, be_.stream_);
+      cudaEventSynchronize(be_.ev_stop_);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, be_.ev_start_, be_.ev_stop_);
+      OpProfile& p = be_.profile_;
+      p.ops[name_].calls++;
+      p.ops[name_].seconds += ms * 1e-3;
+      if (flop_ > 0) {
+        (attention_ ? p.attention_flop : p.gemm_flop) += flop_;
+        (attention_ ? p.attention_seconds : p.gemm_seconds) += ms * 1e-3;
+      }
+    }
+
+   private:
+    CudaBackend& be_;
+    const char* name_;
+    double flop_;
+    bool attention_, active_;
+  };
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* b) override;
   Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) override;
@@ -55,6 +77,8 @@ class CudaBackend final : public Backend {
   Tensor norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
                        const Tensor& scale) override;
   Tensor rms_norm(const Tensor& x, const Tensor* w, float eps) override;
+  Tensor norm_rope(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& cos, const Tensor& sin,
+                   int64_t start) override;
   Tensor group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps) override;
   Tensor softmax(const Tensor& x) override;
 
@@ -100,6 +124,7 @@ class CudaBackend final : public Backend {
   cudnnHandle_t dnn_ = nullptr;
   std::shared_ptr<Storage> workspace_;
   bool profiling_ = false;
+  int op_depth_ = 0;
   OpProfile profile_;
   cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
 

@@ -164,6 +164,7 @@ void launch_token_mod(const Tensor& x, const Tensor* y, const Tensor& a0, const 
 using namespace cuda;
 
 Tensor CudaBackend::unary(const Tensor& x, Unary op) {
+  OpScope op_scope(*this, "unary");
   check_cuda(x, "unary");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
   const int64_t n = x.numel();
@@ -188,6 +189,7 @@ Tensor CudaBackend::unary(const Tensor& x, Unary op) {
 }
 
 Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
+  OpScope op_scope(*this, "binary");
   check_same(a, b, "binary");
   const int r = std::max(a.rank(), b.rank());
   PAB_ASSERT(r <= kMaxDims, "binary: rank ", r, " above ", kMaxDims);
@@ -228,6 +230,7 @@ Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
 }
 
 Tensor CudaBackend::affine(const Tensor& x, float mul, float add) {
+  OpScope op_scope(*this, "affine");
   check_cuda(x, "affine");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
   if (x.numel() == 0) return out;
@@ -247,6 +250,7 @@ void check_mod(const Tensor& x, const Tensor& p, const char* op) {
 }  // namespace
 
 Tensor CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
+  OpScope op_scope(*this, "modulate");
   check_mod(x, shift, "modulate");
   check_mod(x, scale, "modulate");
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
@@ -258,6 +262,7 @@ Tensor CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor&
 }
 
 Tensor CudaBackend::gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
+  OpScope op_scope(*this, "gated_add");
   check_mod(x, gate, "gated_add");
   check_same(x, y, "gated_add");
   PAB_ASSERT(x.shape() == y.shape(), "gated_add: x ", x.desc(), " y ", y.desc());
@@ -271,6 +276,7 @@ Tensor CudaBackend::gated_add(const Tensor& x, const Tensor& gate, const Tensor&
 
 Tensor CudaBackend::gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
                                     const Tensor& gate_b) {
+  OpScope op_scope(*this, "gated_add_split");
   check_mod(x, gate_a, "gated_add_split");
   check_mod(x, gate_b, "gated_add_split");
   check_same(x, y, "gated_add_split");

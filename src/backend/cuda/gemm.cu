@@ -84,7 +84,7 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, DType dt, cubla
 Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor* bias, cublasLtEpilogue_t epi) {
   cuda::check_same(x, w, "linear");
   PAB_ASSERT(w.rank() == 2 && x.dim(-1) == w.dim(1), "linear: ", x.desc(), " by weight ", w.desc());
-  const int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / std::max<int64_t>(k, 1);
+  const int64_t k = w.dim(1), n = w.dim(0), m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape os = x.shape();
   os.back() = n;
   Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
@@ -111,10 +111,10 @@ Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tenso
   }
   const float one = 1.0f, zero = 0.0f;
   void* ws = be.workspace(kWorkspace);
-  be.timed(false, 2.0 * double(m) * double(n) * double(k), [&] {
-    PAB_LT_CHECK(cublasLtMatmul(be.lt(), p.desc, &one, w.raw(), p.a, x.raw(), p.b, &zero, out.raw(), p.c, out.raw(),
-                                p.c, &p.algo, ws, kWorkspace, be.stream()));
-  });
+  CudaBackend::OpScope scope(be, epi == CUBLASLT_EPILOGUE_GELU_BIAS || epi == CUBLASLT_EPILOGUE_GELU ? "linear+gelu" : "linear",
+                             2.0 * double(m) * double(n) * double(k));
+  PAB_LT_CHECK(cublasLtMatmul(be.lt(), p.desc, &one, w.raw(), p.a, x.raw(), p.b, &zero, out.raw(), p.c, out.raw(), p.c,
+                              &p.algo, ws, kWorkspace, be.stream()));
   return out;
 }
 
@@ -145,13 +145,11 @@ Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b, bool trans_b) {
   cudaDataType_t t = cuda_type(a.dtype());
   const float one = 1.0f, zero = 0.0f;
   // Column-major: out^T [N, M] = op(b)^T . a^T
-  cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
-  timed(false, 2.0 * double(bt) * double(m) * double(n) * double(k), [&] {
-  st = cublasGemmStridedBatchedEx(
+  OpScope scope(*this, "matmul", 2.0 * double(bt) * double(m) * double(n) * double(k));
+  cublasStatus_t st = cublasGemmStridedBatchedEx(
       blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), int(k), &one, b.raw(), t,
       trans_b ? int(k) : int(n), k * n, a.raw(), t, int(k), m * k, &zero, out.raw(), t, int(n), m * n, int(bt),
       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  });
   if (st != CUBLAS_STATUS_SUCCESS) fail("cuBLAS batched GEMM failed (", int(st), ")");
   return out;
 }

@@ -112,6 +112,7 @@ __global__ void embedding_kernel(const int64_t* ids, const T* table, T* out, int
 using namespace cuda;
 
 Tensor CudaBackend::permute(const Tensor& x, const std::vector<int>& perm) {
+  OpScope op_scope(*this, "permute");
   check_cuda(x, "permute");
   const int r = x.rank();
   PAB_ASSERT(int(perm.size()) == r && r <= kMaxDims, "permute of ", x.desc(), " with ", perm.size(), " axes");
@@ -150,6 +151,7 @@ Tensor CudaBackend::permute(const Tensor& x, const std::vector<int>& perm) {
 }
 
 Tensor CudaBackend::concat(const std::vector<Tensor>& parts, int dim) {
+  OpScope op_scope(*this, "concat");
   PAB_ASSERT(!parts.empty());
   const Tensor& first = parts[0];
   const int r = first.rank();
@@ -183,6 +185,7 @@ Tensor CudaBackend::concat(const std::vector<Tensor>& parts, int dim) {
 }
 
 Tensor CudaBackend::slice(const Tensor& x, int dim, int64_t start, int64_t end) {
+  OpScope op_scope(*this, "slice");
   check_cuda(x, "slice");
   const int r = x.rank();
   const int d = dim < 0 ? dim + r : dim;
@@ -217,6 +220,7 @@ Tensor pad_or_upsample(CudaBackend& be, const Tensor& x, const PadDims& d, bool 
 }  // namespace
 
 Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2>>& pads, PadMode mode) {
+  OpScope op_scope(*this, "pad");
   check_cuda(x, "pad");
   const int r = x.rank();
   PAB_ASSERT(r >= 1 && int(pads.size()) <= r && r <= kMaxDims, "pad with ", pads.size(), " dims for ", x.desc());
@@ -239,6 +243,7 @@ Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2
 }
 
 Tensor CudaBackend::upsample_nearest(const Tensor& x, const std::vector<int>& scales) {
+  OpScope op_scope(*this, "upsample_nearest");
   check_cuda(x, "upsample_nearest");
   const int r = x.rank(), k = int(scales.size());
   PAB_ASSERT(k >= 1 && k <= r && r <= kMaxDims, "upsample of ", x.desc(), " in ", k, " dims");
@@ -258,6 +263,7 @@ Tensor CudaBackend::upsample_nearest(const Tensor& x, const std::vector<int>& sc
 }
 
 Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) {
+  OpScope op_scope(*this, "rope");
   check_cuda(x, "rope");
   PAB_ASSERT(x.rank() == 4, "rope expects [B, S, H, D], got ", x.desc());
   const int64_t s = x.dim(1), h = x.dim(2), d = x.dim(3);
@@ -281,6 +287,7 @@ Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, 
 }
 
 Tensor CudaBackend::embedding(const Tensor& ids, const Tensor& table) {
+  OpScope op_scope(*this, "embedding");
   check_cuda(table, "embedding");
   PAB_ASSERT(ids.dtype() == DType::i64 && table.rank() == 2, "embedding of ", ids.desc(), " in ", table.desc());
   Tensor dev_ids = ids.device() == Device::cuda ? ids : ids.to(Device::cuda);

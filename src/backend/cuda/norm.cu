@@ -124,6 +124,62 @@ __global__ void long_row_norm_kernel(const T* x, const T* w, const T* b, const T
   }
 }
 
+// One warp per row of x [B, S, H, D] (one head of one token): layer norm over
+// D, then the rotary rotation of tokens >= start. Each lane owns whole pairs
+// (x[2p], x[2p+1]), p = lane + 32k.
+template <class T, int kPairs>
+__global__ void norm_rope_kernel(const T* x, const T* w, const T* b, const float* cs, const float* sn, T* out,
+                                 int64_t rows, int64_t s, int64_t h, int64_t d, int64_t start, float eps) {
+  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const T* xr = x + row * d;
+  float v[2 * kPairs];
+  float sum = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPairs; ++k) {
+    const int64_t i = 2 * (lane + 32 * k);
+    v[2 * k] = i < d ? to_f<T>(xr[i]) : 0.0f;
+    v[2 * k + 1] = i < d ? to_f<T>(xr[i + 1]) : 0.0f;
+    sum += v[2 * k] + v[2 * k + 1];
+  }
+  for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  const float mean = sum / float(d);
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPairs; ++k) {
+    const int64_t i = 2 * (lane + 32 * k);
+    if (i >= d) continue;
+    ss += (v[2 * k] - mean) * (v[2 * k] - mean) + (v[2 * k + 1] - mean) * (v[2 * k + 1] - mean);
+  }
+  for (int off = 16; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float inv = rsqrtf(ss / float(d) + eps);
+  const int64_t t = (row / h) % s - start;
+  T* orow = out + row * d;
+#pragma unroll
+  for (int k = 0; k < kPairs; ++k) {
+    const int64_t i = 2 * (lane + 32 * k);
+    if (i >= d) continue;
+    float re = (v[2 * k] - mean) * inv, im = (v[2 * k + 1] - mean) * inv;
+    if (w) {
+      re *= to_f<T>(w[i]);
+      im *= to_f<T>(w[i + 1]);
+    }
+    if (b) {
+      re += to_f<T>(b[i]);
+      im += to_f<T>(b[i + 1]);
+    }
+    if (t >= 0) {
+      const float c0 = cs[t * d + i], c1 = cs[t * d + i + 1], s0 = sn[t * d + i], s1 = sn[t * d + i + 1];
+      const float r = re * c0 - im * s0;
+      im = im * c1 + re * s1;
+      re = r;
+    }
+    orow[i] = from_f<T>(re);
+    orow[i + 1] = from_f<T>(im);
+  }
+}
+
 template <class T>
 __global__ void softmax_kernel(const T* x, T* out, int64_t c) {
   __shared__ typename cub::BlockReduce<float, kThreads>::TempStorage tmp;
@@ -250,25 +306,68 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
 }  // namespace
 
 Tensor CudaBackend::layer_norm(const Tensor& x, const Tensor* w, const Tensor* b, float eps) {
+  OpScope op_scope(*this, "layer_norm");
   return row_norm(*this, x, w, b, nullptr, nullptr, nullptr, nullptr, 0, eps, false, "layer_norm");
 }
 
 Tensor CudaBackend::norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
                                   const Tensor& scale) {
+  OpScope op_scope(*this, "norm_modulate");
   return row_norm(*this, x, w, b, &shift, &scale, &shift, &scale, 0, eps, false, "norm_modulate");
 }
 
 Tensor CudaBackend::norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
                                         const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
                                         const Tensor& scale_b) {
+  OpScope op_scope(*this, "norm_modulate_split");
   return row_norm(*this, x, w, b, &shift_a, &scale_a, &shift_b, &scale_b, split, eps, false, "norm_modulate_split");
 }
 
 Tensor CudaBackend::rms_norm(const Tensor& x, const Tensor* w, float eps) {
+  OpScope op_scope(*this, "rms_norm");
   return row_norm(*this, x, w, nullptr, nullptr, nullptr, nullptr, nullptr, 0, eps, true, "rms_norm");
 }
 
+Tensor CudaBackend::norm_rope(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& cos,
+                             const Tensor& sin, int64_t start) {
+  OpScope op_scope(*this, "norm_rope");
+  check_cuda(x, "norm_rope");
+  PAB_ASSERT(x.rank() == 4, "norm_rope expects [B, S, H, D], got ", x.desc());
+  const int64_t s = x.dim(1), h = x.dim(2), d = x.dim(3);
+  if (d % 2 != 0 || d > 256) return Backend::norm_rope(x, w, b, eps, cos, sin, start);
+  PAB_ASSERT(start >= 0 && start <= s && cos.numel() == (s - start) * d && sin.numel() == cos.numel(),
+             "norm_rope tables ", cos.desc(), " for ", x.desc(), " from token ", start);
+  for (const Tensor* t : {w, b})
+    if (t) {
+      check_same(x, *t, "norm_rope");
+      PAB_ASSERT(t->numel() == d, "norm_rope: ", t->desc(), " for head dim ", d);
+    }
+  Tensor c = cos.dtype() == DType::f32 ? cos : cast(cos, DType::f32);
+  Tensor sn = sin.dtype() == DType::f32 ? sin : cast(sin, DType::f32);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  const int64_t rows = x.numel() / std::max<int64_t>(d, 1);
+  if (rows == 0) return out;
+  const unsigned blocks = unsigned((rows * 32 + 255) / 256);
+  dispatch_float(x.dtype(), "norm_rope", [&]<class T>() {
+    auto p = [](const Tensor* t) { return t ? cptr<T>(*t) : nullptr; };
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks, 256, 0, stream()>>>(cptr<T>(x), p(w), p(b), cptr<float>(c), cptr<float>(sn), mptr<T>(out), rows,
+                                           s, h, d, start, eps);
+    };
+    if (d <= 64) {
+      launch(norm_rope_kernel<T, 1>);
+    } else if (d <= 128) {
+      launch(norm_rope_kernel<T, 2>);
+    } else {
+      launch(norm_rope_kernel<T, 4>);
+    }
+  });
+  PAB_KERNEL_CHECK();
+  return out;
+}
+
 Tensor CudaBackend::softmax(const Tensor& x) {
+  OpScope op_scope(*this, "softmax");
   check_cuda(x, "softmax");
   const int64_t c = x.dim(-1), rows = x.numel() / std::max<int64_t>(c, 1);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
@@ -281,6 +380,7 @@ Tensor CudaBackend::softmax(const Tensor& x) {
 }
 
 Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps) {
+  OpScope op_scope(*this, "group_norm");
   check_cuda(x, "group_norm");
   PAB_ASSERT(x.rank() >= 2, "group_norm needs [B, C, ...], got ", x.desc());
   const int64_t bsz = x.dim(0), c = x.dim(1);
