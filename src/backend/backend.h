@@ -42,6 +42,7 @@ struct OpProfile {
   struct Op {
     int calls = 0;
     double seconds = 0;
+    size_t max_in_use = 0;  // device memory in use right after the op, at most
   };
   std::map<std::string, Op> ops;  // every backend op by name
 };

@@ -140,6 +140,8 @@ BenchReport run_bench(const BenchOptions& opts) {
   Tensor text = inputs.load("text", w.text, opts.load.dtype, opts.load.device);
 
   BenchReport r;
+  be.synchronize();
+  r.weights_bytes = be.memory_stats().in_use;
   r.workload = w.name;
   r.device = be.device_description();
   r.steps = int(w.timesteps.size());
@@ -166,7 +168,8 @@ BenchReport run_bench(const BenchOptions& opts) {
 std::string bench_text(const BenchReport& r) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(2);
-  os << r.workload << " on " << r.device << ", " << r.steps << " steps, CFG batch 2\n";
+  os << r.workload << " on " << r.device << ", " << r.steps << " steps, CFG batch 2, weights "
+     << double(r.weights_bytes) / double(1 << 30) << " GiB\n";
   for (const BenchRun& run : r.runs) {
     os << (run.pab ? "  PAB:    " : "  no PAB: ") << run.total_seconds << " s total, "
        << std::setprecision(3) << run.total_seconds / std::max<size_t>(run.step_seconds.size(), 1) << " s/step, peak "
@@ -202,6 +205,7 @@ std::string bench_json(const BenchReport& r) {
   j["workload"] = r.workload;
   j["device"] = r.device;
   j["steps"] = r.steps;
+  j["weights_gib"] = double(r.weights_bytes) / double(1 << 30);
   for (const BenchRun& run : r.runs) {
     nlohmann::json k;
     k["total_s"] = run.total_seconds;
@@ -224,7 +228,8 @@ std::string bench_json(const BenchReport& r) {
                              {"attention_tflops", p.attention_flop / std::max(p.attention_seconds, 1e-12) / 1e12},
                              {"attention_s", p.attention_seconds}};
     for (const auto& [name, op] : p.ops)
-      j["profile_one_step"]["ops"][name] = {{"calls", op.calls}, {"seconds", op.seconds}};
+      j["profile_one_step"]["ops"][name] = {
+          {"calls", op.calls}, {"seconds", op.seconds}, {"max_in_use_gib", double(op.max_in_use) / double(1 << 30)}};
   }
   return j.dump(1);
 }

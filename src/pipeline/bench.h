@@ -38,6 +38,7 @@ struct BenchRun {
 struct BenchReport {
   std::string workload, device;
   int steps = 0;
+  size_t weights_bytes = 0;  // device memory held by the model and inputs before the loop
   std::vector<BenchRun> runs;  // without PAB, then with PAB if asked
 };
 

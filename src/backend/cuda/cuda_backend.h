@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -53,8 +54,10 @@ class CudaBackend final : public Backend {
       float ms = 0;
       cudaEventElapsedTime(&ms, be_.ev_start_, be_.ev_stop_);
       OpProfile& p = be_.profile_;
-      p.ops[name_].calls++;
-      p.ops[name_].seconds += ms * 1e-3;
+      OpProfile::Op& op = p.ops[name_];
+      op.calls++;
+      op.seconds += ms * 1e-3;
+      op.max_in_use = std::max(op.max_in_use, be_.in_use_);
       if (flop_ > 0) {
         (attention_ ? p.attention_flop : p.gemm_flop) += flop_;
         (attention_ ? p.attention_seconds : p.gemm_seconds) += ms * 1e-3;

@@ -73,6 +73,20 @@ struct BroadcastF {
   }
 };
 
+// b repeats along the leading dimensions of a: out[i] = a[i] op b[i % nb]
+// (or b op a when swapped).
+template <class T>
+struct SuffixF {
+  const T *a, *b;
+  int64_t nb;
+  Binary op;
+  bool swapped;
+  __device__ float operator()(int64_t i) const {
+    const float x = to_f<T>(a[i]), y = to_f<T>(b[i % nb]);
+    return swapped ? apply_binary(op, y, x) : apply_binary(op, x, y);
+  }
+};
+
 template <class T>
 struct AffineF {
   const T* x;
@@ -216,11 +230,27 @@ Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
   const int64_t n = out.numel();
   if (n == 0) return out;
   const bool same = a.shape() == b.shape();
+  // Is `small` the trailing dims of `big` (after leading ones)?
+  auto suffix_of = [&os](const Tensor& small, const Tensor& big) {
+    int k = small.rank();
+    while (k > 0 && small.shape()[size_t(small.rank() - k)] == 1) --k;
+    if (k > big.rank()) return false;
+    for (int i = 1; i <= k; ++i)
+      if (small.shape()[size_t(small.rank() - i)] != big.shape()[size_t(big.rank() - i)]) return false;
+    return big.shape() == os;
+  };
+  const bool b_suffix = !same && suffix_of(b, a), a_suffix = !same && !b_suffix && suffix_of(a, b);
   dispatch_float(a.dtype(), "binary", [&]<class T>() {
     const T* ap = cptr<T>(a);
     const T* bp = cptr<T>(b);
     if (same) {
       launch_map<T>(mptr<T>(out), n, aligned16(ap) && aligned16(bp), stream(), SameShapeF<T>{ap, bp, op});
+    } else if (b_suffix || a_suffix) {
+      const T* big = b_suffix ? ap : bp;
+      const T* small = b_suffix ? bp : ap;
+      const int64_t nb = b_suffix ? b.numel() : a.numel();
+      launch_map<T>(mptr<T>(out), n, aligned16(big) && nb % kVec<T> == 0, stream(),
+                    SuffixF<T>{big, small, nb, op, a_suffix});
     } else {
       launch_map<T>(mptr<T>(out), n, false, stream(), BroadcastF<T>{ap, bp, op, d, da, db});
     }

@@ -96,6 +96,95 @@ __global__ void row_norm_kernel(const T* x, const T* w, const T* b, const T* shi
   }
 }
 
+// The same with 16-byte accesses: G threads per row (G <= 32: several rows
+// per block, reduced by shuffles inside the lane group; G = 0: one row per
+// block of blockDim threads), each holding kVecs vectors of V elements.
+template <class T, int G, int kVecs>
+__global__ void vec_row_norm_kernel(const T* x, const T* w, const T* b, const T* shift_a, const T* scale_a,
+                                    const T* shift_b, const T* scale_b, T* out, int64_t rows, RowNormArgs a) {
+  constexpr int V = kVec<T>;
+  __shared__ double scratch[32];
+  const int group = G > 0 ? G : blockDim.x;
+  const int lane = G > 0 ? threadIdx.x % G : threadIdx.x;
+  const int64_t row = G > 0 ? int64_t(blockIdx.x) * (blockDim.x / G) + threadIdx.x / G : blockIdx.x;
+  const bool live = row < rows;  // a block-wide row never is dead; a lane group may be
+  auto reduce = [&](double v) {
+    if constexpr (G > 0) {
+      for (int off = G / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+      return v;
+    } else {
+      for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+      const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+      if (threadIdx.x % 32 == 0) scratch[warp] = v;
+      __syncthreads();
+      double t = 0;
+      for (int i = 0; i < warps; ++i) t += scratch[i];
+      __syncthreads();
+      return t;
+    }
+  };
+  const int64_t nvec = a.c / V;
+  const T* xr = x + (live ? row : 0) * a.c;
+  float v[kVecs][V];
+  double s = 0;
+#pragma unroll
+  for (int k = 0; k < kVecs; ++k) {
+    const int64_t j = lane + int64_t(k) * group;
+    if (live && j < nvec) {
+      Vec<T, V> in = reinterpret_cast<const Vec<T, V>*>(xr)[j];
+      float part = 0.0f;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        v[k][e] = to_f<T>(in.v[e]);
+        part += v[k][e];
+      }
+      s += part;
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e) v[k][e] = 0.0f;
+    }
+  }
+  float mean = 0.0f;
+  if (!a.rms) mean = float(reduce(s) / double(a.c));
+  double ss = 0;
+#pragma unroll
+  for (int k = 0; k < kVecs; ++k) {
+    if (!(live && lane + int64_t(k) * group < nvec)) continue;
+    float part = 0.0f;
+#pragma unroll
+    for (int e = 0; e < V; ++e) part += (v[k][e] - mean) * (v[k][e] - mean);
+    ss += part;
+  }
+  const float inv = float(rsqrt(reduce(ss) / double(a.c) + double(a.eps)));
+  if (!live) return;
+  const int64_t batch = row / a.tokens, tok = row - batch * a.tokens;
+  const T* shift = tok < a.split ? shift_a : shift_b;
+  const T* scale = tok < a.split ? scale_a : scale_b;
+#pragma unroll
+  for (int k = 0; k < kVecs; ++k) {
+    const int64_t j = lane + int64_t(k) * group;
+    if (j >= nvec) continue;
+    float r[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) r[e] = (v[k][e] - mean) * inv;
+    auto apply = [&](const T* p, int64_t base, auto op) {
+      Vec<T, V> pv = reinterpret_cast<const Vec<T, V>*>(p + base)[j];
+#pragma unroll
+      for (int e = 0; e < V; ++e) r[e] = op(r[e], to_f<T>(pv.v[e]));
+    };
+    if (w) apply(w, 0, [](float r0, float p0) { return r0 * p0; });
+    if (b) apply(b, 0, [](float r0, float p0) { return r0 + p0; });
+    if (scale) {
+      apply(scale, batch * a.c, [](float r0, float p0) { return r0 * (1.0f + p0); });
+      apply(shift, batch * a.c, [](float r0, float p0) { return r0 + p0; });
+    }
+    Vec<T, V> o;
+#pragma unroll
+    for (int e = 0; e < V; ++e) o.v[e] = from_f<T>(r[e]);
+    reinterpret_cast<Vec<T, V>*>(out + row * a.c)[j] = o;
+  }
+}
+
 // Rows too long for registers: re-read x for each pass.
 template <class T>
 __global__ void long_row_norm_kernel(const T* x, const T* w, const T* b, const T* shift_a, const T* scale_a,
@@ -289,7 +378,40 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     const T *xp = cptr<T>(x), *wp = p(w), *bp = p(b), *sa = p(shift_a), *ca = p(scale_a), *sb = p(shift_b),
             *cb = p(scale_b);
     T* o = mptr<T>(out);
-    if (a.c <= 32 * 8) {
+    constexpr int V = kVec<T>;
+    bool vec = a.c % V == 0;
+    for (const void* ptr : {(const void*)xp, (const void*)wp, (const void*)bp, (const void*)sa, (const void*)ca,
+                            (const void*)sb, (const void*)cb, (const void*)o})
+      vec = vec && (ptr == nullptr || aligned16(ptr));
+    const int64_t nvec = a.c / V;
+    auto groups = [&](auto kernel, int g) {
+      const int64_t per_block = 256 / g;
+      kernel<<<unsigned((rows + per_block - 1) / per_block), 256, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o,
+                                                                                   rows, a);
+    };
+    auto block = [&](auto kernel, int k) {
+      const int threads = int((nvec + k - 1) / k + 31) / 32 * 32;
+      kernel<<<unsigned(rows), threads, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o, rows, a);
+    };
+    if (vec && nvec <= 1) {
+      groups(vec_row_norm_kernel<T, 1, 1>, 1);
+    } else if (vec && nvec <= 2) {
+      groups(vec_row_norm_kernel<T, 2, 1>, 2);
+    } else if (vec && nvec <= 4) {
+      groups(vec_row_norm_kernel<T, 4, 1>, 4);
+    } else if (vec && nvec <= 8) {
+      groups(vec_row_norm_kernel<T, 8, 1>, 8);
+    } else if (vec && nvec <= 16) {
+      groups(vec_row_norm_kernel<T, 16, 1>, 16);
+    } else if (vec && nvec <= 32) {
+      groups(vec_row_norm_kernel<T, 32, 1>, 32);
+    } else if (vec && nvec <= 512) {
+      block(vec_row_norm_kernel<T, 0, 1>, 1);
+    } else if (vec && nvec <= 1024) {
+      block(vec_row_norm_kernel<T, 0, 2>, 2);
+    } else if (vec && nvec <= 4096) {
+      block(vec_row_norm_kernel<T, 0, 4>, 4);
+    } else if (a.c <= 32 * 8) {
       constexpr int kRowsPerBlock = 8;
       row_norm_kernel<T, 32, 8><<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), 32 * kRowsPerBlock, 0,
                                   be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o, rows, a);
