@@ -111,6 +111,97 @@ void fallback_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const
   PAB_KERNEL_CHECK();
 }
 
+// ------------------------------------------------------------ short sequences
+
+// Attention over short sequences (Sq, Sk <= 32: Latte's temporal attention,
+// thousands of 16-frame sequences), where the fused library kernels spend
+// their time on set-up: one warp per (batch, head). K is staged in shared
+// memory (padded rows: no bank conflicts), lane j scores key j, and each lane
+// accumulates the output dims d = lane + 32t from V held in registers.
+constexpr int kShortMax = 32, kShortWarps = 2;
+
+template <class T, int kPer>
+__global__ void short_attention(const T* q, const T* k, const T* v, T* o, int64_t bh_count, int64_t sq, int64_t sk,
+                                int64_t heads, int64_t d, float scale) {
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t bh = int64_t(blockIdx.x) * kShortWarps + warp;
+  if (bh >= bh_count) return;
+  const int64_t b = bh / heads, h = bh % heads;
+  const int64_t ks = d + 1;  // padded row stride of K in shared memory
+  float* kt = smem + warp * (kShortMax * ks + d);
+  float* qrow = kt + kShortMax * ks;
+  for (int64_t j = 0; j < sk; ++j) {
+    const T* kp = k + ((b * sk + j) * heads + h) * d;
+    for (int64_t i = lane; i < d; i += 32) kt[j * ks + i] = cuda::to_f<T>(kp[i]);
+  }
+  float vr[kShortMax][kPer];
+#pragma unroll
+  for (int j = 0; j < kShortMax; ++j) {
+    const T* vp = v + ((b * sk + (j < sk ? j : 0)) * heads + h) * d;
+#pragma unroll
+    for (int t = 0; t < kPer; ++t) {
+      const int64_t dd = lane + 32 * t;
+      vr[j][t] = j < sk && dd < d ? cuda::to_f<T>(vp[dd]) : 0.0f;
+    }
+  }
+  for (int64_t i = 0; i < sq; ++i) {
+    __syncwarp();
+    const T* qp = q + ((b * sq + i) * heads + h) * d;
+    for (int64_t dd = lane; dd < d; dd += 32) qrow[dd] = cuda::to_f<T>(qp[dd]) * scale;
+    __syncwarp();
+    float s = -INFINITY;
+    if (lane < sk) {
+      float dot = 0.0f;
+      for (int64_t dd = 0; dd < d; ++dd) dot += qrow[dd] * kt[lane * ks + dd];
+      s = dot;
+    }
+    float m = s;
+    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    const float p = lane < sk ? __expf(s - m) : 0.0f;
+    float l = p;
+    for (int off = 16; off > 0; off /= 2) l += __shfl_xor_sync(0xffffffffu, l, off);
+    float acc[kPer] = {};
+#pragma unroll
+    for (int j = 0; j < kShortMax; ++j) {
+      const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+      for (int t = 0; t < kPer; ++t) acc[t] += pj * vr[j][t];
+    }
+    T* op = o + ((b * sq + i) * heads + h) * d;
+    const float inv = 1.0f / l;
+#pragma unroll
+    for (int t = 0; t < kPer; ++t) {
+      const int64_t dd = lane + 32 * t;
+      if (dd < d) op[dd] = cuda::from_f<T>(acc[t] * inv);
+    }
+  }
+}
+
+void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale) {
+  const int64_t bsz = q.dim(0), sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
+  const int64_t bh = bsz * heads;
+  const size_t smem = size_t(kShortWarps * (kShortMax * (d + 1) + d)) * sizeof(float);
+  const unsigned grid = unsigned((bh + kShortWarps - 1) / kShortWarps);
+  cuda::dispatch_float(q.dtype(), "attention", [&]<class T>() {
+    auto launch = [&](auto kernel) {
+      if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      kernel<<<grid, kShortWarps * 32, smem, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k), cuda::cptr<T>(v),
+                                                             cuda::mptr<T>(out), bh, sq, sk, heads, d, scale);
+    };
+    if (d <= 32) {
+      launch(short_attention<T, 1>);
+    } else if (d <= 64) {
+      launch(short_attention<T, 2>);
+    } else if (d <= 96) {
+      launch(short_attention<T, 3>);
+    } else {
+      launch(short_attention<T, 4>);
+    }
+  });
+  PAB_KERNEL_CHECK();
+}
+
 // ------------------------------------------------------------ cuDNN SDPA
 
 #define PAB_DNN_TRY(expr)                              \
@@ -281,15 +372,23 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const double flop = 4.0 * double(q.dim(0)) * double(q.dim(2)) * double(q.dim(1)) * double(k.dim(1)) * double(q.dim(3));
   const bool plain = !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 &&
                      q.dim(3) <= 256 && !std::getenv("PAB_NO_CUDNN_ATTENTION");
-  const bool cudnn = plain && cudnn_attention_available(*this, q, k);
+  const bool short_seq = !args.bias && !args.key_mask && q.dim(1) <= kShortMax && k.dim(1) <= kShortMax &&
+                         q.dim(3) <= 128 && !std::getenv("PAB_NO_SHORT_ATTENTION");
+  const bool cudnn = !short_seq && plain && cudnn_attention_available(*this, q, k);
+  const char* kind = short_seq ? "short" : cudnn ? "cudnn" : "fallback";
   const double before = profile_.attention_seconds;
   {
-    OpScope scope(*this, cudnn ? "attention (cuDNN)" : "attention (fallback)", flop, /*attention=*/true);
-    if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) fallback_attention(*this, q, k, v, out, args);
+    OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,
+                  /*attention=*/true);
+    if (short_seq) {
+      run_short_attention(*this, q, k, v, out, args.scale);
+    } else if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) {
+      fallback_attention(*this, q, k, v, out, args);
+    }
   }
   if (profiling_ && std::getenv("PAB_VERBOSE")) {
     const double s = profile_.attention_seconds - before;
-    std::fprintf(stderr, "attention %s q %s k %s: %.3f ms, %.1f TFLOP/s\n", cudnn ? "cudnn" : "fallback",
+    std::fprintf(stderr, "attention %s q %s k %s: %.3f ms, %.1f TFLOP/s\n", kind,
                  shape_str(q.shape()).c_str(), shape_str(k.shape()).c_str(), s * 1e3, flop / s / 1e12);
   }
   return out;

@@ -18,10 +18,11 @@ namespace {
     if (pab_st_ != CUBLAS_STATUS_SUCCESS) fail("cuBLAS error ", int(pab_st_), " in ", #expr); \
   } while (0)
 
-// Rounds sizes so that blocks of similar sizes are interchangeable.
+// Rounds sizes so that blocks of similar sizes are interchangeable, wasting
+// at most 64 KiB a block (weights come in many sizes).
 size_t bucket_of(size_t bytes) {
   if (bytes <= (1u << 20)) return (std::max<size_t>(bytes, 1) + 511) / 512 * 512;
-  return (bytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+  return (bytes + (64u << 10) - 1) / (64u << 10) * (64u << 10);
 }
 
 Backend* create_cuda_backend() {
