@@ -115,89 +115,99 @@ void fallback_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const
 
 // Attention over short sequences (Sq, Sk <= 32: Latte's temporal attention,
 // thousands of 16-frame sequences), where the fused library kernels spend
-// their time on set-up: one warp per (batch, head). K is staged in shared
-// memory (padded rows: no bank conflicts), lane j scores key j, and each lane
-// accumulates the output dims d = lane + 32t from V held in registers.
-constexpr int kShortMax = 32, kShortWarps = 2;
+// their time on set-up. One block per batch entry holds all its heads: K and V
+// ([Sk, H*D], contiguous in global memory) and Q are staged in shared memory
+// with 16-byte copies; thread (h, i) scores query i of head h against the
+// keys, then writes its output row over its query row, and the block copies
+// the outputs back in one coalesced pass.
+constexpr int kShortMax = 32;
 
-template <class T, int kPer>
-__global__ void short_attention(const T* q, const T* k, const T* v, T* o, int64_t bh_count, int64_t sq, int64_t sk,
-                                int64_t heads, int64_t d, float scale) {
-  extern __shared__ float smem[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t bh = int64_t(blockIdx.x) * kShortWarps + warp;
-  if (bh >= bh_count) return;
-  const int64_t b = bh / heads, h = bh % heads;
-  const int64_t ks = d + 1;  // padded row stride of K in shared memory
-  float* kt = smem + warp * (kShortMax * ks + d);
-  float* qrow = kt + kShortMax * ks;
-  for (int64_t j = 0; j < sk; ++j) {
-    const T* kp = k + ((b * sk + j) * heads + h) * d;
-    for (int64_t i = lane; i < d; i += 32) kt[j * ks + i] = cuda::to_f<T>(kp[i]);
+template <class T>
+__global__ void short_attention(const T* q, const T* k, const T* v, T* o, int64_t sq, int64_t sk, int64_t heads,
+                                int64_t d, float scale) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* ks = reinterpret_cast<T*>(smem_raw);  // [Sk, H*D]
+  T* vs = ks + sk * heads * d;              // [Sk, H*D]
+  T* qs = vs + sk * heads * d;              // [H, Sq, D + 2]: padded rows, no bank conflicts
+  const int64_t qstride = d + 2;
+  const int64_t b = blockIdx.x;
+  const int64_t kv_elems = sk * heads * d;
+  // K and V of this entry are contiguous: copy them 16 bytes at a time
+  const uint4* kg = reinterpret_cast<const uint4*>(k + b * kv_elems);
+  const uint4* vg = reinterpret_cast<const uint4*>(v + b * kv_elems);
+  const int64_t kv_vecs = kv_elems * int64_t(sizeof(T)) / 16;
+  for (int64_t i = threadIdx.x; i < kv_vecs; i += blockDim.x) {
+    reinterpret_cast<uint4*>(ks)[i] = kg[i];
+    reinterpret_cast<uint4*>(vs)[i] = vg[i];
   }
-  float vr[kShortMax][kPer];
-#pragma unroll
-  for (int j = 0; j < kShortMax; ++j) {
-    const T* vp = v + ((b * sk + (j < sk ? j : 0)) * heads + h) * d;
-#pragma unroll
-    for (int t = 0; t < kPer; ++t) {
-      const int64_t dd = lane + 32 * t;
-      vr[j][t] = j < sk && dd < d ? cuda::to_f<T>(vp[dd]) : 0.0f;
-    }
+  const T* qg = q + b * sq * heads * d;
+  for (int64_t e = threadIdx.x; e < sq * heads * d; e += blockDim.x) {
+    const int64_t i = e / (heads * d), h = (e / d) % heads, dd = e % d;
+    qs[(h * sq + i) * qstride + dd] = qg[e];
   }
-  for (int64_t i = 0; i < sq; ++i) {
-    __syncwarp();
-    const T* qp = q + ((b * sq + i) * heads + h) * d;
-    for (int64_t dd = lane; dd < d; dd += 32) qrow[dd] = cuda::to_f<T>(qp[dd]) * scale;
-    __syncwarp();
-    float s = -INFINITY;
-    if (lane < sk) {
-      float dot = 0.0f;
-      for (int64_t dd = 0; dd < d; ++dd) dot += qrow[dd] * kt[lane * ks + dd];
-      s = dot;
-    }
-    float m = s;
-    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-    const float p = lane < sk ? __expf(s - m) : 0.0f;
-    float l = p;
-    for (int off = 16; off > 0; off /= 2) l += __shfl_xor_sync(0xffffffffu, l, off);
-    float acc[kPer] = {};
+  __syncthreads();
+  const int64_t t = threadIdx.x;
+  if (t < heads * sq) {
+    const int64_t h = t / sq, i = t % sq;
+    T* qrow = qs + (h * sq + i) * qstride;
+    float s[kShortMax];
+    float m = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kShortMax; ++j) {
-      const float pj = __shfl_sync(0xffffffffu, p, j);
-#pragma unroll
-      for (int t = 0; t < kPer; ++t) acc[t] += pj * vr[j][t];
+      if (j >= sk) break;
+      const T* kr = ks + (j * heads + h) * d;
+      float dot = 0.0f;
+      for (int64_t dd = 0; dd < d; ++dd) dot += cuda::to_f<T>(qrow[dd]) * cuda::to_f<T>(kr[dd]);
+      s[j] = dot * scale;
+      m = fmaxf(m, s[j]);
     }
-    T* op = o + ((b * sq + i) * heads + h) * d;
+    float l = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kShortMax; ++j) {
+      if (j >= sk) break;
+      s[j] = __expf(s[j] - m);
+      l += s[j];
+    }
     const float inv = 1.0f / l;
+    for (int64_t dd = 0; dd < d; ++dd) {
+      float acc = 0.0f;
 #pragma unroll
-    for (int t = 0; t < kPer; ++t) {
-      const int64_t dd = lane + 32 * t;
-      if (dd < d) op[dd] = cuda::from_f<T>(acc[t] * inv);
+      for (int j = 0; j < kShortMax; ++j) {
+        if (j >= sk) break;
+        acc += s[j] * cuda::to_f<T>(vs[(j * heads + h) * d + dd]);
+      }
+      qrow[dd] = cuda::from_f<T>(acc * inv);  // the query row is no longer needed
     }
+  }
+  __syncthreads();
+  T* og = o + b * sq * heads * d;
+  for (int64_t e = threadIdx.x; e < sq * heads * d; e += blockDim.x) {
+    const int64_t i = e / (heads * d), h = (e / d) % heads, dd = e % d;
+    og[e] = qs[(h * sq + i) * qstride + dd];
   }
 }
 
-void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale) {
+// Whether the short-sequence kernel takes this shape (and how much shared memory it needs).
+size_t short_attention_smem(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
+  if (sq > kShortMax || sk > kShortMax || heads * sq > 1024 || d > 256) return 0;
+  if ((sk * heads * d * int64_t(dtype_size(q.dtype()))) % 16 != 0 || !cuda::aligned16(k.raw()) ||
+      !cuda::aligned16(v.raw()))
+    return 0;
+  const size_t bytes = size_t(2 * sk * heads * d + heads * sq * (d + 2)) * dtype_size(q.dtype());
+  return bytes <= 200 * 1024 ? bytes : 0;
+}
+
+void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale,
+                         size_t smem) {
   const int64_t bsz = q.dim(0), sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
-  const int64_t bh = bsz * heads;
-  const size_t smem = size_t(kShortWarps * (kShortMax * (d + 1) + d)) * sizeof(float);
-  const unsigned grid = unsigned((bh + kShortWarps - 1) / kShortWarps);
+  const unsigned threads = unsigned((heads * sq + 31) / 32 * 32);
   cuda::dispatch_float(q.dtype(), "attention", [&]<class T>() {
-    auto launch = [&](auto kernel) {
-      if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-      kernel<<<grid, kShortWarps * 32, smem, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k), cuda::cptr<T>(v),
-                                                             cuda::mptr<T>(out), bh, sq, sk, heads, d, scale);
-    };
-    if (d <= 32) {
-      launch(short_attention<T, 1>);
-    } else if (d <= 64) {
-      launch(short_attention<T, 2>);
-    } else if (d <= 96) {
-      launch(short_attention<T, 3>);
-    } else {
-      launch(short_attention<T, 4>);
-    }
+    if (smem > 48 * 1024)
+      cudaFuncSetAttribute(short_attention<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    short_attention<T><<<unsigned(bsz), threads, smem, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k),
+                                                                     cuda::cptr<T>(v), cuda::mptr<T>(out), sq, sk,
+                                                                     heads, d, scale);
   });
   PAB_KERNEL_CHECK();
 }
@@ -372,8 +382,10 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const double flop = 4.0 * double(q.dim(0)) * double(q.dim(2)) * double(q.dim(1)) * double(k.dim(1)) * double(q.dim(3));
   const bool plain = !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 &&
                      q.dim(3) <= 256 && !std::getenv("PAB_NO_CUDNN_ATTENTION");
-  const bool short_seq = !args.bias && !args.key_mask && q.dim(1) <= kShortMax && k.dim(1) <= kShortMax &&
-                         q.dim(3) <= 128 && !std::getenv("PAB_NO_SHORT_ATTENTION");
+  const size_t short_smem = args.bias || args.key_mask || std::getenv("PAB_NO_SHORT_ATTENTION")
+                                ? 0
+                                : short_attention_smem(q, k, v);
+  const bool short_seq = short_smem > 0;
   const bool cudnn = !short_seq && plain && cudnn_attention_available(*this, q, k);
   const char* kind = short_seq ? "short" : cudnn ? "cudnn" : "fallback";
   const double before = profile_.attention_seconds;
@@ -381,7 +393,7 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
     OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,
                   /*attention=*/true);
     if (short_seq) {
-      run_short_attention(*this, q, k, v, out, args.scale);
+      run_short_attention(*this, q, k, v, out, args.scale, short_smem);
     } else if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) {
       fallback_attention(*this, q, k, v, out, args);
     }

@@ -269,6 +269,61 @@ __global__ void norm_rope_kernel(const T* x, const T* w, const T* b, const float
   }
 }
 
+// The same with 16-byte accesses: G lanes per row (D = 8G elements for bf16),
+// each lane holding one vector of V elements (V/2 pairs); 32/G rows per warp.
+template <class T, int G>
+__global__ void vec_norm_rope_kernel(const T* x, const T* w, const T* b, const float* cs, const float* sn, T* out,
+                                     int64_t rows, int64_t s, int64_t h, int64_t start, float eps) {
+  constexpr int V = kVec<T>;
+  constexpr int64_t d = int64_t(G) * V;
+  const int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / G;
+  const int lane = threadIdx.x % G;
+  const bool live = row < rows;
+  float v[V];
+  float sum = 0.0f;
+  if (live) {
+    Vec<T, V> in = reinterpret_cast<const Vec<T, V>*>(x + row * d)[lane];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      v[e] = to_f<T>(in.v[e]);
+      sum += v[e];
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[e] = 0.0f;
+  }
+  for (int off = G / 2; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  const float mean = sum / float(d);
+  float ss = 0.0f;
+#pragma unroll
+  for (int e = 0; e < V; ++e) ss += (v[e] - mean) * (v[e] - mean);
+  for (int off = G / 2; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  if (!live) return;
+  const float inv = rsqrtf(ss / float(d) + eps);
+  const int64_t i0 = int64_t(lane) * V;
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    v[e] = (v[e] - mean) * inv;
+    if (w) v[e] *= to_f<T>(w[i0 + e]);
+    if (b) v[e] += to_f<T>(b[i0 + e]);
+  }
+  const int64_t t = (row / h) % s - start;
+  if (t >= 0) {
+    const float* c = cs + t * d + i0;
+    const float* sn_ = sn + t * d + i0;
+#pragma unroll
+    for (int e = 0; e < V; e += 2) {
+      const float re = v[e], im = v[e + 1];
+      v[e] = re * c[e] - im * sn_[e];
+      v[e + 1] = im * c[e + 1] + re * sn_[e + 1];
+    }
+  }
+  Vec<T, V> o;
+#pragma unroll
+  for (int e = 0; e < V; ++e) o.v[e] = from_f<T>(v[e]);
+  reinterpret_cast<Vec<T, V>*>(out + row * d)[lane] = o;
+}
+
 template <class T>
 __global__ void softmax_kernel(const T* x, T* out, int64_t c) {
   __shared__ typename cub::BlockReduce<float, kThreads>::TempStorage tmp;
@@ -472,6 +527,19 @@ Tensor CudaBackend::norm_rope(const Tensor& x, const Tensor* w, const Tensor* b,
   const unsigned blocks = unsigned((rows * 32 + 255) / 256);
   dispatch_float(x.dtype(), "norm_rope", [&]<class T>() {
     auto p = [](const Tensor* t) { return t ? cptr<T>(*t) : nullptr; };
+    constexpr int V = kVec<T>;
+    const int64_t g = d / V;
+    const bool vec = d % V == 0 && (g == 4 || g == 8 || g == 16) && aligned16(x.raw()) && aligned16(out.raw());
+    if (vec) {
+      auto launch = [&](auto kernel, int64_t lanes) {
+        kernel<<<unsigned((rows * lanes + 255) / 256), 256, 0, stream()>>>(
+            cptr<T>(x), p(w), p(b), cptr<float>(c), cptr<float>(sn), mptr<T>(out), rows, s, h, start, eps);
+      };
+      if (g == 4) launch(vec_norm_rope_kernel<T, 4>, 4);
+      if (g == 8) launch(vec_norm_rope_kernel<T, 8>, 8);
+      if (g == 16) launch(vec_norm_rope_kernel<T, 16>, 16);
+      return;
+    }
     auto launch = [&](auto kernel) {
       kernel<<<blocks, 256, 0, stream()>>>(cptr<T>(x), p(w), p(b), cptr<float>(c), cptr<float>(sn), mptr<T>(out), rows,
                                            s, h, d, start, eps);
