@@ -106,6 +106,8 @@ TEST_P(BackendOps, Attention) {
       {1, 1, 1, 1, 16, 0, false},   {2, 33, 47, 3, 16, 2, true},   {1, 300, 300, 2, 64, 0, false},
       {2, 70, 513, 2, 72, 1, true}, {1, 257, 31, 1, 72, 1, false}, {2, 32, 256, 2, 16, 2, true},
       {1, 5, 700, 1, 64, 0, true},  {2, 0, 5, 2, 16, 2, true},     {0, 3, 4, 2, 16, 0, false},
+      // short sequences (the CUDA backend's per-entry kernel: Latte's temporal attention)
+      {5, 16, 16, 16, 72, 0, false}, {3, 7, 20, 4, 64, 0, false},  {2, 32, 1, 3, 128, 0, false},
   };
   for (int i = 0; i < 3; ++i) {
     int64_t b = pick(rng, 1, 2);

@@ -122,79 +122,85 @@ void fallback_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const
 // the outputs back in one coalesced pass.
 constexpr int kShortMax = 32;
 
-template <class T>
-__global__ void short_attention(const T* q, const T* k, const T* v, T* o, int64_t sq, int64_t sk, int64_t heads,
-                                int64_t d, float scale) {
+template <class T, int kD>
+__global__ void short_attention(const T* q, const T* k, const T* v, T* o, int sq, int sk, int heads, float scale) {
+  constexpr int V = cuda::kVec<T>;
+  using Vec = cuda::Vec<T, V>;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* ks = reinterpret_cast<T*>(smem_raw);  // [Sk, H*D]
-  T* vs = ks + sk * heads * d;              // [Sk, H*D]
-  T* qs = vs + sk * heads * d;              // [H, Sq, D + 2]: padded rows, no bank conflicts
-  const int64_t qstride = d + 2;
+  T* vs = ks + sk * heads * kD;             // [Sk, H*D]
   const int64_t b = blockIdx.x;
-  const int64_t kv_elems = sk * heads * d;
+  const int kv_vecs = sk * heads * kD / V;
   // K and V of this entry are contiguous: copy them 16 bytes at a time
-  const uint4* kg = reinterpret_cast<const uint4*>(k + b * kv_elems);
-  const uint4* vg = reinterpret_cast<const uint4*>(v + b * kv_elems);
-  const int64_t kv_vecs = kv_elems * int64_t(sizeof(T)) / 16;
-  for (int64_t i = threadIdx.x; i < kv_vecs; i += blockDim.x) {
-    reinterpret_cast<uint4*>(ks)[i] = kg[i];
-    reinterpret_cast<uint4*>(vs)[i] = vg[i];
-  }
-  const T* qg = q + b * sq * heads * d;
-  for (int64_t e = threadIdx.x; e < sq * heads * d; e += blockDim.x) {
-    const int64_t i = e / (heads * d), h = (e / d) % heads, dd = e % d;
-    qs[(h * sq + i) * qstride + dd] = qg[e];
+  const Vec* kg = reinterpret_cast<const Vec*>(k + b * sk * heads * kD);
+  const Vec* vg = reinterpret_cast<const Vec*>(v + b * sk * heads * kD);
+  for (int i = threadIdx.x; i < kv_vecs; i += blockDim.x) {
+    reinterpret_cast<Vec*>(ks)[i] = kg[i];
+    reinterpret_cast<Vec*>(vs)[i] = vg[i];
   }
   __syncthreads();
-  const int64_t t = threadIdx.x;
-  if (t < heads * sq) {
-    const int64_t h = t / sq, i = t % sq;
-    T* qrow = qs + (h * sq + i) * qstride;
-    float s[kShortMax];
-    float m = -INFINITY;
+  const int t = threadIdx.x;
+  if (t >= heads * sq) return;
+  const int h = t / sq, i = t % sq;
+  float qf[kD];
+  const Vec* qg = reinterpret_cast<const Vec*>(q + ((b * sq + i) * heads + h) * kD);
+#pragma unroll
+  for (int c = 0; c < kD / V; ++c) {
+    Vec x = qg[c];
+#pragma unroll
+    for (int e = 0; e < V; ++e) qf[c * V + e] = cuda::to_f<T>(x.v[e]) * scale;
+  }
+  float s[kShortMax];
+  float m = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kShortMax; ++j) {
+    if (j >= sk) break;
+    const Vec* kr = reinterpret_cast<const Vec*>(ks + (j * heads + h) * kD);
+    float dot = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kD / V; ++c) {
+      Vec x = kr[c];
+#pragma unroll
+      for (int e = 0; e < V; ++e) dot += qf[c * V + e] * cuda::to_f<T>(x.v[e]);
+    }
+    s[j] = dot;
+    m = fmaxf(m, dot);
+  }
+  float l = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kShortMax; ++j) {
+    if (j >= sk) break;
+    s[j] = __expf(s[j] - m);
+    l += s[j];
+  }
+  const float inv = 1.0f / l;
+  Vec* og = reinterpret_cast<Vec*>(o + ((b * sq + i) * heads + h) * kD);
+#pragma unroll
+  for (int c = 0; c < kD / V; ++c) {
+    float acc[V] = {};
 #pragma unroll
     for (int j = 0; j < kShortMax; ++j) {
       if (j >= sk) break;
-      const T* kr = ks + (j * heads + h) * d;
-      float dot = 0.0f;
-      for (int64_t dd = 0; dd < d; ++dd) dot += cuda::to_f<T>(qrow[dd]) * cuda::to_f<T>(kr[dd]);
-      s[j] = dot * scale;
-      m = fmaxf(m, s[j]);
-    }
-    float l = 0.0f;
+      Vec x = reinterpret_cast<const Vec*>(vs + (j * heads + h) * kD)[c];
 #pragma unroll
-    for (int j = 0; j < kShortMax; ++j) {
-      if (j >= sk) break;
-      s[j] = __expf(s[j] - m);
-      l += s[j];
+      for (int e = 0; e < V; ++e) acc[e] += s[j] * cuda::to_f<T>(x.v[e]);
     }
-    const float inv = 1.0f / l;
-    for (int64_t dd = 0; dd < d; ++dd) {
-      float acc = 0.0f;
+    Vec r;
 #pragma unroll
-      for (int j = 0; j < kShortMax; ++j) {
-        if (j >= sk) break;
-        acc += s[j] * cuda::to_f<T>(vs[(j * heads + h) * d + dd]);
-      }
-      qrow[dd] = cuda::from_f<T>(acc * inv);  // the query row is no longer needed
-    }
-  }
-  __syncthreads();
-  T* og = o + b * sq * heads * d;
-  for (int64_t e = threadIdx.x; e < sq * heads * d; e += blockDim.x) {
-    const int64_t i = e / (heads * d), h = (e / d) % heads, dd = e % d;
-    og[e] = qs[(h * sq + i) * qstride + dd];
+    for (int e = 0; e < V; ++e) r.v[e] = cuda::from_f<T>(acc[e] * inv);
+    og[c] = r;
   }
 }
 
-// Whether the short-sequence kernel takes this shape (and how much shared memory it needs).
+// Whether the short-sequence kernel takes this shape: the shared memory it
+// needs, or 0.
 size_t short_attention_smem(const Tensor& q, const Tensor& k, const Tensor& v) {
   const int64_t sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
-  if (sq > kShortMax || sk > kShortMax || heads * sq > 1024 || d > 256) return 0;
-  if ((sk * heads * d * int64_t(dtype_size(q.dtype()))) % 16 != 0 || !cuda::aligned16(k.raw()) ||
-      !cuda::aligned16(v.raw()))
+  if (sq > kShortMax || sk > kShortMax || heads * sq > 1024 || (d != 64 && d != 72 && d != 128)) return 0;
+  if (!cuda::aligned16(q.raw()) || !cuda::aligned16(k.raw()) || !cuda::aligned16(v.raw()) ||
+      !cuda::aligned16(q.raw()))
     return 0;
-  const size_t bytes = size_t(2 * sk * heads * d + heads * sq * (d + 2)) * dtype_size(q.dtype());
+  const size_t bytes = size_t(2 * sk * heads * d) * dtype_size(q.dtype());
   return bytes <= 200 * 1024 ? bytes : 0;
 }
 
@@ -203,11 +209,18 @@ void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, cons
   const int64_t bsz = q.dim(0), sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
   const unsigned threads = unsigned((heads * sq + 31) / 32 * 32);
   cuda::dispatch_float(q.dtype(), "attention", [&]<class T>() {
-    if (smem > 48 * 1024)
-      cudaFuncSetAttribute(short_attention<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    short_attention<T><<<unsigned(bsz), threads, smem, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k),
-                                                                     cuda::cptr<T>(v), cuda::mptr<T>(out), sq, sk,
-                                                                     heads, d, scale);
+    auto launch = [&](auto kernel) {
+      if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      kernel<<<unsigned(bsz), threads, smem, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k), cuda::cptr<T>(v),
+                                                             cuda::mptr<T>(out), int(sq), int(sk), int(heads), scale);
+    };
+    if (d == 64) {
+      launch(short_attention<T, 64>);
+    } else if (d == 72) {
+      launch(short_attention<T, 72>);
+    } else {
+      launch(short_attention<T, 128>);
+    }
   });
   PAB_KERNEL_CHECK();
 }
