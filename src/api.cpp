@@ -1,7 +1,5 @@
 // The public API: converts internal errors into Status at the boundary.
-#include <exception>
-#include <new>
-
+#include "api_internal.h"
 #include "backend/backend.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -9,22 +7,6 @@
 #include "pipeline/replay.h"
 
 namespace pab {
-
-namespace {
-template <class F>
-Status guarded(F&& f) {
-  try {
-    f();
-    return Status::success();
-  } catch (const Error& e) {
-    return Status::error(e.what());
-  } catch (const std::bad_alloc&) {
-    return Status::error("out of memory");
-  } catch (const std::exception& e) {
-    return Status::error(cat("unexpected error: ", e.what()));
-  }
-}
-}  // namespace
 
 LoadOptions load_options(const ComputeOptions& c) {
   LoadOptions o;
