@@ -45,7 +45,7 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
   if (n > kMaxHeader) bad(name, cat("header length ", n, " exceeds the format's limit of ", kMaxHeader, " bytes (not a safetensors file?)"));
   if (n > size - 8) bad(name, cat("truncated: the header says ", n, " bytes of JSON but only ", size - 8, " bytes follow"));
   json header = parse_json(name + ": header", std::string_view(reinterpret_cast<const char*>(bytes) + 8, size_t(n)));
-  if (!header.is_object()) bad(name, cat("header is a JSON ", json_type_name(header), ", expected an object"));
+  if (!header.is_object()) bad(name, cat("header: expected a JSON object, got ", json_type_name(header)));
   const uint64_t data_size = size - 8 - n;
 
   std::map<std::string, TensorEntry> entries;
@@ -54,7 +54,7 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
     const std::string& key = it.key();
     const json& v = it.value();
     if (key == "__metadata__") {
-      if (!v.is_object()) bad(name, cat("__metadata__ is a ", json_type_name(v), ", expected an object of strings"));
+      if (!v.is_object()) bad(name, cat("__metadata__: expected an object of strings, got ", json_brief(v)));
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string()) bad(name, cat("__metadata__ value ", json_brief(json(m.key())), " is not a string"));
         metadata[m.key()] = m.value().get<std::string>();
@@ -62,7 +62,7 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
       continue;
     }
     const std::string where = "tensor " + json_brief(json(key), 80);
-    if (!v.is_object()) bad(name, cat(where, " is a ", json_type_name(v), ", expected an object"));
+    if (!v.is_object()) bad(name, cat(where, ": expected an object, got ", json_type_name(v), " ", json_brief(v)));
     auto dt = v.find("dtype");
     auto sh = v.find("shape");
     auto off = v.find("data_offsets");
@@ -211,7 +211,8 @@ Checkpoint Checkpoint::open_index(const std::string& index_path) {
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     const std::string tensor = json_brief(json(it.key()), 80);
     if (!it.value().is_string())
-      fail(index_path, ": weight_map entry ", tensor, " is a ", json_type_name(it.value()), ", expected a file name");
+      fail(index_path, ": weight_map entry ", tensor, ": expected a file name, got ", json_type_name(it.value()), " ",
+           json_brief(it.value()));
     const std::string& shard = it.value().get_ref<const std::string&>();
     if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
         shard.find('\0') != std::string::npos)
