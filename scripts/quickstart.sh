@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs the missing Debian packages, builds pab and runs the main job on the
+# data shipped with the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+./scripts/build.sh --target pab
+
+# ---- main job: `pab generate` replaces this once the text-to-video pipeline exists ----
+./build/pab inspect tests/data/fixtures/pipeline/cogvideox_ddim/model
