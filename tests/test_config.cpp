@@ -16,7 +16,8 @@ using json = nlohmann::json;
     f();
   } catch (const Error& e) {
     std::string m = e.what();
-    if (m.find(what) == std::string::npos) return ::testing::AssertionFailure() << "message lacks '" << what << "': " << m;
+    if (m.find(what) == std::string::npos)
+      return ::testing::AssertionFailure() << "message lacks '" << what << "': " << m;
     if (m.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "message spans lines: " << m;
     return ::testing::AssertionSuccess();
   } catch (const std::exception& e) {
@@ -25,7 +26,9 @@ using json = nlohmann::json;
   return ::testing::AssertionFailure() << "did not throw";
 }
 
-JsonConfig config(const std::string& text) { return JsonConfig(json::parse(text), "cfg.json"); }
+JsonConfig config(const std::string& text) {
+  return JsonConfig(json::parse(text), "cfg.json");
+}
 
 TEST(Config, TypedValues) {
   JsonConfig c = config(R"({"n": 4, "f": 4.0, "x": 0.5, "s": "v_prediction", "b": true, "v": [1, 2], "vs": ["a"],
@@ -55,7 +58,8 @@ TEST(Config, OptionalValuesTakeTheDefault) {
 
 TEST(Config, ErrorsNameTheFileAndKey) {
   JsonConfig c = config(R"({"n": 4.5, "s": 3, "big": 5000000000, "neg": -1, "huge": 1e300, "v": [1, "x"],
-                            "b": 1, "deep": [[[[[[1]]]]]], "long": ")" + std::string(500, 'x') + R"("})");
+                            "b": 1, "deep": [[[[[[1]]]]]], "long": ")" +
+                        std::string(500, 'x') + R"("})");
   EXPECT_TRUE(fails_with([&] { c.get<int>("missing"); }, "cfg.json: missing required key 'missing'"));
   EXPECT_TRUE(fails_with([&] { c.get<int>("n"); }, "cfg.json: key 'n': expected an integer in range, got number 4.5"));
   EXPECT_TRUE(fails_with([&] { c.get<std::string>("s"); }, "key 's': expected a string, got integer 3"));

@@ -61,7 +61,8 @@ TEST(Inspect, EveryFixturePipeline) {
     EXPECT_NE(r.out.find("pipeline " + index["_class_name"].get<std::string>()), std::string::npos) << r.out;
     for (auto it = index.begin(); it != index.end(); ++it) {
       if (!it.value().is_array()) continue;
-      std::string line = cat(it.key(), ": ", it.value()[1].get<std::string>(), " (", it.value()[0].get<std::string>(), ")");
+      std::string line =
+          cat(it.key(), ": ", it.value()[1].get<std::string>(), " (", it.value()[0].get<std::string>(), ")");
       EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
     }
     // The total agrees with the reference library's view of the weights.
@@ -103,7 +104,8 @@ TEST(Inspect, EveryFixtureComponentFolder) {
     EXPECT_NE(r.out.find(c.text), std::string::npos) << r.out;
     if (c.dir.ends_with("tokenizer")) continue;
     uint64_t params = manifest_parameters(c.dir.substr(std::string("fixtures/").size()));
-    EXPECT_NE(r.out.find(human_count(params) + " parameters, dtypes F32 x "), std::string::npos) << params << "\n" << r.out;
+    EXPECT_NE(r.out.find(human_count(params) + " parameters, dtypes F32 x "), std::string::npos) << params << "\n"
+                                                                                                 << r.out;
   }
 }
 
@@ -135,12 +137,15 @@ class InspectCorrupt : public ::testing::Test {
     if (r.out.empty() || r.out.back() != '\n' || r.out.find('\n') != r.out.size() - 1)
       return ::testing::AssertionFailure() << "not exactly one line: " << r.out;
     if (!r.out.starts_with("pab: error: ")) return ::testing::AssertionFailure() << r.out;
-    if (r.out.find(file) == std::string::npos) return ::testing::AssertionFailure() << "does not name " << file << ": " << r.out;
-    if (r.out.find(what) == std::string::npos) return ::testing::AssertionFailure() << "lacks '" << what << "': " << r.out;
+    if (r.out.find(file) == std::string::npos)
+      return ::testing::AssertionFailure() << "does not name " << file << ": " << r.out;
+    if (r.out.find(what) == std::string::npos)
+      return ::testing::AssertionFailure() << "lacks '" << what << "': " << r.out;
     return ::testing::AssertionSuccess();
   }
   std::string weights(const std::string& component) const {
-    return dir_ + "/" + component + (component == "text_encoder" ? "/model.safetensors" : "/diffusion_pytorch_model.safetensors");
+    return dir_ + "/" + component +
+           (component == "text_encoder" ? "/model.safetensors" : "/diffusion_pytorch_model.safetensors");
   }
   testing::TempDir tmp_;
   std::string dir_;
@@ -199,7 +204,8 @@ TEST_F(InspectCorrupt, BrokenConfigJson) {
   testing::write_bytes(s, "{\"_class_name\": \"DDIMScheduler\", \"beta_start\": 0.0001,}");
   EXPECT_TRUE(fails_naming(s, "not valid JSON"));
   std::string t = dir_ + "/tokenizer/tokenizer_config.json";
-  testing::write_bytes(s, testing::read_bytes(testing::data_path("fixtures/pipeline/latte/model/scheduler/scheduler_config.json")));
+  testing::write_bytes(
+      s, testing::read_bytes(testing::data_path("fixtures/pipeline/latte/model/scheduler/scheduler_config.json")));
   testing::write_bytes(t, "{\"tokenizer_class\": ");
   EXPECT_TRUE(fails_naming(t, "not valid JSON"));
 }

@@ -18,7 +18,8 @@ using json = nlohmann::json;
     f();
   } catch (const Error& e) {
     std::string m = e.what();
-    if (m.find(what) == std::string::npos) return ::testing::AssertionFailure() << "message lacks '" << what << "': " << m;
+    if (m.find(what) == std::string::npos)
+      return ::testing::AssertionFailure() << "message lacks '" << what << "': " << m;
     if (m.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "message spans lines: " << m;
     return ::testing::AssertionSuccess();
   } catch (const std::exception& e) {
@@ -120,8 +121,9 @@ class BrokenPipeline : public ::testing::Test {
 
 TEST_F(BrokenPipeline, MissingComponentFolder) {
   fs::remove_all(dir_ + "/vae");
-  EXPECT_TRUE(fails_with([&] { open_model_folder(dir_); },
-                         index_ + ": key 'vae': the diffusers AutoencoderKL component's folder " + dir_ + "/vae is missing"));
+  EXPECT_TRUE(
+      fails_with([&] { open_model_folder(dir_); },
+                 index_ + ": key 'vae': the diffusers AutoencoderKL component's folder " + dir_ + "/vae is missing"));
 }
 
 TEST_F(BrokenPipeline, OptionalSlotsAndOptionsAreSkipped) {
@@ -145,7 +147,8 @@ TEST_F(BrokenPipeline, MalformedIndex) {
   j = original;
   j["vae"] = {"diffusers"};
   rewrite(j);
-  EXPECT_TRUE(fails_with([&] { open_model_folder(dir_); }, index_ + ": key 'vae': expected [library, class], got [\"diffusers\"]"));
+  EXPECT_TRUE(fails_with([&] { open_model_folder(dir_); },
+                         index_ + ": key 'vae': expected [library, class], got [\"diffusers\"]"));
 
   j["vae"] = {"diffusers", 3};
   rewrite(j);

@@ -26,10 +26,10 @@ struct DtypeCase {
   DType dtype;
 };
 constexpr DtypeCase kAllDtypes[] = {
-    {"F32", DType::f32},         {"F16", DType::f16},         {"BF16", DType::bf16},    {"F64", DType::f64},
-    {"I64", DType::i64},         {"I32", DType::i32},         {"I16", DType::i16},      {"I8", DType::i8},
-    {"U8", DType::u8},           {"BOOL", DType::boolean},    {"U16", DType::u16},      {"U32", DType::u32},
-    {"U64", DType::u64},         {"F8_E4M3", DType::f8_e4m3}, {"F8_E5M2", DType::f8_e5m2}, {"F8_E8M0", DType::f8_e8m0},
+    {"F32", DType::f32}, {"F16", DType::f16},         {"BF16", DType::bf16},       {"F64", DType::f64},
+    {"I64", DType::i64}, {"I32", DType::i32},         {"I16", DType::i16},         {"I8", DType::i8},
+    {"U8", DType::u8},   {"BOOL", DType::boolean},    {"U16", DType::u16},         {"U32", DType::u32},
+    {"U64", DType::u64}, {"F8_E4M3", DType::f8_e4m3}, {"F8_E5M2", DType::f8_e5m2}, {"F8_E8M0", DType::f8_e8m0},
 };
 
 // Number of positions where a and b differ, NaN matching NaN.
@@ -43,10 +43,13 @@ size_t mismatches(const std::vector<float>& a, const std::vector<float>& b) {
   return n;
 }
 
-std::string raw_bytes(const Tensor& t) { return std::string(static_cast<const char*>(t.raw()), t.nbytes()); }
+std::string raw_bytes(const Tensor& t) {
+  return std::string(static_cast<const char*>(t.raw()), t.nbytes());
+}
 
 // Runs f and checks it throws pab::Error whose message names `file` and contains `what`.
-::testing::AssertionResult fails_with(const std::function<void()>& f, const std::string& file, const std::string& what) {
+::testing::AssertionResult fails_with(const std::function<void()>& f, const std::string& file,
+                                      const std::string& what) {
   try {
     f();
   } catch (const Error& e) {
@@ -137,7 +140,7 @@ TEST(Safetensors, ConvertsToTheComputeDtypeOnLoad) {
 TEST(Safetensors, FixtureCheckpointsMatchTheReferenceManifest) {
   json manifest = json::parse(testing::read_bytes(testing::data_path("io/fixture_manifest.json")));
   const std::map<std::string, DType> torch_dtypes = {
-      {"float32", DType::f32}, {"float16", DType::f16}, {"bfloat16", DType::bf16}, {"int64", DType::i64},
+      {"float32", DType::f32}, {"float16", DType::f16},  {"bfloat16", DType::bf16}, {"int64", DType::i64},
       {"int32", DType::i32},   {"bool", DType::boolean}, {"uint8", DType::u8}};
   size_t files = 0, tensors = 0;
   for (auto file = manifest.begin(); file != manifest.end(); ++file) {
@@ -168,7 +171,8 @@ TEST(Safetensors, FixtureCheckpointsMatchTheReferenceManifest) {
 
 // ---------------------------------------------------------------- sharded checkpoints
 
-const std::string kLatte = testing::data_path("fixtures/transformer/latte/transformer/diffusion_pytorch_model.safetensors");
+const std::string kLatte =
+    testing::data_path("fixtures/transformer/latte/transformer/diffusion_pytorch_model.safetensors");
 
 TEST(Safetensors, ShardedCheckpointEqualsTheSingleFile) {
   TempDir tmp;
@@ -244,9 +248,9 @@ class CorruptFile : public ::testing::Test {
     testing::write_bytes(path, bytes);
     auto r = fails_with([&] { SafetensorsFile::open(path); }, path, what);
     // The in-memory validator agrees.
-    auto m = fails_with([&] {
-      SafetensorsFile::validate("image", reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-    }, "image", what);
+    auto m = fails_with(
+        [&] { SafetensorsFile::validate("image", reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()); },
+        "image", what);
     if (!m) return m;
     return r;
   }
@@ -287,11 +291,11 @@ TEST_F(CorruptFile, HeaderLengthLies) {
     return b;
   };
   uint64_t n = valid_header().size();
-  EXPECT_TRUE(rejects(with_length(n + 100), "truncated"));           // longer than the file
-  EXPECT_TRUE(rejects(with_length(~0ull), "exceeds"));               // absurd
+  EXPECT_TRUE(rejects(with_length(n + 100), "truncated"));  // longer than the file
+  EXPECT_TRUE(rejects(with_length(~0ull), "exceeds"));      // absurd
   EXPECT_TRUE(rejects(with_length(1ull << 40), "exceeds"));
-  EXPECT_TRUE(rejects(with_length(n - 1), "not valid JSON"));        // cuts the JSON
-  EXPECT_TRUE(rejects(with_length(n + 4), "not valid JSON"));        // takes data bytes into the JSON
+  EXPECT_TRUE(rejects(with_length(n - 1), "not valid JSON"));  // cuts the JSON
+  EXPECT_TRUE(rejects(with_length(n + 4), "not valid JSON"));  // takes data bytes into the JSON
   EXPECT_TRUE(rejects(with_length(0), "not valid JSON"));
 }
 
@@ -310,10 +314,14 @@ TEST_F(CorruptFile, MalformedEntries) {
   EXPECT_TRUE(rejects_header(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", "missing or non-string 'dtype'", "abcd"));
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","data_offsets":[0,4]}})", "missing or non-array 'shape'", "abcd"));
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1]}})", "'data_offsets' must be", "abcd"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,2,4]}})", "'data_offsets' must be", "abcd"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "non-negative integers", "abcd"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", "non-negative integers", "abcd"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[-1,4]}})", "non-negative integers", "abcd"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,2,4]}})", "'data_offsets' must be", "abcd"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "non-negative integers", "abcd"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})", "non-negative integers", "abcd"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[-1,4]}})", "non-negative integers", "abcd"));
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,4]}})",
                              "too large", "abcd"));
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})",
@@ -321,18 +329,22 @@ TEST_F(CorruptFile, MalformedEntries) {
 }
 
 TEST_F(CorruptFile, UnknownDtype) {
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F128","shape":[1],"data_offsets":[0,4]}})", "unknown dtype \"F128\"", "abcd"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F128","shape":[1],"data_offsets":[0,4]}})", "unknown dtype \"F128\"", "abcd"));
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"f32","shape":[1],"data_offsets":[0,4]}})", "unknown dtype", "abcd"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F4","shape":[8],"data_offsets":[0,4]}})", "unsupported dtype \"F4\"", "abcd"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}})", "unsupported dtype", "abcdefgh"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F4","shape":[8],"data_offsets":[0,4]}})", "unsupported dtype \"F4\"", "abcd"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}})", "unsupported dtype", "abcdefgh"));
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":7,"shape":[1],"data_offsets":[0,4]}})", "non-string 'dtype'", "abcd"));
 }
 
 TEST_F(CorruptFile, OffsetsOutOfBoundsInvertedOrOverlapping) {
   // out of bounds
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[40,44]}})", "end beyond the 40 data bytes"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}})",
-                             "beyond"));
+  EXPECT_TRUE(
+      rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[40,44]}})", "end beyond the 40 data bytes"));
+  EXPECT_TRUE(rejects_header(
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}})", "beyond"));
   // inverted
   EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", "are inverted"));
   // overlapping
@@ -353,8 +365,8 @@ TEST_F(CorruptFile, OffsetsOutOfBoundsInvertedOrOverlapping) {
 TEST_F(CorruptFile, SizeMismatch) {
   EXPECT_TRUE(rejects_header(valid_header().replace(valid_header().find("[2,2]"), 5, "[2,3]"),
                              "16 bytes for shape [2, 3] of F32 (expected 6 x 4)"));
-  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,4]}})", "4 bytes for shape [3] of BF16",
-                             "abcd"));
+  EXPECT_TRUE(rejects_header(R"({"a":{"dtype":"BF16","shape":[3],"data_offsets":[0,4]}})",
+                             "4 bytes for shape [3] of BF16", "abcd"));
 }
 
 TEST_F(CorruptFile, NotARegularFile) {
@@ -423,10 +435,17 @@ TEST_F(CorruptIndex, MalformedIndex) {
 TEST(Safetensors, WriterRejectsWhatItCannotWrite) {
   TempDir tmp;
   std::string path = tmp / "w.safetensors";
-  EXPECT_TRUE(fails_with([&] { write_safetensors(path, {{"__metadata__", Tensor::scalar(1)}}); }, path, "__metadata__"));
+  EXPECT_TRUE(fails_with(
+      [&] {
+        write_safetensors(path, {{"__metadata__", Tensor::scalar(1)}});
+      },
+      path, "__metadata__"));
   EXPECT_TRUE(fails_with([&] { write_safetensors(path, {{"bad\xff", Tensor::scalar(1)}}); }, path, "UTF-8"));
-  EXPECT_TRUE(fails_with([&] { write_safetensors(tmp / "no/such/dir/x.safetensors", {{"a", Tensor::scalar(1)}}); },
-                         tmp / "no/such/dir/x.safetensors", "cannot create"));
+  EXPECT_TRUE(fails_with(
+      [&] {
+        write_safetensors(tmp / "no/such/dir/x.safetensors", {{"a", Tensor::scalar(1)}});
+      },
+      tmp / "no/such/dir/x.safetensors", "cannot create"));
   EXPECT_TRUE(fs::is_empty(tmp.path()));  // nothing half-written is left behind
 }
 

@@ -19,15 +19,23 @@ void JsonConfig::unsupported(const std::string& key, const std::string& why) con
 
 const char* json_type_name(const nlohmann::json& v) {
   switch (v.type()) {
-    case nlohmann::json::value_t::null: return "null";
-    case nlohmann::json::value_t::boolean: return "boolean";
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::boolean:
+      return "boolean";
     case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned: return "integer";
-    case nlohmann::json::value_t::number_float: return "number";
-    case nlohmann::json::value_t::string: return "string";
-    case nlohmann::json::value_t::array: return "array";
-    case nlohmann::json::value_t::object: return "object";
-    default: return "value";
+    case nlohmann::json::value_t::number_unsigned:
+      return "integer";
+    case nlohmann::json::value_t::number_float:
+      return "number";
+    case nlohmann::json::value_t::string:
+      return "string";
+    case nlohmann::json::value_t::array:
+      return "array";
+    case nlohmann::json::value_t::object:
+      return "object";
+    default:
+      return "value";
   }
 }
 
@@ -101,7 +109,8 @@ nlohmann::json parse_json(const std::string& where, std::string_view text) {
     std::string what = e.what();
     size_t from = what.find("syntax error");
     size_t to = what.find("; last read");
-    std::string why = from == std::string::npos ? "parse error" : what.substr(from, to == std::string::npos ? to : to - from);
+    std::string why =
+        from == std::string::npos ? "parse error" : what.substr(from, to == std::string::npos ? to : to - from);
     fail(where, ": not valid JSON (line ", line, ", column ", column, ": ", printable(why), ")");
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
     fail(where, ": not valid JSON (", printable(e.what()), ")");

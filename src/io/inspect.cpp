@@ -29,8 +29,7 @@ constexpr const char* kKeyConfig[] = {
     "num_train_timesteps", "prediction_type", "timestep_spacing", "beta_schedule", "beta_start", "beta_end",
     "rescale_betas_zero_snr", "snr_shift_scale",
     // tokenizers
-    "model_max_length",
-};
+    "model_max_length"};
 
 std::string list_files(const std::string& dir) {
   std::vector<std::string> names;
@@ -145,8 +144,8 @@ std::string inspect_report(const std::string& dir) {
   Totals totals;
   for (const Component& c : m.components) describe(c, os, &totals);
   if (m.is_pipeline())
-    os << "total: " << human_count(totals.parameters) << " parameters (" << totals.parameters << ") in "
-       << totals.files << " weight file" << (totals.files == 1 ? "" : "s") << "\n";
+    os << "total: " << human_count(totals.parameters) << " parameters (" << totals.parameters << ") in " << totals.files
+       << " weight file" << (totals.files == 1 ? "" : "s") << "\n";
   return os.str();
 }
 

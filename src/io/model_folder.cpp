@@ -52,10 +52,14 @@ ComponentKind component_kind(const std::string& dir) {
 
 const char* component_kind_name(ComponentKind k) {
   switch (k) {
-    case ComponentKind::model: return "model";
-    case ComponentKind::scheduler: return "scheduler";
-    case ComponentKind::tokenizer: return "tokenizer";
-    case ComponentKind::other: break;
+    case ComponentKind::model:
+      return "model";
+    case ComponentKind::scheduler:
+      return "scheduler";
+    case ComponentKind::tokenizer:
+      return "tokenizer";
+    case ComponentKind::other:
+      break;
   }
   return "other";
 }

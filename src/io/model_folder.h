@@ -20,9 +20,9 @@ struct Component {
 
 struct ModelFolder {
   std::string dir;
-  std::string index_path;         // model_index.json; "" for a single component folder
-  std::string pipeline_class;     // model_index.json `_class_name`
-  std::string diffusers_version;  // model_index.json `_diffusers_version`, if present
+  std::string index_path;             // model_index.json; "" for a single component folder
+  std::string pipeline_class;         // model_index.json `_class_name`
+  std::string diffusers_version;      // model_index.json `_diffusers_version`, if present
   std::vector<Component> components;  // sorted by name; slots set to [null, null] are left out
 
   bool is_pipeline() const { return !index_path.empty(); }

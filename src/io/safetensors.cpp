@@ -28,7 +28,9 @@ constexpr uint64_t kMaxDim = 1ull << 40;
 // Dtypes safetensors defines that pab does not read (sub-byte, AMD fp8, complex).
 constexpr const char* kUnsupportedDtypes[] = {"F4", "F6_E2M3", "F6_E3M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"};
 
-[[noreturn]] void bad(const std::string& where, const std::string& what) { fail(where, ": ", what); }
+[[noreturn]] void bad(const std::string& where, const std::string& what) {
+  fail(where, ": ", what);
+}
 
 uint64_t read_u64_le(const uint8_t* p) {
   uint64_t n = 0;
@@ -42,8 +44,11 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
                                std::map<std::string, std::string>* metadata_out) {
   if (size < 8) bad(name, cat("truncated: ", size, " bytes, too short for a safetensors header"));
   const uint64_t n = read_u64_le(bytes);
-  if (n > kMaxHeader) bad(name, cat("header length ", n, " exceeds the format's limit of ", kMaxHeader, " bytes (not a safetensors file?)"));
-  if (n > size - 8) bad(name, cat("truncated: the header says ", n, " bytes of JSON but only ", size - 8, " bytes follow"));
+  if (n > kMaxHeader)
+    bad(name,
+        cat("header length ", n, " exceeds the format's limit of ", kMaxHeader, " bytes (not a safetensors file?)"));
+  if (n > size - 8)
+    bad(name, cat("truncated: the header says ", n, " bytes of JSON but only ", size - 8, " bytes follow"));
   json header = parse_json(name + ": header", std::string_view(reinterpret_cast<const char*>(bytes) + 8, size_t(n)));
   if (!header.is_object()) bad(name, cat("header: expected a JSON object, got ", json_type_name(header)));
   const uint64_t data_size = size - 8 - n;
@@ -56,7 +61,8 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
     if (key == "__metadata__") {
       if (!v.is_object()) bad(name, cat("__metadata__: expected an object of strings, got ", json_brief(v)));
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) bad(name, cat("__metadata__ value ", json_brief(json(m.key())), " is not a string"));
+        if (!m.value().is_string())
+          bad(name, cat("__metadata__ value ", json_brief(json(m.key())), " is not a string"));
         metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -68,7 +74,8 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
     auto off = v.find("data_offsets");
     if (dt == v.end() || !dt->is_string()) bad(name, where + ": missing or non-string 'dtype'");
     if (sh == v.end() || !sh->is_array()) bad(name, where + ": missing or non-array 'shape'");
-    if (off == v.end() || !off->is_array() || off->size() != 2) bad(name, where + ": 'data_offsets' must be [begin, end]");
+    if (off == v.end() || !off->is_array() || off->size() != 2)
+      bad(name, where + ": 'data_offsets' must be [begin, end]");
     TensorEntry e;
     e.name = key;
     const std::string& dtype = dt->get_ref<const std::string&>();
@@ -79,18 +86,21 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
     }
     uint64_t numel = 1;
     for (const json& d : *sh) {
-      if (!d.is_number_unsigned()) bad(name, cat(where, ": shape ", json_brief(*sh), " must hold non-negative integers"));
+      if (!d.is_number_unsigned())
+        bad(name, cat(where, ": shape ", json_brief(*sh), " must hold non-negative integers"));
       uint64_t dim = d.get<uint64_t>();
       if (dim > kMaxDim || __builtin_mul_overflow(numel, dim, &numel))
         bad(name, cat(where, ": shape ", json_brief(*sh), " is too large"));
       e.shape.push_back(int64_t(dim));
     }
     for (const json& o : *off)
-      if (!o.is_number_unsigned()) bad(name, cat(where, ": data_offsets ", json_brief(*off), " must be non-negative integers"));
+      if (!o.is_number_unsigned())
+        bad(name, cat(where, ": data_offsets ", json_brief(*off), " must be non-negative integers"));
     const uint64_t b = (*off)[0].get<uint64_t>(), en = (*off)[1].get<uint64_t>();
     if (b > en) bad(name, cat(where, ": data_offsets [", b, ", ", en, "] are inverted"));
     if (en > data_size)
-      bad(name, cat(where, ": data_offsets [", b, ", ", en, "] end beyond the ", data_size, " data bytes (truncated file?)"));
+      bad(name,
+          cat(where, ": data_offsets [", b, ", ", en, "] end beyond the ", data_size, " data bytes (truncated file?)"));
     uint64_t bytes_needed;
     if (__builtin_mul_overflow(numel, uint64_t(dtype_size(e.dtype)), &bytes_needed) || bytes_needed != en - b)
       bad(name, cat(where, ": ", en - b, " bytes for shape ", shape_str(e.shape), " of ", dtype_name(e.dtype),
@@ -112,8 +122,9 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
   const TensorEntry* prev = nullptr;
   for (const TensorEntry* e : order) {
     if (e->begin < covered)
-      bad(name, cat("tensor ", json_brief(json(e->name), 80), " (bytes [", e->begin, ", ", e->end, ")) overlaps tensor ",
-                    json_brief(json(prev->name), 80), " (bytes [", prev->begin, ", ", prev->end, "))"));
+      bad(name,
+          cat("tensor ", json_brief(json(e->name), 80), " (bytes [", e->begin, ", ", e->end, ")) overlaps tensor ",
+              json_brief(json(prev->name), 80), " (bytes [", prev->begin, ", ", prev->end, "))"));
     if (e->begin > covered)
       bad(name, cat("data bytes [", covered, ", ", e->begin, ") before tensor ", json_brief(json(e->name), 80),
                     " belong to no tensor"));
@@ -250,7 +261,8 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
   std::vector<std::string> variants, others;
   for (const auto& ent : fs::directory_iterator(dir, ec)) {
     std::string f = ent.path().filename().string();
-    bool is_weights = f.ends_with(".safetensors") || (f.find(".safetensors.index.") != std::string::npos && f.ends_with(".json"));
+    bool is_weights =
+        f.ends_with(".safetensors") || (f.find(".safetensors.index.") != std::string::npos && f.ends_with(".json"));
     if (!is_weights) {
       if (f.ends_with(".bin") || f.ends_with(".pt") || f.ends_with(".ckpt") || f.ends_with(".pth")) others.push_back(f);
       continue;
@@ -269,8 +281,7 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
     for (const auto& v : variants) list += (list.empty() ? "" : ", ") + v;
     fail(dir, ": several weight variants (", list, "); keep one of them");
   }
-  if (!others.empty())
-    fail(dir, ": only non-safetensors weights (", others[0], "); pab reads safetensors only");
+  if (!others.empty()) fail(dir, ": only non-safetensors weights (", others[0], "); pab reads safetensors only");
   fail(dir, ": no diffusion_pytorch_model.safetensors, model.safetensors or their .index.json");
 }
 
@@ -312,7 +323,8 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   size_t offset = 0;
   for (const auto& [name, t] : tensors) {
     if (name == "__metadata__") fail(path, ": '__metadata__' cannot be a tensor name");
-    header[name] = {{"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
+    header[name] = {
+        {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
   std::string h;

@@ -38,6 +38,7 @@ int iterations(int base) {
 // ---------------------------------------------------------------- mutations
 
 // Valid JSON values that stress the readers' checks.
+// clang-format off
 const char* const kValues[] = {
     "0", "-1", "1", "2", "7", "8", "255", "4294967296", "9223372036854775807", "-9223372036854775808",
     "18446744073709551615", "18446744073709551616", "1e308", "-0", "0.5", "4.0", "-1e-400", "null", "true",
@@ -47,6 +48,7 @@ const char* const kValues[] = {
     "\"model.safetensors\"", "\"..\"", "\"a/b\"", "\"\\u0000\"", "[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]",
     "{\"a\":{\"b\":{\"c\":{\"d\":[{}]}}}}", "[\"diffusers\", \"AutoencoderKL\"]", "[null, null]",
 };
+// clang-format on
 // Text that breaks the syntax.
 const char* const kJunk[] = {",", ":", "{", "}", "[", "]", "\"", "1e999", "\"\\ud800\"", "\"\xff\xfe\"", "tru", "--1"};
 
@@ -143,8 +145,10 @@ class Mutator {
         (*s)[below(s->size())] = bytes[below(sizeof bytes)];
         break;
       }
-      case 2: s->resize(below(s->size())); break;  // truncation
-      case 3: {                                    // a range removed
+      case 2:  // truncation
+        s->resize(below(s->size()));
+        break;
+      case 3: {  // a range removed
         size_t at = below(s->size());
         s->erase(at, 1 + below(std::min<size_t>(64, s->size() - at)));
         break;
@@ -194,8 +198,16 @@ class Mutator {
         for (int b = 0; b < 8; ++b) s[size_t(b)] = char((len >> (8 * b)) & 0xff);
       } else if (what < 7 && s.size() >= 8) {
         // The length field changed.
-        uint64_t choices[] = {hlen + 1, hlen - 1, hlen + 8, hlen - 8, 0, ~0ull, uint64_t(s.size()),
-                              uint64_t(s.size()) - 8, 100'000'001ull, hlen ^ (1ull << below(64))};
+        uint64_t choices[] = {hlen + 1,
+                              hlen - 1,
+                              hlen + 8,
+                              hlen - 8,
+                              0,
+                              ~0ull,
+                              uint64_t(s.size()),
+                              uint64_t(s.size()) - 8,
+                              100'000'001ull,
+                              hlen ^ (1ull << below(64))};
         uint64_t len = choices[below(std::size(choices))];
         for (int b = 0; b < 8; ++b) s[size_t(b)] = char((len >> (8 * b)) & 0xff);
       } else if (what < 8 && header_ok) {
@@ -352,11 +364,12 @@ TEST(FuzzIo, ShardedCheckpoints) {
 
 TEST(FuzzIo, ConfigJson) {
   std::vector<std::string> corpus;
-  for (const char* f : {"fixtures/pipeline/cogvideox_ddim/model/transformer/config.json",
-                        "fixtures/pipeline/latte/model/vae/config.json",
-                        "fixtures/pipeline/cogvideox_dpm/model/scheduler/scheduler_config.json",
-                        "fixtures/components/t5/text_encoder/config.json", "fixtures/videosys/open_sora/transformer/config.json",
-                        "fixtures/pipeline/latte/model/model_index.json"})
+  for (const char* f :
+       {"fixtures/pipeline/cogvideox_ddim/model/transformer/config.json",
+        "fixtures/pipeline/latte/model/vae/config.json",
+        "fixtures/pipeline/cogvideox_dpm/model/scheduler/scheduler_config.json",
+        "fixtures/components/t5/text_encoder/config.json", "fixtures/videosys/open_sora/transformer/config.json",
+        "fixtures/pipeline/latte/model/model_index.json"})
     corpus.push_back(testing::read_bytes(testing::data_path(f)));
   testing::TempDir tmp;
   const std::string path = tmp / "config.json";
@@ -402,8 +415,11 @@ TEST(FuzzIo, InspectPipelineFolder) {
   testing::TempDir tmp;
   const std::string dir = tmp / "model";
   testing::copy_tree(testing::data_path("fixtures/pipeline/cogvideox_ddim/model"), dir);
-  const std::vector<std::string> files = {"model_index.json", "transformer/config.json", "vae/config.json",
-                                          "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json",
+  const std::vector<std::string> files = {"model_index.json",
+                                          "transformer/config.json",
+                                          "vae/config.json",
+                                          "scheduler/scheduler_config.json",
+                                          "tokenizer/tokenizer_config.json",
                                           "text_encoder/config.json"};
   std::vector<std::string> corpus;
   for (const auto& f : files) corpus.push_back(testing::read_bytes(dir + "/" + f));

@@ -7,9 +7,10 @@ namespace {
 
 void register_inspect(CLI::App& app) {
   auto dir = std::make_shared<std::string>();
-  CLI::App* cmd = app.add_subcommand(
-      "inspect", "Describe a diffusers model folder (a pipeline with model_index.json, or one component): each "
-                 "component's class, key config values, tensor and parameter counts and dtypes");
+  CLI::App* cmd =
+      app.add_subcommand("inspect",
+                         "Describe a diffusers model folder (a pipeline with model_index.json, or one component): each "
+                         "component's class, key config values, tensor and parameter counts and dtypes");
   // No CLI11 existence check: the API's own one-line error names the folder.
   cmd->add_option("dir", *dir, "Model folder")->required();
   cmd->callback([dir] {
