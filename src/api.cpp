@@ -4,6 +4,7 @@
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "pab/pab.h"
+#include "pipeline/bench.h"
 #include "pipeline/replay.h"
 
 namespace pab {
@@ -38,6 +39,19 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
     ReplayCase c = load_replay_case(opts.case_dir);
     auto tensors = replay_case(c, lo, summary);
     write_safetensors(opts.output, tensors);
+  });
+}
+
+Status bench(const BenchRequest& request, std::string* report) {
+  return guarded([&] {
+    if (request.steps < 1) fail("--steps must be >= 1");
+    BenchOptions o;
+    o.workload = request.workload;
+    o.pab = request.pab;
+    o.steps = request.steps;
+    o.load = load_options(request.compute);
+    BenchReport r = run_bench(o);
+    *report = request.json ? bench_json(r) : bench_text(r);
   });
 }
 

@@ -32,4 +32,14 @@ struct ReplayOptions {
 // under the reference's names; `summary` gets one line on what ran.
 Status replay(const ReplayOptions& opts, std::string* summary);
 
+struct BenchRequest {
+  std::string workload;  // cogvideox-2b, cogvideox-5b or latte-1
+  bool pab = false;      // also run with PAB and report the speed-up
+  int steps = 50;
+  bool json = false;
+  ComputeOptions compute{"cuda", "bf16"};
+};
+// Times the workload's denoising loop; `report` gets text or JSON.
+Status bench(const BenchRequest& request, std::string* report);
+
 }  // namespace pab

@@ -1,29 +1,61 @@
 #include "backend/backend.h"
 
 #include <cstring>
+#include <string>
 
 namespace pab {
 
 namespace {
-Backend*& slot(Device d) {
-  static Backend* backends[2] = {&cpu_backend(), nullptr};
-  return backends[size_t(d)];
+struct Slot {
+  Backend* instance = nullptr;
+  BackendFactory factory = nullptr;
+  std::string error;  // why the factory failed, if it did
+};
+Slot& slot(Device d) {
+  static Slot slots[2] = {{&cpu_backend(), nullptr, ""}, {}};
+  return slots[size_t(d)];
 }
 }  // namespace
 
-void register_backend(Device device, Backend* b) { slot(device) = b; }
+void register_backend(Device device, BackendFactory factory) { slot(device).factory = factory; }
 
-bool has_backend(Device device) { return slot(device) != nullptr; }
+bool has_backend(Device device) { return slot(device).instance != nullptr || slot(device).factory != nullptr; }
 
 Backend& backend(Device device) {
-  Backend* b = slot(device);
-  if (b == nullptr) fail("the ", device_name(device), " backend is not available in this build");
-  return *b;
+  Slot& s = slot(device);
+  if (s.instance) return *s.instance;
+  if (!s.factory) fail("the ", device_name(device), " backend is not available in this build");
+  if (!s.error.empty()) fail(s.error);
+  try {
+    s.instance = s.factory();
+  } catch (const Error& e) {
+    s.error = e.what();
+    throw;
+  }
+  return *s.instance;
+}
+
+bool backend_available(Device device) {
+  try {
+    backend(device);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
 }
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   Device d = dst_device == Device::cpu ? src_device : dst_device;
   backend(d).copy(dst, dst_device, src, src_device, bytes);
+}
+
+Tensor Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) {
+  return unary(linear(x, w, b), act);
+}
+
+Tensor Backend::norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
+                              const Tensor& scale) {
+  return modulate(layer_norm(x, w, b, eps), shift, scale);
 }
 
 Tensor Backend::modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -27,6 +28,18 @@ struct AttentionArgs {
   const Tensor* key_mask = nullptr;
 };
 
+struct MemoryStats {
+  size_t in_use = 0;    // bytes held by live tensors
+  size_t peak = 0;      // the most in use since the last reset_peak_memory()
+  size_t reserved = 0;  // bytes obtained from the device (cached included)
+};
+
+// Time and arithmetic of the heavy ops, collected while profiling is on.
+struct OpProfile {
+  double gemm_flop = 0, gemm_seconds = 0;
+  double attention_flop = 0, attention_seconds = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -40,6 +53,12 @@ class Backend {
   virtual void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) = 0;
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
+  virtual MemoryStats memory_stats() const { return {}; }
+  virtual void reset_peak_memory() {}
+  virtual std::string device_description() const = 0;
+  // Profiling times each GEMM and attention call (synchronising after each).
+  virtual void set_profiling(bool on) {}
+  virtual OpProfile profile() const { return {}; }
 
   // --- linear algebra ---
   // x [..., K] . w[N, K]^T + b[N] -> [..., N]
@@ -91,19 +110,29 @@ class Backend {
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
 
   // Fusable composites, with default implementations in terms of the ops above.
+  // act(x . w^T + b); act is gelu_tanh, gelu_erf, silu or relu
+  virtual Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act);
+  // layer_norm(x) * (1 + scale [B, C]) + shift [B, C], with x [B, S, C]
+  virtual Tensor norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
+                               const Tensor& scale);
   // x [B, S, C] * (1 + scale [B, C]) + shift [B, C]
   virtual Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
   // x + gate [B, C] * y, with x and y [B, S, C]
   virtual Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y);
 };
 
-// The backend of a device; fails with a clear error if it was not built.
+// The backend of a device, created on first use; fails with a clear error if
+// it was not built or cannot start (no device).
 Backend& backend(Device device);
+// Whether the backend was built into this program.
 bool has_backend(Device device);
+// Whether it was built and starts.
+bool backend_available(Device device);
 // The CPU reference backend (always built).
 Backend& cpu_backend();
-// Registers a backend (called by each backend's translation unit at start-up).
-void register_backend(Device device, Backend* backend);
+// Registers a backend's factory (called by its translation unit at start-up).
+using BackendFactory = Backend* (*)();
+void register_backend(Device device, BackendFactory factory);
 // Copies bytes between any two devices.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 

@@ -10,6 +10,13 @@ inline Backend& on(const Tensor& x) { return backend(x.device()); }
 
 inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor* b = nullptr) { return on(x).linear(x, w, b); }
 inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) { return on(x).linear(x, w, b.defined() ? &b : nullptr); }
+inline Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) {
+  return on(x).linear_act(x, w, b, act);
+}
+inline Tensor norm_modulate(const Tensor& x, const Tensor* w, const Tensor* b, float eps, const Tensor& shift,
+                            const Tensor& scale) {
+  return on(x).norm_modulate(x, w, b, eps, shift, scale);
+}
 inline Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false) { return on(a).matmul(a, b, trans_b); }
 inline Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) {
   return on(q).attention(q, k, v, args);

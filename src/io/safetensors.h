@@ -51,11 +51,23 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// Where model weights come from: a checkpoint on disk, or generated weights
+// (benchmarks of the real architectures without their checkpoints).
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool has(const std::string& name) const = 0;
+  // The tensor `name` with shape `expected`, converted to `dtype` on `device`;
+  // fails naming the source if it is missing or has another shape.
+  virtual Tensor load(const std::string& name, const Shape& expected, DType dtype, Device device) const = 0;
+  virtual const std::string& where() const = 0;
+};
+
 // The weights of one model component: one .safetensors file, or the shards an
 // index.json names (`{"weight_map": {tensor: shard file}}`, shards beside it).
 // Every file is validated on opening; a missing shard, or a tensor absent from
 // the shard the index names, is an error naming the index.
-class Checkpoint {
+class Checkpoint final : public WeightSource {
  public:
   // `<dir>/<stem>.safetensors`, else `<dir>/<stem>.safetensors.index.json`, for the
   // stems diffusion_pytorch_model and model; else the one variant present
@@ -64,7 +76,7 @@ class Checkpoint {
   static Checkpoint open_file(const std::string& path);
   static Checkpoint open_index(const std::string& index_path);
 
-  bool has(const std::string& name) const { return index_.count(name) != 0; }
+  bool has(const std::string& name) const override { return index_.count(name) != 0; }
   const TensorEntry& entry(const std::string& name) const;
   const SafetensorsFile& file_of(const std::string& name) const;
   std::vector<std::string> names() const;
@@ -73,9 +85,11 @@ class Checkpoint {
   // A tensor converted to `dtype` on `device`; fails naming the checkpoint if missing.
   Tensor load(const std::string& name, DType dtype = DType::f32, Device device = Device::cpu) const;
   // As load, and fails unless the shape is `expected`.
-  Tensor load(const std::string& name, const Shape& expected, DType dtype = DType::f32,
-              Device device = Device::cpu) const;
-  const std::string& where() const { return where_; }
+  Tensor load(const std::string& name, const Shape& expected, DType dtype, Device device) const override;
+  Tensor load(const std::string& name, const Shape& expected) const {
+    return load(name, expected, DType::f32, Device::cpu);
+  }
+  const std::string& where() const override { return where_; }
 
  private:
   std::string where_;  // the file or index path, for messages

@@ -10,29 +10,37 @@
 namespace pab {
 
 // Defined in the model files.
+std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
+                                                     const LoadOptions& opts);
 
 namespace {
-using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const Checkpoint&,
+using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&,
                                                                    const LoadOptions&)>;
 const std::map<std::string, Loader>& loaders() {
   static const std::map<std::string, Loader> m = {
+      {"CogVideoXTransformer3DModel", load_cogvideox},
   };
   return m;
 }
 }  // namespace
 
-std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts) {
-  std::string config_path = (std::filesystem::path(dir) / "config.json").string();
-  JsonConfig config = JsonConfig::load(config_path);
+std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
+                                                      const LoadOptions& opts) {
   std::string cls = config.get<std::string>("_class_name");
   auto it = loaders().find(cls);
   if (it == loaders().end()) {
     std::string known;
     for (const auto& [name, l] : loaders()) known += (known.empty() ? "" : ", ") + name;
-    fail(config_path, ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
+    fail(config.where(), ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
   }
-  Checkpoint weights = Checkpoint::open_dir(dir);
   return it->second(config, weights, opts);
+}
+
+std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts) {
+  JsonConfig config = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
+  config.get<std::string>("_class_name");  // a config error is reported before the weights are opened
+  Checkpoint weights = Checkpoint::open_dir(dir);
+  return load_transformer(config, weights, opts);
 }
 
 }  // namespace pab

@@ -50,4 +50,10 @@ struct LoadOptions {
 // from `_class_name`; unknown classes and unsupported config values are errors.
 std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts = {});
 
+class JsonConfig;
+class WeightSource;
+// As above, from a parsed config and any weight source (e.g. generated weights).
+std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
+                                                      const LoadOptions& opts);
+
 }  // namespace pab

@@ -38,6 +38,8 @@ Backend& cpu_backend() {
   return instance;
 }
 
+std::string CpuBackend::device_description() const { return cat("CPU, ", omp_get_max_threads(), " threads"); }
+
 std::shared_ptr<Storage> CpuBackend::alloc(size_t bytes) {
   size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded);

@@ -8,6 +8,7 @@ namespace pab {
 class CpuBackend final : public Backend {
  public:
   Device device() const override { return Device::cpu; }
+  std::string device_description() const override;
 
   std::shared_ptr<Storage> alloc(size_t bytes) override;
   void memset_zero(void* data, size_t bytes) override;

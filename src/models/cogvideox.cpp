@@ -1,0 +1,343 @@
+// CogVideoXTransformer3DModel (diffusers): CogVideoX 1.0 (2b: sincos
+// positions; 5b: rotary), CogVideoX 1.5 (temporal patches, rotary "slice"
+// grid), learned positional embeddings and ofs conditioning (image-to-video).
+//
+// Each block's joint text+video attention is one attention site {spatial, i}
+// covering what diffusers' attn1 module computes: projections, QK norm,
+// rotary embedding, attention and output projection.
+#include <cmath>
+
+#include "io/config.h"
+#include "models/embeddings.h"
+#include "models/layers.h"
+
+namespace pab {
+
+namespace {
+
+struct CogVideoXConfig {
+  int heads = 30, head_dim = 64;
+  int in_channels = 16, out_channels = 16;
+  bool flip_sin_to_cos = true;
+  double freq_shift = 0;
+  int time_embed_dim = 512;
+  int ofs_embed_dim = 0;  // 0: none
+  int text_embed_dim = 4096;
+  int num_layers = 30;
+  bool attention_bias = true;
+  int sample_width = 90, sample_height = 60, sample_frames = 49;
+  int patch_size = 2, patch_size_t = 0;  // 0: no temporal patches
+  int temporal_compression_ratio = 4;
+  int max_text_seq_length = 226;
+  FeedForward::Act activation = FeedForward::Act::gelu_tanh;
+  bool norm_elementwise_affine = true;
+  float norm_eps = 1e-5f;
+  double spatial_interpolation_scale = 1.875, temporal_interpolation_scale = 1.0;
+  bool rotary = false, learned_positions = false;
+  bool patch_bias = true;
+
+  int inner() const { return heads * head_dim; }
+};
+
+CogVideoXConfig parse_config(const JsonConfig& j) {
+  CogVideoXConfig c;
+  c.heads = j.get_or("num_attention_heads", c.heads);
+  c.head_dim = j.get_or("attention_head_dim", c.head_dim);
+  c.in_channels = j.get_or("in_channels", c.in_channels);
+  c.out_channels = j.get_or("out_channels", c.out_channels);
+  c.flip_sin_to_cos = j.get_or("flip_sin_to_cos", c.flip_sin_to_cos);
+  c.freq_shift = j.get_or("freq_shift", c.freq_shift);
+  c.time_embed_dim = j.get_or("time_embed_dim", c.time_embed_dim);
+  c.ofs_embed_dim = j.get_or("ofs_embed_dim", 0);
+  c.text_embed_dim = j.get_or("text_embed_dim", c.text_embed_dim);
+  c.num_layers = j.get_or("num_layers", c.num_layers);
+  c.attention_bias = j.get_or("attention_bias", c.attention_bias);
+  c.sample_width = j.get_or("sample_width", c.sample_width);
+  c.sample_height = j.get_or("sample_height", c.sample_height);
+  c.sample_frames = j.get_or("sample_frames", c.sample_frames);
+  c.patch_size = j.get_or("patch_size", c.patch_size);
+  c.patch_size_t = j.get_or("patch_size_t", 0);
+  c.temporal_compression_ratio = j.get_or("temporal_compression_ratio", c.temporal_compression_ratio);
+  c.max_text_seq_length = j.get_or("max_text_seq_length", c.max_text_seq_length);
+  c.activation = FeedForward::parse(j.get_or<std::string>("activation_fn", "gelu-approximate"), j.where());
+  c.norm_elementwise_affine = j.get_or("norm_elementwise_affine", c.norm_elementwise_affine);
+  c.norm_eps = float(j.get_or("norm_eps", double(c.norm_eps)));
+  c.spatial_interpolation_scale = j.get_or("spatial_interpolation_scale", c.spatial_interpolation_scale);
+  c.temporal_interpolation_scale = j.get_or("temporal_interpolation_scale", c.temporal_interpolation_scale);
+  c.rotary = j.get_or("use_rotary_positional_embeddings", false);
+  c.learned_positions = j.get_or("use_learned_positional_embeddings", false);
+  c.patch_bias = j.get_or("patch_bias", true);
+
+  auto positive = [&](const char* key, int v) {
+    if (v < 1) j.unsupported(key, "must be >= 1");
+  };
+  positive("num_attention_heads", c.heads);
+  positive("attention_head_dim", c.head_dim);
+  positive("in_channels", c.in_channels);
+  positive("out_channels", c.out_channels);
+  positive("time_embed_dim", c.time_embed_dim);
+  positive("text_embed_dim", c.text_embed_dim);
+  positive("num_layers", c.num_layers);
+  positive("patch_size", c.patch_size);
+  positive("temporal_compression_ratio", c.temporal_compression_ratio);
+  if (c.patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
+  if (c.ofs_embed_dim < 0) j.unsupported("ofs_embed_dim", "must be >= 1 or null");
+  if (c.head_dim % 2 != 0) j.unsupported("attention_head_dim", "must be even");
+  std::string act = j.get_or<std::string>("timestep_activation_fn", "silu");
+  if (act != "silu") j.unsupported("timestep_activation_fn", "only silu is supported");
+  if (j.get_or("dropout", 0.0) != 0.0) j.unsupported("dropout", "inference expects 0");
+  if (!c.rotary && c.learned_positions)
+    j.unsupported("use_learned_positional_embeddings", "learned positions need use_rotary_positional_embeddings");
+  if (!c.rotary && c.inner() % 16 != 0)
+    j.unsupported("num_attention_heads", "sincos positions need heads x head_dim divisible by 16");
+  if (c.patch_size_t > 0 && !c.rotary)
+    j.unsupported("patch_size_t", "temporal patches need use_rotary_positional_embeddings");
+  if (c.rotary && c.head_dim % 8 != 0) j.unsupported("attention_head_dim", "rotary embeddings need a multiple of 8");
+  return c;
+}
+
+struct TimestepMlp {  // diffusers TimestepEmbedding: linear_1, SiLU, linear_2
+  Linear l1, l2;
+  TimestepMlp() = default;
+  TimestepMlp(const WeightLoader& wl, const std::string& prefix, int in, int out)
+      : l1(wl, prefix + ".linear_1", in, out), l2(wl, prefix + ".linear_2", out, out) {}
+  Tensor operator()(const Tensor& x) const { return l2(ops::silu(l1(x))); }
+};
+
+struct Block {
+  Linear norm1_linear, norm2_linear;  // silu(temb) -> 6 x dim
+  LayerNorm norm1, norm2;
+  Linear to_q, to_k, to_v, to_out;
+  LayerNorm norm_q, norm_k;
+  FeedForward ff;
+};
+
+class CogVideoX final : public DiffusionTransformer {
+ public:
+  CogVideoX(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
+    WeightLoader wl(ckpt, opts);
+    const int64_t d = c_.inner();
+    const int p = c_.patch_size;
+    if (c_.patch_size_t == 0) {
+      patch_w_ = wl.get("patch_embed.proj.weight", {d, c_.in_channels, p, p}).reshape({d, int64_t(c_.in_channels) * p * p});
+      if (c_.patch_bias) patch_b_ = wl.get("patch_embed.proj.bias", {d});
+    } else {
+      int64_t k = int64_t(c_.in_channels) * p * p * c_.patch_size_t;
+      patch_w_ = wl.get("patch_embed.proj.weight", {d, k});
+      // diffusers builds this projection as nn.Linear, which always has a bias
+      patch_b_ = wl.get("patch_embed.proj.bias", {d});
+    }
+    text_proj_ = Linear(wl, "patch_embed.text_proj", c_.text_embed_dim, d);
+    if (c_.learned_positions) {
+      int64_t patches = int64_t(c_.sample_height / p) * (c_.sample_width / p) *
+                        ((c_.sample_frames - 1) / c_.temporal_compression_ratio + 1);
+      learned_pos_ = wl.get("patch_embed.pos_embedding", {1, c_.max_text_seq_length + patches, d});
+    }
+    time_embedding_ = TimestepMlp(wl, "time_embedding", int(d), c_.time_embed_dim);
+    if (c_.ofs_embed_dim > 0) ofs_embedding_ = TimestepMlp(wl, "ofs_embedding", c_.ofs_embed_dim, c_.ofs_embed_dim);
+
+    for (int i = 0; i < c_.num_layers; ++i) {
+      std::string pre = cat("transformer_blocks.", i, ".");
+      Block b;
+      b.norm1_linear = Linear(wl, pre + "norm1.linear", c_.time_embed_dim, 6 * d);
+      b.norm1 = LayerNorm(wl, pre + "norm1.norm", d, c_.norm_eps, c_.norm_elementwise_affine);
+      b.norm2_linear = Linear(wl, pre + "norm2.linear", c_.time_embed_dim, 6 * d);
+      b.norm2 = LayerNorm(wl, pre + "norm2.norm", d, c_.norm_eps, c_.norm_elementwise_affine);
+      b.to_q = Linear(wl, pre + "attn1.to_q", d, d, c_.attention_bias);
+      b.to_k = Linear(wl, pre + "attn1.to_k", d, d, c_.attention_bias);
+      b.to_v = Linear(wl, pre + "attn1.to_v", d, d, c_.attention_bias);
+      b.to_out = Linear(wl, pre + "attn1.to_out.0", d, d, true);
+      b.norm_q = LayerNorm(wl, pre + "attn1.norm_q", c_.head_dim, 1e-6f);
+      b.norm_k = LayerNorm(wl, pre + "attn1.norm_k", c_.head_dim, 1e-6f);
+      b.ff = FeedForward(wl, pre + "ff", d, 4 * d, c_.activation);
+      blocks_.push_back(std::move(b));
+    }
+    norm_final_ = LayerNorm(wl, "norm_final", d, c_.norm_eps, c_.norm_elementwise_affine);
+    norm_out_linear_ = Linear(wl, "norm_out.linear", c_.time_embed_dim, 2 * d);
+    norm_out_ = LayerNorm(wl, "norm_out.norm", d, c_.norm_eps, c_.norm_elementwise_affine);
+    int64_t patch_vol = int64_t(p) * p * std::max(1, c_.patch_size_t);
+    proj_out_ = Linear(wl, "proj_out", d, patch_vol * c_.out_channels);
+  }
+
+  std::string class_name() const override { return "CogVideoXTransformer3DModel"; }
+  LatentLayout layout() const override { return LatentLayout::bfchw; }
+  int in_channels() const override { return c_.in_channels; }
+  int out_channels() const override { return c_.out_channels; }
+  std::vector<SiteKind> site_kinds() const override { return {SiteKind::spatial}; }
+
+  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+    const Tensor& x = in.latents;
+    if (x.rank() != 5 || x.dim(2) != c_.in_channels)
+      fail("CogVideoX: latents must be [B, F, ", c_.in_channels, ", H, W], got ", x.desc());
+    const int64_t bsz = x.dim(0), frames = x.dim(1), h = x.dim(3), w = x.dim(4);
+    const int p = c_.patch_size, pt = std::max(1, c_.patch_size_t);
+    if (h % p != 0 || w % p != 0)
+      fail("CogVideoX: latent height and width (", h, "x", w, ") must be multiples of the patch size ", p);
+    if (frames % pt != 0)
+      fail("CogVideoX: ", frames, " latent frames are not a multiple of the temporal patch size ", pt);
+    if (in.text.rank() != 3 || in.text.dim(0) != bsz || in.text.dim(2) != c_.text_embed_dim)
+      fail("CogVideoX: text embeddings must be [", bsz, ", L, ", c_.text_embed_dim, "], got ", in.text.desc());
+    const int64_t text_len = in.text.dim(1);
+    const int64_t gh = h / p, gw = w / p, gf = frames / pt;
+    const int64_t d = c_.inner();
+
+    // Timestep (and ofs) conditioning: [B, time_embed_dim]
+    Tensor emb = time_embedding_(host_embedding(timestep_embedding(std::vector<double>(size_t(bsz), in.timestep),
+                                                                   int(d), c_.flip_sin_to_cos, c_.freq_shift),
+                                                {bsz, d}));
+    if (c_.ofs_embed_dim > 0) {
+      // The image-to-video pipelines pass ofs = 2.0.
+      Tensor ofs = host_embedding(timestep_embedding(std::vector<double>(size_t(bsz), 2.0), c_.ofs_embed_dim,
+                                                     c_.flip_sin_to_cos, c_.freq_shift),
+                                  {bsz, c_.ofs_embed_dim});
+      emb = ops::add(emb, ofs_embedding_(ofs));
+    }
+    Tensor emb_act = ops::silu(emb);
+
+    // Patch embedding
+    Tensor patches;
+    if (c_.patch_size_t == 0) {
+      // [B, F, C, gh, p, gw, p] -> [B, F, gh, gw, C, p, p]
+      patches = ops::permute(x.reshape({bsz, frames, c_.in_channels, gh, p, gw, p}), {0, 1, 3, 5, 2, 4, 6});
+    } else {
+      // [B, gf, pt, C, gh, p, gw, p] -> [B, gf, gh, gw, C, pt, p, p]
+      patches = ops::permute(x.reshape({bsz, gf, pt, c_.in_channels, gh, p, gw, p}), {0, 1, 4, 6, 3, 2, 5, 7});
+    }
+    Tensor video = ops::linear(patches.reshape({bsz, gf * gh * gw, -1}), patch_w_,
+                               patch_b_.defined() ? &patch_b_ : nullptr);  // [B, N, D]
+    Tensor text = text_proj_(in.text);                                      // [B, L, D]
+    add_positions(text, video, text_len, gh, gw, frames);
+
+    RopeTables rope;
+    if (c_.rotary) rope = rotary_tables(gh, gw, gf);
+
+    for (int i = 0; i < c_.num_layers; ++i) {
+      const Block& b = blocks_[size_t(i)];
+      // [B, 6D] -> shift, scale, gate, enc_shift, enc_scale, enc_gate
+      auto m1 = ops::chunk(b.norm1_linear(emb_act), 6, 1);
+      Tensor nv = b.norm1.modulated(video, m1[0], m1[1]);
+      Tensor nt = b.norm1.modulated(text, m1[3], m1[4]);
+      SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return attention(b, nt, nv, rope); });
+      video = ops::gated_add(video, m1[2], attn.at(0));
+      text = ops::gated_add(text, m1[5], attn.at(1));
+
+      auto m2 = ops::chunk(b.norm2_linear(emb_act), 6, 1);
+      nv = b.norm2.modulated(video, m2[0], m2[1]);
+      nt = b.norm2.modulated(text, m2[3], m2[4]);
+      Tensor ff = b.ff(ops::concat({nt, nv}, 1));  // [B, L + N, D]
+      video = ops::gated_add(video, m2[2], ops::slice(ff, 1, text_len, ff.dim(1)));
+      text = ops::gated_add(text, m2[5], ops::slice(ff, 1, 0, text_len));
+    }
+
+    video = norm_final_(video);
+    auto mo = ops::chunk(norm_out_linear_(emb_act), 2, 1);  // shift, scale
+    video = norm_out_.modulated(video, mo[0], mo[1]);
+    Tensor out = proj_out_(video);  // [B, N, pt * p * p * C_out]
+    const int64_t co = c_.out_channels;
+    if (c_.patch_size_t == 0) {
+      // [B, F, gh, gw, C, p, p] -> [B, F, C, gh, p, gw, p]
+      out = ops::permute(out.reshape({bsz, frames, gh, gw, co, p, p}), {0, 1, 4, 2, 5, 3, 6});
+    } else {
+      // [B, gf, gh, gw, C, pt, p, p] -> [B, gf, pt, C, gh, p, gw, p]
+      out = ops::permute(out.reshape({bsz, gf, gh, gw, co, pt, p, p}), {0, 1, 5, 4, 2, 6, 3, 7});
+    }
+    return out.reshape({bsz, frames, co, h, w});
+  }
+
+ private:
+  Tensor host_embedding(const std::vector<float>& v, const Shape& shape) const {
+    return Tensor::from_vector(v, shape).to(opts_.dtype).to(opts_.device);
+  }
+
+  // Adds sincos or learned positions (diffusers' CogVideoXPatchEmbed).
+  void add_positions(Tensor& text, Tensor& video, int64_t text_len, int64_t gh, int64_t gw, int64_t frames) {
+    if (c_.rotary && !c_.learned_positions) return;
+    const int p = c_.patch_size;
+    const int64_t pixel_frames = (frames - 1) * c_.temporal_compression_ratio + 1;
+    const bool at_sample_size = gh * p == c_.sample_height && gw * p == c_.sample_width;
+    if (c_.learned_positions && !at_sample_size)
+      fail("CogVideoX: learned positional embeddings only support the sample size ", c_.sample_height, "x",
+           c_.sample_width, " (latent), got ", gh * p, "x", gw * p);
+    if (text_len != c_.max_text_seq_length)
+      fail("CogVideoX: positional embeddings expect ", c_.max_text_seq_length, " text tokens (max_text_seq_length), got ",
+           text_len);
+    if (c_.learned_positions && pixel_frames == c_.sample_frames) {
+      Tensor pos = learned_pos_;  // [1, L + N, D]
+      if (pos.dim(1) != text_len + video.dim(1))
+        fail("CogVideoX: learned positional embedding covers ", pos.dim(1) - text_len, " patches, input has ",
+             video.dim(1));
+      text = ops::add(text, ops::slice(pos, 1, 0, text_len));
+      video = ops::add(video, ops::slice(pos, 1, text_len, pos.dim(1)));
+      return;
+    }
+    // Sincos positions for this input size; the text part of the joint table is zero.
+    const int64_t key = (gh * 100000 + gw) * 100000 + frames;
+    if (!pos_cache_.defined() || pos_key_ != key) {
+      pos_cache_ = sincos_pos_embed_3d(c_.inner(), int(gh), int(gw), int(frames), c_.spatial_interpolation_scale,
+                                       c_.temporal_interpolation_scale)
+                       .to(opts_.dtype)
+                       .to(opts_.device);  // [F*gh*gw, D]
+      pos_key_ = key;
+    }
+    video = ops::add(video, pos_cache_);
+  }
+
+  RopeTables rotary_tables(int64_t gh, int64_t gw, int64_t gf) {
+    const int64_t key = (gh * 100000 + gw) * 100000 + gf;
+    if (!rope_cache_.cos.defined() || rope_key_ != key) {
+      const int p = c_.patch_size;
+      const int base_h = c_.sample_height / p, base_w = c_.sample_width / p;
+      RopeTables t = c_.patch_size_t == 0
+                         ? rotary_pos_embed_3d(c_.head_dim, int(gh), int(gw), int(gf), base_h, base_w, "linspace")
+                         : rotary_pos_embed_3d(c_.head_dim, int(gh), int(gw), int(gf), base_h, base_w, "slice", base_h,
+                                               base_w);
+      rope_cache_ = {t.cos.to(opts_.dtype).to(opts_.device), t.sin.to(opts_.dtype).to(opts_.device)};
+      rope_key_ = key;
+    }
+    return rope_cache_;
+  }
+
+  // Joint attention over [text, video]; returns {video, text}.
+  SiteOutput attention(const Block& b, const Tensor& text, const Tensor& video, const RopeTables& rope) const {
+    const int64_t bsz = video.dim(0), lt = text.dim(1);
+    Tensor tokens = ops::concat({text, video}, 1);  // [B, S, D]
+    const int64_t s = tokens.dim(1);
+    const Shape heads = {bsz, s, c_.heads, c_.head_dim};
+    Tensor q = b.norm_q(b.to_q(tokens).reshape(heads));  // [B, S, H, Dh]
+    Tensor k = b.norm_k(b.to_k(tokens).reshape(heads));
+    Tensor v = b.to_v(tokens).reshape(heads);
+    if (rope.cos.defined()) {
+      auto rotate = [&](const Tensor& t) {
+        return ops::concat({ops::slice(t, 1, 0, lt), ops::rope(ops::slice(t, 1, lt, s), rope.cos, rope.sin)}, 1);
+      };
+      q = rotate(q);
+      k = rotate(k);
+    }
+    AttentionArgs args;
+    args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
+    Tensor o = b.to_out(ops::attention(q, k, v, args).reshape({bsz, s, c_.inner()}));  // [B, S, D]
+    return {ops::slice(o, 1, lt, s), ops::slice(o, 1, 0, lt)};
+  }
+
+  CogVideoXConfig c_;
+  LoadOptions opts_;
+  Tensor patch_w_, patch_b_, learned_pos_;
+  Linear text_proj_;
+  TimestepMlp time_embedding_, ofs_embedding_;
+  std::vector<Block> blocks_;
+  LayerNorm norm_final_, norm_out_;
+  Linear norm_out_linear_, proj_out_;
+  Tensor pos_cache_;
+  int64_t pos_key_ = -1;
+  RopeTables rope_cache_;
+  int64_t rope_key_ = -1;
+};
+
+}  // namespace
+
+std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
+                                                     const LoadOptions& opts) {
+  return std::make_unique<CogVideoX>(config, weights, opts);
+}
+
+}  // namespace pab

@@ -1,0 +1,54 @@
+#include "models/layers.h"
+
+namespace pab {
+
+Linear::Linear(const WeightLoader& wl, const std::string& prefix, int64_t in, int64_t out, bool bias) {
+  w = wl.get(prefix + ".weight", {out, in});
+  if (bias) b = wl.get(prefix + ".bias", {out});
+}
+
+LayerNorm::LayerNorm(const WeightLoader& wl, const std::string& prefix, int64_t dim, float eps_, bool affine,
+                     bool bias)
+    : eps(eps_) {
+  if (affine) {
+    w = wl.get(prefix + ".weight", {dim});
+    if (bias) b = wl.get(prefix + ".bias", {dim});
+  }
+}
+
+FeedForward::FeedForward(const WeightLoader& wl, const std::string& prefix, int64_t dim, int64_t inner, Act a,
+                         bool bias)
+    : act(a) {
+  bool gated = a == Act::geglu || a == Act::geglu_tanh;
+  proj = Linear(wl, prefix + ".net.0.proj", dim, gated ? 2 * inner : inner, bias);
+  out = Linear(wl, prefix + ".net.2", inner, dim, bias);
+}
+
+Tensor FeedForward::operator()(const Tensor& x) const {
+  const Tensor* bias = proj.b.defined() ? &proj.b : nullptr;
+  Tensor h;
+  switch (act) {
+    case Act::gelu: h = ops::linear_act(x, proj.w, bias, Unary::gelu_erf); break;
+    case Act::gelu_tanh: h = ops::linear_act(x, proj.w, bias, Unary::gelu_tanh); break;
+    case Act::geglu:
+    case Act::geglu_tanh: {
+      h = proj(x);
+      auto parts = ops::chunk(h, 2, -1);  // hidden, gate
+      Tensor gate = act == Act::geglu ? ops::gelu_erf(parts[1]) : ops::gelu_tanh(parts[1]);
+      h = ops::mul(parts[0], gate);
+      break;
+    }
+  }
+  return out(h);
+}
+
+FeedForward::Act FeedForward::parse(const std::string& name, const std::string& where) {
+  if (name == "gelu") return Act::gelu;
+  if (name == "gelu-approximate") return Act::gelu_tanh;
+  if (name == "geglu") return Act::geglu;
+  if (name == "geglu-approximate") return Act::geglu_tanh;
+  fail(where, ": key 'activation_fn': unsupported activation '", name,
+       "' (supported: gelu, gelu-approximate, geglu, geglu-approximate)");
+}
+
+}  // namespace pab

@@ -1,0 +1,31 @@
+// pab bench --workload NAME [--pab] [--json]
+#include <iostream>
+
+#include "commands.h"
+
+namespace {
+
+void register_bench(CLI::App& app) {
+  auto req = std::make_shared<pab::BenchRequest>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench", "Time a benchmark workload of ANCHORS.md: the transformer's denoising loop (batched CFG, generated "
+               "weights of the real architecture), without and with PAB");
+  cmd->add_option("-w,--workload", req->workload, "cogvideox-2b, cogvideox-5b or latte-1")
+      ->required()
+      ->check(CLI::IsMember({"cogvideox-2b", "cogvideox-5b", "latte-1"}));
+  cmd->add_flag("--pab", req->pab, "Also run with the workload's PAB configuration and report the speed-up");
+  cmd->add_option("--steps", req->steps, "Denoising steps")->capture_default_str();
+  cmd->add_flag("--json", req->json, "Print JSON instead of text");
+  cmd->add_option("--device", req->compute.device, "cuda or cpu")->capture_default_str();
+  cmd->add_option("--dtype", req->compute.dtype, "bf16, f16 or f32")->capture_default_str();
+  cmd->callback([req] {
+    std::string report;
+    pab::Status s = pab::bench(*req, &report);
+    if (s.ok) std::cout << report << (req->json ? "\n" : "");
+    pab::cli::report(s);
+  });
+}
+
+PAB_COMMAND(register_bench);
+
+}  // namespace
