@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh --target pab
 
-# ---- main job: `pab generate` replaces this once the text-to-video pipeline exists ----
 ./build/pab inspect tests/data/fixtures/pipeline/cogvideox_ddim/model
+# ---- main job: becomes `pab generate` once the text-to-video pipeline exists ----
+./build/pab replay tests/data/fixtures/transformer/cogvideox_2b_style -o build/replay_cogvideox_2b.safetensors
