@@ -12,9 +12,10 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <memory>
 #include <random>
 
 #include "io/config.h"
@@ -26,8 +27,6 @@
 
 namespace pab {
 namespace {
-
-namespace fs = std::filesystem;
 
 int iterations(int base) {
   const char* s = std::getenv("PAB_FUZZ_SCALE");
