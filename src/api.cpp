@@ -1,6 +1,9 @@
 // The public API: converts internal errors into Status at the boundary.
+#include <filesystem>
+
 #include "api_internal.h"
 #include "backend/backend.h"
+#include "cache/pab_config.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "pab/pab.h"
@@ -37,6 +40,9 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
     check_writable(opts.output);
     LoadOptions lo = load_options(opts.compute);
     ReplayCase c = load_replay_case(opts.case_dir);
+    if (opts.pab.any())
+      c.pab = resolve_pab_choice(opts.pab.preset, opts.pab.file,
+                                 transformer_class_name((std::filesystem::path(c.dir) / "transformer").string()));
     auto tensors = replay_case(c, lo, summary);
     write_safetensors(opts.output, tensors);
   });

@@ -23,10 +23,21 @@ struct ComputeOptions {
 // folder): class, key config values, tensor and parameter counts, dtypes.
 Status inspect_model(const std::string& dir, std::string* report);
 
+// PAB settings that replace a case's or a pipeline's own; both empty keeps them.
+struct PabOptions {
+  // --pab: "default" (the settings published with the original method for the
+  // model), "off", or the short form "spatial=2@100-800,temporal=3@100-800,cross=6@100-900"
+  std::string preset;
+  // --pab-config: a YAML or JSON file in the diffusers or the VideoSys dialect
+  std::string file;
+  bool any() const { return !preset.empty() || !file.empty(); }
+};
+
 struct ReplayOptions {
   std::string case_dir;  // holds case.json, inputs.safetensors, transformer/
   std::string output;    // .safetensors to write
   ComputeOptions compute;
+  PabOptions pab;        // replaces the case's `pab` for the PAB run
 };
 // Runs the case's denoising loop without and with PAB and writes the outputs
 // under the reference's names; `summary` gets one line on what ran.

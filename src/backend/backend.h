@@ -66,7 +66,9 @@ class Backend {
   // a [Bt, M, K] . b [Bt, K, N] (or b [Bt, N, K] with trans_b) -> [Bt, M, N]
   virtual Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) = 0;
   // Scaled dot-product attention, heads interleaved in the token layout:
-  // q [B, Sq, H, D], k and v [B, Sk, H, D] -> [B, Sq, H, D]
+  // q [B, Sq, H, D], k and v [B, Sk, H, D] -> [B, Sq, H, D]. A query row with
+  // no key to attend to (every key masked, a bias row of -inf, or Sk == 0)
+  // gives zeros, where torch's softmax would give NaN.
   virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) = 0;
 
   // --- normalisation (weights and biases are optional) ---
@@ -75,7 +77,7 @@ class Backend {
   virtual Tensor rms_norm(const Tensor& x, const Tensor* w, float eps) = 0;
   // x [B, C, ...], statistics per (batch, group) over C/groups x the rest; affine per channel
   virtual Tensor group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps) = 0;
-  // softmax over the last dimension
+  // softmax over the last dimension (a row of only -inf gives NaN, as in torch)
   virtual Tensor softmax(const Tensor& x) = 0;
 
   // --- elementwise ---

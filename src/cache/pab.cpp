@@ -157,7 +157,10 @@ void PabPolicy::record(SiteKind k, bool computed) {
 
 size_t PabPolicy::cached_bytes() const {
   size_t n = 0;
-  for (const auto& [key, s] : sites_) n += bytes_of(s.cache);
+  for (const auto& [key, s] : sites_) {
+    n += bytes_of(s.cache);
+    for (const auto& [t, out] : s.mlp_kept) n += bytes_of(out);
+  }
   return n;
 }
 
@@ -210,7 +213,9 @@ SiteOutput PabPolicy::run_mlp(SiteId id, SiteState& s, const SiteCompute& comput
     if (e.timestep == t && contains(e.blocks, id.block)) {
       SiteOutput out = compute();
       record(id.kind, true);
-      s.cache = out;
+      // kept only when a later step of the schedule can reuse it
+      auto it = std::find(ints.begin(), ints.end(), t);
+      if (it != ints.end() && it + 1 != ints.end()) s.mlp_kept[t] = out;
       return out;
     }
   }
@@ -231,11 +236,13 @@ SiteOutput PabPolicy::run_mlp(SiteId id, SiteState& s, const SiteCompute& comput
     if (!in_range) continue;
     // The first entry whose range holds t decides, as in the original.
     if (!contains(e.blocks, id.block)) break;
-    if (s.cache.empty())
-      fail("PAB MLP broadcast: no stored output for ", site_kind_name(id.kind), " block ", id.block, " at timestep ", t);
-    SiteOutput out = s.cache;
+    auto kept = s.mlp_kept.find(e.timestep);
+    if (kept == s.mlp_kept.end())
+      fail("PAB MLP broadcast: no stored output of timestep ", e.timestep, " for ", site_kind_name(id.kind), " block ",
+           id.block, " at timestep ", t);
+    SiteOutput out = kept->second;
     record(id.kind, false);
-    if (pos == last) s.cache.clear();
+    if (pos == last) s.mlp_kept.erase(kept);
     return out;
   }
   record(id.kind, true);

@@ -96,7 +96,9 @@ class PabPolicy final : public SiteRunner {
   struct SiteState {
     int count = 0;        // calls so far (diffusers) or wrapped counter (videosys)
     SiteOutput cache;     // empty when nothing can be reused
-    int mlp_left = 0;     // videosys MLP: reuses left
+    // videosys MLP: outputs kept by the timestep of the entry that computed
+    // them (overlapping entries each reuse their own, as the original does)
+    std::map<int, SiteOutput> mlp_kept;
   };
   bool in_window(const BroadcastRule& r, double t) const;
   bool would_broadcast(SiteKind kind, int block, int count, double t) const;

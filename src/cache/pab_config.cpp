@@ -1,66 +1,437 @@
 #include "cache/pab_config.h"
 
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
 #include <set>
 
-#include "io/config.h"
+#include "io/atomic_file.h"
 
 namespace pab {
 
 namespace {
 
-constexpr const char* kKinds[3] = {"spatial", "temporal", "cross"};
+using ojson = nlohmann::ordered_json;
 
-std::array<double, 2> read_window(const nlohmann::json& v, const std::string& where, const std::string& key) {
-  if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number())
-    fail(where, ": key '", key, "': expected [low, high], got ", v.dump());
-  return {v[0].get<double>(), v[1].get<double>()};
+constexpr const char* kKinds[3] = {"spatial", "temporal", "cross"};
+constexpr int kMaxRange = 1000000;
+constexpr int kMaxBlock = 100000;
+
+std::string str(const char* a, const char* b) {
+  return std::string(a) + b;
 }
 
-int read_range(const nlohmann::json& v, const std::string& where, const std::string& key) {
-  if (!v.is_number_integer()) fail(where, ": key '", key, "': expected an integer >= 1, got ", v.dump());
-  int64_t r = v.get<int64_t>();
-  if (r < 1 || r > 1000000) fail(where, ": key '", key, "': range must be >= 1, got ", r);
+// ---------------------------------------------------------------- values
+
+bool is_integral(const ojson& v) {
+  if (v.is_number_integer()) return true;
+  return v.is_number_float() && std::isfinite(v.get<double>()) && v.get<double>() == std::floor(v.get<double>());
+}
+
+int64_t read_int(const ojson& v, const std::string& where, const std::string& key, const char* expected) {
+  if (!is_integral(v) || std::fabs(v.get<double>()) > 1e15)
+    fail(where, ": key '", key, "': expected ", expected, ", got ", v.dump());
+  return v.is_number_integer() ? v.get<int64_t>() : int64_t(v.get<double>());
+}
+
+int read_range(const ojson& v, const std::string& where, const std::string& key) {
+  int64_t r = read_int(v, where, key, "an integer >= 1");
+  if (r < 1 || r > kMaxRange) fail(where, ": key '", key, "': range must be >= 1, got ", r);
   return int(r);
 }
 
-PabConfig parse_diffusers(const nlohmann::json& j, const std::string& where) {
+bool read_bool(const ojson& v, const std::string& where, const std::string& key) {
+  if (!v.is_boolean()) fail(where, ": key '", key, "': expected true or false, got ", v.dump());
+  return v.get<bool>();
+}
+
+std::array<double, 2> read_window(const ojson& v, const std::string& where, const std::string& key) {
+  if (v.is_number())
+    fail(where, ": key '", key, "': a single threshold (early OpenDiT) is not supported; give [low, high], got ",
+         v.dump());
+  if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number())
+    fail(where, ": key '", key, "': expected [low, high], got ", v.dump());
+  std::array<double, 2> w = {v[0].get<double>(), v[1].get<double>()};
+  if (!(w[0] < w[1])) fail(where, ": key '", key, "': timestep window (", w[0], ", ", w[1], ") is empty or inverted");
+  return w;
+}
+
+std::vector<int> read_blocks(const ojson& v, const std::string& where, const std::string& key) {
+  if (!v.is_array() || v.empty())
+    fail(where, ": key '", key, "': expected a non-empty list of block indices, got ", v.dump());
+  std::vector<int> out;
+  for (const ojson& e : v) {
+    int64_t b = read_int(e, where, key, "a list of block indices >= 0");
+    if (b < 0 || b > kMaxBlock) fail(where, ": key '", key, "': block index ", b, " out of range");
+    out.push_back(int(b));
+  }
+  return out;
+}
+
+// VideoSys' spatial_block: [first, last], both included.
+std::vector<int> read_block_span(const ojson& v, const std::string& where, const std::string& key) {
+  if (!v.is_array() || v.size() != 2) fail(where, ": key '", key, "': expected [first, last] block, got ", v.dump());
+  int64_t a = read_int(v[0], where, key, "[first, last] block indices"),
+          b = read_int(v[1], where, key, "[first, last] block indices");
+  if (a < 0 || b < a || b > kMaxBlock)
+    fail(where, ": key '", key, "': block span [", a, ", ", b, "] is empty or out of range");
+  std::vector<int> out;
+  for (int64_t i = a; i <= b; ++i) out.push_back(int(i));
+  return out;
+}
+
+// A VideoSys MLP table: {timestep: {block: [...], skip_count: n}, ...}.
+std::vector<MlpBroadcast> read_mlp_table(const ojson& v, const std::string& where, const std::string& key) {
+  if (!v.is_object() || v.empty())
+    fail(where, ": key '", key, "': expected a map from timestep to {block: [...], skip_count: n}, got ", v.dump());
+  std::vector<MlpBroadcast> out;
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& t = it.key();
+    std::string at = key + "." + t;
+    MlpBroadcast e;
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), e.timestep);
+    if (ec != std::errc() || end != t.data() + t.size() || e.timestep < 0)
+      fail(where, ": key '", key, "': '", t, "' is not an integer timestep");
+    const ojson& entry = it.value();
+    if (!entry.is_object()) fail(where, ": key '", at, "': expected {block: [...], skip_count: n}, got ", entry.dump());
+    for (auto f = entry.begin(); f != entry.end(); ++f)
+      if (f.key() != "block" && f.key() != "skip_count") fail(where, ": key '", at, "': unknown field '", f.key(), "'");
+    if (!entry.contains("block") || !entry.contains("skip_count"))
+      fail(where, ": key '", at, "': needs both 'block' and 'skip_count'");
+    e.blocks = read_blocks(entry.at("block"), where, at + ".block");
+    int64_t n = read_int(entry.at("skip_count"), where, at + ".skip_count", "an integer >= 1");
+    if (n < 1 || n > kMaxRange) fail(where, ": key '", at, ".skip_count': must be >= 1, got ", n);
+    e.skip_count = int(n);
+    for (const MlpBroadcast& prev : out)
+      if (prev.timestep == e.timestep) fail(where, ": key '", key, "': timestep ", e.timestep, " is listed twice");
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+const ojson* find(const ojson& j, const std::string& key) {
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+// The value under `name` or its older spelling `old_name`; giving both is an error.
+struct Named {
+  const ojson* value = nullptr;
+  std::string key;
+};
+Named either(const ojson& j, const std::string& name, const std::string& old_name, const std::string& where) {
+  const ojson* a = find(j, name);
+  const ojson* b = find(j, old_name);
+  if (a && b) fail(where, ": keys '", name, "' and '", old_name, "' name the same setting; give one");
+  if (a) return {a, name};
+  if (b) return {b, old_name};
+  return {};
+}
+
+// ---------------------------------------------------------------- dialects
+
+const std::set<std::string>& diffusers_keys() {
+  static const std::set<std::string> keys = [] {
+    std::set<std::string> s = {"current_timestep_callback"};
+    for (const char* k : kKinds)
+      for (const char* suffix :
+           {"_attention_block_skip_range", "_attention_timestep_skip_range", "_attention_block_identifiers"})
+        s.insert(str(k, suffix));
+    return s;
+  }();
+  return keys;
+}
+
+const std::set<std::string>& videosys_keys() {
+  static const std::set<std::string> keys = [] {
+    std::set<std::string> s = {"spatial_block",
+                               "mlp_broadcast",
+                               "mlp_skip",
+                               "mlp_spatial_broadcast_config",
+                               "mlp_temporal_broadcast_config",
+                               "mlp_spatial_skip_config",
+                               "mlp_temporal_skip_config",
+                               "diffusion_skip",
+                               "diffusion_skip_timestep",
+                               "diffusion_timestep_respacing"};
+    for (const char* k : kKinds)
+      for (const char* suffix : {"_broadcast", "_threshold", "_range", "_skip", "_gap"}) s.insert(str(k, suffix));
+    return s;
+  }();
+  return keys;
+}
+
+PabConfig parse_diffusers(const ojson& j, const std::string& where) {
   PabConfig c;
   c.counting = Counting::diffusers;
-  std::set<std::string> known;
   bool any_range = false;
   for (int k = 0; k < 3; ++k) {
-    std::string range_key = std::string(kKinds[k]) + "_attention_block_skip_range";
-    std::string window_key = std::string(kKinds[k]) + "_attention_timestep_skip_range";
-    std::string ident_key = std::string(kKinds[k]) + "_attention_block_identifiers";
-    known.insert({range_key, window_key, ident_key});
+    const std::string range_key = str(kKinds[k], "_attention_block_skip_range");
+    const std::string window_key = str(kKinds[k], "_attention_timestep_skip_range");
+    const std::string ident_key = str(kKinds[k], "_attention_block_identifiers");
     BroadcastRule& r = c.rules[size_t(k)];
-    if (j.contains(window_key)) {
-      auto w = read_window(j.at(window_key), where, window_key);
-      r.lo = w[0];
-      r.hi = w[1];
+    if (const ojson* w = find(j, window_key)) {
+      auto lh = read_window(*w, where, window_key);
+      r.lo = lh[0];
+      r.hi = lh[1];
     }
-    if (j.contains(range_key) && !j.at(range_key).is_null()) {
-      r.range = read_range(j.at(range_key), where, range_key);
+    if (const ojson* v = find(j, range_key)) {
+      r.range = read_range(*v, where, range_key);
       any_range = true;
     }
     // Block identifiers are name patterns in diffusers; pab classifies sites by
     // the kind each model declares, so they are accepted and not needed.
-    if (j.contains(ident_key) && !j.at(ident_key).is_array() && !j.at(ident_key).is_null())
+    if (const ojson* v = find(j, ident_key); v && !v->is_array())
       fail(where, ": key '", ident_key, "': expected a list of patterns");
   }
-  known.insert("current_timestep_callback");
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (!known.count(it.key())) fail(where, ": unknown PAB key '", it.key(), "'");
   // As diffusers: a configuration without any range broadcasts spatial attention every 2nd step.
   if (!any_range) c.rule(SiteKind::spatial).range = 2;
   return c;
 }
 
+PabConfig parse_videosys(const ojson& j, const std::string& where) {
+  PabConfig c;
+  c.counting = Counting::videosys;
+  for (int k = 0; k < 3; ++k) {
+    const std::string kind = kKinds[k];
+    Named on = either(j, kind + "_broadcast", kind + "_skip", where);
+    Named range = either(j, kind + "_range", kind + "_gap", where);
+    Named threshold{find(j, kind + "_threshold"), kind + "_threshold"};
+    Named blocks{k == 0 ? find(j, "spatial_block") : nullptr, "spatial_block"};
+    // A range without an explicit switch turns the kind on.
+    const bool enabled = on.value ? read_bool(*on.value, where, on.key) : range.value != nullptr;
+    if (!enabled) {
+      for (const Named* n : {&range, &threshold, &blocks}) {
+        if (!n->value) continue;
+        if (on.value) fail(where, ": key '", on.key, "' is false but '", n->key, "' is set; remove one");
+        fail(where, ": key '", n->key, "' is set but no ", kind, "_range is given");
+      }
+      continue;
+    }
+    if (!range.value) fail(where, ": key '", on.key, "' is true but ", kind, "_range is missing");
+    if (!threshold.value) fail(where, ": ", kind, " broadcast needs ", kind, "_threshold: [low, high]");
+    BroadcastRule& r = c.rules[size_t(k)];
+    r.range = read_range(*range.value, where, range.key);
+    auto lh = read_window(*threshold.value, where, threshold.key);
+    r.lo = lh[0];
+    r.hi = lh[1];
+    if (blocks.value) r.blocks = read_block_span(*blocks.value, where, blocks.key);
+  }
+
+  Named mlp_on = either(j, "mlp_broadcast", "mlp_skip", where);
+  Named mlp_tables[2] = {either(j, "mlp_spatial_broadcast_config", "mlp_spatial_skip_config", where),
+                         either(j, "mlp_temporal_broadcast_config", "mlp_temporal_skip_config", where)};
+  const bool any_table = mlp_tables[0].value || mlp_tables[1].value;
+  const bool mlp = mlp_on.value ? read_bool(*mlp_on.value, where, mlp_on.key) : any_table;
+  if (mlp && !any_table)
+    fail(where, ": key '", mlp_on.key,
+         "' is true but neither mlp_spatial_broadcast_config nor "
+         "mlp_temporal_broadcast_config is given");
+  if (!mlp && any_table)
+    fail(where, ": key '", mlp_on.key, "' is false but '", (mlp_tables[0].value ? mlp_tables[0] : mlp_tables[1]).key,
+         "' is set; remove one");
+  if (mlp_tables[0].value) c.mlp_spatial = read_mlp_table(*mlp_tables[0].value, where, mlp_tables[0].key);
+  if (mlp_tables[1].value) c.mlp_temporal = read_mlp_table(*mlp_tables[1].value, where, mlp_tables[1].key);
+
+  // Timestep respacing shared the original's configuration but is not a broadcast.
+  if (const ojson* v = find(j, "diffusion_skip"); v && read_bool(*v, where, "diffusion_skip"))
+    fail(where, ": key 'diffusion_skip': timestep respacing is not part of PAB and is not supported");
+  return c;
+}
+
+// ---------------------------------------------------------------- YAML
+
+bool plain_is(const std::string& s, std::initializer_list<const char*> words) {
+  for (const char* w : words)
+    if (s == w) return true;
+  return false;
+}
+
+// A plain YAML scalar as PyYAML (YAML 1.1) reads it: null, bool, int, float or string.
+ojson yaml_scalar(const YAML::Node& n) {
+  const std::string& s = n.Scalar();
+  if (n.Tag() == "!") return s;  // quoted
+  if (plain_is(s, {"", "~", "null", "Null", "NULL"})) return nullptr;
+  if (plain_is(s, {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"})) return true;
+  if (plain_is(s, {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"})) return false;
+  int64_t i = 0;
+  const char* b = s.data() + (s[0] == '+' ? 1 : 0);
+  if (auto [end, ec] = std::from_chars(b, s.data() + s.size(), i); ec == std::errc() && end == s.data() + s.size())
+    return i;
+  double d = 0;
+  if (auto [end, ec] = std::from_chars(b, s.data() + s.size(), d); ec == std::errc() && end == s.data() + s.size())
+    return d;
+  return s;
+}
+
+ojson yaml_to_json(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Scalar:
+      return yaml_scalar(n);
+    case YAML::NodeType::Sequence: {
+      ojson a = ojson::array();
+      for (const YAML::Node& e : n) a.push_back(yaml_to_json(e));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      ojson o = ojson::object();
+      for (const auto& kv : n) {
+        std::string key = kv.first.IsScalar() ? kv.first.Scalar() : YAML::Dump(kv.first);
+        if (o.contains(key)) fail("duplicate key '", key, "'");
+        o[key] = yaml_to_json(kv.second);
+      }
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+// "100-800" -> {100, 800}
+bool parse_window_text(const std::string& s, double* lo, double* hi) {
+  size_t dash = s.find('-', 1);
+  if (dash == std::string::npos) return false;
+  auto num = [](const std::string& t, double* out) {
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), *out);
+    return !t.empty() && ec == std::errc() && end == t.data() + t.size();
+  };
+  return num(s.substr(0, dash), lo) && num(s.substr(dash + 1), hi);
+}
+
+std::string trim(const std::string& s) {
+  size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
+
 }  // namespace
 
+PabDialect detect_pab_dialect(const ojson& j, const std::string& where) {
+  if (!j.is_object()) fail(where, ": a PAB configuration must be a map of settings");
+  if (j.empty()) fail(where, ": no PAB settings (use --pab off to disable PAB)");
+  std::string diffusers_key, videosys_key;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    if (diffusers_keys().count(k)) {
+      if (diffusers_key.empty()) diffusers_key = k;
+    } else if (videosys_keys().count(k)) {
+      if (videosys_key.empty()) videosys_key = k;
+    } else {
+      fail(
+          where, ": unknown PAB key '", k,
+          "' (expected diffusers PyramidAttentionBroadcastConfig or VideoSys PABConfig names, see docs/pab-config.md)");
+    }
+  }
+  if (!diffusers_key.empty() && !videosys_key.empty())
+    fail(where, ": mixes the diffusers key '", diffusers_key, "' with the VideoSys key '", videosys_key,
+         "'; use one dialect");
+  return diffusers_key.empty() ? PabDialect::videosys : PabDialect::diffusers;
+}
+
+PabConfig parse_pab_config(const ojson& j, const std::string& where) {
+  return detect_pab_dialect(j, where) == PabDialect::diffusers ? parse_diffusers(j, where) : parse_videosys(j, where);
+}
+
 PabConfig parse_pab_config(const nlohmann::json& j, const std::string& where) {
-  if (!j.is_object()) fail(where, ": a PAB configuration must be an object");
-  return parse_diffusers(j, where);
+  return parse_pab_config(ojson::parse(j.dump()), where);
+}
+
+PabConfig load_pab_config_file(const std::string& path) {
+  std::string text = read_file(path);
+  ojson j;
+  if (std::filesystem::path(path).extension() == ".json") {
+    j = ojson::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) fail(path, ": not valid JSON");
+  } else {
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      fail(path, ": not valid YAML: ", e.what());
+    }
+    try {
+      j = yaml_to_json(root);
+    } catch (const Error& e) {
+      fail(path, ": ", e.what());
+    }
+  }
+  return parse_pab_config(j, path);
+}
+
+PabConfig parse_pab_short_form(const std::string& text) {
+  const std::string where = "--pab '" + text + "'";
+  auto bad = [&](const std::string& item) {
+    fail(where, ": '", item,
+         "' is not kind=range[@low-high] (kinds: spatial, temporal, cross; e.g. spatial=2@100-800)");
+  };
+  PabConfig c;
+  c.counting = Counting::diffusers;
+  std::set<std::string> seen;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string item = trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) bad(item);
+    std::string kind = trim(item.substr(0, eq)), rest = trim(item.substr(eq + 1));
+    SiteKind k;
+    if (!parse_site_kind(kind, &k) || int(k) >= 3) bad(item);
+    if (!seen.insert(kind).second) fail(where, ": ", kind, " is given twice");
+    BroadcastRule& r = c.rule(k);
+    size_t at = rest.find('@');
+    std::string range_text = trim(rest.substr(0, at));
+    int64_t range = 0;
+    auto [end, ec] = std::from_chars(range_text.data(), range_text.data() + range_text.size(), range);
+    if (range_text.empty() || ec != std::errc() || end != range_text.data() + range_text.size()) bad(item);
+    if (range < 1 || range > kMaxRange) fail(where, ": ", kind, " range must be >= 1, got ", range);
+    r.range = int(range);
+    if (at != std::string::npos) {
+      if (!parse_window_text(trim(rest.substr(at + 1)), &r.lo, &r.hi)) bad(item);
+      if (!(r.lo < r.hi)) fail(where, ": ", kind, " timestep window (", r.lo, ", ", r.hi, ") is empty or inverted");
+    }
+  }
+  return c;
+}
+
+PabConfig default_pab_config(const std::string& model_class) {
+  struct Published {
+    const char* model_class;
+    std::array<BroadcastRule, 3> rules;  // spatial, temporal, cross
+  };
+  // VideoSys 4cce477, videosys/pipelines/*: the defaults of CogVideoXPABConfig,
+  // LattePABConfig, OpenSoraPABConfig, OpenSoraPlanV110PABConfig and
+  // OpenSoraPlanV120PABConfig. Their MLP broadcast, keyed to the timesteps of
+  // the original schedules, is left out (docs/pab-config.md lists it).
+  static const Published kPublished[] = {
+      {"CogVideoXTransformer3DModel", {{{2, 100, 850, {}}, {}, {}}}},
+      {"LatteTransformer3DModel", {{{2, 100, 800, {}}, {3, 100, 800, {}}, {6, 100, 800, {}}}}},
+      {"STDiT3", {{{2, 450, 930, {}}, {4, 450, 930, {}}, {6, 450, 930, {}}}}},
+      {"LatteT2V", {{{2, 100, 850, {}}, {4, 100, 850, {}}, {6, 100, 850, {}}}}},
+      {"OpenSoraT2V", {{{2, 100, 850, {}}, {}, {6, 100, 850, {}}}}},
+  };
+  std::string known;
+  for (const Published& p : kPublished) {
+    if (model_class == p.model_class) {
+      PabConfig c;
+      c.counting = Counting::videosys;
+      c.rules = p.rules;
+      return c;
+    }
+    known += (known.empty() ? "" : ", ") + std::string(p.model_class);
+  }
+  fail("--pab default: no published PAB settings for '", model_class, "' (known: ", known, ")");
+}
+
+PabConfig resolve_pab_choice(const std::string& preset, const std::string& file, const std::string& model_class) {
+  if (!preset.empty() && !file.empty()) fail("give --pab or --pab-config, not both");
+  if (!file.empty()) return load_pab_config_file(file);
+  if (preset == "default") return default_pab_config(model_class);
+  if (preset == "off" || preset == "none") return PabConfig{};
+  return parse_pab_short_form(preset);
 }
 
 }  // namespace pab

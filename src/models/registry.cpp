@@ -12,6 +12,8 @@ namespace pab {
 // Defined in the model files.
 std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
                                                      const LoadOptions& opts);
+std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const WeightSource& weights,
+                                                 const LoadOptions& opts);
 
 namespace {
 using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&,
@@ -19,14 +21,28 @@ using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonCon
 const std::map<std::string, Loader>& loaders() {
   static const std::map<std::string, Loader> m = {
       {"CogVideoXTransformer3DModel", load_cogvideox},
+      {"LatteTransformer3DModel", load_latte},
   };
   return m;
 }
+
+std::string class_name_of(const JsonConfig& config) {
+  if (!config.has("_class_name") && config.has("architectures")) {
+    auto names = config.get<std::vector<std::string>>("architectures");
+    if (names.empty()) config.unsupported("architectures", "names no class");
+    return names[0];
+  }
+  return config.get<std::string>("_class_name");
+}
 }  // namespace
+
+std::string transformer_class_name(const std::string& dir) {
+  return class_name_of(JsonConfig::load((std::filesystem::path(dir) / "config.json").string()));
+}
 
 std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
                                                       const LoadOptions& opts) {
-  std::string cls = config.get<std::string>("_class_name");
+  std::string cls = class_name_of(config);
   auto it = loaders().find(cls);
   if (it == loaders().end()) {
     std::string known;
@@ -38,7 +54,7 @@ std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config,
 
 std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts) {
   JsonConfig config = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
-  config.get<std::string>("_class_name");  // a config error is reported before the weights are opened
+  class_name_of(config);  // a config error is reported before the weights are opened
   Checkpoint weights = Checkpoint::open_dir(dir);
   return load_transformer(config, weights, opts);
 }

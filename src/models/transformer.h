@@ -56,4 +56,8 @@ class WeightSource;
 std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
                                                       const LoadOptions& opts);
 
+// The class named by `dir`/config.json: diffusers' `_class_name`, or the first
+// of transformers' `architectures` (Open-Sora's STDiT3).
+std::string transformer_class_name(const std::string& dir);
+
 }  // namespace pab

@@ -1,14 +1,23 @@
 #include "support/testing.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <sys/wait.h>
 
 namespace pab::testing {
 
-std::string data_path(const std::string& rel) { return std::string(PAB_TEST_DATA) + "/" + rel; }
+// Both can be overridden from the environment, for binaries run away from
+// their build tree (the GPU machine).
+std::string data_path(const std::string& rel) {
+  const char* env = std::getenv("PAB_TEST_DATA");
+  return std::string(env ? env : PAB_TEST_DATA) + "/" + rel;
+}
 
-std::string pab_binary() { return PAB_BINARY; }
+std::string pab_binary() {
+  const char* env = std::getenv("PAB_BINARY");
+  return env ? env : PAB_BINARY;
+}
 
 Tensor random_tensor(const Shape& shape, uint32_t seed, float lo, float hi) {
   std::mt19937 rng(seed);

@@ -1,4 +1,4 @@
-// pab replay CASE_DIR -o OUT.safetensors
+// pab replay CASE_DIR -o OUT.safetensors [--pab ... | --pab-config FILE]
 #include <iostream>
 
 #include "commands.h"
@@ -14,6 +14,7 @@ void register_replay(CLI::App& app) {
   cmd->add_option("-o,--output", opts->output, "Output .safetensors file")->required();
   cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
+  pab::cli::add_pab_options(cmd, &opts->pab);  // replaces the case's own PAB settings
   cmd->callback([opts] {
     std::string summary;
     pab::Status s = pab::replay(*opts, &summary);

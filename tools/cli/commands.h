@@ -15,6 +15,8 @@ std::vector<Register>& registry();
 int& exit_code();
 // Prints "pab: error: <message>" on failure and sets the exit code.
 void report(const Status& s);
+// Adds --pab and --pab-config (for generate and replay).
+void add_pab_options(CLI::App* cmd, PabOptions* opts);
 
 struct AutoRegister {
   explicit AutoRegister(Register r) { registry().push_back(std::move(r)); }

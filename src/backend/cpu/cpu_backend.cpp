@@ -197,16 +197,18 @@ Tensor CpuBackend::unary(const Tensor& x, Unary op) {
 #pragma omp parallel for
       for (int64_t i = 0; i < n; ++i) o[i] = xp[i] / (1.0f + std::exp(-xp[i]));
       break;
+    // Both GELUs in forms without the cancellation of 1 + tanh(u) or 1 + erf(u)
+    // for negative inputs: 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u)), 1 + erf(-z) = erfc(z).
     case Unary::gelu_tanh:
 #pragma omp parallel for
       for (int64_t i = 0; i < n; ++i) {
         float v = xp[i];
-        o[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+        o[i] = v / (1.0f + std::exp(-2.0f * kSqrt2OverPi * (v + 0.044715f * v * v * v)));
       }
       break;
     case Unary::gelu_erf:
 #pragma omp parallel for
-      for (int64_t i = 0; i < n; ++i) o[i] = 0.5f * xp[i] * (1.0f + std::erf(xp[i] * kInvSqrt2));
+      for (int64_t i = 0; i < n; ++i) o[i] = 0.5f * xp[i] * std::erfc(-xp[i] * kInvSqrt2);
       break;
     case Unary::relu:
 #pragma omp parallel for
@@ -303,27 +305,16 @@ Tensor CpuBackend::affine(const Tensor& x, float mul, float add) {
 
 // ---------------------------------------------------------------- layout
 
-Tensor CpuBackend::permute(const Tensor& x, const std::vector<int>& perm) {
-  int r = x.rank();
-  PAB_ASSERT(int(perm.size()) == r, "permute of ", x.desc(), " with ", perm.size(), " axes");
-  size_t es = dtype_size(x.dtype());
-  Shape in_strides = strides_of(x.shape());
-  Shape os(static_cast<size_t>(r)), src_strides(static_cast<size_t>(r));
-  std::vector<bool> seen(size_t(r), false);
-  for (int i = 0; i < r; ++i) {
-    int p = perm[size_t(i)];
-    PAB_ASSERT(p >= 0 && p < r && !seen[size_t(p)], "invalid permutation");
-    seen[size_t(p)] = true;
-    os[size_t(i)] = x.shape()[size_t(p)];
-    src_strides[size_t(i)] = in_strides[size_t(p)];
-  }
-  Tensor out = Tensor::empty(os, x.dtype());
-  if (out.numel() == 0) return out;
-  int64_t inner = r ? os[size_t(r - 1)] : 1;
-  int64_t inner_stride = r ? src_strides[size_t(r - 1)] : 1;
-  int64_t rows = out.numel() / inner;
-  const char* src = static_cast<const char*>(x.raw());
-  char* dst = static_cast<char*>(out.raw());
+namespace {
+// Gathers rows of `inner` elements of type T (any dtype of that size: bits are copied, never converted).
+template <class T>
+void permute_rows(const void* src_raw, void* dst_raw, const Shape& os, const Shape& src_strides) {
+  const int r = int(os.size());
+  const int64_t inner = r ? os[size_t(r - 1)] : 1;
+  const int64_t inner_stride = r ? src_strides[size_t(r - 1)] : 1;
+  const int64_t rows = shape_numel(os) / inner;
+  const T* src = static_cast<const T*>(src_raw);
+  T* dst = static_cast<T*>(dst_raw);
 #pragma omp parallel for if (rows > 16)
   for (int64_t row = 0; row < rows; ++row) {
     int64_t rem = row, off = 0;
@@ -331,16 +322,38 @@ Tensor CpuBackend::permute(const Tensor& x, const std::vector<int>& perm) {
       off += (rem % os[size_t(d)]) * src_strides[size_t(d)];
       rem /= os[size_t(d)];
     }
-    char* o = dst + size_t(row * inner) * es;
+    T* o = dst + row * inner;
+    const T* s = src + off;
     if (inner_stride == 1) {
-      std::memcpy(o, src + size_t(off) * es, size_t(inner) * es);
-    } else if (es == 4) {
-      const float* s = reinterpret_cast<const float*>(src) + off;
-      float* of = reinterpret_cast<float*>(o);
-      for (int64_t i = 0; i < inner; ++i) of[i] = s[i * inner_stride];
+      std::memcpy(o, s, size_t(inner) * sizeof(T));
     } else {
-      for (int64_t i = 0; i < inner; ++i) std::memcpy(o + size_t(i) * es, src + size_t(off + i * inner_stride) * es, es);
+      for (int64_t i = 0; i < inner; ++i) o[i] = s[i * inner_stride];
     }
+  }
+}
+}  // namespace
+
+Tensor CpuBackend::permute(const Tensor& x, const std::vector<int>& perm) {
+  int r = x.rank();
+  PAB_ASSERT(int(perm.size()) == r, "permute of ", x.desc(), " with ", perm.size(), " axes");
+  Shape in_strides = strides_of(x.shape());
+  Shape os(static_cast<size_t>(r)), src_strides(static_cast<size_t>(r));
+  std::vector<bool> seen(size_t(r), false);
+  for (int i = 0; i < r; ++i) {
+    int p = perm[size_t(i)];
+    PAB_ASSERT(p >= 0 && p < r && !seen[size_t(p)], "invalid permutation for ", x.desc());
+    seen[size_t(p)] = true;
+    os[size_t(i)] = x.shape()[size_t(p)];
+    src_strides[size_t(i)] = in_strides[size_t(p)];
+  }
+  Tensor out = Tensor::empty(os, x.dtype());
+  if (out.numel() == 0) return out;
+  switch (dtype_size(x.dtype())) {
+    case 1: permute_rows<uint8_t>(x.raw(), out.raw(), os, src_strides); break;
+    case 2: permute_rows<uint16_t>(x.raw(), out.raw(), os, src_strides); break;
+    case 4: permute_rows<uint32_t>(x.raw(), out.raw(), os, src_strides); break;
+    case 8: permute_rows<uint64_t>(x.raw(), out.raw(), os, src_strides); break;
+    default: PAB_ASSERT(false, "permute of ", x.desc());
   }
   return out;
 }
@@ -398,16 +411,18 @@ Tensor CpuBackend::slice(const Tensor& x, int dim, int64_t start, int64_t end) {
 Tensor CpuBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2>>& pads, PadMode mode) {
   check_f32(x, "pad");
   int r = x.rank();
-  PAB_ASSERT(int(pads.size()) <= r, "pad with ", pads.size(), " dims for ", x.desc());
+  PAB_ASSERT(r >= 1 && int(pads.size()) <= r, "pad with ", pads.size(), " dims for ", x.desc());
   std::vector<std::array<int64_t, 2>> p(size_t(r), {0, 0});
   for (size_t i = 0; i < pads.size(); ++i) p[size_t(r) - pads.size() + i] = pads[i];
   Shape os = x.shape();
   for (int i = 0; i < r; ++i) {
     PAB_ASSERT(p[size_t(i)][0] >= 0 && p[size_t(i)][1] >= 0, "negative padding");
     os[size_t(i)] += p[size_t(i)][0] + p[size_t(i)][1];
-    PAB_ASSERT(mode == PadMode::zeros || x.shape()[size_t(i)] > 0, "replicate padding of an empty dimension");
+    PAB_ASSERT(mode == PadMode::zeros || x.shape()[size_t(i)] > 0 || os[size_t(i)] == 0,
+               "replicate padding of an empty dimension of ", x.desc());
   }
   Tensor out = Tensor::empty(os);
+  if (out.numel() == 0) return out;
   Shape st = strides_of(x.shape());
   int64_t inner = os[size_t(r - 1)];
   int64_t rows = out.numel() / std::max<int64_t>(inner, 1);
@@ -423,7 +438,11 @@ Tensor CpuBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2>
       rem /= os[size_t(d)];
       int64_t n = x.shape()[size_t(d)];
       if (idx < 0 || idx >= n) {
-        if (mode == PadMode::zeros) zero = true;
+        // zeros mode may pad an empty dimension, where clamping has no valid range
+        if (mode == PadMode::zeros) {
+          zero = true;
+          break;
+        }
         idx = std::clamp<int64_t>(idx, 0, n - 1);
       }
       off += idx * st[size_t(d)];
@@ -435,10 +454,10 @@ Tensor CpuBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2>
     }
     for (int64_t i = 0; i < inner; ++i) {
       int64_t j = i - pl;
-      if (j < 0 || j >= w) {
-        o[i] = mode == PadMode::zeros ? 0.0f : src[off + std::clamp<int64_t>(j, 0, w - 1)];
-      } else {
+      if (j >= 0 && j < w) {
         o[i] = src[off + j];
+      } else {
+        o[i] = mode == PadMode::zeros ? 0.0f : src[off + std::clamp<int64_t>(j, 0, w - 1)];
       }
     }
   }

@@ -31,7 +31,8 @@ Tensor CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* b) {
   check_f32(x, "linear");
   check_f32(w, "linear");
   PAB_ASSERT(w.rank() == 2 && x.dim(-1) == w.dim(1), "linear: ", x.desc(), " by weight ", w.desc());
-  int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / std::max<int64_t>(k, 1);
+  // rows from the leading dims: numel / K would be 0 when K == 0
+  int64_t k = w.dim(1), n = w.dim(0), m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape os = x.shape();
   os.back() = n;
   Tensor out = Tensor::empty(os);
@@ -58,7 +59,8 @@ Tensor CpuBackend::matmul(const Tensor& a, const Tensor& b, bool trans_b) {
   int64_t n = trans_b ? b.dim(1) : b.dim(2);
   PAB_ASSERT((trans_b ? b.dim(2) : b.dim(1)) == k, "matmul: ", a.desc(), " by ", b.desc());
   Tensor out = Tensor::zeros({bt, m, n});
-  if (k == 0) return out;
+  // BLAS rejects leading dimensions of 0
+  if (m == 0 || n == 0 || k == 0) return out;
   for (int64_t i = 0; i < bt; ++i) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(m), int(n), int(k), 1.0f,
                 a.f32() + i * m * k, int(k), b.f32() + i * k * n, trans_b ? int(k) : int(n), 0.0f,
@@ -95,6 +97,8 @@ Tensor CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, 
     mask = args.key_mask->f32();
   }
 
+  // A query row with no key to attend to (Sk == 0 or every key masked) gets zeros.
+  if (q.numel() == 0 || sk == 0) return Tensor::zeros(q.shape());
   // [B, S, H, D] -> [B, H, S, D] so that each head's keys and values are contiguous
   Tensor kh = permute(k, {0, 2, 1, 3});
   Tensor vh = permute(v, {0, 2, 1, 3});
@@ -183,13 +187,22 @@ Tensor conv_nd(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int
   const int64_t o = w.dim(0), kt = w.dim(2), kh = w.dim(3), kw = w.dim(4);
   PAB_ASSERT(w.dim(1) == c, "conv: input ", x.desc(), " with weight ", w.desc());
   for (int i = 0; i < 3; ++i) PAB_ASSERT(stride[size_t(i)] >= 1 && padding[size_t(i)] >= 0, "conv stride/padding");
+  // checked before dividing: C++ division truncates a negative extent towards 0, giving one bogus output
+  PAB_ASSERT(t + 2 * padding[0] >= kt && h + 2 * padding[1] >= kh && wd + 2 * padding[2] >= kw, "conv: kernel ",
+             w.desc(), " larger than padded input ", x.desc());
   const int64_t to = (t + 2 * padding[0] - kt) / stride[0] + 1;
   const int64_t ho = (h + 2 * padding[1] - kh) / stride[1] + 1;
   const int64_t wo = (wd + 2 * padding[2] - kw) / stride[2] + 1;
-  PAB_ASSERT(to > 0 && ho > 0 && wo > 0, "conv: kernel ", w.desc(), " larger than padded input ", x.desc());
   if (b) PAB_ASSERT(b->numel() == o, "conv bias ", b->desc());
-  Tensor out = Tensor::empty({bsz, o, to, ho, wo});
   const int64_t kk = c * kt * kh * kw, positions = to * ho * wo;
+  if (kk == 0 || o == 0 || bsz == 0) {  // nothing to multiply: the bias alone (BLAS rejects empty operands)
+    Tensor out = Tensor::zeros({bsz, o, to, ho, wo});
+    for (int64_t n = 0; b && n < bsz; ++n)
+      for (int64_t oc = 0; oc < o; ++oc)
+        std::fill_n(out.f32() + (n * o + oc) * positions, positions, b->f32()[oc]);
+    return out;
+  }
+  Tensor out = Tensor::empty({bsz, o, to, ho, wo});
   const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(positions, (int64_t(16) << 20) / std::max<int64_t>(kk, 1)));
   std::vector<float> col(size_t(kk * chunk));
   const float* xp = x.f32();
@@ -204,14 +217,38 @@ Tensor conv_nd(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int
         int64_t ci = row / (kt * kh * kw), rem = row % (kt * kh * kw);
         int64_t dt = rem / (kh * kw), dh = (rem / kw) % kh, dw = rem % kw;
         float* cr = col.data() + row * np;
-        for (int64_t j = 0; j < np; ++j) {
-          int64_t p = p0 + j;
-          int64_t ot = p / (ho * wo), oh = (p / wo) % ho, ow = p % wo;
-          int64_t it = ot * stride[0] - padding[0] + dt;
-          int64_t ih = oh * stride[1] - padding[1] + dh;
-          int64_t iw = ow * stride[2] - padding[2] + dw;
-          bool inside = it >= 0 && it < t && ih >= 0 && ih < h && iw >= 0 && iw < wd;
-          cr[j] = inside ? xn[((ci * t + it) * h + ih) * wd + iw] : 0.0f;
+        // One output row (fixed ot, oh) at a time: its inputs are one input
+        // row, copied as a block when the stride is 1.
+        int64_t ot = p0 / (ho * wo), oh = (p0 / wo) % ho, ow0 = p0 % wo;
+        for (int64_t j = 0; j < np;) {
+          const int64_t run = std::min(wo - ow0, np - j);
+          const int64_t it = ot * stride[0] - padding[0] + dt;
+          const int64_t ih = oh * stride[1] - padding[1] + dh;
+          float* dst = cr + j;
+          if (it < 0 || it >= t || ih < 0 || ih >= h) {
+            std::fill_n(dst, run, 0.0f);
+          } else {
+            const float* src = xn + ((ci * t + it) * h + ih) * wd;
+            if (stride[2] == 1) {
+              const int64_t shift = ow0 - padding[2] + dw;  // iw = k + shift
+              const int64_t lo = std::clamp<int64_t>(-shift, 0, run);
+              const int64_t hi = std::clamp<int64_t>(wd - shift, lo, run);
+              std::fill(dst, dst + lo, 0.0f);
+              std::copy(src + lo + shift, src + hi + shift, dst + lo);
+              std::fill(dst + hi, dst + run, 0.0f);
+            } else {
+              for (int64_t k = 0; k < run; ++k) {
+                const int64_t iw = (ow0 + k) * stride[2] - padding[2] + dw;
+                dst[k] = iw >= 0 && iw < wd ? src[iw] : 0.0f;
+              }
+            }
+          }
+          j += run;
+          ow0 = 0;
+          if (++oh == ho) {
+            oh = 0;
+            ++ot;
+          }
         }
       }
       // out [O, np] (row stride = positions) = w [O, kk] . col [kk, np]

@@ -1,0 +1,312 @@
+// LatteTransformer3DModel (diffusers): per layer a spatial block (self
+// attention over each frame's patches, cross attention to the projected
+// caption, feed-forward) then a temporal block (self attention over each
+// patch's frames, feed-forward), both modulated by one adaLN-single timestep
+// embedding; learned sigma doubles the output channels.
+//
+// Sites, each covering what diffusers' Attention module computes
+// (projections, attention, output projection):
+//   transformer_blocks[i].attn1          -> {spatial, i}
+//   transformer_blocks[i].attn2          -> {cross, i}
+//   temporal_transformer_blocks[i].attn1 -> {temporal, i}
+// and, where VideoSys broadcasts the MLP, {mlp_spatial, i} / {mlp_temporal, i}
+// around norm2, modulation, feed-forward and gate (the gated MLP output that
+// VideoSys keeps).
+#include <cmath>
+#include <optional>
+
+#include "io/config.h"
+#include "models/embeddings.h"
+#include "models/layers.h"
+
+namespace pab {
+
+namespace {
+
+struct LatteConfig {
+  int heads = 16, head_dim = 88;
+  int in_channels = 4, out_channels = 4;
+  int num_layers = 1;
+  bool cross_attention = true;  // cross_attention_dim set
+  bool attention_bias = false;
+  int sample_size = 64, patch_size = 2;
+  FeedForward::Act activation = FeedForward::Act::geglu;
+  bool norm_elementwise_affine = true;
+  float norm_eps = 1e-5f;
+  int caption_channels = 0;
+
+  int inner() const { return heads * head_dim; }
+  // diffusers: max(sample_size // 64, 1)
+  double interpolation_scale() const { return std::max(sample_size / 64, 1); }
+};
+
+LatteConfig parse_config(const JsonConfig& j) {
+  LatteConfig c;
+  c.heads = j.get_or("num_attention_heads", c.heads);
+  c.head_dim = j.get_or("attention_head_dim", c.head_dim);
+  c.in_channels = j.get<int>("in_channels");
+  c.out_channels = j.get_or("out_channels", c.in_channels);
+  c.num_layers = j.get_or("num_layers", c.num_layers);
+  c.attention_bias = j.get_or("attention_bias", c.attention_bias);
+  c.sample_size = j.get_or("sample_size", c.sample_size);
+  c.patch_size = j.get<int>("patch_size");
+  c.activation = FeedForward::parse(j.get_or<std::string>("activation_fn", "geglu"), j.where());
+  c.norm_elementwise_affine = j.get_or("norm_elementwise_affine", c.norm_elementwise_affine);
+  c.norm_eps = float(j.get_or("norm_eps", double(c.norm_eps)));
+  c.caption_channels = j.get<int>("caption_channels");
+
+  auto positive = [&](const char* key, int v) {
+    if (v < 1) j.unsupported(key, "must be >= 1");
+  };
+  positive("num_attention_heads", c.heads);
+  positive("attention_head_dim", c.head_dim);
+  positive("in_channels", c.in_channels);
+  positive("out_channels", c.out_channels);
+  positive("num_layers", c.num_layers);
+  positive("sample_size", c.sample_size);
+  positive("patch_size", c.patch_size);
+  positive("caption_channels", c.caption_channels);
+  std::string norm = j.get_or<std::string>("norm_type", "layer_norm");
+  if (norm != "ada_norm_single") j.unsupported("norm_type", "Latte is supported with ada_norm_single only");
+  if (j.get_or("dropout", 0.0) != 0.0) j.unsupported("dropout", "inference expects 0");
+  if (c.inner() % 4 != 0)
+    j.unsupported("num_attention_heads", "2D sincos positions need heads x head_dim divisible by 4");
+  // The caption is projected to the model width before cross attention, so
+  // the keys' input width is the model width.
+  std::optional<int> cross = j.get_optional<int>("cross_attention_dim");
+  c.cross_attention = cross.has_value();
+  if (cross && *cross != c.inner())
+    j.unsupported("cross_attention_dim",
+                  cat("must equal heads x head_dim = ", c.inner(), " (the caption projection's width) or be null"));
+  return c;
+}
+
+struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
+  Linear to_q, to_k, to_v, to_out;
+  Attention() = default;
+  Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias)
+      : to_q(wl, prefix + ".to_q", dim, dim, bias),
+        to_k(wl, prefix + ".to_k", dim, dim, bias),
+        to_v(wl, prefix + ".to_v", dim, dim, bias),
+        to_out(wl, prefix + ".to_out.0", dim, dim, true) {}
+};
+
+// diffusers BasicTransformerBlock with norm_type ada_norm_single.
+struct Block {
+  Tensor scale_shift_table;  // [6, D]
+  LayerNorm norm1, norm2;
+  Attention attn1, attn2;  // attn2 only in spatial blocks with cross attention
+  bool has_cross = false;
+  FeedForward ff;
+};
+
+class Latte final : public DiffusionTransformer {
+ public:
+  Latte(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
+    WeightLoader wl(ckpt, opts);
+    const int64_t d = c_.inner();
+    const int p = c_.patch_size;
+    patch_w_ = wl.get("pos_embed.proj.weight", {d, c_.in_channels, p, p});
+    patch_b_ = wl.get("pos_embed.proj.bias", {d});
+    for (int i = 0; i < c_.num_layers; ++i) {
+      spatial_.push_back(load_block(wl, cat("transformer_blocks.", i), c_.cross_attention));
+      temporal_.push_back(load_block(wl, cat("temporal_transformer_blocks.", i), false));
+    }
+    norm_out_.eps = 1e-6f;  // no affine parameters
+    scale_shift_table_ = wl.get("scale_shift_table", {2, d});
+    proj_out_ = Linear(wl, "proj_out", d, int64_t(p) * p * c_.out_channels);
+    t_linear_1_ = Linear(wl, "adaln_single.emb.timestep_embedder.linear_1", kTimeProjDim, d);
+    t_linear_2_ = Linear(wl, "adaln_single.emb.timestep_embedder.linear_2", d, d);
+    t_modulation_ = Linear(wl, "adaln_single.linear", d, 6 * d);
+    caption_1_ = Linear(wl, "caption_projection.linear_1", c_.caption_channels, d);
+    caption_2_ = Linear(wl, "caption_projection.linear_2", d, d);
+  }
+
+  std::string class_name() const override { return "LatteTransformer3DModel"; }
+  LatentLayout layout() const override { return LatentLayout::bcfhw; }
+  int in_channels() const override { return c_.in_channels; }
+  int out_channels() const override { return c_.out_channels; }
+  std::vector<SiteKind> site_kinds() const override {
+    std::vector<SiteKind> k = {SiteKind::spatial, SiteKind::temporal};
+    if (c_.cross_attention) k.push_back(SiteKind::cross);
+    k.push_back(SiteKind::mlp_spatial);
+    k.push_back(SiteKind::mlp_temporal);
+    return k;
+  }
+
+  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+    const Tensor& x = in.latents;
+    if (x.rank() != 5 || x.dim(1) != c_.in_channels)
+      fail("Latte: latents must be [B, ", c_.in_channels, ", F, H, W], got ", x.desc());
+    const int64_t bsz = x.dim(0), frames = x.dim(2), h = x.dim(3), w = x.dim(4);
+    const int p = c_.patch_size;
+    if (h % p != 0 || w % p != 0)
+      fail("Latte: latent height and width (", h, "x", w, ") must be multiples of the patch size ", p);
+    if (in.text.rank() != 3 || in.text.dim(0) != bsz || in.text.dim(2) != c_.caption_channels)
+      fail("Latte: text embeddings must be [", bsz, ", L, ", c_.caption_channels, "], got ", in.text.desc());
+    const int64_t text_len = in.text.dim(1);
+    if (in.text_mask.defined() && in.text_mask.shape() != Shape{bsz, text_len})
+      fail("Latte: text mask must be [", bsz, ", ", text_len, "], got ", in.text_mask.desc());
+    const int64_t gh = h / p, gw = w / p, n = gh * gw;
+    const int64_t d = c_.inner();
+
+    // Patch embedding per frame: [B, C, F, H, W] -> [B*F, C, H, W] -> [B*F, N, D]
+    Tensor frames_first = ops::permute(x, {0, 2, 1, 3, 4}).reshape({bsz * frames, c_.in_channels, h, w});
+    Tensor hs = ops::conv2d(frames_first, patch_w_, &patch_b_, {p, p});  // [B*F, D, gh, gw]
+    hs = ops::permute(hs.reshape({bsz * frames, d, n}), {0, 2, 1});      // [B*F, N, D]
+    hs = ops::add(hs, spatial_positions(gh, gw));
+
+    // adaLN-single: one timestep for the whole batch, so every modulation is
+    // [1, D] and broadcasts over all sequences.
+    Tensor t_proj = host(timestep_embedding({in.timestep}, kTimeProjDim, true, 0), {1, kTimeProjDim});
+    Tensor t_emb = t_linear_2_(ops::silu(t_linear_1_(t_proj)));  // [1, D] (embedded timestep)
+    Tensor t_mod = t_modulation_(ops::silu(t_emb)).reshape({6, d});
+
+    Tensor caption = caption_2_(ops::gelu_tanh(caption_1_(in.text)));  // [B, L, D]
+    Tensor key_mask;
+    if (in.text_mask.defined()) key_mask = in.text_mask.to(DType::f32).to(opts_.device);
+
+    for (int i = 0; i < c_.num_layers; ++i) {
+      hs = block_forward(spatial_[size_t(i)], i, hs, t_mod, &caption, key_mask, sites, /*temporal=*/false, frames);
+      // [B*F, N, D] -> [B, N, F, D] -> [B*N, F, D]
+      hs = ops::permute(hs.reshape({bsz, frames, n, d}), {0, 2, 1, 3}).reshape({bsz * n, frames, d});
+      if (i == 0 && frames > 1) hs = ops::add(hs, temporal_positions(frames));
+      hs = block_forward(temporal_[size_t(i)], i, hs, t_mod, nullptr, Tensor(), sites, /*temporal=*/true, frames);
+      // [B*N, F, D] -> [B, F, N, D] -> [B*F, N, D]
+      hs = ops::permute(hs.reshape({bsz, n, frames, d}), {0, 2, 1, 3}).reshape({bsz * frames, n, d});
+    }
+
+    auto final_mod = ops::chunk(ops::add(scale_shift_table_, t_emb), 2, 0);  // shift, scale: [1, D]
+    hs = norm_modulate(norm_out_, hs, final_mod[0], final_mod[1]);
+    Tensor out = proj_out_(hs);  // [B*F, N, p*p*Co]
+    const int64_t co = c_.out_channels;
+    // [B, F, gh, gw, p, p, Co] -> [B, Co, F, gh, p, gw, p]
+    out = ops::permute(out.reshape({bsz, frames, gh, gw, p, p, co}), {0, 6, 1, 2, 4, 3, 5});
+    return out.reshape({bsz, co, frames, h, w});
+  }
+
+ private:
+  static constexpr int kTimeProjDim = 256;
+
+  Block load_block(const WeightLoader& wl, const std::string& prefix, bool cross) const {
+    const int64_t d = c_.inner();
+    Block b;
+    b.scale_shift_table = wl.get(prefix + ".scale_shift_table", {6, d});
+    b.norm1 = LayerNorm(wl, prefix + ".norm1", d, c_.norm_eps, c_.norm_elementwise_affine);
+    b.norm2 = LayerNorm(wl, prefix + ".norm2", d, c_.norm_eps, c_.norm_elementwise_affine);
+    b.attn1 = Attention(wl, prefix + ".attn1", d, c_.attention_bias);
+    b.has_cross = cross;
+    if (cross) b.attn2 = Attention(wl, prefix + ".attn2", d, c_.attention_bias);
+    b.ff = FeedForward(wl, prefix + ".ff", d, 4 * d, c_.activation);
+    return b;
+  }
+
+  // The modulation is [1, D] for every sequence, so x [S, T, D] is treated as
+  // one sequence of S*T tokens: [S, T, D] -> [1, S*T, D].
+  static Shape one_sequence(const Tensor& x) { return {1, x.dim(0) * x.dim(1), x.dim(2)}; }
+  // norm(x) * (1 + scale [1, D]) + shift [1, D]
+  static Tensor norm_modulate(const LayerNorm& norm, const Tensor& x, const Tensor& shift, const Tensor& scale) {
+    return norm.modulated(x.reshape(one_sequence(x)), shift, scale).reshape(x.shape());
+  }
+  // x + gate [1, D] * y
+  static Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
+    return ops::gated_add(x.reshape(one_sequence(x)), gate, y.reshape(one_sequence(y))).reshape(x.shape());
+  }
+  static Tensor gated(const Tensor& gate, const Tensor& y) { return ops::mul(y, gate.reshape({1, 1, y.dim(-1)})); }
+
+  // One spatial or temporal block on hs [S, T, D].
+  Tensor block_forward(const Block& b, int index, Tensor hs, const Tensor& t_mod, const Tensor* caption,
+                       const Tensor& key_mask, SiteRunner* sites, bool temporal, int64_t frames) const {
+    // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
+    auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
+    Tensor normed = norm_modulate(b.norm1, hs, m[0], m[1]);
+    const SiteKind self_kind = temporal ? SiteKind::temporal : SiteKind::spatial;
+    Tensor attn = run_site1(sites, {self_kind, index}, [&] { return self_attention(b.attn1, normed); });
+    hs = gated_add(hs, m[2], attn);
+
+    if (b.has_cross) {
+      // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
+      Tensor cross = run_site1(sites, {SiteKind::cross, index},
+                               [&] { return cross_attention(b.attn2, hs, *caption, key_mask, frames); });
+      hs = ops::add(hs, cross);
+    }
+
+    const SiteKind mlp_kind = temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial;
+    Tensor ff =
+        run_site1(sites, {mlp_kind, index}, [&] { return gated(m[5], b.ff(norm_modulate(b.norm2, hs, m[3], m[4]))); });
+    return ops::add(hs, ff);
+  }
+
+  Tensor self_attention(const Attention& a, const Tensor& x) const {
+    const Shape heads = {x.dim(0), x.dim(1), c_.heads, c_.head_dim};
+    AttentionArgs args;
+    args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
+    Tensor o = ops::attention(a.to_q(x).reshape(heads), a.to_k(x).reshape(heads), a.to_v(x).reshape(heads), args);
+    return a.to_out(o.reshape(x.shape()));
+  }
+
+  // x [B*F, N, D] attends to caption [B, L, D]. Every frame of a batch entry
+  // sees the same keys, so the frames' queries are attended together:
+  // [B*F, N, D] -> [B, F*N, H, Dh]; the caption mask [B, L] applies per entry.
+  Tensor cross_attention(const Attention& a, const Tensor& x, const Tensor& caption, const Tensor& key_mask,
+                         int64_t frames) const {
+    const int64_t bsz = caption.dim(0), l = caption.dim(1);
+    Tensor q = a.to_q(x).reshape({bsz, frames * x.dim(1), c_.heads, c_.head_dim});
+    Tensor k = a.to_k(caption).reshape({bsz, l, c_.heads, c_.head_dim});
+    Tensor v = a.to_v(caption).reshape({bsz, l, c_.heads, c_.head_dim});
+    AttentionArgs args;
+    args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
+    if (key_mask.defined()) args.key_mask = &key_mask;
+    Tensor o = ops::attention(q, k, v, args);  // [B, F*N, H, Dh]
+    return a.to_out(o.reshape(x.shape()));
+  }
+
+  Tensor host(const std::vector<float>& v, const Shape& shape) const {
+    return Tensor::from_vector(v, shape).to(opts_.dtype).to(opts_.device);
+  }
+
+  // PatchEmbed's 2D sincos table, recomputed when the patch grid differs from
+  // the sample size's (as diffusers does): [gh*gw, D]
+  Tensor spatial_positions(int64_t gh, int64_t gw) {
+    const int64_t key = gh * 1000003 + gw;
+    if (!spatial_pos_.defined() || spatial_key_ != key) {
+      const int base = c_.sample_size / c_.patch_size;
+      spatial_pos_ = sincos_pos_embed_2d(c_.inner(), int(gh), int(gw), base, c_.interpolation_scale())
+                         .to(opts_.dtype)
+                         .to(opts_.device);
+      spatial_key_ = key;
+    }
+    return spatial_pos_;
+  }
+
+  // 1D sincos over frame indices: [F, D]. diffusers builds it once for
+  // `video_length` frames (and fails on other counts); its first F rows are these.
+  Tensor temporal_positions(int64_t frames) {
+    if (!temporal_pos_.defined() || temporal_pos_.dim(0) != frames) {
+      std::vector<float> pos(static_cast<size_t>(frames));
+      for (int64_t f = 0; f < frames; ++f) pos[size_t(f)] = float(f);
+      std::vector<double> e = sincos_1d(c_.inner(), pos);
+      temporal_pos_ = host(std::vector<float>(e.begin(), e.end()), {frames, c_.inner()});
+    }
+    return temporal_pos_;
+  }
+
+  LatteConfig c_;
+  LoadOptions opts_;
+  Tensor patch_w_, patch_b_;
+  std::vector<Block> spatial_, temporal_;
+  LayerNorm norm_out_;
+  Tensor scale_shift_table_;
+  Linear proj_out_, t_linear_1_, t_linear_2_, t_modulation_, caption_1_, caption_2_;
+  Tensor spatial_pos_, temporal_pos_;
+  int64_t spatial_key_ = -1;
+};
+
+}  // namespace
+
+std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const WeightSource& weights,
+                                                 const LoadOptions& opts) {
+  return std::make_unique<Latte>(config, weights, opts);
+}
+
+}  // namespace pab

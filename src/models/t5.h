@@ -1,0 +1,67 @@
+// The T5 text encoder (transformers' T5EncoderModel, T5 v1.1 / mT5 style):
+// token embedding, pre-norm blocks of self-attention with a shared bucketed
+// relative position bias and (gated) feed-forward, a final RMS norm.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "io/config.h"
+#include "models/transformer.h"
+
+namespace pab {
+
+// text_encoder/config.json, as transformers' T5Config derives it.
+struct T5Config {
+  int vocab_size = 0;
+  int d_model = 0;
+  int d_kv = 0;
+  int d_ff = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_buckets = 32;    // relative_attention_num_buckets
+  int max_distance = 128;  // relative_attention_max_distance
+  float layer_norm_eps = 1e-6f;
+  bool gated = false;       // feed_forward_proj "gated-<act>"
+  Unary act = Unary::relu;  // the activation named by feed_forward_proj
+
+  // Fails naming the file and key for missing, mistyped or unsupported values.
+  static T5Config from_json(const JsonConfig& c);
+};
+
+class T5Encoder {
+ public:
+  // Loads `dir`/config.json and the weights (one file or shards with an index);
+  // the embedding may be stored as shared.weight, encoder.embed_tokens.weight or both.
+  static std::unique_ptr<T5Encoder> load(const std::string& dir, const LoadOptions& opts = {});
+
+  const T5Config& config() const { return cfg_; }
+  Device device() const { return opts_.device; }
+
+  // ids: i64 [B, L]; mask: optional [B, L] (i64 or f32, 0 = padding key not
+  // attended to; the pipelines pass none). Returns last_hidden_state [B, L, d_model]
+  // on the load device.
+  Tensor encode(const Tensor& ids, const Tensor* mask = nullptr) const;
+
+ private:
+  struct Block {
+    Tensor norm_attn, q, k, v, o;
+    Tensor norm_ff, wi_0, wi_1, wo;  // wi_0 holds `wi` when not gated; wi_1 exists only when gated
+  };
+  // The additive attention bias [1, H, L, L] of the relative position buckets.
+  Tensor position_bias(int64_t length) const;
+
+  T5Config cfg_;
+  LoadOptions opts_;
+  Tensor embed_;          // [V, D]
+  Tensor relative_bias_;  // [num_buckets, H], on the CPU
+  std::vector<Block> blocks_;
+  Tensor final_norm_;
+};
+
+// The bucket of relative position `memory - query` in a bidirectional T5
+// encoder (transformers' T5Attention._relative_position_bucket).
+int t5_relative_position_bucket(int64_t relative_position, int num_buckets, int max_distance);
+
+}  // namespace pab

@@ -1,0 +1,58 @@
+// The decoder of diffusers' SD-style AutoencoderKL (2D, per image), and
+// LattePipeline's frame-by-frame decoding of video latents with it.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "models/transformer.h"  // LoadOptions
+
+namespace pab {
+
+// The decoder-relevant values of vae/config.json.
+struct KlVaeConfig {
+  int latent_channels = 4;
+  int out_channels = 3;
+  std::vector<int> block_out_channels = {64};
+  int layers_per_block = 1;  // each up block has layers_per_block + 1 resnets
+  int norm_num_groups = 32;
+  bool mid_block_add_attention = true;
+  bool use_post_quant_conv = true;
+  double scaling_factor = 0.18215;
+
+  // Spatial upsampling factor of the decoder: 2^(blocks - 1).
+  int spatial_factor() const { return 1 << (int(block_out_channels.size()) - 1); }
+};
+
+class KlVae {
+ public:
+  // Reads `dir`/config.json and the decoder weights beside it; unsupported
+  // config values are errors naming the file and key.
+  static std::unique_ptr<KlVae> load(const std::string& dir, const LoadOptions& opts = {});
+  ~KlVae();
+
+  const KlVaeConfig& config() const { return config_; }
+  double scaling_factor() const { return config_.scaling_factor; }
+
+  // AutoencoderKL.decode(z).sample without tiling, no scaling applied:
+  // z [N, latent_channels, h, w] -> [N, out_channels, h * s, w * s], s = spatial_factor().
+  Tensor decode(const Tensor& z) const;
+
+  // LattePipeline.decode_latents: latents [B, C, F, h, w] -> frames
+  // [B, out_channels, F, H, W]; the B * F images are multiplied by
+  // 1 / scaling_factor and decoded `decode_chunk_size` at a time (each image
+  // decodes independently, so the chunk size only bounds memory).
+  Tensor decode_latents(const Tensor& latents, int64_t decode_chunk_size = 14) const;
+
+  struct Decoder;  // the weights (defined in the .cpp)
+
+ private:
+  KlVae() = default;
+  KlVaeConfig config_;
+  LoadOptions opts_;
+  std::unique_ptr<const Decoder> decoder_;
+};
+
+}  // namespace pab

@@ -1,0 +1,690 @@
+// T5 tokenization (see tokenizer.h). The steps and their quirks are those of
+// transformers 5's T5Tokenizer on the HF tokenizers library, not those of the
+// sentencepiece library's own Encode (which normalizes by longest match over
+// the whole text and ignores special tokens written in it):
+//  1. added tokens (</s>, <pad>, <unk>, <extra_id_N>, ...) are cut out of the
+//     raw text, leftmost-longest;
+//  2. each remaining segment is normalized by the charsmap of spiece.model
+//     one extended grapheme cluster at a time: a cluster shorter than 6 bytes
+//     that starts with a charsmap key is replaced as a whole by the mapping of
+//     its SHORTEST such key (later code points of the cluster are dropped);
+//     other clusters are mapped code point by code point;
+//  3. the text is split on Unicode White_Space, each word gets a leading U+2581;
+//  4. each word is segmented by a unigram Viterbi over all vocabulary pieces
+//     (ties keep the first candidate), unknown code points score
+//     min_score - 10 and consecutive unknowns fuse into one <unk>;
+//  5. </s> is appended.
+#include "pipeline/tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+
+#include "io/config.h"
+
+namespace pab {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581, SentencePiece's word marker
+constexpr int64_t kUnkId = 2;                            // transformers' T5Tokenizer fixes the unigram unk id
+constexpr double kUnkPenalty = 10.0;
+
+// ------------------------------------------------------------------ UTF-8
+
+// The code point starting at s[pos] and its byte length; -1 if malformed
+// (truncated, overlong, surrogate or beyond U+10FFFF).
+int32_t decode_utf8(std::string_view s, size_t pos, size_t* len) {
+  const auto byte = [&](size_t i) { return uint8_t(s[pos + i]); };
+  const uint8_t b0 = byte(0);
+  size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xE ? 3 : (b0 >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || pos + n > s.size()) return -1;
+  int32_t cp = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
+  for (size_t i = 1; i < n; ++i) {
+    if ((byte(i) & 0xC0) != 0x80) return -1;
+    cp = (cp << 6) | (byte(i) & 0x3F);
+  }
+  static constexpr int32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
+  *len = n;
+  return cp;
+}
+
+// Byte length of the (valid) UTF-8 sequence whose lead byte is `b`.
+size_t utf8_length(char b) {
+  const uint8_t u = uint8_t(b);
+  return u < 0x80 ? 1 : u < 0xE0 ? 2 : u < 0xF0 ? 3 : 4;
+}
+
+void check_utf8(std::string_view text, const char* what) {
+  for (size_t pos = 0, len = 0; pos < text.size(); pos += len)
+    if (decode_utf8(text, pos, &len) < 0) fail("T5 tokenizer: ", what, " is not valid UTF-8 (byte ", pos, ")");
+}
+
+// ------------------------------------------------------------------ Unicode properties
+
+// The White_Space property (Rust's char::is_whitespace, regex \s).
+bool is_white_space(int32_t cp) {
+  return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+enum class Gcb : uint8_t {  // Grapheme_Cluster_Break, in the table's order
+  other,
+  cr,
+  lf,
+  control,
+  extend,
+  zwj,
+  regional_indicator,
+  prepend,
+  spacing_mark,
+  l,
+  v,
+  t,
+  lv,
+  lvt
+};
+enum class Incb : uint8_t { none, linker, consonant, extend };  // Indic_Conjunct_Break
+
+struct GraphemeProps {
+  Gcb gcb = Gcb::other;
+  bool pictographic = false;  // Extended_Pictographic
+  Incb incb = Incb::none;
+};
+
+struct PropRange {
+  uint32_t first, last;
+  uint8_t props;
+};
+
+constexpr PropRange kGraphemeTable[] = {
+#include "pipeline/grapheme_table.inc"
+};
+
+GraphemeProps grapheme_props(int32_t cp) {
+  if (cp >= 0xAC00 && cp <= 0xD7A3) return {(cp - 0xAC00) % 28 == 0 ? Gcb::lv : Gcb::lvt, false, Incb::none};
+  const auto* end = std::end(kGraphemeTable);
+  const auto* it = std::upper_bound(std::begin(kGraphemeTable), end, uint32_t(cp),
+                                    [](uint32_t c, const PropRange& r) { return c < r.first; });
+  if (it == std::begin(kGraphemeTable) || uint32_t(cp) > (it - 1)->last) return {};
+  const uint8_t p = (it - 1)->props;
+  return {Gcb(p & 0x0F), (p & 0x10) != 0, Incb((p >> 5) & 0x03)};
+}
+
+bool is_control_break(Gcb g) {
+  return g == Gcb::cr || g == Gcb::lf || g == Gcb::control;
+}
+
+enum class PictState { none, pict, pict_zwj };     // ExtPict Extend* [ZWJ] just before
+enum class ConjState { none, consonant, linked };  // InCB Consonant [Extend Linker]* just before
+
+// Whether no cluster boundary falls between `prev` and `cur` (UAX #29, GB3-GB13).
+bool same_cluster(const GraphemeProps& prev, const GraphemeProps& cur, PictState pict, ConjState conj, int ri_run) {
+  const Gcb p = prev.gcb, c = cur.gcb;
+  if (p == Gcb::cr && c == Gcb::lf) return true;                                                  // GB3
+  if (is_control_break(p) || is_control_break(c)) return false;                                   // GB4, GB5
+  if (p == Gcb::l && (c == Gcb::l || c == Gcb::v || c == Gcb::lv || c == Gcb::lvt)) return true;  // GB6
+  if ((p == Gcb::lv || p == Gcb::v) && (c == Gcb::v || c == Gcb::t)) return true;                 // GB7
+  if ((p == Gcb::lvt || p == Gcb::t) && c == Gcb::t) return true;                                 // GB8
+  if (c == Gcb::extend || c == Gcb::zwj || c == Gcb::spacing_mark) return true;                   // GB9, GB9a
+  if (p == Gcb::prepend) return true;                                                             // GB9b
+  if (conj == ConjState::linked && cur.incb == Incb::consonant) return true;                      // GB9c
+  if (pict == PictState::pict_zwj && cur.pictographic) return true;                               // GB11
+  return p == Gcb::regional_indicator && c == Gcb::regional_indicator && ri_run % 2 == 1;         // GB12, GB13
+}
+
+// Splits valid UTF-8 text into extended grapheme clusters.
+std::vector<std::string_view> grapheme_clusters(std::string_view s) {
+  std::vector<std::string_view> out;
+  PictState pict = PictState::none;
+  ConjState conj = ConjState::none;
+  int ri_run = 0;  // regional indicators just before
+  GraphemeProps prev;
+  size_t start = 0;
+  for (size_t pos = 0, len = 0; pos < s.size(); pos += len) {
+    const GraphemeProps cur = grapheme_props(decode_utf8(s, pos, &len));
+    if (pos > 0 && !same_cluster(prev, cur, pict, conj, ri_run)) {
+      out.push_back(s.substr(start, pos - start));
+      start = pos;
+    }
+    if (cur.pictographic)
+      pict = PictState::pict;
+    else if (pict == PictState::pict && cur.gcb == Gcb::extend)
+      pict = PictState::pict;
+    else if (pict == PictState::pict && cur.gcb == Gcb::zwj)
+      pict = PictState::pict_zwj;
+    else
+      pict = PictState::none;
+    if (cur.incb == Incb::consonant)
+      conj = ConjState::consonant;
+    else if (conj != ConjState::none && cur.incb == Incb::linker)
+      conj = ConjState::linked;
+    else if (conj == ConjState::none || cur.incb != Incb::extend)
+      conj = ConjState::none;
+    ri_run = cur.gcb == Gcb::regional_indicator ? ri_run + 1 : 0;
+    prev = cur;
+  }
+  if (start < s.size()) out.push_back(s.substr(start));
+  return out;
+}
+
+// ------------------------------------------------------------------ charsmap normalizer
+
+// SentencePiece's precompiled_charsmap: a darts-clone double-array trie of
+// byte strings whose values index NUL-terminated replacements.
+class Charsmap {
+ public:
+  Charsmap() = default;
+  Charsmap(std::string_view blob, const std::string& where) {
+    if (blob.empty()) return;  // no normalization
+    auto corrupt = [&](const char* why) { fail(where, ": precompiled_charsmap is corrupt (", why, ")"); };
+    if (blob.size() < 4) corrupt("shorter than its header");
+    const uint32_t trie_bytes = uint32_t(uint8_t(blob[0])) | uint32_t(uint8_t(blob[1])) << 8 |
+                                uint32_t(uint8_t(blob[2])) << 16 | uint32_t(uint8_t(blob[3])) << 24;
+    if (trie_bytes % 4 != 0 || trie_bytes == 0 || trie_bytes > blob.size() - 4) corrupt("bad trie size");
+    units_.resize(trie_bytes / 4);
+    for (size_t i = 0; i < units_.size(); ++i) {
+      const char* p = blob.data() + 4 + 4 * i;
+      units_[i] = uint32_t(uint8_t(p[0])) | uint32_t(uint8_t(p[1])) << 8 | uint32_t(uint8_t(p[2])) << 16 |
+                  uint32_t(uint8_t(p[3])) << 24;
+    }
+    replacements_ = std::string(blob.substr(4 + trie_bytes));
+    for (size_t pos = 0, len = 0; pos < replacements_.size(); pos += len)
+      if (replacements_[pos] == '\0')
+        len = 1;
+      else if (decode_utf8(replacements_, pos, &len) < 0)
+        corrupt("replacements are not UTF-8");
+  }
+
+  // The HF Precompiled normalizer (see the file comment, step 2).
+  std::string normalize(std::string_view text) const {
+    if (units_.empty()) return std::string(text);
+    std::string out;
+    out.reserve(text.size());
+    for (std::string_view cluster : grapheme_clusters(text)) {
+      if (cluster.size() < 6) {
+        if (auto r = transform(cluster)) {
+          out += *r;
+          continue;
+        }
+      }
+      for (size_t pos = 0; pos < cluster.size();) {
+        const std::string_view c = cluster.substr(pos, utf8_length(cluster[pos]));
+        const auto r = transform(c);
+        out += r ? *r : c;
+        pos += c.size();
+      }
+    }
+    return out;
+  }
+
+ private:
+  static bool has_leaf(uint32_t u) { return (u >> 8) & 1; }
+  static uint32_t value(uint32_t u) { return u & ((1u << 31) - 1); }
+  static uint32_t label(uint32_t u) { return u & ((1u << 31) | 0xFF); }
+  static uint32_t offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
+
+  // The replacement of the shortest key that is a prefix of `chunk`.
+  std::optional<std::string_view> transform(std::string_view chunk) const {
+    size_t node = offset(units_[0]);
+    for (char ch : chunk) {
+      const uint8_t c = uint8_t(ch);
+      if (c == 0) break;
+      node ^= c;
+      if (node >= units_.size() || label(units_[node]) != c) return std::nullopt;
+      const bool leaf = has_leaf(units_[node]);
+      node ^= offset(units_[node]);
+      if (leaf) {
+        if (node >= units_.size()) return std::nullopt;
+        const size_t begin = value(units_[node]);
+        if (begin >= replacements_.size()) return std::string_view();
+        const size_t end = replacements_.find('\0', begin);
+        return std::string_view(replacements_).substr(begin, end == std::string::npos ? end : end - begin);
+      }
+    }
+    return std::nullopt;
+  }
+
+  std::vector<uint32_t> units_;
+  std::string replacements_;
+};
+
+// ------------------------------------------------------------------ spiece.model fields
+
+// The fields of the serialized ModelProto that the sentencepiece library does
+// not expose: piece types and the normalizer's charsmap.
+struct ProtoFields {
+  std::vector<int> piece_types;  // SentencePiece.Type (1 normal, 2 unknown, 3 control, 4 user defined, ...)
+  std::string charsmap;
+};
+
+class ProtoReader {
+ public:
+  ProtoReader(std::string_view data, const std::string& where) : data_(data), where_(where) {}
+  bool done() const { return pos_ >= data_.size(); }
+  uint64_t varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (done()) corrupt();
+      const uint8_t b = uint8_t(data_[pos_++]);
+      v |= uint64_t(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    corrupt();
+  }
+  // Reads a field key; returns the field number and sets the wire type.
+  uint32_t key(int* wire) {
+    const uint64_t k = varint();
+    *wire = int(k & 7);
+    return uint32_t(k >> 3);
+  }
+  std::string_view bytes() {
+    const uint64_t n = varint();
+    if (n > data_.size() - pos_) corrupt();
+    std::string_view v = data_.substr(pos_, n);
+    pos_ += n;
+    return v;
+  }
+  void skip(int wire) {
+    if (wire == 0)
+      varint();
+    else if (wire == 1)
+      advance(8);
+    else if (wire == 2)
+      bytes();
+    else if (wire == 5)
+      advance(4);
+    else
+      corrupt();
+  }
+
+ private:
+  void advance(size_t n) {
+    if (n > data_.size() - pos_) corrupt();
+    pos_ += n;
+  }
+  [[noreturn]] void corrupt() const { fail(where_, ": not a valid SentencePiece model (malformed protobuf)"); }
+  std::string_view data_;
+  size_t pos_ = 0;
+  const std::string& where_;
+};
+
+ProtoFields read_proto_fields(std::string_view model, const std::string& where) {
+  ProtoFields f;
+  ProtoReader r(model, where);
+  while (!r.done()) {
+    int wire = 0;
+    const uint32_t field = r.key(&wire);
+    if (field == 1 && wire == 2) {  // ModelProto.pieces
+      ProtoReader piece(r.bytes(), where);
+      int type = 1;
+      while (!piece.done()) {
+        int w = 0;
+        if (piece.key(&w) == 3 && w == 0)
+          type = int(piece.varint());
+        else
+          piece.skip(w);
+      }
+      f.piece_types.push_back(type);
+    } else if (field == 3 && wire == 2) {  // ModelProto.normalizer_spec
+      ProtoReader spec(r.bytes(), where);
+      while (!spec.done()) {
+        int w = 0;
+        if (spec.key(&w) == 2 && w == 2)
+          f.charsmap = std::string(spec.bytes());
+        else
+          spec.skip(w);
+      }
+    } else {
+      r.skip(wire);
+    }
+  }
+  return f;
+}
+
+// A token name in tokenizer_config.json: a string or an AddedToken object.
+std::string token_name(const JsonConfig& c, const std::string& key, const std::string& fallback) {
+  if (!c.has(key)) return fallback;
+  const nlohmann::json& v = c.json().at(key);
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v.at("content").is_string()) return v.at("content").get<std::string>();
+  c.unsupported(key, "expected a token string or an object with 'content'");
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ the tokenizer
+
+struct T5Tokenizer::Impl {
+  struct AddedToken {
+    std::string content;
+    int64_t id = 0;
+    bool lstrip = false, rstrip = false, normalized = false;
+  };
+  // A piece of the text: either an added token's id or text still to tokenize.
+  struct Split {
+    std::string_view text;
+    int64_t id = -1;
+  };
+
+  std::string where;                // spiece.model path, for messages
+  std::vector<std::string> pieces;  // id -> piece (model pieces, then extra ids)
+  std::vector<double> scores;
+  std::unordered_map<std::string_view, int64_t> piece_ids;  // views into `pieces`
+  size_t max_piece_bytes = 0;
+  double unk_score = 0;
+  Charsmap charsmap;
+  std::vector<AddedToken> added;
+  std::unordered_map<int64_t, std::string> added_text;  // ids beyond the vocabulary, for decode
+  int64_t eos = 1, pad = 0;
+
+  int64_t id_of(std::string_view piece) const {
+    auto it = piece_ids.find(piece);
+    return it == piece_ids.end() ? -1 : it->second;
+  }
+
+  // Cuts the added tokens of the requested kind out of `text` (leftmost-longest,
+  // honouring lstrip/rstrip), as the HF AddedVocabulary does.
+  std::vector<Split> split_added(std::string_view text, bool normalized) const {
+    std::vector<Split> out;
+    size_t start_offset = 0, search = 0;
+    while (search < text.size()) {
+      const AddedToken* best = nullptr;
+      size_t best_pos = text.size();
+      for (const AddedToken& t : added) {
+        if (t.normalized != normalized || t.content.empty()) continue;
+        const size_t p = text.find(t.content, search);
+        if (p == std::string_view::npos) continue;
+        if (p < best_pos || (p == best_pos && t.content.size() > best->content.size())) {
+          best = &t;
+          best_pos = p;
+        }
+      }
+      if (!best) break;
+      size_t start = best_pos, stop = best_pos + best->content.size();
+      search = stop;
+      if (best->lstrip) {
+        size_t s = start;
+        while (s > 0) {
+          size_t b = s - 1;
+          while (b > 0 && (uint8_t(text[b]) & 0xC0) == 0x80) --b;
+          size_t len = 0;
+          if (!is_white_space(decode_utf8(text, b, &len))) break;
+          s = b;
+        }
+        start = std::max(s, start_offset);
+      }
+      if (best->rstrip) {
+        size_t len = 0;
+        while (stop < text.size() && is_white_space(decode_utf8(text, stop, &len))) stop += len;
+      }
+      if (start_offset < start) out.push_back({text.substr(start_offset, start - start_offset), -1});
+      out.push_back({text.substr(start, stop - start), best->id});
+      start_offset = stop;
+    }
+    if (start_offset < text.size()) out.push_back({text.substr(start_offset), -1});
+    return out;
+  }
+
+  // Unigram Viterbi over one pre-tokenized word (HF Unigram::encode_optimized).
+  void encode_word(std::string_view word, std::vector<int64_t>* ids) const {
+    struct Node {
+      double score = 0;
+      int64_t id = -1;
+      size_t start = std::string::npos;
+    };
+    const size_t n = word.size();
+    std::vector<Node> best(n + 1);
+    for (size_t start = 0; start < n;) {
+      const double base = best[start].score;
+      const size_t char_len = utf8_length(word[start]);
+      bool has_single = false;
+      auto offer = [&](size_t end, double score, int64_t id) {
+        Node& target = best[end];
+        if (target.start == std::string::npos || base + score > target.score) target = {base + score, id, start};
+      };
+      for (size_t len = 1; len <= std::min(max_piece_bytes, n - start); ++len) {
+        const int64_t id = id_of(word.substr(start, len));
+        if (id < 0) continue;
+        offer(start + len, scores[size_t(id)], id);
+        if (len == char_len) has_single = true;
+      }
+      if (!has_single) offer(start + char_len, unk_score, kUnkId);
+      start += char_len;
+    }
+    // Back from the end; runs of unknowns become one token.
+    std::vector<std::string_view> tokens;
+    size_t unk_begin = std::string::npos, unk_end = 0;
+    auto flush_unk = [&] {
+      if (unk_begin != std::string::npos) tokens.push_back(word.substr(unk_begin, unk_end - unk_begin));
+      unk_begin = std::string::npos;
+    };
+    for (size_t end = n; end > 0;) {
+      const Node& node = best[end];
+      if (node.id == kUnkId) {
+        if (unk_begin == std::string::npos) unk_end = end;
+        unk_begin = node.start;
+      } else {
+        flush_unk();
+        tokens.push_back(word.substr(node.start, end - node.start));
+      }
+      end = node.start;
+    }
+    flush_unk();
+    for (auto it = tokens.rbegin(); it != tokens.rend(); ++it) {
+      const int64_t id = id_of(*it);
+      ids->push_back(id >= 0 ? id : kUnkId);
+    }
+  }
+
+  // Whitespace split, U+2581 prefix and split, then the unigram model.
+  void encode_normalized(std::string_view text, std::vector<int64_t>* ids) const {
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t len = 0;
+      if (is_white_space(decode_utf8(text, pos, &len))) {
+        pos += len;
+        continue;
+      }
+      size_t end = pos;
+      while (end < text.size() && !is_white_space(decode_utf8(text, end, &len))) end += len;
+      std::string word(text.substr(pos, end - pos));
+      if (word.rfind(kMetaspace, 0) != 0) word.insert(0, kMetaspace);
+      // Each U+2581 starts a new piece.
+      for (size_t piece = 0; piece < word.size();) {
+        size_t next = word.find(kMetaspace, piece + kMetaspace.size());
+        if (next == std::string::npos) next = word.size();
+        encode_word(std::string_view(word).substr(piece, next - piece), ids);
+        piece = next;
+      }
+      pos = end;
+    }
+  }
+
+  std::vector<int64_t> encode(const std::string& text) const {
+    check_utf8(text, "the text");
+    std::vector<int64_t> ids;
+    for (const Split& raw : split_added(text, false)) {
+      if (raw.id >= 0) {
+        ids.push_back(raw.id);
+        continue;
+      }
+      const std::string normalized = charsmap.normalize(raw.text);
+      for (const Split& s : split_added(normalized, true)) {
+        if (s.id >= 0)
+          ids.push_back(s.id);
+        else
+          encode_normalized(s.text, &ids);
+      }
+    }
+    ids.push_back(eos);
+    return ids;
+  }
+};
+
+T5Tokenizer::T5Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+T5Tokenizer::~T5Tokenizer() = default;
+
+std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
+  auto m = std::make_unique<Impl>();
+  m->where = (fs::path(dir) / "spiece.model").string();
+  std::error_code ec;
+  if (!fs::is_regular_file(m->where, ec)) fail(m->where, ": missing (the T5 tokenizer needs its SentencePiece model)");
+  sentencepiece::SentencePieceProcessor sp;
+  if (const auto status = sp.Load(m->where); !status.ok()) {
+    std::string why = status.message();
+    if (why.find("ParseFromArray") != std::string::npos) why = "the file does not parse as a model";
+    fail(m->where, ": not a valid SentencePiece model (", why, ")");
+  }
+  const std::string proto = sp.serialized_model_proto();
+  const ProtoFields fields = read_proto_fields(proto, m->where);
+  const int size = sp.GetPieceSize();
+  if (size <= int(kUnkId) || size_t(size) != fields.piece_types.size())
+    fail(m->where, ": unexpected vocabulary (", size, " pieces)");
+  m->charsmap = Charsmap(fields.charsmap, m->where);
+
+  std::optional<JsonConfig> cfg;
+  const fs::path cfg_path = fs::path(dir) / "tokenizer_config.json";
+  if (fs::exists(cfg_path, ec)) cfg = JsonConfig::load(cfg_path.string());
+  const int extra_ids = cfg ? cfg->get_or<int>("extra_ids", 100) : 100;
+  if (extra_ids < 0) cfg->unsupported("extra_ids", "expected a non-negative count");
+
+  // The vocabulary: the model's pieces, then the sentinels <extra_id_{N-1}> ... <extra_id_0>.
+  for (int i = 0; i < size; ++i) {
+    m->pieces.push_back(sp.IdToPiece(i));
+    m->scores.push_back(double(sp.GetScore(i)));
+  }
+  for (int i = extra_ids - 1; i >= 0; --i) {
+    m->pieces.push_back(cat("<extra_id_", i, ">"));
+    m->scores.push_back(0.0);
+  }
+  double min_score = m->scores.front();
+  for (size_t id = 0; id < m->pieces.size(); ++id) {
+    m->piece_ids.insert_or_assign(std::string_view(m->pieces[id]), int64_t(id));
+    m->max_piece_bytes = std::max(m->max_piece_bytes, m->pieces[id].size());
+    min_score = std::min(min_score, m->scores[id]);
+  }
+  m->unk_score = min_score - kUnkPenalty;
+
+  // Added tokens: control and user-defined pieces, the named special tokens,
+  // the sentinels, then whatever tokenizer_config.json declares.
+  auto add = [&](const std::string& content, int64_t id) {
+    for (auto& t : m->added)
+      if (t.content == content) return;
+    m->added.push_back({content, id});
+  };
+  for (int i = 0; i < size; ++i)
+    if (fields.piece_types[size_t(i)] == 3 || fields.piece_types[size_t(i)] == 4) add(m->pieces[size_t(i)], i);
+  std::string names[3] = {"</s>", "<pad>", "<unk>"};
+  const char* keys[3] = {"eos_token", "pad_token", "unk_token"};
+  for (int k = 0; k < 3; ++k) {
+    if (cfg) names[k] = token_name(*cfg, keys[k], names[k]);
+    const int64_t id = m->id_of(names[k]);
+    if (id < 0) {
+      if (cfg) cfg->unsupported(keys[k], "not a piece of " + m->where);
+      fail(m->where, ": has no piece '", names[k], "'");
+    }
+    add(names[k], id);
+  }
+  m->eos = m->id_of(names[0]);
+  m->pad = m->id_of(names[1]);
+  for (int i = 0; i < extra_ids; ++i) add(cat("<extra_id_", i, ">"), size + extra_ids - 1 - i);
+  if (cfg && cfg->has("added_tokens_decoder")) {
+    const nlohmann::json& decoder = cfg->json().at("added_tokens_decoder");
+    if (!decoder.is_object()) cfg->unsupported("added_tokens_decoder", "expected an object of id -> token");
+    for (auto it = decoder.begin(); it != decoder.end(); ++it) {
+      const nlohmann::json& t = it.value();
+      int64_t id = -1;
+      try {
+        id = std::stoll(it.key());
+      } catch (const std::exception&) {
+      }
+      if (id < 0 || !t.is_object() || !t.contains("content") || !t.at("content").is_string())
+        cfg->unsupported("added_tokens_decoder", "entry '" + it.key() + "' is not id -> {content, ...}");
+      if (t.value("single_word", false))
+        cfg->unsupported("added_tokens_decoder", "entry '" + it.key() + "' has single_word = true (not supported)");
+      Impl::AddedToken token{t.at("content").get<std::string>(), id, t.value("lstrip", false), t.value("rstrip", false),
+                             t.value("normalized", false)};
+      if (token.normalized) token.content = m->charsmap.normalize(token.content);
+      auto same = std::find_if(m->added.begin(), m->added.end(),
+                               [&](const Impl::AddedToken& a) { return a.content == token.content; });
+      if (same != m->added.end())
+        *same = token;
+      else
+        m->added.push_back(token);
+      if (id >= int64_t(m->pieces.size())) m->added_text[id] = token.content;
+    }
+  }
+  return std::unique_ptr<T5Tokenizer>(new T5Tokenizer(std::move(m)));
+}
+
+std::vector<int64_t> T5Tokenizer::encode(const std::string& text) const {
+  return impl_->encode(text);
+}
+
+TokenizedText T5Tokenizer::tokenize(const std::string& text, int64_t max_length) const {
+  if (max_length < 1) fail("T5 tokenizer: max_length must be at least 1 (room for </s>), got ", max_length);
+  TokenizedText t;
+  t.ids_untruncated = encode(text);
+  const int64_t content = int64_t(t.ids_untruncated.size()) - 1;
+  const int64_t kept = std::min(content, max_length - 1);
+  t.num_dropped = content - kept;
+  t.ids.assign(t.ids_untruncated.begin(), t.ids_untruncated.begin() + kept);
+  t.ids.push_back(impl_->eos);
+  t.mask.assign(t.ids.size(), 1);
+  t.ids.resize(size_t(max_length), impl_->pad);
+  t.mask.resize(size_t(max_length), 0);
+  return t;
+}
+
+std::string T5Tokenizer::decode(const std::vector<int64_t>& ids) const {
+  std::string out;
+  for (int64_t id : ids) {
+    if (id >= 0 && id < int64_t(impl_->pieces.size()))
+      out += impl_->pieces[size_t(id)];
+    else if (auto it = impl_->added_text.find(id); it != impl_->added_text.end())
+      out += it->second;
+    else
+      out += "<unk>";
+  }
+  std::string text;
+  for (size_t pos = 0; pos < out.size();) {
+    if (out.compare(pos, kMetaspace.size(), kMetaspace) == 0) {
+      if (pos > 0) text += ' ';
+      pos += kMetaspace.size();
+    } else {
+      text += out[pos++];
+    }
+  }
+  return text;
+}
+
+int64_t T5Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+int64_t T5Tokenizer::pad_id() const {
+  return impl_->pad;
+}
+int64_t T5Tokenizer::vocab_size() const {
+  return int64_t(impl_->pieces.size());
+}
+
+Tensor token_tensor(const std::vector<std::vector<int64_t>>& rows) {
+  if (rows.empty()) fail("token_tensor: no rows");
+  const size_t length = rows.front().size();
+  Tensor t = Tensor::empty({int64_t(rows.size()), int64_t(length)}, DType::i64);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].size() != length) fail("token_tensor: row ", r, " has ", rows[r].size(), " ids, expected ", length);
+    std::copy(rows[r].begin(), rows[r].end(), t.i64() + r * length);
+  }
+  return t;
+}
+
+}  // namespace pab

@@ -1,0 +1,66 @@
+// The transformer fixtures on the CUDA backend: f32 to the CPU tolerance, and
+// bf16 within 2x of the error diffusers' own bf16 run shows (ANCHORS.md).
+// Skipped where no CUDA device starts.
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "backend/backend.h"
+#include "io/safetensors.h"
+#include "pipeline/replay.h"
+#include "support/testing.h"
+
+namespace pab {
+namespace {
+
+using testing::data_path;
+
+double rel_l2(const Tensor& a, const Tensor& b) {
+  std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    den += double(y[i]) * y[i];
+  }
+  return std::sqrt(num / den);
+}
+
+class CudaParity : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_P(CudaParity, F32EveryStep) {
+  const std::string dir = data_path("fixtures/transformer/" + GetParam());
+  ReplayCase c = load_replay_case(dir);
+  auto out = replay_case(c, LoadOptions{Device::cuda, DType::f32}, nullptr);
+  Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
+  for (const std::string& name : ref.names())
+    EXPECT_TRUE(testing::close_rel(out.at(name), ref.load(name), 1e-5)) << name;
+  EXPECT_FALSE(testing::close_rel(out.at("latents_final_nopab"), ref.load("latents_final_pab"), 1e-5));
+}
+
+TEST_P(CudaParity, Bf16WithinTwiceDiffusersBf16Error) {
+  const std::string dir = data_path("fixtures/transformer/" + GetParam());
+  std::ifstream f(data_path("bf16_baselines.json"));
+  nlohmann::json base = nlohmann::json::parse(f).at(GetParam());
+  ReplayCase c = load_replay_case(dir);
+  auto out = replay_case(c, LoadOptions{Device::cuda, DType::bf16}, nullptr);
+  Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
+  for (const char* key : {"nopab", "pab"}) {
+    std::string name = std::string("latents_final_") + key;
+    double err = rel_l2(out.at(name), ref.load(name));
+    double bound = 2.0 * base.at(std::string("rel_l2_final_") + key).get<double>();
+    EXPECT_LE(err, bound) << name;
+    std::printf("%s %s: bf16 relative L2 %.3e (diffusers bf16 %.3e)\n", GetParam().c_str(), key, err, bound / 2);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaParity,
+                         ::testing::Values("cogvideox_2b_style", "cogvideox_2b_style_small_input", "cogvideox_5b_style",
+                                           "cogvideox_1_5_style", "latte"));
+
+}  // namespace
+}  // namespace pab
