@@ -1,8 +1,7 @@
 // The public API: converts internal errors into Status at the boundary.
-#include <exception>
 #include <filesystem>
-#include <new>
 
+#include "api_internal.h"
 #include "backend/backend.h"
 #include "cache/pab_config.h"
 #include "io/atomic_file.h"
@@ -12,22 +11,6 @@
 #include "pipeline/replay.h"
 
 namespace pab {
-
-namespace {
-template <class F>
-Status guarded(F&& f) {
-  try {
-    f();
-    return Status::success();
-  } catch (const Error& e) {
-    return Status::error(e.what());
-  } catch (const std::bad_alloc&) {
-    return Status::error("out of memory");
-  } catch (const std::exception& e) {
-    return Status::error(cat("unexpected error: ", e.what()));
-  }
-}
-}  // namespace
 
 LoadOptions load_options(const ComputeOptions& c) {
   LoadOptions o;

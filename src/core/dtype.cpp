@@ -1,5 +1,8 @@
 #include "core/dtype.h"
 
+#include <cmath>
+#include <limits>
+
 #include "core/error.h"
 
 namespace pab {
@@ -14,7 +17,11 @@ constexpr DTypeInfo kInfos[] = {
     {DType::f32, "F32", 4},  {DType::f16, "F16", 2}, {DType::bf16, "BF16", 2}, {DType::f64, "F64", 8},
     {DType::i64, "I64", 8},  {DType::i32, "I32", 4}, {DType::i16, "I16", 2},   {DType::i8, "I8", 1},
     {DType::u8, "U8", 1},    {DType::boolean, "BOOL", 1},
+    {DType::u16, "U16", 2},  {DType::u32, "U32", 4}, {DType::u64, "U64", 8},
+    {DType::f8_e4m3, "F8_E4M3", 1}, {DType::f8_e5m2, "F8_E5M2", 1}, {DType::f8_e8m0, "F8_E8M0", 1},
 };
+// The table is indexed by the enum value.
+static_assert(sizeof(kInfos) / sizeof(kInfos[0]) == size_t(DType::f8_e8m0) + 1);
 }  // namespace
 
 size_t dtype_size(DType t) { return kInfos[size_t(t)].size; }
@@ -30,7 +37,18 @@ bool parse_dtype(std::string_view s, DType* out) {
   return false;
 }
 
-bool is_float(DType t) { return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::f64; }
+bool is_float(DType t) {
+  switch (t) {
+    case DType::f32:
+    case DType::f16:
+    case DType::bf16:
+    case DType::f64:
+    case DType::f8_e4m3:
+    case DType::f8_e5m2:
+    case DType::f8_e8m0: return true;
+    default: return false;
+  }
+}
 
 float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000u) << 16;
@@ -83,25 +101,56 @@ uint16_t f32_to_f16(float f) {
   return uint16_t(sign | r);
 }
 
+float f8_e4m3_to_f32(uint8_t b) {
+  uint32_t sign = uint32_t(b & 0x80u) << 24;
+  uint32_t exp = (b >> 3) & 0xfu;
+  uint32_t man = b & 0x7u;
+  if (exp == 0xf && man == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  float mag;
+  if (exp == 0) {
+    mag = std::ldexp(float(man), -9);  // subnormal: man/8 * 2^(1-7)
+  } else {
+    uint32_t u = ((exp + 127 - 7) << 23) | (man << 20);
+    std::memcpy(&mag, &u, 4);
+  }
+  return sign ? -mag : mag;
+}
+
+float f8_e5m2_to_f32(uint8_t b) { return f16_to_f32(uint16_t(uint16_t(b) << 8)); }
+
+float f8_e8m0_to_f32(uint8_t b) {
+  if (b == 0xff) return std::numeric_limits<float>::quiet_NaN();
+  uint32_t u = b == 0 ? 0x00400000u : uint32_t(b) << 23;  // 2^-127 is an f32 subnormal
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Checkpoint data need not be aligned for its type (safetensors does not require
+// it), so elements are read with memcpy.
+template <class T>
+static T load_unaligned(const void* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+template <class T, class F>
+static void convert_each(const void* src, float* dst, size_t n, F f) {
+  const char* s = static_cast<const char*>(src);
+  for (size_t i = 0; i < n; ++i) dst[i] = f(load_unaligned<T>(s + i * sizeof(T)));
+}
+
 template <class T>
 static void widen(const void* src, float* dst, size_t n) {
-  const T* s = static_cast<const T*>(src);
-  for (size_t i = 0; i < n; ++i) dst[i] = float(s[i]);
+  convert_each<T>(src, dst, n, [](T v) { return float(v); });
 }
 
 void convert_to_f32(const void* src, DType from, float* dst, size_t n) {
   switch (from) {
     case DType::f32: std::memcpy(dst, src, n * 4); return;
-    case DType::f16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
-      return;
-    }
-    case DType::bf16: {
-      const uint16_t* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
-      return;
-    }
+    case DType::f16: convert_each<uint16_t>(src, dst, n, f16_to_f32); return;
+    case DType::bf16: convert_each<uint16_t>(src, dst, n, bf16_to_f32); return;
     case DType::f64: widen<double>(src, dst, n); return;
     case DType::i64: widen<int64_t>(src, dst, n); return;
     case DType::i32: widen<int32_t>(src, dst, n); return;
@@ -109,6 +158,12 @@ void convert_to_f32(const void* src, DType from, float* dst, size_t n) {
     case DType::i8: widen<int8_t>(src, dst, n); return;
     case DType::u8:
     case DType::boolean: widen<uint8_t>(src, dst, n); return;
+    case DType::u16: widen<uint16_t>(src, dst, n); return;
+    case DType::u32: widen<uint32_t>(src, dst, n); return;
+    case DType::u64: widen<uint64_t>(src, dst, n); return;
+    case DType::f8_e4m3: convert_each<uint8_t>(src, dst, n, f8_e4m3_to_f32); return;
+    case DType::f8_e5m2: convert_each<uint8_t>(src, dst, n, f8_e5m2_to_f32); return;
+    case DType::f8_e8m0: convert_each<uint8_t>(src, dst, n, f8_e8m0_to_f32); return;
   }
   PAB_ASSERT(false, "unhandled dtype");
 }

@@ -41,6 +41,9 @@ void check_writable(const std::string& path) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (!ec && fs::is_directory(st)) fail(path, ": is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, ": cannot open: ", std::strerror(errno));
   std::ostringstream ss;

@@ -2,9 +2,13 @@
 // scheduler_config.json). Every error names the file and the key.
 #pragma once
 
+#include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -50,21 +54,56 @@ class JsonConfig {
 
 const char* json_type_name(const nlohmann::json& v);
 
+// Parses JSON text; fails with "<where>: not valid JSON (line L, column C: why)".
+nlohmann::json parse_json(const std::string& where, std::string_view text);
+
+// A value written on one line and cut to about `max_chars` (for messages).
+std::string json_brief(const nlohmann::json& v, size_t max_chars = 60);
+
+namespace detail {
+// An integer value of type I: 4 and 4.0 are accepted, anything else, or out of I's range, is not.
+template <class I>
+bool json_int(const nlohmann::json& v, I* out) {
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (!std::in_range<I>(u)) return false;
+    *out = I(u);
+    return true;
+  }
+  if (v.is_number_integer()) {
+    int64_t i = v.get<int64_t>();
+    if (!std::in_range<I>(i)) return false;
+    *out = I(i);
+    return true;
+  }
+  if (v.is_number_float()) {
+    double d = v.get<double>();
+    // The bounds are powers of two (exact in double); NaN fails both comparisons.
+    if (!(d >= -0x1p63 && d < 0x1p63) || d != double(int64_t(d)) || !std::in_range<I>(int64_t(d))) return false;
+    *out = I(int64_t(d));
+    return true;
+  }
+  return false;
+}
+}  // namespace detail
+
 template <class T>
 T JsonConfig::convert(const std::string& key, const nlohmann::json& v) const {
   auto mismatch = [&](const char* expected) {
-    fail(where_, ": key '", key, "': expected ", expected, ", got ", json_type_name(v), " ", v.dump());
+    fail(where_, ": key '", key, "': expected ", expected, ", got ", json_type_name(v), " ", json_brief(v));
   };
   if constexpr (std::is_same_v<T, bool>) {
     if (!v.is_boolean()) mismatch("a boolean");
     return v.get<bool>();
   } else if constexpr (std::is_integral_v<T>) {
-    if (v.is_number_float() && v.get<double>() == double(int64_t(v.get<double>()))) return T(v.get<double>());
-    if (!v.is_number_integer()) mismatch("an integer");
-    return v.get<T>();
+    T out{};
+    if (!detail::json_int(v, &out)) mismatch("an integer in range");
+    return out;
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number()) mismatch("a number");
-    return v.get<T>();
+    double d = v.get<double>();
+    if (std::isfinite(d) && std::fabs(d) > double(std::numeric_limits<T>::max())) mismatch("a number in range");
+    return T(d);
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (!v.is_string()) mismatch("a string");
     return v.get<std::string>();
@@ -72,8 +111,9 @@ T JsonConfig::convert(const std::string& key, const nlohmann::json& v) const {
     if (!v.is_array()) mismatch("an array of integers");
     T out;
     for (const auto& e : v) {
-      if (!e.is_number_integer()) mismatch("an array of integers");
-      out.push_back(e.get<typename T::value_type>());
+      typename T::value_type x{};
+      if (!detail::json_int(e, &x)) mismatch("an array of integers");
+      out.push_back(x);
     }
     return out;
   } else if constexpr (std::is_same_v<T, std::vector<double>>) {

@@ -14,6 +14,7 @@
 
 #include "backend/backend.h"
 #include "io/atomic_file.h"
+#include "io/config.h"
 
 namespace pab {
 
@@ -21,79 +22,123 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-constexpr uint64_t kMaxHeader = 100ull << 20;  // the format's own limit
+constexpr uint64_t kMaxHeader = 100'000'000;  // the limit the reference implementation enforces
+constexpr uint64_t kMaxDim = 1ull << 40;
 
-[[noreturn]] void bad(const std::string& where, const std::string& what) { fail(where, ": ", what); }
+// Dtypes safetensors defines that pab does not read (sub-byte, AMD fp8, complex).
+constexpr const char* kUnsupportedDtypes[] = {"F4", "F6_E2M3", "F6_E3M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "C64"};
+
+[[noreturn]] void bad(const std::string& where, const std::string& what) {
+  fail(where, ": ", what);
+}
+
+uint64_t read_u64_le(const uint8_t* p) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(p[i]) << (8 * i);
+  return n;
+}
 }  // namespace
 
 void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, size_t size,
                                std::map<std::string, TensorEntry>* entries_out,
                                std::map<std::string, std::string>* metadata_out) {
   if (size < 8) bad(name, cat("truncated: ", size, " bytes, too short for a safetensors header"));
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(bytes[i]) << (8 * i);
-  if (n > kMaxHeader) bad(name, cat("header length ", n, " exceeds the 100 MiB limit (corrupt file?)"));
-  if (n > size - 8) bad(name, cat("truncated: header of ", n, " bytes but only ", size - 8, " follow"));
-  json header = json::parse(bytes + 8, bytes + 8 + n, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded()) bad(name, "header is not valid JSON");
-  if (!header.is_object()) bad(name, "header is not a JSON object");
-  const size_t data_size = size - 8 - size_t(n);
+  const uint64_t n = read_u64_le(bytes);
+  if (n > kMaxHeader)
+    bad(name,
+        cat("header length ", n, " exceeds the format's limit of ", kMaxHeader, " bytes (not a safetensors file?)"));
+  if (n > size - 8)
+    bad(name, cat("truncated: the header says ", n, " bytes of JSON but only ", size - 8, " bytes follow"));
+  json header = parse_json(name + ": header", std::string_view(reinterpret_cast<const char*>(bytes) + 8, size_t(n)));
+  if (!header.is_object()) bad(name, cat("header: expected a JSON object, got ", json_type_name(header)));
+  const uint64_t data_size = size - 8 - n;
 
   std::map<std::string, TensorEntry> entries;
-  std::vector<std::pair<size_t, size_t>> ranges;
+  std::map<std::string, std::string> metadata;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& key = it.key();
     const json& v = it.value();
     if (key == "__metadata__") {
-      if (!v.is_object()) bad(name, "__metadata__ is not an object");
+      if (!v.is_object()) bad(name, cat("__metadata__: expected an object of strings, got ", json_brief(v)));
       for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) bad(name, cat("__metadata__ value '", m.key(), "' is not a string"));
-        if (metadata_out) (*metadata_out)[m.key()] = m.value().get<std::string>();
+        if (!m.value().is_string())
+          bad(name, cat("__metadata__ value ", json_brief(json(m.key())), " is not a string"));
+        metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
-    const std::string where = cat("tensor '", key, "'");
-    if (!v.is_object()) bad(name, where + " is not an object");
+    const std::string where = "tensor " + json_brief(json(key), 80);
+    if (!v.is_object()) bad(name, cat(where, ": expected an object, got ", json_type_name(v), " ", json_brief(v)));
     auto dt = v.find("dtype");
     auto sh = v.find("shape");
     auto off = v.find("data_offsets");
     if (dt == v.end() || !dt->is_string()) bad(name, where + ": missing or non-string 'dtype'");
     if (sh == v.end() || !sh->is_array()) bad(name, where + ": missing or non-array 'shape'");
-    if (off == v.end() || !off->is_array() || off->size() != 2) bad(name, where + ": 'data_offsets' must be [begin, end]");
+    if (off == v.end() || !off->is_array() || off->size() != 2)
+      bad(name, where + ": 'data_offsets' must be [begin, end]");
     TensorEntry e;
     e.name = key;
-    if (!parse_dtype(dt->get<std::string>(), &e.dtype)) bad(name, where + ": unknown dtype '" + dt->get<std::string>() + "'");
+    const std::string& dtype = dt->get_ref<const std::string&>();
+    if (!parse_dtype(dtype, &e.dtype)) {
+      bool known = std::find(std::begin(kUnsupportedDtypes), std::end(kUnsupportedDtypes), dtype) !=
+                   std::end(kUnsupportedDtypes);
+      bad(name, cat(where, ": ", known ? "unsupported" : "unknown", " dtype ", json_brief(*dt)));
+    }
     uint64_t numel = 1;
     for (const json& d : *sh) {
-      if (!d.is_number_unsigned()) bad(name, where + ": shape entries must be non-negative integers");
+      if (!d.is_number_unsigned())
+        bad(name, cat(where, ": shape ", json_brief(*sh), " must hold non-negative integers"));
       uint64_t dim = d.get<uint64_t>();
-      if (dim > (1ull << 40) || __builtin_mul_overflow(numel, dim, &numel)) bad(name, where + ": shape too large");
+      if (dim > kMaxDim || __builtin_mul_overflow(numel, dim, &numel))
+        bad(name, cat(where, ": shape ", json_brief(*sh), " is too large"));
       e.shape.push_back(int64_t(dim));
     }
     for (const json& o : *off)
-      if (!o.is_number_unsigned()) bad(name, where + ": data_offsets must be non-negative integers");
-    uint64_t b = (*off)[0].get<uint64_t>(), en = (*off)[1].get<uint64_t>();
-    if (b > en) bad(name, where + cat(": data_offsets [", b, ", ", en, "] are inverted"));
+      if (!o.is_number_unsigned())
+        bad(name, cat(where, ": data_offsets ", json_brief(*off), " must be non-negative integers"));
+    const uint64_t b = (*off)[0].get<uint64_t>(), en = (*off)[1].get<uint64_t>();
+    if (b > en) bad(name, cat(where, ": data_offsets [", b, ", ", en, "] are inverted"));
     if (en > data_size)
-      bad(name, where + cat(": data_offsets end ", en, " beyond the ", data_size, " data bytes (truncated file?)"));
+      bad(name,
+          cat(where, ": data_offsets [", b, ", ", en, "] end beyond the ", data_size, " data bytes (truncated file?)"));
     uint64_t bytes_needed;
     if (__builtin_mul_overflow(numel, uint64_t(dtype_size(e.dtype)), &bytes_needed) || bytes_needed != en - b)
-      bad(name, where + cat(": ", en - b, " bytes for shape ", shape_str(e.shape), " of ", dtype_name(e.dtype),
-                            " (expected ", numel * dtype_size(e.dtype), ")"));
+      bad(name, cat(where, ": ", en - b, " bytes for shape ", shape_str(e.shape), " of ", dtype_name(e.dtype),
+                    " (expected ", numel, " x ", dtype_size(e.dtype), ")"));
     e.begin = size_t(b);
     e.end = size_t(en);
-    ranges.emplace_back(e.begin, e.end);
     entries.emplace(key, std::move(e));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second)
-      bad(name, cat("tensor data ranges overlap at byte ", ranges[i].first));
+
+  // The tensors must tile the data section exactly, as the reference implementation
+  // requires: an overlap, a hole or trailing bytes mean the header and data disagree.
+  std::vector<const TensorEntry*> order;
+  order.reserve(entries.size());
+  for (const auto& [k, e] : entries) order.push_back(&e);
+  std::sort(order.begin(), order.end(), [](const TensorEntry* a, const TensorEntry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  size_t covered = 0;
+  const TensorEntry* prev = nullptr;
+  for (const TensorEntry* e : order) {
+    if (e->begin < covered)
+      bad(name,
+          cat("tensor ", json_brief(json(e->name), 80), " (bytes [", e->begin, ", ", e->end, ")) overlaps tensor ",
+              json_brief(json(prev->name), 80), " (bytes [", prev->begin, ", ", prev->end, "))"));
+    if (e->begin > covered)
+      bad(name, cat("data bytes [", covered, ", ", e->begin, ") before tensor ", json_brief(json(e->name), 80),
+                    " belong to no tensor"));
+    covered = e->end;
+    prev = e;
+  }
+  if (covered != data_size)
+    bad(name, cat("data bytes [", covered, ", ", data_size, ") after the last tensor belong to no tensor"));
   if (entries_out) *entries_out = std::move(entries);
+  if (metadata_out) *metadata_out = std::move(metadata);
 }
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -106,17 +151,16 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   if (f->map_size_ > 0) {
     void* m = ::mmap(nullptr, f->map_size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) {
+      int err = errno;
       ::close(fd);
-      fail(path, ": cannot map: ", std::strerror(errno));
+      fail(path, ": cannot map: ", std::strerror(err));
     }
     f->map_ = m;
   }
   ::close(fd);
   const uint8_t* bytes = static_cast<const uint8_t*>(f->map_);
   validate(path, bytes, f->map_size_, &f->entries_, &f->metadata_);
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(bytes[i]) << (8 * i);
-  f->data_ = bytes + 8 + n;
+  f->data_ = bytes + 8 + read_u64_le(bytes);
   return f;
 }
 
@@ -130,19 +174,23 @@ const TensorEntry* SafetensorsFile::find(const std::string& name) const {
 }
 
 Tensor SafetensorsFile::load(const TensorEntry& e, DType dtype, Device device) const {
-  size_t n = size_t(shape_numel(e.shape));
-  Tensor host;
+  const size_t n = size_t(shape_numel(e.shape));
+  Tensor host = Tensor::empty(e.shape, dtype);
   if (e.dtype == dtype) {
-    host = Tensor::empty(e.shape, dtype);
     std::memcpy(host.raw(), data(e), e.end - e.begin);
   } else if (dtype == DType::f32) {
-    host = Tensor::empty(e.shape, DType::f32);
     convert_to_f32(data(e), e.dtype, host.f32(), n);
-  } else if (is_float(e.dtype) && is_float(dtype)) {
-    std::vector<float> tmp(n);
-    convert_to_f32(data(e), e.dtype, tmp.data(), n);
-    host = Tensor::empty(e.shape, dtype);
-    convert_from_f32(tmp.data(), host.raw(), dtype, n);
+  } else if (is_float(e.dtype) && (dtype == DType::f16 || dtype == DType::bf16)) {
+    // Through f32 in blocks, so that a large tensor needs no second full-size buffer.
+    constexpr size_t kBlock = 1 << 16;
+    std::vector<float> tmp(std::min(n, kBlock));
+    const char* src = static_cast<const char*>(data(e));
+    char* dst = static_cast<char*>(host.raw());
+    for (size_t i = 0; i < n; i += kBlock) {
+      size_t m = std::min(kBlock, n - i);
+      convert_to_f32(src + i * dtype_size(e.dtype), e.dtype, tmp.data(), m);
+      convert_from_f32(tmp.data(), dst + i * dtype_size(dtype), dtype, m);
+    }
   } else {
     fail(path_, ": tensor '", e.name, "' is ", dtype_name(e.dtype), ", cannot convert to ", dtype_name(dtype));
   }
@@ -161,6 +209,41 @@ Checkpoint Checkpoint::open_file(const std::string& path) {
   return c;
 }
 
+Checkpoint Checkpoint::open_index(const std::string& index_path) {
+  Checkpoint c;
+  c.where_ = index_path;
+  const fs::path dir = fs::path(index_path).parent_path();
+  json idx = parse_json(index_path, read_file(index_path));
+  if (!idx.is_object()) fail(index_path, ": expected a JSON object at the top level, got ", json_type_name(idx));
+  auto wm = idx.find("weight_map");
+  if (wm == idx.end() || !wm->is_object()) fail(index_path, ": missing object 'weight_map'");
+  if (wm->empty()) fail(index_path, ": 'weight_map' lists no tensors");
+  std::map<std::string, size_t> shard_ids;
+  for (auto it = wm->begin(); it != wm->end(); ++it) {
+    const std::string tensor = json_brief(json(it.key()), 80);
+    if (!it.value().is_string())
+      fail(index_path, ": weight_map entry ", tensor, ": expected a file name, got ", json_type_name(it.value()), " ",
+           json_brief(it.value()));
+    const std::string& shard = it.value().get_ref<const std::string&>();
+    if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos ||
+        shard.find('\0') != std::string::npos)
+      fail(index_path, ": weight_map entry ", tensor, " names an invalid shard ", json_brief(it.value(), 80));
+    auto sid = shard_ids.find(shard);
+    if (sid == shard_ids.end()) {
+      const std::string sp = (dir / shard).string();
+      std::error_code ec;
+      if (!fs::exists(sp, ec)) fail(index_path, ": shard ", shard, " (holding tensor ", tensor, ") is missing");
+      c.files_.push_back(std::shared_ptr<SafetensorsFile>(SafetensorsFile::open(sp)));
+      c.file_paths_.push_back(sp);
+      sid = shard_ids.emplace(shard, c.files_.size() - 1).first;
+    }
+    if (c.files_[sid->second]->find(it.key()) == nullptr)
+      fail(index_path, ": tensor ", tensor, " is not in its shard ", shard);
+    c.index_[it.key()] = sid->second;
+  }
+  return c;
+}
+
 Checkpoint Checkpoint::open_dir(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(dir, ": not a directory");
@@ -170,34 +253,35 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
     if (fs::exists(single, ec)) return open_file(single.string());
   }
   for (const char* stem : {"diffusion_pytorch_model", "model"}) {
-    fs::path index_path = fs::path(dir) / (std::string(stem) + ".safetensors.index.json");
-    if (!fs::exists(index_path, ec)) continue;
-    Checkpoint c;
-    c.where_ = index_path.string();
-    json idx = json::parse(read_file(c.where_), nullptr, false);
-    if (idx.is_discarded() || !idx.is_object()) fail(c.where_, ": not valid JSON");
-    auto wm = idx.find("weight_map");
-    if (wm == idx.end() || !wm->is_object()) fail(c.where_, ": missing object 'weight_map'");
-    std::map<std::string, size_t> shard_ids;
-    for (auto it = wm->begin(); it != wm->end(); ++it) {
-      if (!it.value().is_string()) fail(c.where_, ": weight_map entry '", it.key(), "' is not a file name");
-      std::string shard = it.value().get<std::string>();
-      if (shard.find('/') != std::string::npos || shard.empty())
-        fail(c.where_, ": weight_map entry '", it.key(), "' names an invalid shard '", shard, "'");
-      auto sid = shard_ids.find(shard);
-      if (sid == shard_ids.end()) {
-        fs::path sp = fs::path(dir) / shard;
-        if (!fs::exists(sp, ec)) fail(c.where_, ": shard ", shard, " (of tensor '", it.key(), "') is missing");
-        c.files_.push_back(std::shared_ptr<SafetensorsFile>(SafetensorsFile::open(sp.string())));
-        c.file_paths_.push_back(sp.string());
-        sid = shard_ids.emplace(shard, c.files_.size() - 1).first;
-      }
-      if (c.files_[sid->second]->find(it.key()) == nullptr)
-        fail(c.where_, ": tensor '", it.key(), "' is not in its shard ", shard);
-      c.index_[it.key()] = sid->second;
-    }
-    return c;
+    fs::path index = fs::path(dir) / (std::string(stem) + ".safetensors.index.json");
+    if (fs::exists(index, ec)) return open_index(index.string());
   }
+  // Variants (diffusion_pytorch_model.fp16.safetensors, model.safetensors.index.bf16.json)
+  // are used only when they are the one choice, so that no precision is picked silently.
+  std::vector<std::string> variants, others;
+  for (const auto& ent : fs::directory_iterator(dir, ec)) {
+    std::string f = ent.path().filename().string();
+    bool is_weights =
+        f.ends_with(".safetensors") || (f.find(".safetensors.index.") != std::string::npos && f.ends_with(".json"));
+    if (!is_weights) {
+      if (f.ends_with(".bin") || f.ends_with(".pt") || f.ends_with(".ckpt") || f.ends_with(".pth")) others.push_back(f);
+      continue;
+    }
+    bool known_stem = f.starts_with("diffusion_pytorch_model.") || f.starts_with("model.");
+    bool is_shard = f.find("-of-") != std::string::npos;
+    if (known_stem && !is_shard) variants.push_back(f);
+  }
+  std::sort(variants.begin(), variants.end());
+  if (variants.size() == 1) {
+    fs::path p = fs::path(dir) / variants[0];
+    return variants[0].ends_with(".json") ? open_index(p.string()) : open_file(p.string());
+  }
+  if (variants.size() > 1) {
+    std::string list;
+    for (const auto& v : variants) list += (list.empty() ? "" : ", ") + v;
+    fail(dir, ": several weight variants (", list, "); keep one of them");
+  }
+  if (!others.empty()) fail(dir, ": only non-safetensors weights (", others[0], "); pab reads safetensors only");
   fail(dir, ": no diffusion_pytorch_model.safetensors, model.safetensors or their .index.json");
 }
 
@@ -238,10 +322,18 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
   if (!metadata.empty()) header["__metadata__"] = metadata;
   size_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    header[name] = {{"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
+    if (name == "__metadata__") fail(path, ": '__metadata__' cannot be a tensor name");
+    header[name] = {
+        {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
-  std::string h = header.dump();
+  std::string h;
+  try {
+    h = header.dump();
+  } catch (const json::exception&) {
+    fail(path, ": a tensor name or metadata value is not valid UTF-8");
+  }
+  // The data section starts 8-byte aligned, as the reference writer does.
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');
   AtomicFile out(path);
   {

@@ -20,8 +20,9 @@ struct TensorEntry {
 };
 
 // One .safetensors file, mapped read-only. Opening validates the whole header:
-// well-formed JSON, known dtypes, offsets in bounds and non-overlapping, and
-// byte sizes equal to shape x dtype size. Errors name the file.
+// well-formed JSON, known dtypes, offsets in bounds, byte sizes equal to
+// shape x dtype size, and tensors tiling the data section exactly (no overlap,
+// hole or trailing bytes). Errors name the file.
 class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::string& path);
@@ -36,7 +37,8 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const TensorEntry* find(const std::string& name) const;
   const void* data(const TensorEntry& e) const { return data_ + e.begin; }
-  // Copies a tensor out, converted to `dtype` (float dtypes convert; integers only to themselves or f32).
+  // Copies a tensor out, converted to `dtype`: any dtype to itself or to f32, float dtypes
+  // to f16 and bf16; anything else is an error naming the file and tensor.
   Tensor load(const TensorEntry& e, DType dtype, Device device = Device::cpu) const;
 
  private:
@@ -61,13 +63,18 @@ class WeightSource {
   virtual const std::string& where() const = 0;
 };
 
-// The weights of one model component: `<dir>/<stem>.safetensors`, or the shards
-// named by `<dir>/<stem>.safetensors.index.json`. Any stem present in `dir` is
-// accepted when `stem` is empty (diffusion_pytorch_model, model).
+// The weights of one model component: one .safetensors file, or the shards an
+// index.json names (`{"weight_map": {tensor: shard file}}`, shards beside it).
+// Every file is validated on opening; a missing shard, or a tensor absent from
+// the shard the index names, is an error naming the index.
 class Checkpoint final : public WeightSource {
  public:
+  // `<dir>/<stem>.safetensors`, else `<dir>/<stem>.safetensors.index.json`, for the
+  // stems diffusion_pytorch_model and model; else the one variant present
+  // (`<stem>.fp16.safetensors`, `<stem>.safetensors.index.fp16.json`).
   static Checkpoint open_dir(const std::string& dir);
   static Checkpoint open_file(const std::string& path);
+  static Checkpoint open_index(const std::string& index_path);
 
   bool has(const std::string& name) const override { return index_.count(name) != 0; }
   const TensorEntry& entry(const std::string& name) const;

@@ -1,0 +1,33 @@
+// Shared by the files implementing the public API (api*.cpp): the boundary
+// where internal exceptions become pab::Status.
+#pragma once
+
+#include <exception>
+#include <new>
+
+#include "core/error.h"
+#include "pab/pab.h"
+
+namespace pab {
+
+// Runs f, turning any exception into an error Status with a one-line message.
+template <class F>
+Status guarded(F&& f) {
+  auto one_line = [](std::string m) {
+    for (char& c : m)
+      if (c == '\n' || c == '\r') c = ' ';
+    return m;
+  };
+  try {
+    f();
+    return Status::success();
+  } catch (const Error& e) {
+    return Status::error(one_line(e.what()));
+  } catch (const std::bad_alloc&) {
+    return Status::error("out of memory");
+  } catch (const std::exception& e) {
+    return Status::error(one_line(cat("unexpected error: ", e.what())));
+  }
+}
+
+}  // namespace pab
