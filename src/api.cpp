@@ -39,6 +39,14 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
   return guarded([&] {
     check_writable(opts.output);
     LoadOptions lo = load_options(opts.compute);
+    if (is_pipeline_case(opts.case_dir)) {
+      PipelineCase c = load_pipeline_case(opts.case_dir);
+      if (opts.pab.any())
+        c.pab = resolve_pab_choice(opts.pab.preset, opts.pab.file,
+                                   transformer_class_name((std::filesystem::path(c.dir) / "model/transformer").string()));
+      write_safetensors(opts.output, replay_pipeline_case(c, lo, summary));
+      return;
+    }
     ReplayCase c = load_replay_case(opts.case_dir);
     if (opts.pab.any())
       c.pab = resolve_pab_choice(opts.pab.preset, opts.pab.file,

@@ -84,11 +84,16 @@ int t5_relative_position_bucket(int64_t relative_position, int num_buckets, int 
 }
 
 std::unique_ptr<T5Encoder> T5Encoder::load(const std::string& dir, const LoadOptions& opts) {
+  JsonConfig config = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
+  T5Config::from_json(config);  // a config error is reported before the weights are opened
+  return load(config, Checkpoint::open_dir(dir), opts);
+}
+
+std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const WeightSource& ck, const LoadOptions& opts) {
   auto enc = std::unique_ptr<T5Encoder>(new T5Encoder());
-  enc->cfg_ = T5Config::from_json(JsonConfig::load((std::filesystem::path(dir) / "config.json").string()));
+  enc->cfg_ = T5Config::from_json(config);
   enc->opts_ = opts;
   const T5Config& c = enc->cfg_;
-  Checkpoint ck = Checkpoint::open_dir(dir);
   auto load = [&](const std::string& name, const Shape& shape) {
     return ck.load(name, shape, opts.dtype, opts.device);
   };
@@ -121,7 +126,8 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const std::string& dir, const LoadOpt
     b.wo = load(ff + "DenseReluDense.wo.weight", {c.d_model, c.d_ff});
     enc->blocks_.push_back(std::move(b));
   }
-  if (ck.has(cat("encoder.block.", c.num_layers, ".layer.0.layer_norm.weight")))
+  // (A checkpoint only: generated weights have every name.)
+  if (dynamic_cast<const Checkpoint*>(&ck) && ck.has(cat("encoder.block.", c.num_layers, ".layer.0.layer_norm.weight")))
     fail(ck.where(), ": holds more encoder blocks than num_layers = ", c.num_layers, " in config.json");
   enc->final_norm_ = load("encoder.final_layer_norm.weight", {c.d_model});
   return enc;

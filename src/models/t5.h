@@ -8,6 +8,7 @@
 
 #include "backend/backend.h"
 #include "io/config.h"
+#include "io/safetensors.h"
 #include "models/transformer.h"
 
 namespace pab {
@@ -35,6 +36,9 @@ class T5Encoder {
   // Loads `dir`/config.json and the weights (one file or shards with an index);
   // the embedding may be stored as shared.weight, encoder.embed_tokens.weight or both.
   static std::unique_ptr<T5Encoder> load(const std::string& dir, const LoadOptions& opts = {});
+  // As above, from a parsed config and any weight source (e.g. generated weights).
+  static std::unique_ptr<T5Encoder> load(const JsonConfig& config, const WeightSource& weights,
+                                         const LoadOptions& opts);
 
   const T5Config& config() const { return cfg_; }
   Device device() const { return opts_.device; }

@@ -183,7 +183,7 @@ Tensor blend(const Tensor& a, const Tensor& b, int64_t extent, int dim) {
 // ---------------------------------------------------------------- loading
 
 struct Loader {
-  const Checkpoint& ckpt;
+  const WeightSource& ckpt;
   const LoadOptions& opts;
 
   Tensor get(const std::string& name, const Shape& shape) const {
@@ -307,15 +307,22 @@ CogVideoXVaeConfig parse_config(const JsonConfig& c) {
 
 }  // namespace
 
+CogVideoXVaeConfig CogVideoXVae::config_from_json(const JsonConfig& json) { return parse_config(json); }
+
 std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const std::string& dir, const LoadOptions& opts) {
   JsonConfig json = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
+  parse_config(json);  // a config error is reported before the weights are opened
+  return load(json, Checkpoint::open_dir(dir), opts);
+}
+
+std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const JsonConfig& json, const WeightSource& weights,
+                                                 const LoadOptions& opts) {
   std::unique_ptr<CogVideoXVae> vae(new CogVideoXVae());
   vae->config_ = parse_config(json);
   vae->opts_ = opts;
   const CogVideoXVaeConfig& cfg = vae->config_;
 
-  Checkpoint ckpt = Checkpoint::open_dir(dir);
-  Loader l{ckpt, opts};
+  Loader l{weights, opts};
   auto d = std::make_unique<Decoder>();
   d->groups = cfg.norm_num_groups;
   const int64_t zq = cfg.latent_channels;
@@ -349,9 +356,11 @@ std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const std::string& dir, const L
   return vae;
 }
 
-int64_t CogVideoXVae::decoded_frames(int64_t latent_frames) const {
+int64_t CogVideoXVae::decoded_frames(int64_t latent_frames) const { return config_.decoded_frames(latent_frames); }
+
+int64_t CogVideoXVaeConfig::decoded_frames(int64_t latent_frames) const {
   auto through_decoder = [&](int64_t n) {
-    for (int i = 0; i < config_.temporal_compress_level; ++i) n = n > 1 ? 2 * n - (n % 2) : n;
+    for (int i = 0; i < temporal_compress_level; ++i) n = n > 1 ? 2 * n - (n % 2) : n;
     return n;
   };
   int64_t batches = std::max<int64_t>(latent_frames / kLatentFramesPerBatch, 1);

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/config.h"
+#include "io/safetensors.h"
 #include "models/transformer.h"  // LoadOptions
 
 namespace pab {
@@ -28,6 +30,8 @@ struct CogVideoXVaeConfig {
 
   // Spatial upsampling factor of the decoder: 2^(blocks - 1).
   int spatial_factor() const { return 1 << (int(block_out_channels.size()) - 1); }
+  // Frames decode produces for `latent_frames` (see CogVideoXVae::decoded_frames).
+  int64_t decoded_frames(int64_t latent_frames) const;
 };
 
 // Tiled decoding as diffusers' enable_tiling(...) configures it; zero values
@@ -45,6 +49,10 @@ class CogVideoXVae {
   // Reads `dir`/config.json and the decoder weights beside it; unsupported
   // config values are errors naming the file and key.
   static std::unique_ptr<CogVideoXVae> load(const std::string& dir, const LoadOptions& opts = {});
+  // As above, from a parsed config and any weight source (e.g. generated weights).
+  static std::unique_ptr<CogVideoXVae> load(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts);
+  // The decoder-relevant values of a vae/config.json; fails naming the file and key.
+  static CogVideoXVaeConfig config_from_json(const JsonConfig& config);
   ~CogVideoXVae();
 
   const CogVideoXVaeConfig& config() const { return config_; }

@@ -74,7 +74,7 @@ Tensor attention_forward(const Attention& a, const Tensor& x, int groups) {
 }
 
 struct Loader {
-  const Checkpoint& ckpt;
+  const WeightSource& ckpt;
   const LoadOptions& opts;
 
   Tensor get(const std::string& name, const Shape& shape) const {
@@ -178,15 +178,21 @@ KlVaeConfig parse_config(const JsonConfig& c) {
 
 }  // namespace
 
+KlVaeConfig KlVae::config_from_json(const JsonConfig& json) { return parse_config(json); }
+
 std::unique_ptr<KlVae> KlVae::load(const std::string& dir, const LoadOptions& opts) {
   JsonConfig json = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
+  parse_config(json);  // a config error is reported before the weights are opened
+  return load(json, Checkpoint::open_dir(dir), opts);
+}
+
+std::unique_ptr<KlVae> KlVae::load(const JsonConfig& json, const WeightSource& weights, const LoadOptions& opts) {
   std::unique_ptr<KlVae> vae(new KlVae());
   vae->config_ = parse_config(json);
   vae->opts_ = opts;
   const KlVaeConfig& cfg = vae->config_;
 
-  Checkpoint ckpt = Checkpoint::open_dir(dir);
-  Loader l{ckpt, opts};
+  Loader l{weights, opts};
   auto d = std::make_unique<Decoder>();
   d->groups = cfg.norm_num_groups;
   const int64_t lc = cfg.latent_channels;

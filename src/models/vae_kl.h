@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "io/config.h"
+#include "io/safetensors.h"
 #include "models/transformer.h"  // LoadOptions
 
 namespace pab {
@@ -31,6 +33,10 @@ class KlVae {
   // Reads `dir`/config.json and the decoder weights beside it; unsupported
   // config values are errors naming the file and key.
   static std::unique_ptr<KlVae> load(const std::string& dir, const LoadOptions& opts = {});
+  // As above, from a parsed config and any weight source (e.g. generated weights).
+  static std::unique_ptr<KlVae> load(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts);
+  // The decoder-relevant values of a vae/config.json; fails naming the file and key.
+  static KlVaeConfig config_from_json(const JsonConfig& config);
   ~KlVae();
 
   const KlVaeConfig& config() const { return config_; }

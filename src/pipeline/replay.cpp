@@ -1,6 +1,8 @@
 #include "pipeline/replay.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "backend/ops.h"
 #include "cache/pab_config.h"
@@ -95,6 +97,102 @@ std::map<std::string, Tensor> replay_case(const ReplayCase& c0, const LoadOption
   out["latents_final_pab"] = to_host(pab.latents);
   if (summary) *summary = cat(model->class_name(), ", ", c.timesteps.size(), " steps, PAB ", c.pab.describe(), ": ",
                               pab.stats.summary());
+  return out;
+}
+
+}  // namespace pab
+
+namespace pab {
+
+bool is_pipeline_case(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "case.json";
+  std::error_code ec;
+  return fs::is_regular_file(path, ec) && JsonConfig::load(path.string()).has("pipeline");
+}
+
+PipelineCase load_pipeline_case(const std::string& dir) {
+  PipelineCase c;
+  c.dir = dir;
+  JsonConfig cj = JsonConfig::load((fs::path(dir) / "case.json").string());
+  c.pipeline = cj.get<std::string>("pipeline");
+  if (!cj.has("call") || !cj.json().at("call").is_object()) fail(cj.where(), ": key 'call': expected an object");
+  JsonConfig call(cj.json().at("call"), cj.where() + " (call)");
+  static const std::set<std::string> kKnown = {
+      "prompt", "negative_prompt", "height", "width", "num_frames", "video_length", "num_inference_steps",
+      "guidance_scale", "max_sequence_length", "use_dynamic_cfg", "mask_feature", "clean_caption",
+      "enable_temporal_attentions", "eta"};
+  for (const auto& [key, value] : call.json().items())
+    if (!kKnown.count(key)) fail(call.where(), ": key '", key, "' is not a supported pipeline argument");
+  VideoRequest& r = c.request;
+  r.prompt = call.get<std::string>("prompt");
+  r.negative_prompt = call.get_or<std::string>("negative_prompt", "");
+  r.height = call.get_optional<int>("height");
+  r.width = call.get_optional<int>("width");
+  r.frames = call.get_optional<int>(c.pipeline == "LattePipeline" ? "video_length" : "num_frames");
+  r.steps = call.get_optional<int>("num_inference_steps");
+  r.guidance = call.get_optional<double>("guidance_scale");
+  r.max_sequence_length = call.get_optional<int>("max_sequence_length");
+  r.dynamic_cfg = call.get_or("use_dynamic_cfg", false);
+  r.mask_feature = call.get_or("mask_feature", true);
+  r.eta = call.get_or("eta", 0.0);
+  if (call.get_or("clean_caption", false))
+    call.unsupported("clean_caption", "caption cleaning (ftfy, BeautifulSoup) is not implemented; pass false");
+  if (!call.get_or("enable_temporal_attentions", true))
+    call.unsupported("enable_temporal_attentions", "the transformers always run their temporal attention");
+  if (!cj.has("pab")) fail(cj.where(), ": missing required key 'pab'");
+  c.pab = parse_pab_config(cj.json().at("pab"), cj.where() + " (pab)");
+
+  Checkpoint inputs = Checkpoint::open_file((fs::path(dir) / "inputs.safetensors").string());
+  c.latents = inputs.load("latents");
+  for (int i = 0; inputs.has(cat("noise_", i)); ++i) c.noise.push_back(inputs.load(cat("noise_", i)));
+  if (cj.has("latents_shape")) {
+    Shape s = cj.get<std::vector<int64_t>>("latents_shape");
+    if (s != c.latents.shape())
+      fail(cj.where(), ": latents_shape ", shape_str(s), " does not match the inputs' latents ", c.latents.desc());
+  }
+  return c;
+}
+
+std::map<std::string, Tensor> replay_pipeline_case(const PipelineCase& c, const LoadOptions& opts,
+                                                   std::string* summary) {
+  auto pipe = VideoPipeline::open((fs::path(c.dir) / "model").string(), opts);
+  if (pipe->class_name() != c.pipeline)
+    fail(c.dir, ": case.json names ", c.pipeline, " but model/model_index.json names ", pipe->class_name());
+  VideoPlan plan = pipe->plan(c.request);
+  if (plan.latents != c.latents.shape())
+    fail(c.dir, ": the inputs' latents ", c.latents.desc(), " do not have the shape the call makes, ",
+         shape_str(plan.latents));
+  c.pab.validate(pipe->transformer().site_kinds());
+
+  auto to_host = [](const Tensor& t) { return t.to(DType::f32).to(Device::cpu); };
+  std::map<std::string, Tensor> out;
+  PromptEmbeddings embeds = pipe->encode_prompt(plan);
+  pipe->release_text_encoder();
+  out["prompt_embeds"] = to_host(embeds.prompt);
+  if (embeds.negative.defined()) out["negative_prompt_embeds"] = to_host(embeds.negative);
+
+  PabPolicy policy(c.pab);
+  std::string stats;
+  for (const char* tag : {"nopab", "pab"}) {
+    const bool with_pab = std::string(tag) == "pab";
+    // prepare_latents with latents passed in: the given tensor times init_noise_sigma.
+    ReplayNoise given({c.latents}, c.dir + "/inputs.safetensors (latents)");
+    Tensor latents = pipe->initial_latents(plan, given);
+    ReplayNoise noise(c.noise, c.dir + "/inputs.safetensors");
+    auto record = [&](const StepReport& r) { out[cat("latents_step_", r.step, "_", tag)] = to_host(*r.latents); };
+    DenoiseResult run = pipe->denoise(plan, embeds, latents, with_pab ? &policy : nullptr, &noise, record);
+    out[cat("latents_final_", tag)] = to_host(run.latents);
+    out[cat("frames_", tag)] = pipe->decode(plan, run.latents, TilingChoice::off);
+    if (!out.count("timesteps")) {
+      Tensor t = Tensor::empty({int64_t(run.timesteps.size())}, DType::i64);
+      std::copy(run.timesteps.begin(), run.timesteps.end(), t.i64());
+      out["timesteps"] = t;
+    }
+    if (with_pab) stats = run.stats.summary();
+  }
+  if (summary)
+    *summary = cat(pipe->class_name(), " (", pipe->transformer_class(), "), ", plan.describe(), ", PAB ",
+                   c.pab.describe(), ": ", stats);
   return out;
 }
 

@@ -1,6 +1,10 @@
-// `pab replay`: runs the denoising loop a fixture case describes (case.json,
-// inputs.safetensors, transformer/), without and with PAB, and returns the
-// tensors under the reference's names.
+// `pab replay`: runs what a fixture case describes, without and with PAB, and
+// returns the tensors under the reference's names. Two kinds of case:
+//  - a transformer's denoising loop (case.json "model", inputs.safetensors,
+//    transformer/);
+//  - a whole text-to-video pipeline (case.json "pipeline" and "call", the
+//    pipeline folder model/, inputs.safetensors with the initial latents and
+//    any recorded scheduler noise).
 #pragma once
 
 #include <map>
@@ -9,6 +13,7 @@
 
 #include "cache/pab.h"
 #include "models/transformer.h"
+#include "pipeline/video_pipeline.h"
 
 namespace pab {
 
@@ -38,5 +43,29 @@ ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, PabPolicy
 // Both passes, keyed as the reference: out_nopab_{i}, out_pab_{i},
 // latents_final_nopab, latents_final_pab (f32, on the CPU).
 std::map<std::string, Tensor> replay_case(const ReplayCase& c, const LoadOptions& opts, std::string* summary);
+
+// Whether case.json in `dir` describes a whole pipeline ("pipeline" key).
+bool is_pipeline_case(const std::string& dir);
+
+struct PipelineCase {
+  std::string dir;
+  std::string pipeline;          // case.json "pipeline", the class model_index.json must name
+  VideoRequest request;          // from case.json "call"
+  Tensor latents;                // inputs "latents": the initial latents
+  std::vector<Tensor> noise;     // inputs "noise_0", "noise_1", ...: the stochastic scheduler's draws
+  PabConfig pab;
+};
+
+// Reads case.json and inputs.safetensors of `dir`; unknown or unsupported
+// call arguments are errors naming the key.
+PipelineCase load_pipeline_case(const std::string& dir);
+
+// The pipeline in `dir`/model run from the case's latents and noise, without
+// and with PAB (the prompt encoded once), keyed as the reference:
+// prompt_embeds, negative_prompt_embeds, timesteps (i64),
+// latents_step_{i}_{nopab|pab}, latents_final_{nopab|pab}, frames_{nopab|pab}
+// (f32 on the CPU; frames F x C x H x W in [0, 1]).
+std::map<std::string, Tensor> replay_pipeline_case(const PipelineCase& c, const LoadOptions& opts,
+                                                   std::string* summary);
 
 }  // namespace pab

@@ -1,0 +1,175 @@
+// CogVideoXPipeline (diffusers pipeline_cogvideox.py): T5 prompts padded to
+// max_sequence_length without a mask, negative prompt "" for CFG, latents
+// [B, (F - 1) / 4 + 1, C, H / 8, W / 8] (CogVideoX 1.5 pads the latent frames
+// to its temporal patch and drops the padding before decoding), dynamic CFG,
+// latents kept in the compute dtype between steps, and the 3D VAE.
+#include <cmath>
+#include <numbers>
+#include <numeric>
+
+#include "backend/ops.h"
+#include "models/vae_cogvideox.h"
+#include "pipeline/video_pipeline.h"
+
+namespace pab {
+
+namespace {
+
+// Untiled decoding holds several full-resolution activations of 128 channels
+// for each batch of 8 or 9 frames; above this many pixels per frame the
+// automatic choice tiles (480x720 does, 512x512 does not).
+constexpr int64_t kAutoTilePixels = 512 * 512;
+
+// What the pipeline reads from the transformer's config.json (diffusers'
+// CogVideoXTransformer3DModel defaults).
+struct TransformerFacts {
+  int in_channels = 16, patch_size = 2, patch_size_t = 0;
+  int sample_height = 60, sample_width = 90, sample_frames = 49;
+  int max_text_seq_length = 226, text_embed_dim = 4096;
+  bool rotary = false, learned_positions = false;
+
+  explicit TransformerFacts(const JsonConfig& j) {
+    in_channels = j.get_or("in_channels", in_channels);
+    patch_size = j.get_or("patch_size", patch_size);
+    patch_size_t = j.get_or("patch_size_t", 0);
+    sample_height = j.get_or("sample_height", sample_height);
+    sample_width = j.get_or("sample_width", sample_width);
+    sample_frames = j.get_or("sample_frames", sample_frames);
+    max_text_seq_length = j.get_or("max_text_seq_length", max_text_seq_length);
+    text_embed_dim = j.get_or("text_embed_dim", text_embed_dim);
+    rotary = j.get_or("use_rotary_positional_embeddings", false);
+    learned_positions = j.get_or("use_learned_positional_embeddings", false);
+    for (auto [key, v] : {std::pair{"in_channels", in_channels}, {"patch_size", patch_size},
+                          {"sample_height", sample_height}, {"sample_width", sample_width},
+                          {"sample_frames", sample_frames}, {"max_text_seq_length", max_text_seq_length}})
+      if (v < 1) j.unsupported(key, "must be >= 1");
+    if (patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
+  }
+};
+
+class CogVideoXPipeline final : public VideoPipeline {
+ public:
+  CogVideoXPipeline(PipelineParts parts, const LoadOptions& opts)
+      : VideoPipeline(std::move(parts), opts),
+        facts_(parts_.transformer.config),
+        vae_config_(CogVideoXVae::config_from_json(parts_.vae.config)) {
+    if (transformer_class_ != "CogVideoXTransformer3DModel")
+      fail(parts_.transformer.config.where(), ": CogVideoXPipeline needs a CogVideoXTransformer3DModel, got ",
+           transformer_class_);
+    if (vae_config_.latent_channels != facts_.in_channels)
+      fail(parts_.vae.config.where(), ": latent_channels ", vae_config_.latent_channels,
+           " differs from the transformer's in_channels ", facts_.in_channels);
+    if (parts_.text_encoder) {
+      T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
+      if (t5.d_model != facts_.text_embed_dim)
+        fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model, " differs from the transformer's text_embed_dim ",
+             facts_.text_embed_dim);
+    }
+  }
+
+  VideoPlan plan(const VideoRequest& r) const override {
+    const int s = vae_config_.spatial_factor();
+    const int temporal = 1 << vae_config_.temporal_compress_level;
+    VideoPlan p;
+    p.prompt = r.prompt;
+    p.negative_prompt = r.negative_prompt;
+    p.steps = r.steps.value_or(50);
+    p.guidance = r.guidance.value_or(6.0);
+    p.cfg = p.guidance > 1.0;
+    p.dynamic_cfg = r.dynamic_cfg;
+    p.eta = r.eta;
+    p.height = r.height.value_or(facts_.sample_height * s);
+    p.width = r.width.value_or(facts_.sample_width * s);
+    p.frames = r.frames.value_or(facts_.sample_frames);
+    p.text_length = r.max_sequence_length.value_or(facts_.max_text_seq_length);
+    check_request(p);
+
+    const int multiple = std::lcm(8, s * facts_.patch_size);
+    const std::string why = cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x",
+                                facts_.patch_size, " patches");
+    check_multiple("height", p.height, multiple, why);
+    check_multiple("width", p.width, multiple, why);
+    if (facts_.learned_positions &&
+        (p.height != facts_.sample_height * s || p.width != facts_.sample_width * s))
+      fail("size ", p.width, "x", p.height, ": this transformer's learned positional embeddings only cover its sample size ",
+           facts_.sample_width * s, "x", facts_.sample_height * s);
+    if (!valid_frames(p.frames)) {
+      int below = p.frames - 1, above = p.frames + 1;
+      while (below > 0 && !valid_frames(below)) --below;
+      while (!valid_frames(above) && above < p.frames + 1000) ++above;
+      fail("frames ", p.frames, ": the CogVideoX VAE decodes ", temporal,
+           "x-compressed latent frames in pairs and cannot make this count; the nearest it makes are ",
+           below > 0 ? cat(below, " and ") : std::string(), above);
+    }
+    if (p.text_length < 1) fail("max_sequence_length ", p.text_length, ": must be >= 1");
+    if ((!facts_.rotary || facts_.learned_positions) && p.text_length != facts_.max_text_seq_length)
+      fail("max_sequence_length ", p.text_length, ": this transformer's positional embeddings are built for ",
+           facts_.max_text_seq_length, " text tokens (max_text_seq_length in its config.json)");
+
+    const int64_t latent_frames = (p.frames - 1) / temporal + 1;
+    const int pt = facts_.patch_size_t;
+    p.padding_frames = pt > 0 && latent_frames % pt != 0 ? pt - latent_frames % pt : 0;
+    p.latents = {1, latent_frames + p.padding_frames, facts_.in_channels, p.height / s, p.width / s};
+    return p;
+  }
+
+  PromptEmbeddings encode_prompt(const VideoPlan& plan) override {
+    PromptEmbeddings e;
+    const std::string limit = "max_sequence_length";
+    e.prompt = encode_text(plan.prompt, plan.text_length, false, "prompt", limit, &e.warnings);
+    if (plan.cfg) e.negative = encode_text(plan.negative_prompt, plan.text_length, false, "negative prompt", limit, &e.warnings);
+    return e;
+  }
+
+  bool tiles(const VideoPlan& plan, TilingChoice tiling) const override {
+    if (tiling != TilingChoice::automatic) return tiling == TilingChoice::on;
+    return int64_t(plan.height) * plan.width > kAutoTilePixels;
+  }
+
+  Tensor decode(const VideoPlan& plan, const Tensor& latents, TilingChoice tiling) override {
+    if (latents.shape() != plan.latents)
+      fail("CogVideoXPipeline: latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
+    Tensor x = plan.padding_frames ? ops::slice(latents, 1, plan.padding_frames, latents.dim(1)) : latents;
+    if (!vae_) vae_ = CogVideoXVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
+    CogVideoXDecodeOptions o;
+    o.tiled = tiles(plan, tiling);
+    Tensor video = vae_->decode_latents(x, o);  // [1, C, F, H, W]
+    return postprocess_video(video);
+  }
+
+ protected:
+  // diffusers' use_dynamic_cfg formula, which takes the timestep's value (not
+  // the step index) as its progress variable.
+  double guidance_at(const VideoPlan& plan, int, int64_t t) const override {
+    if (!plan.dynamic_cfg) return plan.guidance;
+    const double n = plan.steps;
+    return 1 + plan.guidance * ((1 - std::cos(std::numbers::pi * std::pow((n - double(t)) / n, 5.0))) / 2);
+  }
+
+  // `latents = latents.to(prompt_embeds.dtype)` after every step.
+  Tensor keep_latents(const Tensor& latents) const override {
+    return opts_.dtype == DType::f32 ? latents : latents.to(opts_.dtype).to(DType::f32);
+  }
+
+  void free_vae() override { vae_.reset(); }
+
+ private:
+  // Whether the VAE turns the latent frames for `frames` back into exactly `frames`.
+  bool valid_frames(int frames) const {
+    const int temporal = 1 << vae_config_.temporal_compress_level;
+    if (frames < 1 || (frames - 1) % temporal != 0) return false;
+    return vae_config_.decoded_frames((frames - 1) / temporal + 1) == frames;
+  }
+
+  TransformerFacts facts_;
+  CogVideoXVaeConfig vae_config_;
+  std::unique_ptr<CogVideoXVae> vae_;
+};
+
+}  // namespace
+
+std::unique_ptr<VideoPipeline> make_cogvideox_pipeline(PipelineParts parts, const LoadOptions& opts) {
+  return std::make_unique<CogVideoXPipeline>(std::move(parts), opts);
+}
+
+}  // namespace pab

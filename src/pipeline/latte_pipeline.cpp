@@ -1,0 +1,141 @@
+// LattePipeline (diffusers pipeline_latte.py) with clean_caption=False:
+// prompts lower-cased and stripped, tokenized to 120 tokens and encoded with
+// their attention mask; with mask_feature the prompt's embeddings are cut to
+// its token count and the negative prompt's (also 120 tokens) to the same
+// count. The transformer's learned-sigma channels are dropped before the
+// scheduler step, and the SD-style VAE decodes frame by frame.
+#include <numeric>
+
+#include "backend/ops.h"
+#include "models/vae_kl.h"
+#include "pipeline/prompt_text.h"
+#include "pipeline/video_pipeline.h"
+
+namespace pab {
+
+namespace {
+
+constexpr int64_t kTextLength = 120;     // LattePipeline.encode_prompt's max_length
+constexpr int64_t kDecodeChunkSize = 14;  // LattePipeline's decode_chunk_size default
+
+// What the pipeline reads from the transformer's config.json (diffusers'
+// LatteTransformer3DModel defaults where it has them).
+struct TransformerFacts {
+  int in_channels = 0, out_channels = 0, patch_size = 0, sample_size = 64, video_length = 16, caption_channels = 0;
+
+  explicit TransformerFacts(const JsonConfig& j) {
+    in_channels = j.get<int>("in_channels");
+    out_channels = j.get_or("out_channels", in_channels);
+    patch_size = j.get<int>("patch_size");
+    sample_size = j.get_or("sample_size", sample_size);
+    video_length = j.get_or("video_length", video_length);
+    caption_channels = j.get<int>("caption_channels");
+    for (auto [key, v] : {std::pair{"in_channels", in_channels}, {"patch_size", patch_size},
+                          {"sample_size", sample_size}, {"video_length", video_length}})
+      if (v < 1) j.unsupported(key, "must be >= 1");
+    // The pipeline keeps the first half of the output channels (learned sigma).
+    if (out_channels != 2 * in_channels)
+      j.unsupported("out_channels", cat("LattePipeline expects learned sigma: 2 x in_channels = ", 2 * in_channels));
+  }
+};
+
+class LattePipeline final : public VideoPipeline {
+ public:
+  LattePipeline(PipelineParts parts, const LoadOptions& opts)
+      : VideoPipeline(std::move(parts), opts),
+        facts_(parts_.transformer.config),
+        vae_config_(KlVae::config_from_json(parts_.vae.config)) {
+    if (transformer_class_ != "LatteTransformer3DModel")
+      fail(parts_.transformer.config.where(), ": LattePipeline needs a LatteTransformer3DModel, got ",
+           transformer_class_);
+    if (vae_config_.latent_channels != facts_.in_channels)
+      fail(parts_.vae.config.where(), ": latent_channels ", vae_config_.latent_channels,
+           " differs from the transformer's in_channels ", facts_.in_channels);
+    if (parts_.text_encoder) {
+      T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
+      if (t5.d_model != facts_.caption_channels)
+        fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model,
+             " differs from the transformer's caption_channels ", facts_.caption_channels);
+    }
+  }
+
+  VideoPlan plan(const VideoRequest& r) const override {
+    const int s = vae_config_.spatial_factor();
+    if (r.dynamic_cfg) fail("dynamic CFG is a CogVideoXPipeline option; LattePipeline uses a fixed guidance scale");
+    if (r.max_sequence_length && *r.max_sequence_length != kTextLength)
+      fail("max_sequence_length ", *r.max_sequence_length, ": LattePipeline encodes prompts as ", kTextLength,
+           " tokens");
+    VideoPlan p;
+    p.prompt = r.prompt;
+    p.negative_prompt = r.negative_prompt;
+    p.steps = r.steps.value_or(50);
+    p.guidance = r.guidance.value_or(7.5);
+    p.cfg = p.guidance > 1.0;
+    p.mask_feature = r.mask_feature;
+    p.eta = r.eta;
+    p.height = r.height.value_or(facts_.sample_size * s);
+    p.width = r.width.value_or(facts_.sample_size * s);
+    p.frames = r.frames.value_or(facts_.video_length);
+    p.text_length = int(kTextLength);
+    check_request(p);
+
+    const int multiple = std::lcm(8, s * facts_.patch_size);
+    const std::string why = cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x",
+                                facts_.patch_size, " patches");
+    check_multiple("height", p.height, multiple, why);
+    check_multiple("width", p.width, multiple, why);
+    // diffusers adds a temporal position table of exactly video_length rows.
+    if (p.frames < 1 || p.frames > facts_.video_length)
+      fail("frames ", p.frames, ": this Latte transformer's temporal positions cover 1 to ", facts_.video_length,
+           " frames (video_length in its config.json)");
+    p.latents = {1, facts_.in_channels, p.frames, p.height / s, p.width / s};
+    return p;
+  }
+
+  PromptEmbeddings encode_prompt(const VideoPlan& plan) override {
+    PromptEmbeddings e;
+    int64_t keep = 0;
+    e.prompt = encode_text(python_lower_strip(plan.prompt), kTextLength, true, "prompt", "LattePipeline's limit",
+                           &e.warnings, &keep);  // [1, 120, D]
+    // diffusers does not warn about a truncated negative prompt.
+    if (plan.cfg)
+      e.negative = encode_text(python_lower_strip(plan.negative_prompt), kTextLength, true, "", "", nullptr);
+    if (plan.mask_feature) {
+      e.prompt = ops::slice(e.prompt, 1, 0, keep);  // [1, keep, D]
+      if (plan.cfg) e.negative = ops::slice(e.negative, 1, 0, keep);
+    }
+    return e;
+  }
+
+  bool tiles(const VideoPlan&, TilingChoice) const override { return false; }
+
+  Tensor decode(const VideoPlan& plan, const Tensor& latents, TilingChoice) override {
+    if (latents.shape() != plan.latents)
+      fail("LattePipeline: latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
+    if (!vae_) vae_ = KlVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
+    return postprocess_video(vae_->decode_latents(latents, kDecodeChunkSize));  // from [1, C, F, H, W]
+  }
+
+ protected:
+  double guidance_at(const VideoPlan& plan, int, int64_t) const override { return plan.guidance; }
+
+  // noise_pred.chunk(2, dim=1)[0]: the variance channels are not used by DDIM.
+  Tensor scheduler_input(const Tensor& guided) const override {
+    return ops::slice(guided, 1, 0, facts_.in_channels);
+  }
+
+  void free_vae() override { vae_.reset(); }
+
+ private:
+  TransformerFacts facts_;
+  KlVaeConfig vae_config_;
+  std::unique_ptr<KlVae> vae_;
+};
+
+}  // namespace
+
+std::unique_ptr<VideoPipeline> make_latte_pipeline(PipelineParts parts, const LoadOptions& opts) {
+  return std::make_unique<LattePipeline>(std::move(parts), opts);
+}
+
+}  // namespace pab

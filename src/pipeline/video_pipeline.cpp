@@ -1,0 +1,218 @@
+// The parts every text-to-video pipeline shares (see video_pipeline.h):
+// reading the folder, the text encoder, the denoising loop with its PAB
+// policy, and the choice of pipeline by class name.
+#include "pipeline/video_pipeline.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "backend/ops.h"
+#include "io/model_folder.h"
+#include "models/t5.h"
+
+namespace pab {
+
+namespace fs = std::filesystem;
+
+// Defined in cogvideox_pipeline.cpp and latte_pipeline.cpp.
+std::unique_ptr<VideoPipeline> make_cogvideox_pipeline(PipelineParts parts, const LoadOptions& opts);
+std::unique_ptr<VideoPipeline> make_latte_pipeline(PipelineParts parts, const LoadOptions& opts);
+
+namespace {
+
+ComponentSource read_component(const ModelFolder& folder, const std::string& name) {
+  const Component& c = folder.component(name);
+  const fs::path config = fs::path(c.dir) / "config.json";
+  if (!fs::is_regular_file(config)) fail(c.dir, ": the ", name, " folder has no config.json");
+  return {JsonConfig::load(config.string()), std::make_shared<Checkpoint>(Checkpoint::open_dir(c.dir))};
+}
+
+// Resets a PAB policy when the loop ends, however it ends: cached outputs
+// are freed and the next generation starts clean.
+struct ResetOnExit {
+  PabPolicy* policy;
+  ~ResetOnExit() {
+    if (policy) policy->reset();
+  }
+};
+
+}  // namespace
+
+PipelineParts read_pipeline_folder(const std::string& dir) {
+  ModelFolder folder = open_model_folder(dir);
+  if (!folder.is_pipeline())
+    fail(dir, ": not a pipeline folder (no model_index.json); generation needs the whole diffusers pipeline");
+  PipelineParts p;
+  p.pipeline_class = folder.pipeline_class;
+  p.where = dir;
+  p.transformer = read_component(folder, "transformer");
+  p.vae = read_component(folder, "vae");
+  p.text_encoder = read_component(folder, "text_encoder");
+  p.tokenizer = T5Tokenizer::load(folder.component("tokenizer").dir);
+  const fs::path scheduler = fs::path(folder.component("scheduler").dir) / "scheduler_config.json";
+  if (!fs::is_regular_file(scheduler)) fail(scheduler.parent_path().string(), ": no scheduler_config.json");
+  p.scheduler = JsonConfig::load(scheduler.string());
+  return p;
+}
+
+std::string VideoPlan::describe() const {
+  std::ostringstream os;
+  os << frames << " frames " << width << "x" << height << ", " << steps << " steps, guidance " << guidance;
+  if (dynamic_cfg) os << " (dynamic)";
+  if (!cfg) os << " (no CFG)";
+  return os.str();
+}
+
+std::unique_ptr<VideoPipeline> VideoPipeline::open(const std::string& dir, const LoadOptions& opts) {
+  return create(read_pipeline_folder(dir), opts);
+}
+
+std::unique_ptr<VideoPipeline> VideoPipeline::create(PipelineParts parts, const LoadOptions& opts) {
+  if (parts.pipeline_class == "CogVideoXPipeline") return make_cogvideox_pipeline(std::move(parts), opts);
+  if (parts.pipeline_class == "LattePipeline") return make_latte_pipeline(std::move(parts), opts);
+  fail(parts.where, "/model_index.json: key '_class_name': unsupported pipeline '", parts.pipeline_class,
+       "' (supported: CogVideoXPipeline, LattePipeline)");
+}
+
+VideoPipeline::VideoPipeline(PipelineParts parts, const LoadOptions& opts) : parts_(std::move(parts)), opts_(opts) {
+  PAB_ASSERT(parts_.transformer.weights && parts_.vae.weights, parts_.where, ": transformer and VAE weights needed");
+  scheduler_ = make_scheduler(parse_scheduler_config(parts_.scheduler));
+  transformer_class_ = config_class_name(parts_.transformer.config);
+  if (parts_.text_encoder) T5Config::from_json(parts_.text_encoder->config);  // config errors before any work
+}
+
+VideoPipeline::~VideoPipeline() = default;
+
+void VideoPipeline::release_vae() { free_vae(); }
+
+const T5Tokenizer& VideoPipeline::tokenizer() const {
+  if (!parts_.tokenizer) fail(parts_.where, ": no tokenizer: this pipeline takes prompt embeddings only");
+  return *parts_.tokenizer;
+}
+
+T5Encoder& VideoPipeline::text_encoder() {
+  if (!parts_.text_encoder) fail(parts_.where, ": no text encoder: this pipeline takes prompt embeddings only");
+  if (!text_encoder_) text_encoder_ = T5Encoder::load(parts_.text_encoder->config, *parts_.text_encoder->weights, opts_);
+  return *text_encoder_;
+}
+
+DiffusionTransformer& VideoPipeline::transformer() {
+  if (!transformer_) transformer_ = load_transformer(parts_.transformer.config, *parts_.transformer.weights, opts_);
+  return *transformer_;
+}
+
+Tensor VideoPipeline::encode_text(const std::string& text, int64_t length, bool mask, const std::string& what,
+                                  const std::string& limit, std::vector<std::string>* warnings, int64_t* tokens) {
+  TokenizedText t = tokenizer().tokenize(text, length);
+  if (t.num_dropped > 0 && warnings) {
+    // diffusers names the tokens from max_length - 1 up to, not including, </s>.
+    std::vector<int64_t> dropped(t.ids_untruncated.begin() + (length - 1), t.ids_untruncated.end() - 1);
+    warnings->push_back(cat("the ", what, " was truncated to ", length, " tokens (", limit, "); dropped: \"",
+                            tokenizer().decode(dropped), "\""));
+  }
+  if (tokens) {
+    *tokens = 0;
+    for (int64_t m : t.mask) *tokens += m;
+  }
+  Tensor ids = token_tensor({t.ids});  // [1, length]
+  Tensor attention_mask = token_tensor({t.mask});
+  return text_encoder().encode(ids, mask ? &attention_mask : nullptr);  // [1, length, D]
+}
+
+void VideoPipeline::check_request(const VideoPlan& plan) const {
+  if (plan.steps < 1) fail("steps ", plan.steps, ": at least 1 step is needed");
+  make_scheduler(scheduler_->config())->set_timesteps(plan.steps);  // the scheduler's own limits
+  if (!std::isfinite(plan.guidance)) fail("guidance ", plan.guidance, ": expected a finite number");
+  if (!std::isfinite(plan.eta) || plan.eta < 0) fail("eta ", plan.eta, ": expected a number >= 0");
+}
+
+void VideoPipeline::check_multiple(const char* what, int value, int multiple, const std::string& why) {
+  if (value <= 0 || value % multiple != 0)
+    fail(what, " ", value, ": must be a positive multiple of ", multiple, " (", why, ")");
+}
+
+Tensor VideoPipeline::postprocess_video(const Tensor& video) {
+  PAB_ASSERT(video.rank() == 5 && video.dim(0) == 1, "decoded video ", video.desc());
+  Tensor frames = ops::permute(video, {0, 2, 1, 3, 4});  // [1, F, C, H, W]
+  frames = frames.to(DType::f32).to(Device::cpu).clone();
+  float* p = frames.f32();
+  for (int64_t i = 0; i < frames.numel(); ++i) {
+    const float v = p[i] * 0.5f + 0.5f;
+    p[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;  // NaN stays NaN, as torch's clamp
+  }
+  return frames.reshape({video.dim(2), video.dim(1), video.dim(3), video.dim(4)});  // [F, C, H, W]
+}
+
+Tensor VideoPipeline::initial_latents(const VideoPlan& plan, NoiseSource& noise) const {
+  Tensor x = noise.next(plan.latents);
+  if (x.dtype() != DType::f32) x = x.to(DType::f32);
+  if (x.device() != opts_.device) x = x.to(opts_.device);
+  const float sigma = scheduler_->init_noise_sigma();
+  if (sigma != 1.0f) x = ops::scale(x, sigma);
+  return keep_latents(x);
+}
+
+DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents,
+                                     PabPolicy* pab, NoiseSource* noise, const StepCallback& on_step) {
+  using clock = std::chrono::steady_clock;
+  DiffusionTransformer& model = transformer();
+  if (latents.shape() != plan.latents)
+    fail(class_name(), ": latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
+  if (!embeds.prompt.defined() || (plan.cfg && !embeds.negative.defined()))
+    fail(class_name(), ": prompt embeddings missing", plan.cfg ? " (CFG needs the negative prompt's too)" : "");
+  if (pab) pab->config().validate(model.site_kinds());
+
+  scheduler_->set_timesteps(plan.steps);
+  DenoiseResult result;
+  result.timesteps = scheduler_->timesteps();
+  ResetOnExit reset_on_exit{pab};
+  if (pab) pab->reset(std::vector<double>(result.timesteps.begin(), result.timesteps.end()));
+
+  // The CFG pair is one batch, unconditional first, as the pipelines concatenate it.
+  Tensor text = plan.cfg ? ops::concat({embeds.negative, embeds.prompt}, 0) : embeds.prompt;  // [B, L, D]
+  if (text.device() != opts_.device) text = text.to(opts_.device);
+  if (text.dtype() != opts_.dtype) text = text.to(opts_.dtype);
+  latents = latents.to(opts_.device).to(DType::f32);
+  Backend& be = backend(opts_.device);
+  StepOptions step_options;
+  step_options.eta = plan.eta;
+  step_options.noise = noise;
+
+  for (int i = 0; i < plan.steps; ++i) {
+    const auto started = clock::now();
+    const int64_t t = result.timesteps[size_t(i)];
+    if (pab) pab->begin_step(i, double(t));
+    Tensor input = scheduler_->scale_model_input(latents, t);
+    if (plan.cfg) input = ops::concat({input, input}, 0);
+    TransformerInputs in;
+    in.latents = input.dtype() == opts_.dtype ? input : input.to(opts_.dtype);
+    in.text = text;
+    in.timestep = double(t);
+    Tensor out = model.forward(in, pab);
+    if (out.dtype() != DType::f32) out = out.to(DType::f32);
+    const double g = guidance_at(plan, i, t);
+    if (plan.cfg) {
+      Tensor uncond = out.narrow0(0, 1), cond = out.narrow0(1, 1);
+      out = ops::add(uncond, ops::scale(ops::sub(cond, uncond), float(g)));
+    }
+    latents = keep_latents(scheduler_->step(i, scheduler_input(out), latents, step_options).prev_sample);
+    if (on_step) {
+      be.synchronize();
+      StepReport r;
+      r.step = i;
+      r.steps = plan.steps;
+      r.timestep = t;
+      r.guidance = g;
+      r.seconds = std::chrono::duration<double>(clock::now() - started).count();
+      r.latents = &latents;
+      on_step(r);
+    }
+  }
+  result.latents = latents;
+  if (pab) result.stats = pab->stats();
+  return result;
+}
+
+}  // namespace pab

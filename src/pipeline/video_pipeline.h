@@ -1,0 +1,186 @@
+// Text-to-video pipelines as diffusers runs them, chosen by model_index.json's
+// `_class_name`: CogVideoXPipeline (cogvideox_pipeline.cpp: CFG and dynamic
+// CFG, CogVideoX 1.5's temporal padding, the DPM scheduler's previous x_0) and
+// LattePipeline (latte_pipeline.cpp: 120-token masked prompts, learned-sigma
+// channels dropped before the step, frame-by-frame decoding).
+//
+// A generation: plan(request) fills in defaults and checks every constraint
+// (no weights loaded yet); encode_prompt loads the text encoder, which
+// release_text_encoder frees; denoise loads the transformer and runs the
+// loop (batched CFG: one forward per step) with an optional PAB policy; decode
+// loads the VAE and returns the frames. Components load on first use, so a
+// whole generation holds the text encoder and the transformer one after the
+// other, never together.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cache/pab.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "models/t5.h"
+#include "models/transformer.h"
+#include "pipeline/noise.h"
+#include "pipeline/schedulers/scheduler.h"
+#include "pipeline/tokenizer.h"
+
+namespace pab {
+
+// A model component: its configuration and where its weights come from.
+struct ComponentSource {
+  JsonConfig config{nlohmann::json::object(), ""};
+  std::shared_ptr<const WeightSource> weights;
+};
+
+// Everything a pipeline is made of. A folder gives all of it; a benchmark may
+// leave out the tokenizer and text encoder and pass prompt embeddings itself.
+struct PipelineParts {
+  std::string pipeline_class;  // CogVideoXPipeline or LattePipeline
+  std::string where;           // the folder, for messages
+  ComponentSource transformer, vae;
+  std::optional<ComponentSource> text_encoder;
+  std::shared_ptr<const T5Tokenizer> tokenizer;
+  JsonConfig scheduler{nlohmann::json::object(), ""};
+};
+
+// Reads a diffusers pipeline folder: model_index.json and the tokenizer,
+// text_encoder, transformer, scheduler and vae folders; every config is
+// parsed and every weights file opened (validated, not loaded). A missing
+// component or file is an error naming model_index.json or the folder.
+PipelineParts read_pipeline_folder(const std::string& dir);
+
+enum class TilingChoice : uint8_t { automatic, on, off };
+
+// What a caller asks for; unset values take the pipeline's defaults
+// (diffusers' call defaults; sizes and frame counts from the model's configs).
+struct VideoRequest {
+  std::string prompt;
+  std::string negative_prompt;  // diffusers' default: ""
+  std::optional<int> steps, frames, height, width;
+  std::optional<double> guidance;
+  std::optional<int> max_sequence_length;  // CogVideoX: tokens per prompt
+  bool dynamic_cfg = false;                // CogVideoX: use_dynamic_cfg
+  bool mask_feature = true;                // Latte: cut the embeddings to the prompt's tokens
+  double eta = 0;                          // DDIMScheduler's eta
+};
+
+// A request with every default filled in and every constraint checked.
+struct VideoPlan {
+  std::string prompt, negative_prompt;
+  int steps = 0, frames = 0, height = 0, width = 0;
+  double guidance = 1;
+  bool cfg = true;  // guidance > 1: the unconditional branch runs too (batch 2)
+  bool dynamic_cfg = false, mask_feature = true;
+  double eta = 0;
+  int text_length = 0;       // tokens a prompt is padded or truncated to
+  Shape latents;             // [1, ...] in the transformer's layout: what the generator draws
+  int64_t padding_frames = 0;  // CogVideoX 1.5: latent frames added for the temporal patch, dropped before decoding
+  std::string describe() const;  // "9 frames 48x32, 50 steps, guidance 6"
+};
+
+struct PromptEmbeddings {
+  Tensor prompt;    // [1, L, D] on the compute device
+  Tensor negative;  // [1, L, D]; undefined without CFG
+  std::vector<std::string> warnings;  // truncated prompts, as diffusers warns
+};
+
+// After every step of the loop.
+struct StepReport {
+  int step = 0, steps = 0;
+  int64_t timestep = 0;
+  double guidance = 1;      // the scale used (dynamic CFG changes it per step)
+  double seconds = 0;       // of this step, the device synchronised
+  const Tensor* latents = nullptr;  // after the step: f32 [1, ...] on the compute device
+};
+using StepCallback = std::function<void(const StepReport&)>;
+
+struct DenoiseResult {
+  Tensor latents;  // f32 [1, ...] after the last step, on the compute device
+  std::vector<int64_t> timesteps;
+  PabStats stats;  // empty without a policy
+};
+
+class VideoPipeline {
+ public:
+  // The pipeline model_index.json names (CogVideoXPipeline or LattePipeline).
+  static std::unique_ptr<VideoPipeline> open(const std::string& dir, const LoadOptions& opts);
+  static std::unique_ptr<VideoPipeline> create(PipelineParts parts, const LoadOptions& opts);
+  virtual ~VideoPipeline();
+
+  const std::string& class_name() const { return parts_.pipeline_class; }
+  const std::string& transformer_class() const { return transformer_class_; }
+  const LoadOptions& load_options() const { return opts_; }
+  Scheduler& scheduler() { return *scheduler_; }
+
+  // Fills in defaults and checks the request against the model: frame count,
+  // size, steps, text length. Fails with one line naming the constraint.
+  virtual VideoPlan plan(const VideoRequest& request) const = 0;
+
+  // The pipeline's encode_prompt: tokenize, encode, and for CFG the negative
+  // prompt. Loads the text encoder on first use.
+  virtual PromptEmbeddings encode_prompt(const VideoPlan& plan) = 0;
+  // Frees the text encoder's weights (reloaded if encode_prompt runs again).
+  void release_text_encoder() { text_encoder_.reset(); }
+
+  // prepare_latents: one draw of plan.latents from `noise`, times the
+  // scheduler's init_noise_sigma, as f32 on the compute device.
+  Tensor initial_latents(const VideoPlan& plan, NoiseSource& noise) const;
+
+  // The denoising loop from `latents` (f32 plan.latents). `pab` (may be null)
+  // is reset before the loop and again on every exit, errors included;
+  // `noise` feeds stochastic steps (DPM; DDIM with eta > 0).
+  DenoiseResult denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents, PabPolicy* pab,
+                        NoiseSource* noise, const StepCallback& on_step = {});
+  // The transformer, loaded on first use.
+  DiffusionTransformer& transformer();
+  void release_transformer() { transformer_.reset(); }
+
+  // decode_latents and postprocessing: frames [F, C, H, W], f32 on the CPU,
+  // (x / 2 + 0.5) clamped to [0, 1]. Loads the VAE on first use.
+  virtual Tensor decode(const VideoPlan& plan, const Tensor& latents, TilingChoice tiling) = 0;
+  // Whether decode tiles with this choice at the plan's size.
+  virtual bool tiles(const VideoPlan& plan, TilingChoice tiling) const = 0;
+  void release_vae();
+
+ protected:
+  VideoPipeline(PipelineParts parts, const LoadOptions& opts);
+
+  // The guidance scale at step i (timestep t).
+  virtual double guidance_at(const VideoPlan& plan, int i, int64_t t) const = 0;
+  // The scheduler's input from the guided model output (Latte drops its
+  // learned-sigma channels), f32.
+  virtual Tensor scheduler_input(const Tensor& guided) const { return guided; }
+  // Latents as the pipeline keeps them between steps (CogVideoX rounds them to the compute dtype).
+  virtual Tensor keep_latents(const Tensor& latents) const { return latents; }
+  virtual void free_vae() = 0;
+
+  const T5Tokenizer& tokenizer() const;
+  T5Encoder& text_encoder();
+  // Tokenizes and encodes one prompt: last_hidden_state [1, length, D].
+  // `mask` passes the attention mask to the encoder; `tokens` gets its sum.
+  // A truncated text adds a warning (when `warnings` is given) naming `what`
+  // and the limit, as diffusers warns.
+  Tensor encode_text(const std::string& text, int64_t length, bool mask, const std::string& what,
+                     const std::string& limit, std::vector<std::string>* warnings, int64_t* tokens = nullptr);
+
+  // Checks a request's common values: steps the scheduler can run, a finite guidance.
+  void check_request(const VideoPlan& plan) const;
+  // Fails unless `value` (a size in pixels) is a positive multiple of `multiple`.
+  static void check_multiple(const char* what, int value, int multiple, const std::string& why);
+  // Decoded video [1, C, F, H, W] (any device or dtype) -> frames [F, C, H, W],
+  // f32 on the CPU, (x * 0.5 + 0.5) clamped to [0, 1] as diffusers' postprocessing.
+  static Tensor postprocess_video(const Tensor& video);
+
+  PipelineParts parts_;
+  LoadOptions opts_;
+  std::string transformer_class_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<DiffusionTransformer> transformer_;
+  std::unique_ptr<T5Encoder> text_encoder_;
+};
+
+}  // namespace pab
