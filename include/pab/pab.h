@@ -2,7 +2,10 @@
 // report failure through Status (no exception escapes).
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace pab {
 
@@ -52,5 +55,52 @@ struct BenchRequest {
 };
 // Times the workload's denoising loop; `report` gets text or JSON.
 Status bench(const BenchRequest& request, std::string* report);
+
+// Text to video (pab generate). Unset values (0, negative guidance, empty
+// strings) take the pipeline's defaults: diffusers' call defaults and the
+// sizes and frame count in the model folder's configs.
+struct GenerateOptions {
+  std::string model_dir;  // a diffusers pipeline folder (model_index.json): CogVideoX or Latte
+  std::string prompt;
+  std::string negative_prompt;  // "" (diffusers' default) when empty
+  int steps = 0;                // 0: 50
+  double guidance = -1;         // < 0: CogVideoX 6, Latte 7.5; <= 1 runs without CFG
+  bool dynamic_cfg = false;     // CogVideoX's use_dynamic_cfg
+  int frames = 0, height = 0, width = 0;  // 0: from the model's configs
+  int max_sequence_length = 0;  // CogVideoX prompt tokens; 0: the transformer's max_text_seq_length
+  uint64_t seed = 42;           // as torch.Generator("cpu").manual_seed(seed) in diffusers
+  std::string output;           // video file (H.264 mp4); empty: none
+  std::string frames_dir;       // folder of frame_NNNN.png files; empty: none
+  double fps = 8;
+  std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
+  ComputeOptions compute;
+  PabOptions pab;  // both empty: --pab default (the settings published for the model)
+};
+
+// Progress while generating.
+struct GenerateEvent {
+  enum class Kind { plan, warning, phase, step };
+  Kind kind = Kind::plan;
+  std::string message;  // plan: what will run; warning: the text; phase: "text", "denoise", "decode", "write"
+  int step = 0, steps = 0;  // step: 0-based index and count
+  int64_t timestep = 0;
+  double seconds = 0;  // step or phase time
+};
+using GenerateCallback = std::function<void(const GenerateEvent&)>;
+
+struct GenerateResult {
+  std::string pipeline;  // e.g. "CogVideoXPipeline"
+  int frames = 0, height = 0, width = 0, steps = 0;
+  double fps = 0;
+  double text_seconds = 0, denoise_seconds = 0, decode_seconds = 0, write_seconds = 0, total_seconds = 0;
+  bool tiled = false;
+  std::string pab;          // the PAB settings used ("off" when none)
+  std::string pab_skipped;  // what PAB broadcast instead of computing, e.g. "12 of 36 spatial attention calls"
+  std::vector<std::string> warnings;
+  std::vector<std::string> written;  // the files and folders written
+};
+// Generates a video; checks the outputs can be written and the request fits
+// the model before any heavy work, and leaves no partial file on failure.
+Status generate(const GenerateOptions& opts, GenerateResult* result, const GenerateCallback& progress = {});
 
 }  // namespace pab

@@ -428,11 +428,16 @@ VideoInfo probe_video(const std::string& path) {
 
 // ------------------------------------------------------------------ PNG folders
 
-void write_png_frames(const std::string& dir, const Rgb8Video& v) {
-  check_video(v, dir);
-  if (dir.empty()) fail("no output folder given");
+namespace {
+fs::path frames_target(const std::string& dir) {
   fs::path target = fs::path(dir);
-  if (!target.has_filename()) target = target.parent_path();  // "out/" -> "out"
+  return target.has_filename() ? target : target.parent_path();  // "out/" -> "out"
+}
+}  // namespace
+
+void check_png_frames_target(const std::string& dir) {
+  if (dir.empty()) fail("no output folder given");
+  const fs::path target = frames_target(dir);
   const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
   std::error_code ec;
   if (!fs::is_directory(parent, ec)) fail(dir, ": the folder ", parent.string(), " does not exist");
@@ -441,6 +446,14 @@ void write_png_frames(const std::string& dir, const Rgb8Video& v) {
     if (!fs::is_directory(target, ec)) fail(dir, ": exists and is not a folder");
     if (!holds_only_frames(target)) fail(dir, ": exists and holds files other than frame_NNNN.png; not replacing it");
   }
+}
+
+void write_png_frames(const std::string& dir, const Rgb8Video& v) {
+  check_video(v, dir);
+  check_png_frames_target(dir);
+  const fs::path target = frames_target(dir);
+  const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  std::error_code ec;
 
   TempDir temp(target);
   for (int f = 0; f < v.frames; ++f) write_png((temp.path() / frame_name(f)).string(), v.frame(f), v.width, v.height);

@@ -53,6 +53,10 @@ VideoWriteReport write_video(const std::string& path, const Tensor& frames, cons
 // replaced only if it holds nothing but frame_*.png files.
 void write_png_frames(const std::string& dir, const Rgb8Video& video);
 void write_png_frames(const std::string& dir, const Tensor& frames);
+// The checks write_png_frames makes before writing (the parent folder exists
+// and is writable; an existing `dir` is a folder of frames only), so that a
+// caller can fail before any work. Creates nothing.
+void check_png_frames_target(const std::string& dir);
 
 // Decodes a video file (all frames, converted to RGB) or a folder of
 // frame_NNNN.png files (in number order).

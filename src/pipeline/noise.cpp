@@ -1,4 +1,4 @@
-// Replay of recorded noise draws.
+// Replay of recorded noise draws; seeded torch-compatible draws.
 #include "pipeline/noise.h"
 
 namespace pab {
@@ -11,5 +11,7 @@ Tensor ReplayNoise::next(const Shape& shape) {
   ++next_;
   return t;
 }
+
+Tensor TorchNoise::next(const Shape& shape) { return Tensor::from_vector(generator_.randn(shape), shape); }
 
 }  // namespace pab

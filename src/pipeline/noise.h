@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "pipeline/rng.h"
 
 namespace pab {
 
@@ -32,6 +33,18 @@ class ReplayNoise : public NoiseSource {
   std::vector<Tensor> draws_;
   std::string where_;
   size_t next_ = 0;
+};
+
+// Successive torch.randn draws of one seeded CPU generator, as diffusers'
+// randn_tensor makes them with generator=torch.Generator("cpu").manual_seed(seed):
+// the initial latents, then every noise draw of a stochastic scheduler.
+class TorchNoise : public NoiseSource {
+ public:
+  explicit TorchNoise(uint64_t seed, TorchNormalKernel kernel = TorchNormalKernel::avx2) : generator_(seed, kernel) {}
+  Tensor next(const Shape& shape) override;  // f32 on the CPU
+
+ private:
+  TorchGenerator generator_;
 };
 
 // Adapts a callable (e.g. a seeded torch-compatible generator's randn).

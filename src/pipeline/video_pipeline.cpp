@@ -215,4 +215,44 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   return result;
 }
 
+GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64_t seed, PabPolicy* pab,
+                              TilingChoice tiling, const GenerationEvents& events) {
+  using clock = std::chrono::steady_clock;
+  Backend& be = backend(pipe.load_options().device);
+  auto seconds_since = [&](clock::time_point t0) {
+    be.synchronize();
+    return std::chrono::duration<double>(clock::now() - t0).count();
+  };
+  GeneratedVideo v;
+
+  auto t0 = clock::now();
+  PromptEmbeddings embeds = pipe.encode_prompt(plan);
+  pipe.release_text_encoder();
+  v.text_seconds = seconds_since(t0);
+  v.warnings = embeds.warnings;
+  if (events.on_warning)
+    for (const std::string& w : embeds.warnings) events.on_warning(w);
+  if (events.on_phase) events.on_phase("text", v.text_seconds);
+
+  t0 = clock::now();
+  TorchNoise noise(seed);
+  Tensor latents = pipe.initial_latents(plan, noise);
+  v.initial_latents = latents.to(Device::cpu);
+  DenoiseResult run = pipe.denoise(plan, embeds, latents, pab, &noise, events.on_step);
+  embeds = PromptEmbeddings();
+  pipe.release_transformer();
+  v.denoise_seconds = seconds_since(t0);
+  v.final_latents = run.latents.to(Device::cpu);
+  v.stats = run.stats;
+  if (events.on_phase) events.on_phase("denoise", v.denoise_seconds);
+
+  t0 = clock::now();
+  v.tiled = pipe.tiles(plan, tiling);
+  v.frames = pipe.decode(plan, run.latents, tiling);
+  pipe.release_vae();
+  v.decode_seconds = seconds_since(t0);
+  if (events.on_phase) events.on_phase("decode", v.decode_seconds);
+  return v;
+}
+
 }  // namespace pab

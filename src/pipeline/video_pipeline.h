@@ -183,4 +183,31 @@ class VideoPipeline {
   std::unique_ptr<T5Encoder> text_encoder_;
 };
 
+// A whole generation's progress, for a display.
+struct GenerationEvents {
+  std::function<void(const std::string&)> on_warning;
+  // After each phase: "text" (prompt encoding), "denoise", "decode"; seconds with the device synchronised.
+  std::function<void(const std::string& phase, double seconds)> on_phase;
+  StepCallback on_step;
+};
+
+struct GeneratedVideo {
+  Tensor frames;           // [F, C, H, W] f32 on the CPU, in [0, 1]
+  Tensor initial_latents;  // f32 [1, ...] as drawn (after init_noise_sigma), on the CPU
+  Tensor final_latents;    // f32 [1, ...] after the last step, on the CPU
+  PabStats stats;
+  bool tiled = false;  // whether the VAE decoded in tiles
+  double text_seconds = 0, denoise_seconds = 0, decode_seconds = 0;
+  std::vector<std::string> warnings;
+};
+
+// Prompt to frames as the diffusers pipeline does with
+// generator=torch.Generator("cpu").manual_seed(seed): the initial latents and
+// any scheduler noise are successive draws of that generator. Each component
+// is freed once its phase is done (the text encoder after encoding, the
+// transformer after the loop, the VAE after decoding), so no two of them are
+// held at once. `pab` may be null.
+GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64_t seed, PabPolicy* pab,
+                              TilingChoice tiling, const GenerationEvents& events = {});
+
 }  // namespace pab
