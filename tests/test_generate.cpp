@@ -1,0 +1,307 @@
+// pab generate end to end on the tiny CogVideoX fixture model shipped in
+// tests/data: an mp4 and PNG frames that hold diffusers' frames for the same
+// seed, reproducible seeds, the command line, and bad input (a missing
+// component, a prompt over the token limit, impossible frame counts and
+// sizes, outputs that cannot be written, a failure part-way leaving no file).
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "io/video.h"
+#include "pab/pab.h"
+#include "support/testing.h"
+
+namespace pab {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::data_path;
+
+const std::string kModel = data_path("fixtures/pipeline/cogvideox_ddim/model");
+
+// A fresh folder for one test's outputs, removed afterwards.
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("pab_generate_" + name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& rel) const { return (path / rel).string(); }
+};
+
+GenerateOptions small_run(const std::string& output) {
+  GenerateOptions o;
+  o.model_dir = kModel;
+  o.prompt = "a cat";
+  o.steps = 3;
+  o.output = output;
+  return o;
+}
+
+std::string error_of(const GenerateOptions& o, std::vector<GenerateEvent>* events = nullptr) {
+  GenerateResult r;
+  Status s = generate(o, &r, [&](const GenerateEvent& e) {
+    if (events) events->push_back(e);
+  });
+  return s.ok ? "" : s.message;
+}
+
+// The seeded diffusers reference (dev/fixtures/make_seeded_pipelines.py), written
+// through the public API without PAB: the PNGs hold diffusers' frames quantized
+// (a level off at most where the value sits on a rounding boundary), the mp4 the
+// same frames through H.264.
+TEST(Generate, WritesMp4AndPngFramesOfDiffusersFrames) {
+  TempDir dir("e2e");
+  Checkpoint ref = Checkpoint::open_file(data_path("pipeline_seeded/cogvideox_ddim_seed42.safetensors"));
+  GenerateOptions o = small_run(dir / "out.mp4");
+  o.frames_dir = dir / "frames";
+  o.prompt = "A small red boat on a calm lake at dawn.";
+  o.steps = 4;
+  o.guidance = 6;
+  o.seed = 42;
+  o.pab.preset = "off";
+  std::vector<GenerateEvent> events;
+  GenerateResult r;
+  Status s = generate(o, &r, [&](const GenerateEvent& e) { events.push_back(e); });
+  ASSERT_TRUE(s.ok) << s.message;
+
+  VideoInfo info = probe_video(o.output);
+  EXPECT_EQ(info.codec, "h264");
+  EXPECT_EQ(info.width, 48);
+  EXPECT_EQ(info.height, 32);
+  EXPECT_EQ(info.frames, 9);
+  EXPECT_NEAR(info.fps, 8.0, 1e-6);
+  Rgb8Video png = read_video(o.frames_dir);
+  ASSERT_EQ(png.frames, 9);
+  ASSERT_EQ(png.width, 48);
+  ASSERT_EQ(png.height, 32);
+
+  Rgb8Video expected = quantize_frames(ref.load("frames"));
+  int max_diff = 0;
+  size_t differing = 0;
+  for (size_t i = 0; i < png.rgb.size(); ++i) {
+    int d = std::abs(int(png.rgb[i]) - int(expected.rgb[i]));
+    max_diff = std::max(max_diff, d);
+    differing += d != 0;
+  }
+  EXPECT_LE(max_diff, 1);
+  EXPECT_LT(differing, png.rgb.size() / 1000);
+  Rgb8Video mp4 = read_video(o.output);
+  ASSERT_EQ(mp4.frames, 9);
+  double mean_error = 0;
+  for (size_t i = 0; i < mp4.rgb.size(); ++i) mean_error += std::abs(int(mp4.rgb[i]) - int(png.rgb[i]));
+  EXPECT_LT(mean_error / double(mp4.rgb.size()), 8.0) << "H.264 at crf 18 stays close to the frames";
+
+  EXPECT_EQ(r.frames, 9);
+  EXPECT_EQ(r.written, (std::vector<std::string>{o.output, o.frames_dir}));
+  EXPECT_EQ(r.pab, "off");
+  int steps = 0;
+  std::vector<std::string> phases;
+  for (const GenerateEvent& e : events) {
+    if (e.kind == GenerateEvent::Kind::step) {
+      EXPECT_EQ(e.step, steps++);
+    }
+    if (e.kind == GenerateEvent::Kind::phase) phases.push_back(e.message);
+  }
+  EXPECT_EQ(steps, 4);
+  EXPECT_EQ(phases, (std::vector<std::string>{"text", "denoise", "decode", "write"}));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.front().kind, GenerateEvent::Kind::plan);
+}
+
+TEST(Generate, SameSeedSameVideo) {
+  TempDir dir("seed");
+  auto frames = [&](uint64_t seed, const std::string& name) {
+    GenerateOptions o = small_run("");
+    o.frames_dir = dir / name;
+    o.seed = seed;
+    Status s = generate(o, nullptr);
+    EXPECT_TRUE(s.ok) << s.message;
+    return read_video(o.frames_dir).rgb;
+  };
+  std::vector<uint8_t> a = frames(7, "a"), b = frames(7, "b"), c = frames(8, "c");
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+}
+
+TEST(Generate, PabIsOnByDefaultAndSaysWhatItSkipped) {
+  TempDir dir("pab");
+  GenerateResult r;
+  GenerateOptions o = small_run(dir / "out.mp4");
+  o.steps = 12;
+  Status s = generate(o, &r);
+  ASSERT_TRUE(s.ok) << s.message;
+  EXPECT_NE(r.pab.find("spatial 2"), std::string::npos) << r.pab;
+  EXPECT_NE(r.pab_skipped.find("spatial attention calls"), std::string::npos) << r.pab_skipped;
+  o.pab.preset = "off";
+  ASSERT_TRUE(generate(o, &r).ok);
+  EXPECT_EQ(r.pab_skipped, "nothing (PAB off)");
+}
+
+TEST(Generate, CommandLine) {
+  TempDir dir("cli");
+  std::string log;
+  const std::string cmd = testing::pab_binary() + " generate --model " + kModel +
+                          " --prompt 'a dog on a skateboard' --steps 3 --seed 3 -o " + (dir / "out.mp4");
+  ASSERT_EQ(testing::run_command(cmd, &log), 0) << log;
+  EXPECT_NE(log.find("step 3/3"), std::string::npos) << log;
+  EXPECT_NE(log.find("done in"), std::string::npos) << log;
+  EXPECT_NE(log.find("PAB skipped"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(dir / "out.mp4"));
+  // A bad flag value is one error line and exit status 1.
+  EXPECT_EQ(testing::run_command(testing::pab_binary() + " generate --model " + kModel +
+                                     " --prompt x --frames 13 -o " + (dir / "bad.mp4"),
+                                 &log),
+            1);
+  EXPECT_NE(log.find("pab: error: frames 13"), std::string::npos) << log;
+}
+
+// ---------------------------------------------------------------- bad input
+
+// A copy of the tiny model with an edit applied.
+struct ModelCopy : TempDir {
+  explicit ModelCopy(const std::string& name) : TempDir(name) {
+    fs::copy(kModel, path / "model", fs::copy_options::recursive);
+  }
+  std::string model() const { return (path / "model").string(); }
+  void edit_index(const std::function<void(nlohmann::json&)>& edit) const {
+    const fs::path index = path / "model" / "model_index.json";
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(index));
+    edit(j);
+    std::ofstream(index) << j.dump(1);
+  }
+};
+
+TEST(GenerateBadInput, MissingComponent) {
+  ModelCopy m("missing");
+  m.edit_index([](nlohmann::json& j) { j.erase("vae"); });
+  GenerateOptions o = small_run(m / "out.mp4");
+  o.model_dir = m.model();
+  std::string e = error_of(o);
+  EXPECT_NE(e.find("model_index.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("'vae'"), std::string::npos) << e;
+
+  ModelCopy f("missing_folder");
+  fs::remove_all(f.path / "model" / "text_encoder");
+  o.model_dir = f.model();
+  o.output = f / "out.mp4";
+  e = error_of(o);
+  EXPECT_NE(e.find("text_encoder"), std::string::npos) << e;
+  EXPECT_NE(e.find("missing"), std::string::npos) << e;
+  EXPECT_FALSE(fs::exists(o.output));
+}
+
+TEST(GenerateBadInput, TooLongPromptIsTruncatedWithAWarning) {
+  TempDir dir("long");
+  GenerateOptions o = small_run(dir / "out.mp4");
+  o.prompt = "A panda, dressed in a small, red jacket and a tiny hat, sits on a wooden stool in a serene bamboo forest.";
+  std::vector<GenerateEvent> events;
+  GenerateResult r;
+  ASSERT_TRUE(generate(o, &r, [&](const GenerateEvent& e) { events.push_back(e); }).ok);
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_NE(r.warnings[0].find("truncated to 16 tokens"), std::string::npos) << r.warnings[0];
+  EXPECT_NE(r.warnings[0].find("bamboo forest"), std::string::npos) << r.warnings[0];
+  bool warned = false;
+  for (const GenerateEvent& e : events) warned |= e.kind == GenerateEvent::Kind::warning;
+  EXPECT_TRUE(warned);
+  // Can fail: a prompt that fits gives no warning.
+  o.prompt = "a cat";
+  ASSERT_TRUE(generate(o, &r).ok);
+  EXPECT_TRUE(r.warnings.empty());
+}
+
+TEST(GenerateBadInput, ImpossibleFrameCountOrSize) {
+  TempDir dir("sizes");
+  GenerateOptions o = small_run(dir / "out.mp4");
+  std::vector<GenerateEvent> events;
+  o.frames = 13;
+  std::string e = error_of(o, &events);
+  EXPECT_NE(e.find("frames 13"), std::string::npos) << e;
+  EXPECT_NE(e.find("9 and 17"), std::string::npos) << e;
+  o.frames = 5;
+  EXPECT_NE(error_of(o).find("1 and 9"), std::string::npos);
+  o.frames = 17;  // possible: (17 - 1) / 4 + 1 = 5 latent frames decode to 17
+  o.height = 30;
+  e = error_of(o, &events);
+  EXPECT_NE(e.find("height 30"), std::string::npos) << e;
+  EXPECT_NE(e.find("multiple of 16"), std::string::npos) << e;
+  o.height = 0;
+  o.width = -16;
+  EXPECT_NE(error_of(o).find("width -16"), std::string::npos);
+  o.width = 0;
+  o.max_sequence_length = 20;
+  EXPECT_NE(error_of(o).find("max_text_seq_length"), std::string::npos);
+  o.max_sequence_length = 0;
+  o.steps = -2;
+  EXPECT_NE(error_of(o).find("steps -2"), std::string::npos);
+  EXPECT_TRUE(events.empty()) << "errors come before any work";
+  EXPECT_FALSE(fs::exists(o.output));
+
+  GenerateOptions latte = small_run(dir / "latte.mp4");
+  latte.model_dir = data_path("fixtures/pipeline/latte/model");
+  latte.frames = 5;
+  e = error_of(latte);
+  EXPECT_NE(e.find("frames 5"), std::string::npos) << e;
+  EXPECT_NE(e.find("video_length"), std::string::npos) << e;
+  latte.frames = 0;
+  latte.dynamic_cfg = true;
+  EXPECT_NE(error_of(latte).find("dynamic CFG"), std::string::npos);
+}
+
+TEST(GenerateBadInput, UnwritableOutputFailsBeforeAnyWork) {
+  TempDir dir("unwritable");
+  // The model folder is bogus too: the output is checked first.
+  GenerateOptions o = small_run("/nonexistent-pab-dir/out.mp4");
+  o.model_dir = "/nonexistent-pab-model";
+  std::vector<GenerateEvent> events;
+  std::string e = error_of(o, &events);
+  EXPECT_NE(e.find("/nonexistent-pab-dir/out.mp4"), std::string::npos) << e;
+  EXPECT_NE(e.find("does not exist"), std::string::npos) << e;
+  EXPECT_TRUE(events.empty());
+  o.output = dir.path.string();  // a folder
+  EXPECT_NE(error_of(o).find("is a directory"), std::string::npos);
+  o.output = "";
+  o.frames_dir = "/nonexistent-pab-dir/frames";
+  EXPECT_NE(error_of(o).find("/nonexistent-pab-dir"), std::string::npos);
+  std::ofstream(dir / "keep.txt") << "not a frame";
+  o.frames_dir = dir.path.string();  // a folder holding other files is not replaced
+  EXPECT_NE(error_of(o).find("other than frame_NNNN.png"), std::string::npos);
+  o.frames_dir = "";
+  EXPECT_NE(error_of(o).find("no output"), std::string::npos);
+}
+
+// The VAE's weights lack a tensor: the run fails at decoding, after the loop,
+// and neither the video nor the frames folder appears.
+TEST(GenerateBadInput, FailurePartWayLeavesNoFile) {
+  ModelCopy m("partway");
+  const fs::path weights = m.path / "model" / "vae" / "diffusion_pytorch_model.safetensors";
+  Checkpoint vae = Checkpoint::open_file(weights.string());
+  std::map<std::string, Tensor> kept;
+  for (const std::string& name : vae.names())
+    if (name != "decoder.conv_out.conv.weight") kept[name] = vae.load(name, vae.entry(name).dtype);
+  ASSERT_EQ(kept.size() + 1, vae.size());
+  fs::remove(weights);
+  write_safetensors(weights.string(), kept);
+
+  GenerateOptions o = small_run(m / "out.mp4");
+  o.model_dir = m.model();
+  o.frames_dir = m / "frames";
+  std::vector<GenerateEvent> events;
+  std::string e = error_of(o, &events);
+  EXPECT_NE(e.find("decoder.conv_out.conv.weight"), std::string::npos) << e;
+  int steps = 0;
+  for (const GenerateEvent& ev : events) steps += ev.kind == GenerateEvent::Kind::step;
+  EXPECT_EQ(steps, 3) << "the loop ran before the failure";
+  EXPECT_FALSE(fs::exists(o.output));
+  EXPECT_FALSE(fs::exists(o.frames_dir));
+  for (const auto& entry : fs::directory_iterator(m.path))
+    EXPECT_EQ(entry.path().filename(), "model") << "left behind: " << entry.path();
+}
+
+}  // namespace
+}  // namespace pab
