@@ -1,4 +1,5 @@
 // The public API: converts internal errors into Status at the boundary.
+#include <algorithm>
 #include <filesystem>
 
 #include "api_internal.h"
@@ -59,6 +60,13 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
 Status bench(const BenchRequest& request, std::string* report) {
   return guarded([&] {
     if (request.steps < 1) fail("--steps must be >= 1");
+    const auto pipelines = pipeline_bench_workload_names();
+    if (std::find(pipelines.begin(), pipelines.end(), request.workload) != pipelines.end()) {
+      PipelineBenchReport r = run_pipeline_bench(pipeline_bench_workload(request.workload, request.steps),
+                                                 load_options(request.compute), request.pab);
+      *report = request.json ? pipeline_bench_json(r) : pipeline_bench_text(r);
+      return;
+    }
     BenchOptions o;
     o.workload = request.workload;
     o.pab = request.pab;

@@ -47,13 +47,15 @@ struct ReplayOptions {
 Status replay(const ReplayOptions& opts, std::string* summary);
 
 struct BenchRequest {
-  std::string workload;  // cogvideox-2b, cogvideox-5b or latte-1
+  // cogvideox-2b, cogvideox-5b, latte-1 (the transformer's loop) or
+  // cogvideox-2b-pipeline (prompt to frames: T5 encode, denoise, VAE decode)
+  std::string workload;
   bool pab = false;      // also run with PAB and report the speed-up
   int steps = 50;
   bool json = false;
   ComputeOptions compute{"cuda", "bf16"};
 };
-// Times the workload's denoising loop; `report` gets text or JSON.
+// Times the workload; `report` gets text or JSON.
 Status bench(const BenchRequest& request, std::string* report);
 
 // Text to video (pab generate). Unset values (0, negative guidance, empty

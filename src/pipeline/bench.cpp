@@ -9,6 +9,8 @@
 #include "backend/ops.h"
 #include "io/config.h"
 #include "models/random_weights.h"
+#include "models/t5.h"
+#include "pipeline/noise.h"
 
 namespace pab {
 
@@ -231,6 +233,208 @@ std::string bench_json(const BenchReport& r) {
       j["profile_one_step"]["ops"][name] = {
           {"calls", op.calls}, {"seconds", op.seconds}, {"max_in_use_gib", double(op.max_in_use) / double(1 << 30)}};
   }
+  return j.dump(1);
+}
+
+// ---------------------------------------------------------------- whole pipeline
+
+std::vector<std::string> pipeline_bench_workload_names() { return {"cogvideox-2b-pipeline"}; }
+
+PipelineBenchWorkload pipeline_bench_workload(const std::string& name, int steps) {
+  if (name != "cogvideox-2b-pipeline") {
+    std::string names;
+    for (const auto& n : pipeline_bench_workload_names()) names += (names.empty() ? "" : ", ") + n;
+    fail("unknown pipeline workload '", name, "' (expected one of ", names, ")");
+  }
+  PipelineBenchWorkload w;
+  w.name = name;
+  w.transformer = bench_workload("cogvideox-2b", steps).config;
+  // T5 v1.1 XXL, the encoder CogVideoX uses
+  w.text_encoder = {{"model_type", "t5"},    {"vocab_size", 32128}, {"d_model", 4096},
+                    {"d_kv", 64},            {"d_ff", 10240},       {"num_layers", 24},
+                    {"num_heads", 64},       {"relative_attention_num_buckets", 32},
+                    {"relative_attention_max_distance", 128},       {"layer_norm_epsilon", 1e-6},
+                    {"feed_forward_proj", "gated-gelu"}};
+  // AutoencoderKLCogVideoX as CogVideoX-2b configures it (diffusers' defaults)
+  w.vae = {{"_class_name", "AutoencoderKLCogVideoX"},
+           {"in_channels", 3},
+           {"out_channels", 3},
+           {"block_out_channels", {128, 256, 256, 512}},
+           {"latent_channels", 16},
+           {"layers_per_block", 3},
+           {"act_fn", "silu"},
+           {"norm_eps", 1e-6},
+           {"norm_num_groups", 32},
+           {"temporal_compression_ratio", 4},
+           {"sample_height", 480},
+           {"sample_width", 720},
+           {"scaling_factor", 1.15258426},
+           {"use_post_quant_conv", false}};
+  // CogVideoX-2b's scheduler_config.json
+  w.scheduler = {{"_class_name", "CogVideoXDDIMScheduler"},
+                 {"beta_end", 0.012},
+                 {"beta_schedule", "scaled_linear"},
+                 {"beta_start", 0.00085},
+                 {"clip_sample", false},
+                 {"num_train_timesteps", 1000},
+                 {"prediction_type", "v_prediction"},
+                 {"rescale_betas_zero_snr", true},
+                 {"set_alpha_to_one", true},
+                 {"snr_shift_scale", 3.0},
+                 {"steps_offset", 0},
+                 {"timestep_spacing", "trailing"}};
+  w.request.frames = 49;
+  w.request.height = 480;
+  w.request.width = 720;
+  w.request.steps = steps;
+  w.request.guidance = 6.0;
+  w.request.max_sequence_length = 226;
+  w.tiling = TilingChoice::on;
+  w.pab.rule(SiteKind::spatial) = rule(2);
+  return w;
+}
+
+namespace {
+
+// One prompt as fixed token ids: `tokens` ids, </s> (1), then padding (0).
+Tensor token_row(int tokens, int length, int vocab) {
+  std::vector<int64_t> row(size_t(length), 0);
+  for (int i = 0; i < tokens && i < length - 1; ++i) row[size_t(i)] = 100 + (37 * i) % std::max(vocab - 100, 1);
+  row[size_t(std::min(tokens, length - 1))] = 1;
+  return token_tensor({row});
+}
+
+PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOptions& load, PabPolicy* policy,
+                                   PipelineBenchReport* report) {
+  using clock = std::chrono::steady_clock;
+  Backend& be = backend(load.device);
+  auto seconds = [&](clock::time_point t0) {
+    be.synchronize();
+    return seconds_since(t0);
+  };
+  auto generated = [&](uint64_t seed, const std::string& what) {
+    return std::make_shared<RandomWeights>(seed, "generated weights for " + w.name + "'s " + what);
+  };
+  PipelineParts parts;
+  parts.pipeline_class = w.pipeline_class;
+  parts.where = "workload " + w.name;
+  parts.transformer = {JsonConfig(w.transformer, parts.where + " (transformer)"), generated(0x5eed, "transformer")};
+  parts.vae = {JsonConfig(w.vae, parts.where + " (vae)"), generated(0x5eed + 2, "VAE")};
+  parts.scheduler = JsonConfig(w.scheduler, parts.where + " (scheduler)");
+  auto pipe = VideoPipeline::create(std::move(parts), load);
+  const VideoPlan plan = pipe->plan(w.request);
+  report->plan = plan;
+  report->tiled = pipe->tiles(plan, w.tiling);
+
+  PipelineBenchRun run;
+  run.pab = policy != nullptr;
+  // Text: T5 loaded, one warm-up encode, then the pipeline's encodes timed; freed after.
+  auto t0 = clock::now();
+  const JsonConfig t5_config(w.text_encoder, "workload " + w.name + " (text_encoder)");
+  auto t5 = T5Encoder::load(t5_config, *generated(0x5eed + 1, "text encoder"), load);
+  const Tensor prompt_ids = token_row(w.prompt_tokens, plan.text_length, t5->config().vocab_size);
+  const Tensor negative_ids = token_row(0, plan.text_length, t5->config().vocab_size);
+  t5->encode(negative_ids);
+  run.load_seconds += seconds(t0);
+  be.reset_peak_memory();
+  t0 = clock::now();
+  PromptEmbeddings embeds;
+  embeds.prompt = t5->encode(prompt_ids);
+  if (plan.cfg) embeds.negative = t5->encode(negative_ids);
+  run.text_seconds = seconds(t0);
+  t5.reset();
+  run.text_peak = be.memory_stats().peak;
+
+  // Denoising: the transformer loaded and warmed up by one forward pass, then the loop timed.
+  t0 = clock::now();
+  DiffusionTransformer& model = pipe->transformer();
+  TorchNoise noise(0);
+  Tensor latents = pipe->initial_latents(plan, noise);
+  {
+    TransformerInputs in;
+    in.latents = ops::concat({latents, latents}, 0).to(load.dtype);
+    in.text = ops::concat({embeds.negative.defined() ? embeds.negative : embeds.prompt, embeds.prompt}, 0);
+    in.timestep = 999;
+    model.forward(in, nullptr);
+  }
+  run.load_seconds += seconds(t0);
+  be.reset_peak_memory();
+  t0 = clock::now();
+  DenoiseResult denoised = pipe->denoise(plan, embeds, latents, policy, &noise);
+  run.denoise_seconds = seconds(t0);
+  run.stats = denoised.stats;
+  pipe->release_transformer();
+  embeds = PromptEmbeddings();
+  run.denoise_peak = be.memory_stats().peak;
+
+  // Decoding.
+  t0 = clock::now();
+  pipe->load_vae();
+  run.load_seconds += seconds(t0);
+  be.reset_peak_memory();
+  t0 = clock::now();
+  Tensor frames = pipe->decode(plan, denoised.latents, w.tiling);
+  run.decode_seconds = seconds(t0);
+  pipe->release_vae();
+  run.decode_peak = be.memory_stats().peak;
+
+  run.total_seconds = run.text_seconds + run.denoise_seconds + run.decode_seconds;
+  run.peak = std::max({run.text_peak, run.denoise_peak, run.decode_peak});
+  return run;
+}
+
+double gib(size_t bytes) { return double(bytes) / double(1 << 30); }
+
+}  // namespace
+
+PipelineBenchReport run_pipeline_bench(const PipelineBenchWorkload& w, const LoadOptions& load, bool pab) {
+  PipelineBenchReport r;
+  r.workload = w.name;
+  r.device = backend(load.device).device_description();
+  r.runs.push_back(run_pipeline_once(w, load, nullptr, &r));
+  if (pab) {
+    PabPolicy policy(w.pab);
+    r.runs.push_back(run_pipeline_once(w, load, &policy, &r));
+  }
+  return r;
+}
+
+std::string pipeline_bench_text(const PipelineBenchReport& r) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2);
+  os << r.workload << " on " << r.device << ": " << r.plan.describe() << ", VAE " << (r.tiled ? "tiled" : "untiled")
+     << "\n";
+  for (const PipelineBenchRun& run : r.runs) {
+    os << (run.pab ? "  PAB:    " : "  no PAB: ") << "T5 encode " << run.text_seconds << " s, denoise "
+       << run.denoise_seconds << " s, VAE decode " << run.decode_seconds << " s, total " << run.total_seconds
+       << " s; peak " << gib(run.peak) << " GiB (text " << gib(run.text_peak) << ", denoise " << gib(run.denoise_peak)
+       << ", decode " << gib(run.decode_peak) << ")\n";
+    if (run.pab) os << "          " << run.stats.summary() << "\n";
+  }
+  if (r.runs.size() == 2)
+    os << "  PAB speed-up of the whole pipeline: " << std::setprecision(3)
+       << r.runs[0].total_seconds / r.runs[1].total_seconds << "x\n";
+  os << "  (making and loading the generated weights, not timed: " << std::setprecision(1) << r.runs[0].load_seconds
+     << " s a run)\n";
+  return os.str();
+}
+
+std::string pipeline_bench_json(const PipelineBenchReport& r) {
+  nlohmann::json j;
+  j["workload"] = r.workload;
+  j["device"] = r.device;
+  j["plan"] = r.plan.describe();
+  j["vae_tiled"] = r.tiled;
+  for (const PipelineBenchRun& run : r.runs) {
+    nlohmann::json k = {{"t5_encode_s", run.text_seconds},     {"denoise_s", run.denoise_seconds},
+                        {"vae_decode_s", run.decode_seconds},  {"total_s", run.total_seconds},
+                        {"peak_gib", gib(run.peak)},           {"text_peak_gib", gib(run.text_peak)},
+                        {"denoise_peak_gib", gib(run.denoise_peak)}, {"decode_peak_gib", gib(run.decode_peak)},
+                        {"load_s", run.load_seconds}};
+    if (run.pab) k["pab"] = run.stats.summary();
+    j[run.pab ? "pab" : "no_pab"] = k;
+  }
+  if (r.runs.size() == 2) j["pab_speedup"] = r.runs[0].total_seconds / r.runs[1].total_seconds;
   return j.dump(1);
 }
 

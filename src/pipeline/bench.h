@@ -1,6 +1,7 @@
 // `pab bench`: the ANCHORS.md workloads — the transformer's 50-step denoising
 // loop with batched CFG on generated weights of the real architectures —
-// timed without and with PAB.
+// timed without and with PAB; and the whole text-to-video pipeline
+// (cogvideox-2b-pipeline: T5-XXL, the transformer, the 3D VAE).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "backend/backend.h"
 #include "cache/pab.h"
 #include "models/transformer.h"
+#include "pipeline/video_pipeline.h"
 
 namespace pab {
 
@@ -53,5 +55,50 @@ struct BenchOptions {
 BenchReport run_bench(const BenchOptions& opts);
 std::string bench_text(const BenchReport& r);
 std::string bench_json(const BenchReport& r);
+
+// ---------------------------------------------------------------- whole pipeline
+
+// A pipeline built from configs with generated weights; the prompts are fixed
+// token rows (ids only set the shapes' cost).
+struct PipelineBenchWorkload {
+  std::string name;
+  std::string pipeline_class = "CogVideoXPipeline";
+  nlohmann::json transformer, text_encoder, vae, scheduler;  // config.json / scheduler_config.json
+  VideoRequest request;   // size, frames, steps, guidance, text length
+  int prompt_tokens = 24;  // tokens of the prompt row before </s> and padding
+  TilingChoice tiling = TilingChoice::on;
+  PabConfig pab;
+};
+
+// cogvideox-2b-pipeline: CogVideoX-2b (transformer, T5-XXL, AutoencoderKLCogVideoX
+// as diffusers configures them), 49 frames 480x720, `steps` steps, CFG 6, VAE
+// tiled, PAB spatial 2 in (100, 800).
+PipelineBenchWorkload pipeline_bench_workload(const std::string& name, int steps = 50);
+std::vector<std::string> pipeline_bench_workload_names();
+
+struct PipelineBenchRun {
+  bool pab = false;
+  // Phases as `pab generate` runs them, each with the device synchronised;
+  // total is their sum (making the weights is not timed).
+  double text_seconds = 0, denoise_seconds = 0, decode_seconds = 0, total_seconds = 0;
+  double load_seconds = 0;  // generating and moving the weights, all three components
+  // Device memory in use at the peak of each phase (weights included), and overall.
+  size_t text_peak = 0, denoise_peak = 0, decode_peak = 0, peak = 0;
+  PabStats stats;
+};
+
+struct PipelineBenchReport {
+  std::string workload, device;
+  VideoPlan plan;
+  bool tiled = false;
+  std::vector<PipelineBenchRun> runs;  // without PAB, then with PAB if asked
+};
+
+// Runs the workload once without PAB and, if `pab`, once with; each run loads
+// the text encoder, encodes, frees it, then the transformer, then the VAE, as
+// generate_video holds them.
+PipelineBenchReport run_pipeline_bench(const PipelineBenchWorkload& w, const LoadOptions& load, bool pab);
+std::string pipeline_bench_text(const PipelineBenchReport& r);
+std::string pipeline_bench_json(const PipelineBenchReport& r);
 
 }  // namespace pab

@@ -121,6 +121,11 @@ class CogVideoXPipeline final : public VideoPipeline {
     return e;
   }
 
+  void load_vae() override {
+    if (!vae_) vae_ = CogVideoXVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
+  }
+  void release_vae() override { vae_.reset(); }
+
   bool tiles(const VideoPlan& plan, TilingChoice tiling) const override {
     if (tiling != TilingChoice::automatic) return tiling == TilingChoice::on;
     return int64_t(plan.height) * plan.width > kAutoTilePixels;
@@ -130,7 +135,7 @@ class CogVideoXPipeline final : public VideoPipeline {
     if (latents.shape() != plan.latents)
       fail("CogVideoXPipeline: latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
     Tensor x = plan.padding_frames ? ops::slice(latents, 1, plan.padding_frames, latents.dim(1)) : latents;
-    if (!vae_) vae_ = CogVideoXVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
+    load_vae();
     CogVideoXDecodeOptions o;
     o.tiled = tiles(plan, tiling);
     Tensor video = vae_->decode_latents(x, o);  // [1, C, F, H, W]
@@ -150,8 +155,6 @@ class CogVideoXPipeline final : public VideoPipeline {
   Tensor keep_latents(const Tensor& latents) const override {
     return opts_.dtype == DType::f32 ? latents : latents.to(opts_.dtype).to(DType::f32);
   }
-
-  void free_vae() override { vae_.reset(); }
 
  private:
   // Whether the VAE turns the latent frames for `frames` back into exactly `frames`.

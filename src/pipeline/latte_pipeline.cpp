@@ -107,12 +107,17 @@ class LattePipeline final : public VideoPipeline {
     return e;
   }
 
+  void load_vae() override {
+    if (!vae_) vae_ = KlVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
+  }
+  void release_vae() override { vae_.reset(); }
+
   bool tiles(const VideoPlan&, TilingChoice) const override { return false; }
 
   Tensor decode(const VideoPlan& plan, const Tensor& latents, TilingChoice) override {
     if (latents.shape() != plan.latents)
       fail("LattePipeline: latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
-    if (!vae_) vae_ = KlVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
+    load_vae();
     return postprocess_video(vae_->decode_latents(latents, kDecodeChunkSize));  // from [1, C, F, H, W]
   }
 
@@ -123,8 +128,6 @@ class LattePipeline final : public VideoPipeline {
   Tensor scheduler_input(const Tensor& guided) const override {
     return ops::slice(guided, 1, 0, facts_.in_channels);
   }
-
-  void free_vae() override { vae_.reset(); }
 
  private:
   TransformerFacts facts_;

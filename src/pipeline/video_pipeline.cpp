@@ -85,8 +85,6 @@ VideoPipeline::VideoPipeline(PipelineParts parts, const LoadOptions& opts) : par
 
 VideoPipeline::~VideoPipeline() = default;
 
-void VideoPipeline::release_vae() { free_vae(); }
-
 const T5Tokenizer& VideoPipeline::tokenizer() const {
   if (!parts_.tokenizer) fail(parts_.where, ": no tokenizer: this pipeline takes prompt embeddings only");
   return *parts_.tokenizer;

@@ -144,7 +144,9 @@ class VideoPipeline {
   virtual Tensor decode(const VideoPlan& plan, const Tensor& latents, TilingChoice tiling) = 0;
   // Whether decode tiles with this choice at the plan's size.
   virtual bool tiles(const VideoPlan& plan, TilingChoice tiling) const = 0;
-  void release_vae();
+  // Loads the VAE now (decode otherwise loads it on first use).
+  virtual void load_vae() = 0;
+  virtual void release_vae() = 0;
 
  protected:
   VideoPipeline(PipelineParts parts, const LoadOptions& opts);
@@ -156,7 +158,6 @@ class VideoPipeline {
   virtual Tensor scheduler_input(const Tensor& guided) const { return guided; }
   // Latents as the pipeline keeps them between steps (CogVideoX rounds them to the compute dtype).
   virtual Tensor keep_latents(const Tensor& latents) const { return latents; }
-  virtual void free_vae() = 0;
 
   const T5Tokenizer& tokenizer() const;
   T5Encoder& text_encoder();

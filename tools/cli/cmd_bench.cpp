@@ -1,4 +1,4 @@
-// pab bench --workload NAME [--pab] [--json]
+// pab bench --workload NAME [--pab] [--json] [--steps N]
 #include <iostream>
 
 #include "commands.h"
@@ -9,10 +9,12 @@ void register_bench(CLI::App& app) {
   auto req = std::make_shared<pab::BenchRequest>();
   CLI::App* cmd = app.add_subcommand(
       "bench", "Time a benchmark workload of ANCHORS.md: the transformer's denoising loop (batched CFG, generated "
-               "weights of the real architecture), without and with PAB");
-  cmd->add_option("-w,--workload", req->workload, "cogvideox-2b, cogvideox-5b or latte-1")
+               "weights of the real architecture), or the whole pipeline from prompt to frames, without and with PAB");
+  cmd->add_option("-w,--workload", req->workload,
+                  "cogvideox-2b, cogvideox-5b, latte-1 (the loop) or cogvideox-2b-pipeline (T5 encode, denoise, VAE "
+                  "decode)")
       ->required()
-      ->check(CLI::IsMember({"cogvideox-2b", "cogvideox-5b", "latte-1"}));
+      ->check(CLI::IsMember({"cogvideox-2b", "cogvideox-5b", "latte-1", "cogvideox-2b-pipeline"}));
   cmd->add_flag("--pab", req->pab, "Also run with the workload's PAB configuration and report the speed-up");
   cmd->add_option("--steps", req->steps, "Denoising steps")->capture_default_str();
   cmd->add_flag("--json", req->json, "Print JSON instead of text");

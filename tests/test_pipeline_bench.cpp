@@ -1,0 +1,81 @@
+// The whole-pipeline benchmark: the cogvideox-2b-pipeline workload's configs
+// describe CogVideoX-2b (checked without running it: it needs a GPU), and the
+// benchmark's code path runs end to end on the CPU with the tiny fixture
+// configs and generated weights.
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "models/random_weights.h"
+#include "models/t5.h"
+#include "models/vae_cogvideox.h"
+#include "pipeline/bench.h"
+#include "support/testing.h"
+
+namespace pab {
+namespace {
+
+nlohmann::json read_json(const std::string& rel) {
+  std::ifstream in(testing::data_path(rel));
+  return nlohmann::json::parse(in);
+}
+
+TEST(PipelineBench, CogVideoX2bWorkloadDescribesTheRealModel) {
+  PipelineBenchWorkload w = pipeline_bench_workload("cogvideox-2b-pipeline", 50);
+  T5Config t5 = T5Config::from_json(JsonConfig(w.text_encoder, "t5"));
+  EXPECT_EQ(t5.d_model, 4096);
+  EXPECT_EQ(t5.num_layers, 24);
+  EXPECT_EQ(t5.num_heads, 64);
+  EXPECT_EQ(t5.d_ff, 10240);
+  EXPECT_EQ(t5.vocab_size, 32128);
+  EXPECT_TRUE(t5.gated);
+  EXPECT_EQ(t5.act, Unary::gelu_tanh);
+  CogVideoXVaeConfig vae = CogVideoXVae::config_from_json(JsonConfig(w.vae, "vae"));
+  EXPECT_EQ(vae.spatial_factor(), 8);
+  EXPECT_EQ(vae.decoded_frames(13), 49);
+
+  PipelineParts parts;
+  parts.pipeline_class = w.pipeline_class;
+  parts.transformer = {JsonConfig(w.transformer, "transformer"), std::make_shared<RandomWeights>(1)};
+  parts.vae = {JsonConfig(w.vae, "vae"), std::make_shared<RandomWeights>(2)};
+  parts.scheduler = JsonConfig(w.scheduler, "scheduler");
+  auto pipe = VideoPipeline::create(parts, LoadOptions{});  // configs only: no weights are made here
+  VideoPlan plan = pipe->plan(w.request);
+  EXPECT_EQ(plan.latents, (Shape{1, 13, 16, 60, 90}));
+  EXPECT_EQ(plan.text_length, 226);
+  EXPECT_TRUE(pipe->tiles(plan, w.tiling));
+  pipe->scheduler().set_timesteps(plan.steps);
+  EXPECT_EQ(pipe->scheduler().timesteps().front(), 999);
+  EXPECT_EQ(pipe->scheduler().timesteps().back(), 19);
+  EXPECT_THROW(pipeline_bench_workload("cogvideox-5b-pipeline"), Error);
+}
+
+TEST(PipelineBench, RunsOnTinyConfigs) {
+  const std::string model = "fixtures/pipeline/cogvideox_ddim/model/";
+  PipelineBenchWorkload w;
+  w.name = "tiny";
+  w.transformer = read_json(model + "transformer/config.json");
+  w.text_encoder = read_json(model + "text_encoder/config.json");
+  w.vae = read_json(model + "vae/config.json");
+  w.scheduler = read_json(model + "scheduler/scheduler_config.json");
+  w.request.steps = 2;
+  w.request.guidance = 6;
+  w.pab.rule(SiteKind::spatial) = BroadcastRule{2, 100, 800, {}};
+  PipelineBenchReport r = run_pipeline_bench(w, LoadOptions{}, true);
+  ASSERT_EQ(r.runs.size(), 2u);
+  EXPECT_EQ(r.plan.latents, (Shape{1, 3, 8, 4, 6}));
+  for (const PipelineBenchRun& run : r.runs) {
+    EXPECT_GT(run.denoise_seconds, 0);
+    EXPECT_GT(run.decode_seconds, 0);
+    EXPECT_NEAR(run.total_seconds, run.text_seconds + run.denoise_seconds + run.decode_seconds, 1e-12);
+  }
+  // Trailing timesteps 999, 499: the second step is inside (100, 800), every block broadcasts.
+  EXPECT_EQ(r.runs[1].stats.total(SiteKind::spatial).broadcast, 3);
+  std::string text = pipeline_bench_text(r);
+  EXPECT_NE(text.find("T5 encode"), std::string::npos) << text;
+  EXPECT_NE(text.find("PAB speed-up"), std::string::npos) << text;
+  nlohmann::json j = nlohmann::json::parse(pipeline_bench_json(r));
+  EXPECT_TRUE(j["pab"].contains("vae_decode_s"));
+}
+
+}  // namespace
+}  // namespace pab
