@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh --target pab
 
+# The shipped model: a tiny CogVideoX pipeline (diffusers layout, random weights).
 ./build/pab inspect tests/data/fixtures/pipeline/cogvideox_ddim/model
-# ---- main job: becomes `pab generate` once the text-to-video pipeline exists ----
-./build/pab replay tests/data/fixtures/transformer/cogvideox_2b_style -o build/replay_cogvideox_2b.safetensors
+# The main job: a prompt in, an H.264 video out, with Pyramid Attention Broadcast.
+./build/pab generate --model tests/data/fixtures/pipeline/cogvideox_ddim/model \
+  --prompt "A panda plays the guitar" -o out.mp4
