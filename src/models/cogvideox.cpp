@@ -105,7 +105,6 @@ struct TimestepMlp {  // diffusers TimestepEmbedding: linear_1, SiLU, linear_2
 };
 
 struct Block {
-  Linear norm1_linear, norm2_linear;  // silu(temb) -> 6 x dim
   LayerNorm norm1, norm2;
   Linear to_q, to_k, to_v, to_out;
   LayerNorm norm_q, norm_k;
@@ -136,12 +135,15 @@ class CogVideoX final : public DiffusionTransformer {
     time_embedding_ = TimestepMlp(wl, "time_embedding", int(d), c_.time_embed_dim);
     if (c_.ofs_embed_dim > 0) ofs_embedding_ = TimestepMlp(wl, "ofs_embedding", c_.ofs_embed_dim, c_.ofs_embed_dim);
 
+    // Every block's two adaptive-norm projections of the same timestep
+    // embedding, stacked into one matrix: one GEMM per forward pass.
+    std::vector<Linear> mod_parts;
     for (int i = 0; i < c_.num_layers; ++i) {
       std::string pre = cat("transformer_blocks.", i, ".");
       Block b;
-      b.norm1_linear = Linear(wl, pre + "norm1.linear", c_.time_embed_dim, 6 * d);
+      mod_parts.push_back(Linear(wl, pre + "norm1.linear", c_.time_embed_dim, 6 * d));
       b.norm1 = LayerNorm(wl, pre + "norm1.norm", d, c_.norm_eps, c_.norm_elementwise_affine);
-      b.norm2_linear = Linear(wl, pre + "norm2.linear", c_.time_embed_dim, 6 * d);
+      mod_parts.push_back(Linear(wl, pre + "norm2.linear", c_.time_embed_dim, 6 * d));
       b.norm2 = LayerNorm(wl, pre + "norm2.norm", d, c_.norm_eps, c_.norm_elementwise_affine);
       b.to_q = Linear(wl, pre + "attn1.to_q", d, d, c_.attention_bias);
       b.to_k = Linear(wl, pre + "attn1.to_k", d, d, c_.attention_bias);
@@ -152,6 +154,15 @@ class CogVideoX final : public DiffusionTransformer {
       b.ff = FeedForward(wl, pre + "ff", d, 4 * d, c_.activation);
       blocks_.push_back(std::move(b));
     }
+    std::vector<Tensor> ws, bs;
+    for (const Linear& l : mod_parts) {
+      ws.push_back(l.w);
+      bs.push_back(l.b);
+    }
+    modulation_ = Linear();
+    modulation_.w = ops::concat(ws, 0);  // [L * 12 * D, T]
+    modulation_.b = ops::concat(bs, 0);  // [L * 12 * D]
+    mod_parts.clear();
     norm_final_ = LayerNorm(wl, "norm_final", d, c_.norm_eps, c_.norm_elementwise_affine);
     norm_out_linear_ = Linear(wl, "norm_out.linear", c_.time_embed_dim, 2 * d);
     norm_out_ = LayerNorm(wl, "norm_out.norm", d, c_.norm_eps, c_.norm_elementwise_affine);
@@ -214,15 +225,21 @@ class CogVideoX final : public DiffusionTransformer {
     // Text and video tokens travel as one joint sequence [B, L + N, D]; the
     // two parts differ only in their modulation vectors.
     Tensor hidden = ops::concat({text, video}, 1);
+    // All blocks' modulation vectors: [B, L * 12 * D] -> [L * 12, B, D], each a [B, D] view
+    Tensor mods = ops::permute(modulation_(emb_act).reshape({bsz, int64_t(c_.num_layers) * 12, d}), {1, 0, 2});
+    auto mod = [&](int block, int k) { return mods.narrow0(int64_t(block) * 12 + k, 1).reshape({bsz, d}); };
     for (int i = 0; i < c_.num_layers; ++i) {
       const Block& b = blocks_[size_t(i)];
-      // [B, 6D] -> shift, scale, gate (video), enc_shift, enc_scale, enc_gate (text)
-      auto m1 = ops::chunk(b.norm1_linear(emb_act), 6, 1);
+      // norm1: shift, scale, gate (video), enc_shift, enc_scale, enc_gate (text); norm2 likewise
+      std::vector<Tensor> m1, m2;
+      for (int k = 0; k < 6; ++k) {
+        m1.push_back(mod(i, k));
+        m2.push_back(mod(i, 6 + k));
+      }
       Tensor normed = b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]);
       SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return SiteOutput{attention(b, normed, text_len, rope)}; });
       hidden = ops::gated_add_split(hidden, attn.at(0), text_len, m1[5], m1[2]);
 
-      auto m2 = ops::chunk(b.norm2_linear(emb_act), 6, 1);
       normed = b.norm2.modulated_split(hidden, text_len, m2[3], m2[4], m2[0], m2[1]);
       hidden = ops::gated_add_split(hidden, b.ff(normed), text_len, m2[5], m2[2]);
     }
@@ -324,6 +341,7 @@ class CogVideoX final : public DiffusionTransformer {
   std::vector<Block> blocks_;
   LayerNorm norm_final_, norm_out_;
   Linear norm_out_linear_, proj_out_;
+  Linear modulation_;  // every block's norm1 and norm2 projections, stacked
   Tensor pos_cache_;
   int64_t pos_key_ = -1;
   RopeTables rope_cache_;

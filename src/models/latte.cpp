@@ -212,7 +212,6 @@ class Latte final : public DiffusionTransformer {
   static Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
     return ops::gated_add(x.reshape(one_sequence(x)), gate, y.reshape(one_sequence(y))).reshape(x.shape());
   }
-  static Tensor gated(const Tensor& gate, const Tensor& y) { return ops::mul(y, gate.reshape({1, 1, y.dim(-1)})); }
 
   // One spatial or temporal block on hs [S, T, D].
   Tensor block_forward(const Block& b, int index, Tensor hs, const Tensor& t_mod, const Tensor* caption,
@@ -231,10 +230,14 @@ class Latte final : public DiffusionTransformer {
       hs = ops::add(hs, cross);
     }
 
+    // The MLP site covers norm, modulation, feed-forward and gate (the gated
+    // output is what VideoSys' MLP broadcast reuses); it returns the
+    // feed-forward output and its gate so that gate and residual fuse.
     const SiteKind mlp_kind = temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial;
-    Tensor ff =
-        run_site1(sites, {mlp_kind, index}, [&] { return gated(m[5], b.ff(norm_modulate(b.norm2, hs, m[3], m[4]))); });
-    return ops::add(hs, ff);
+    SiteOutput ff = run_site(sites, {mlp_kind, index}, [&] {
+      return SiteOutput{b.ff(norm_modulate(b.norm2, hs, m[3], m[4])), m[5]};
+    });
+    return gated_add(hs, ff.at(1), ff.at(0));
   }
 
   Tensor self_attention(const Attention& a, const Tensor& x) const {

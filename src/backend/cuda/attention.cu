@@ -265,9 +265,13 @@ struct SdpaPlan {
   int64_t workspace = 0;
 };
 
-// Builds an execution plan for q [b, sq, h, d], k and v [b, sk, h, d] (token-major layout).
+cudnnStatus_t execute(CudaBackend& be, const SdpaPlan& p, const void* q, const void* k, const void* v, void* out,
+                      float scale);
+
+// Builds the execution plans cuDNN's heuristic offers for q [b, sq, h, d],
+// k and v [b, sk, h, d] (token-major layout).
 cudnnStatus_t build_sdpa(cudnnHandle_t handle, cudnnDataType_t type, int64_t b, int64_t h, int64_t sq, int64_t sk,
-                         int64_t d, SdpaPlan* out) {
+                         int64_t d, std::vector<SdpaPlan>* out) {
   const int64_t qdims[4] = {b, h, sq, d}, kdims[4] = {b, h, sk, d};
   const int64_t qstr[4] = {sq * h * d, d, h * d, 1}, kstr[4] = {sk * h * d, d, h * d, 1};
   const int64_t one[4] = {1, 1, 1, 1};
@@ -315,58 +319,92 @@ cudnnStatus_t build_sdpa(cudnnHandle_t handle, cudnnDataType_t type, int64_t b, 
     cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan);
     cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
     cudnnBackendSetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw[i]);
-    last = cudnnBackendFinalize(plan);
-    if (last == CUDNN_STATUS_SUCCESS) {
+    cudnnStatus_t st = cudnnBackendFinalize(plan);
+    if (st == CUDNN_STATUS_SUCCESS) {
       int64_t ws = 0, n = 0;
       cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws);
-      out->plan = plan;
-      out->workspace = ws;
-      return CUDNN_STATUS_SUCCESS;
+      out->push_back({plan, ws});
+    } else {
+      last = st;
+      cudnnBackendDestroyDescriptor(plan);
     }
-    cudnnBackendDestroyDescriptor(plan);
   }
-  return last;
+  return out->empty() ? last : CUDNN_STATUS_SUCCESS;
 }
 
-// The cuDNN plan for this shape (built on first use); plan null when cuDNN cannot run it.
-const SdpaPlan& sdpa_plan(CudaBackend& be, const Tensor& q, const Tensor& k) {
+// The cuDNN plan for this shape, built on first use; when cuDNN offers
+// several and the call is large enough to matter, each is timed once on the
+// call's own operands and the fastest kept. plan null when cuDNN cannot run it.
+const SdpaPlan& sdpa_plan(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                          float scale) {
   static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>, SdpaPlan> plans;
   static bool reported = false;
   const int64_t b = q.dim(0), sq = q.dim(1), h = q.dim(2), d = q.dim(3), sk = k.dim(1);
   auto key = std::make_tuple(b, h, sq, sk, d, int(q.dtype()));
   auto it = plans.find(key);
-  if (it == plans.end()) {
-    SdpaPlan p;
-    cudnnStatus_t st = build_sdpa(be.dnn(), q.dtype() == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF, b, h,
-                                  sq, sk, d, &p);
-    if (st != CUDNN_STATUS_SUCCESS && !reported && std::getenv("PAB_VERBOSE")) {
-      reported = true;
-      fprintf(stderr, "pab: cuDNN SDPA unavailable for [%ld, %ld, %ld, %ld]: %s; using the fallback kernel\n", long(b),
-              long(sq), long(h), long(d), cudnnGetErrorString(st));
-    }
-    it = plans.emplace(key, p).first;
+  if (it != plans.end()) return it->second;
+  std::vector<SdpaPlan> candidates;
+  cudnnStatus_t st = build_sdpa(be.dnn(), q.dtype() == DType::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF, b, h, sq,
+                                sk, d, &candidates);
+  if (st != CUDNN_STATUS_SUCCESS && !reported && std::getenv("PAB_VERBOSE")) {
+    reported = true;
+    fprintf(stderr, "pab: cuDNN SDPA unavailable for [%ld, %ld, %ld, %ld]: %s; using another kernel\n", long(b),
+            long(sq), long(h), long(d), cudnnGetErrorString(st));
   }
-  return it->second;
+  SdpaPlan best;
+  const double flop = 4.0 * double(b) * double(h) * double(sq) * double(sk) * double(d);
+  if (candidates.size() == 1 || (candidates.size() > 1 && flop < 1e10)) {
+    best = candidates[0];
+  } else if (candidates.size() > 1) {
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    float best_ms = INFINITY;
+    for (const SdpaPlan& c : candidates) {
+      float total = 0;
+      bool ok = true;
+      for (int rep = 0; rep < 3 && ok; ++rep) {
+        cudaEventRecord(start, be.stream());
+        ok = execute(be, c, q.raw(), k.raw(), v.raw(), out.raw(), scale) == CUDNN_STATUS_SUCCESS;
+        cudaEventRecord(stop, be.stream());
+        cudaEventSynchronize(stop);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, start, stop);
+        if (rep > 0) total += ms;  // the first run warms up
+      }
+      if (ok && total < best_ms) {
+        best_ms = total;
+        best = c;
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+  }
+  for (const SdpaPlan& c : candidates)
+    if (c.plan != best.plan) cudnnBackendDestroyDescriptor(c.plan);
+  return plans.emplace(key, best).first->second;
 }
 
-bool cudnn_attention_available(CudaBackend& be, const Tensor& q, const Tensor& k) {
-  return sdpa_plan(be, q, k).plan != nullptr;
-}
-
-// Runs the cuDNN plan for this shape; false when cuDNN cannot (the caller falls back).
-bool cudnn_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale) {
-  const SdpaPlan& p = sdpa_plan(be, q, k);
-  if (!p.plan) return false;
+cudnnStatus_t execute(CudaBackend& be, const SdpaPlan& p, const void* q, const void* k, const void* v, void* out,
+                      float scale) {
   void* ws = p.workspace > 0 ? be.workspace(size_t(p.workspace)) : nullptr;
   float scale_value = scale;
-  void* ptrs[5] = {q.raw(), k.raw(), v.raw(), out.raw(), &scale_value};
+  void* ptrs[5] = {const_cast<void*>(q), const_cast<void*>(k), const_cast<void*>(v), out, &scale_value};
   int64_t uids[5] = {kQ, kK, kV, kO, kScale};
   Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
   cudnnBackendSetAttribute(pack.d, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 5, ptrs);
   cudnnBackendSetAttribute(pack.d, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 5, uids);
   cudnnBackendSetAttribute(pack.d, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-  if (cudnnBackendFinalize(pack.d) != CUDNN_STATUS_SUCCESS) fail("cuDNN: cannot finalize the SDPA variant pack");
-  cudnnStatus_t st = cudnnBackendExecute(be.dnn(), p.plan, pack.d);
+  cudnnStatus_t st = cudnnBackendFinalize(pack.d);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  return cudnnBackendExecute(be.dnn(), p.plan, pack.d);
+}
+
+// Runs cuDNN's SDPA; false when cuDNN cannot run this shape (the caller falls back).
+bool cudnn_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale) {
+  const SdpaPlan& p = sdpa_plan(be, q, k, v, out, scale);
+  if (!p.plan) return false;
+  cudnnStatus_t st = execute(be, p, q.raw(), k.raw(), v.raw(), out.raw(), scale);
   if (st != CUDNN_STATUS_SUCCESS) fail("cuDNN SDPA failed: ", cudnnGetErrorString(st));
   return true;
 }
@@ -399,7 +437,7 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
                                 ? 0
                                 : short_attention_smem(q, k, v);
   const bool short_seq = short_smem > 0;
-  const bool cudnn = !short_seq && plain && cudnn_attention_available(*this, q, k);
+  const bool cudnn = !short_seq && plain && sdpa_plan(*this, q, k, v, out, args.scale).plan != nullptr;
   const char* kind = short_seq ? "short" : cudnn ? "cudnn" : "fallback";
   const double before = profile_.attention_seconds;
   {
