@@ -98,8 +98,7 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     events.on_step = [&](const StepReport& s) {
       emit({GenerateEvent::Kind::step, "", s.step, s.steps, s.timestep, s.seconds});
     };
-    GeneratedVideo video =
-        generate_video(*pipe, plan, o.seed, policy ? &*policy : nullptr, tiling, events);
+    GeneratedVideo video = generate_video(*pipe, plan, o.seed, policy ? &*policy : nullptr, tiling, events);
     r.text_seconds = video.text_seconds;
     r.denoise_seconds = video.denoise_seconds;
     r.decode_seconds = video.decode_seconds;

@@ -154,8 +154,8 @@ TEST(Generate, CommandLine) {
   EXPECT_NE(log.find("PAB skipped"), std::string::npos) << log;
   EXPECT_TRUE(fs::exists(dir / "out.mp4"));
   // A bad flag value is one error line and exit status 1.
-  EXPECT_EQ(testing::run_command(testing::pab_binary() + " generate --model " + kModel +
-                                     " --prompt x --frames 13 -o " + (dir / "bad.mp4"),
+  EXPECT_EQ(testing::run_command(testing::pab_binary() + " generate --model " + kModel + " --prompt x --frames 13 -o " +
+                                     (dir / "bad.mp4"),
                                  &log),
             1);
   EXPECT_NE(log.find("pab: error: frames 13"), std::string::npos) << log;
@@ -199,7 +199,8 @@ TEST(GenerateBadInput, MissingComponent) {
 TEST(GenerateBadInput, TooLongPromptIsTruncatedWithAWarning) {
   TempDir dir("long");
   GenerateOptions o = small_run(dir / "out.mp4");
-  o.prompt = "A panda, dressed in a small, red jacket and a tiny hat, sits on a wooden stool in a serene bamboo forest.";
+  o.prompt =
+      "A panda, dressed in a small, red jacket and a tiny hat, sits on a wooden stool in a serene bamboo forest.";
   std::vector<GenerateEvent> events;
   GenerateResult r;
   ASSERT_TRUE(generate(o, &r, [&](const GenerateEvent& e) { events.push_back(e); }).ok);

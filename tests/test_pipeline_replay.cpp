@@ -27,7 +27,9 @@ using testing::data_path;
 // the largest magnitude; 1e-5 leaves room for other CPUs' OpenBLAS kernels.
 constexpr double kTol = 1e-5;
 
-std::string case_dir(const std::string& name) { return data_path("fixtures/pipeline/" + name); }
+std::string case_dir(const std::string& name) {
+  return data_path("fixtures/pipeline/" + name);
+}
 
 class PipelineReplay : public ::testing::TestWithParam<std::string> {};
 
@@ -100,8 +102,9 @@ TEST(PipelinePab, PolicyIsResetAfterSuccessAndFailure) {
 
   ReplayNoise given({c.latents}), noise(c.noise);
   size_t cached_during = 0;
-  DenoiseResult ok = pipe->denoise(plan, embeds, pipe->initial_latents(plan, given), &policy, &noise,
-                                   [&](const StepReport&) { cached_during = std::max(cached_during, policy.cached_bytes()); });
+  DenoiseResult ok =
+      pipe->denoise(plan, embeds, pipe->initial_latents(plan, given), &policy, &noise,
+                    [&](const StepReport&) { cached_during = std::max(cached_during, policy.cached_bytes()); });
   EXPECT_GT(cached_during, 0u);
   EXPECT_GT(ok.stats.total().broadcast, 0);
   EXPECT_EQ(policy.cached_bytes(), 0u);
@@ -120,9 +123,11 @@ TEST(PipelinePab, PolicyIsResetAfterSuccessAndFailure) {
 
 // `pab replay` on a pipeline case writes the reference's names.
 TEST(PipelineReplayCli, WritesEveryReferenceTensor) {
-  const std::string out = (fs::temp_directory_path() / ("pab_replay_" + std::to_string(::getpid()) + ".safetensors")).string();
+  const std::string out =
+      (fs::temp_directory_path() / ("pab_replay_" + std::to_string(::getpid()) + ".safetensors")).string();
   std::string log;
-  ASSERT_EQ(testing::run_command(testing::pab_binary() + " replay " + case_dir("latte") + " -o " + out, &log), 0) << log;
+  ASSERT_EQ(testing::run_command(testing::pab_binary() + " replay " + case_dir("latte") + " -o " + out, &log), 0)
+      << log;
   EXPECT_NE(log.find("LattePipeline"), std::string::npos) << log;
   Checkpoint written = Checkpoint::open_file(out);
   Checkpoint ref = Checkpoint::open_file(case_dir("latte") + "/reference.safetensors");

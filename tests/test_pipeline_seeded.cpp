@@ -33,7 +33,9 @@ SeededCase load_case(const std::string& name) {
   auto file = SafetensorsFile::open(path);
   const auto& meta = file->metadata();
   nlohmann::json call = nlohmann::json::parse(meta.at("call"));
-  SeededCase c{data_path("fixtures/pipeline/" + meta.at("model") + "/model"), {}, call["seed"].get<uint64_t>(),
+  SeededCase c{data_path("fixtures/pipeline/" + meta.at("model") + "/model"),
+               {},
+               call["seed"].get<uint64_t>(),
                Checkpoint::open_file(path)};
   VideoRequest& r = c.request;
   r.prompt = call["prompt"].get<std::string>();

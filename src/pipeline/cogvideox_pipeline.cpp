@@ -39,9 +39,12 @@ struct TransformerFacts {
     text_embed_dim = j.get_or("text_embed_dim", text_embed_dim);
     rotary = j.get_or("use_rotary_positional_embeddings", false);
     learned_positions = j.get_or("use_learned_positional_embeddings", false);
-    for (auto [key, v] : {std::pair{"in_channels", in_channels}, {"patch_size", patch_size},
-                          {"sample_height", sample_height}, {"sample_width", sample_width},
-                          {"sample_frames", sample_frames}, {"max_text_seq_length", max_text_seq_length}})
+    for (auto [key, v] : {std::pair{"in_channels", in_channels},
+                          {"patch_size", patch_size},
+                          {"sample_height", sample_height},
+                          {"sample_width", sample_width},
+                          {"sample_frames", sample_frames},
+                          {"max_text_seq_length", max_text_seq_length}})
       if (v < 1) j.unsupported(key, "must be >= 1");
     if (patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
   }
@@ -62,8 +65,8 @@ class CogVideoXPipeline final : public VideoPipeline {
     if (parts_.text_encoder) {
       T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
       if (t5.d_model != facts_.text_embed_dim)
-        fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model, " differs from the transformer's text_embed_dim ",
-             facts_.text_embed_dim);
+        fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model,
+             " differs from the transformer's text_embed_dim ", facts_.text_embed_dim);
     }
   }
 
@@ -85,14 +88,14 @@ class CogVideoXPipeline final : public VideoPipeline {
     check_request(p);
 
     const int multiple = std::lcm(8, s * facts_.patch_size);
-    const std::string why = cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x",
-                                facts_.patch_size, " patches");
+    const std::string why =
+        cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x", facts_.patch_size, " patches");
     check_multiple("height", p.height, multiple, why);
     check_multiple("width", p.width, multiple, why);
-    if (facts_.learned_positions &&
-        (p.height != facts_.sample_height * s || p.width != facts_.sample_width * s))
-      fail("size ", p.width, "x", p.height, ": this transformer's learned positional embeddings only cover its sample size ",
-           facts_.sample_width * s, "x", facts_.sample_height * s);
+    if (facts_.learned_positions && (p.height != facts_.sample_height * s || p.width != facts_.sample_width * s))
+      fail("size ", p.width, "x", p.height,
+           ": this transformer's learned positional embeddings only cover its sample size ", facts_.sample_width * s,
+           "x", facts_.sample_height * s);
     if (!valid_frames(p.frames)) {
       int below = p.frames - 1, above = p.frames + 1;
       while (below > 0 && !valid_frames(below)) --below;
@@ -117,7 +120,8 @@ class CogVideoXPipeline final : public VideoPipeline {
     PromptEmbeddings e;
     const std::string limit = "max_sequence_length";
     e.prompt = encode_text(plan.prompt, plan.text_length, false, "prompt", limit, &e.warnings);
-    if (plan.cfg) e.negative = encode_text(plan.negative_prompt, plan.text_length, false, "negative prompt", limit, &e.warnings);
+    if (plan.cfg)
+      e.negative = encode_text(plan.negative_prompt, plan.text_length, false, "negative prompt", limit, &e.warnings);
     return e;
   }
 

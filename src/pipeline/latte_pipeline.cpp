@@ -15,7 +15,7 @@ namespace pab {
 
 namespace {
 
-constexpr int64_t kTextLength = 120;     // LattePipeline.encode_prompt's max_length
+constexpr int64_t kTextLength = 120;      // LattePipeline.encode_prompt's max_length
 constexpr int64_t kDecodeChunkSize = 14;  // LattePipeline's decode_chunk_size default
 
 // What the pipeline reads from the transformer's config.json (diffusers'
@@ -30,8 +30,10 @@ struct TransformerFacts {
     sample_size = j.get_or("sample_size", sample_size);
     video_length = j.get_or("video_length", video_length);
     caption_channels = j.get<int>("caption_channels");
-    for (auto [key, v] : {std::pair{"in_channels", in_channels}, {"patch_size", patch_size},
-                          {"sample_size", sample_size}, {"video_length", video_length}})
+    for (auto [key, v] : {std::pair{"in_channels", in_channels},
+                          {"patch_size", patch_size},
+                          {"sample_size", sample_size},
+                          {"video_length", video_length}})
       if (v < 1) j.unsupported(key, "must be >= 1");
     // The pipeline keeps the first half of the output channels (learned sigma).
     if (out_channels != 2 * in_channels)
@@ -80,8 +82,8 @@ class LattePipeline final : public VideoPipeline {
     check_request(p);
 
     const int multiple = std::lcm(8, s * facts_.patch_size);
-    const std::string why = cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x",
-                                facts_.patch_size, " patches");
+    const std::string why =
+        cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x", facts_.patch_size, " patches");
     check_multiple("height", p.height, multiple, why);
     check_multiple("width", p.width, multiple, why);
     // diffusers adds a temporal position table of exactly video_length rows.
@@ -125,9 +127,7 @@ class LattePipeline final : public VideoPipeline {
   double guidance_at(const VideoPlan& plan, int, int64_t) const override { return plan.guidance; }
 
   // noise_pred.chunk(2, dim=1)[0]: the variance channels are not used by DDIM.
-  Tensor scheduler_input(const Tensor& guided) const override {
-    return ops::slice(guided, 1, 0, facts_.in_channels);
-  }
+  Tensor scheduler_input(const Tensor& guided) const override { return ops::slice(guided, 1, 0, facts_.in_channels); }
 
  private:
   TransformerFacts facts_;

@@ -92,7 +92,8 @@ const T5Tokenizer& VideoPipeline::tokenizer() const {
 
 T5Encoder& VideoPipeline::text_encoder() {
   if (!parts_.text_encoder) fail(parts_.where, ": no text encoder: this pipeline takes prompt embeddings only");
-  if (!text_encoder_) text_encoder_ = T5Encoder::load(parts_.text_encoder->config, *parts_.text_encoder->weights, opts_);
+  if (!text_encoder_)
+    text_encoder_ = T5Encoder::load(parts_.text_encoder->config, *parts_.text_encoder->weights, opts_);
   return *text_encoder_;
 }
 

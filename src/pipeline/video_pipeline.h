@@ -76,15 +76,15 @@ struct VideoPlan {
   bool cfg = true;  // guidance > 1: the unconditional branch runs too (batch 2)
   bool dynamic_cfg = false, mask_feature = true;
   double eta = 0;
-  int text_length = 0;       // tokens a prompt is padded or truncated to
-  Shape latents;             // [1, ...] in the transformer's layout: what the generator draws
-  int64_t padding_frames = 0;  // CogVideoX 1.5: latent frames added for the temporal patch, dropped before decoding
+  int text_length = 0;           // tokens a prompt is padded or truncated to
+  Shape latents;                 // [1, ...] in the transformer's layout: what the generator draws
+  int64_t padding_frames = 0;    // CogVideoX 1.5: latent frames added for the temporal patch, dropped before decoding
   std::string describe() const;  // "9 frames 48x32, 50 steps, guidance 6"
 };
 
 struct PromptEmbeddings {
-  Tensor prompt;    // [1, L, D] on the compute device
-  Tensor negative;  // [1, L, D]; undefined without CFG
+  Tensor prompt;                      // [1, L, D] on the compute device
+  Tensor negative;                    // [1, L, D]; undefined without CFG
   std::vector<std::string> warnings;  // truncated prompts, as diffusers warns
 };
 
@@ -92,8 +92,8 @@ struct PromptEmbeddings {
 struct StepReport {
   int step = 0, steps = 0;
   int64_t timestep = 0;
-  double guidance = 1;      // the scale used (dynamic CFG changes it per step)
-  double seconds = 0;       // of this step, the device synchronised
+  double guidance = 1;              // the scale used (dynamic CFG changes it per step)
+  double seconds = 0;               // of this step, the device synchronised
   const Tensor* latents = nullptr;  // after the step: f32 [1, ...] on the compute device
 };
 using StepCallback = std::function<void(const StepReport&)>;

@@ -28,8 +28,8 @@ class Progress {
       case Kind::phase:
         end_bar();
         if (e.message != "denoise")
-          std::cerr << "  " << std::left << std::setw(8) << e.message << std::fixed << std::setprecision(2)
-                    << e.seconds << " s\n";
+          std::cerr << "  " << std::left << std::setw(8) << e.message << std::fixed << std::setprecision(2) << e.seconds
+                    << " s\n";
         break;
       case Kind::step:
         step(e);
@@ -75,9 +75,10 @@ void register_generate(CLI::App& app) {
   auto tiling_on = std::make_shared<bool>(false);
   auto tiling_off = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
-      "generate", "Text to video with a diffusers pipeline folder (CogVideoX or Latte): a prompt in, an H.264 mp4 "
-                  "and/or PNG frames out, with Pyramid Attention Broadcast (the model's published settings unless "
-                  "--pab says otherwise)");
+      "generate",
+      "Text to video with a diffusers pipeline folder (CogVideoX or Latte): a prompt in, an H.264 mp4 "
+      "and/or PNG frames out, with Pyramid Attention Broadcast (the model's published settings unless "
+      "--pab says otherwise)");
   cmd->add_option("-m,--model", o->model_dir, "Pipeline folder (model_index.json and its components)")->required();
   cmd->add_option("-p,--prompt", o->prompt, "What to generate")->required();
   cmd->add_option("--negative-prompt", o->negative_prompt, "What to steer away from (CFG's unconditional text)");
