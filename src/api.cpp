@@ -43,8 +43,9 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
     if (is_pipeline_case(opts.case_dir)) {
       PipelineCase c = load_pipeline_case(opts.case_dir);
       if (opts.pab.any())
-        c.pab = resolve_pab_choice(opts.pab.preset, opts.pab.file,
-                                   transformer_class_name((std::filesystem::path(c.dir) / "model/transformer").string()));
+        c.pab =
+            resolve_pab_choice(opts.pab.preset, opts.pab.file,
+                               transformer_class_name((std::filesystem::path(c.dir) / "model/transformer").string()));
       write_safetensors(opts.output, replay_pipeline_case(c, lo, summary));
       return;
     }

@@ -64,15 +64,15 @@ Status bench(const BenchRequest& request, std::string* report);
 struct GenerateOptions {
   std::string model_dir;  // a diffusers pipeline folder (model_index.json): CogVideoX or Latte
   std::string prompt;
-  std::string negative_prompt;  // "" (diffusers' default) when empty
-  int steps = 0;                // 0: 50
-  double guidance = -1;         // < 0: CogVideoX 6, Latte 7.5; <= 1 runs without CFG
-  bool dynamic_cfg = false;     // CogVideoX's use_dynamic_cfg
+  std::string negative_prompt;            // "" (diffusers' default) when empty
+  int steps = 0;                          // 0: 50
+  double guidance = -1;                   // < 0: CogVideoX 6, Latte 7.5; <= 1 runs without CFG
+  bool dynamic_cfg = false;               // CogVideoX's use_dynamic_cfg
   int frames = 0, height = 0, width = 0;  // 0: from the model's configs
-  int max_sequence_length = 0;  // CogVideoX prompt tokens; 0: the transformer's max_text_seq_length
-  uint64_t seed = 42;           // as torch.Generator("cpu").manual_seed(seed) in diffusers
-  std::string output;           // video file (H.264 mp4); empty: none
-  std::string frames_dir;       // folder of frame_NNNN.png files; empty: none
+  int max_sequence_length = 0;            // CogVideoX prompt tokens; 0: the transformer's max_text_seq_length
+  uint64_t seed = 42;                     // as torch.Generator("cpu").manual_seed(seed) in diffusers
+  std::string output;                     // video file (H.264 mp4); empty: none
+  std::string frames_dir;                 // folder of frame_NNNN.png files; empty: none
   double fps = 8;
   std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
   ComputeOptions compute;
@@ -83,7 +83,7 @@ struct GenerateOptions {
 struct GenerateEvent {
   enum class Kind { plan, warning, phase, step };
   Kind kind = Kind::plan;
-  std::string message;  // plan: what will run; warning: the text; phase: "text", "denoise", "decode", "write"
+  std::string message;      // plan: what will run; warning: the text; phase: "text", "denoise", "decode", "write"
   int step = 0, steps = 0;  // step: 0-based index and count
   int64_t timestep = 0;
   double seconds = 0;  // step or phase time

@@ -307,7 +307,9 @@ CogVideoXVaeConfig parse_config(const JsonConfig& c) {
 
 }  // namespace
 
-CogVideoXVaeConfig CogVideoXVae::config_from_json(const JsonConfig& json) { return parse_config(json); }
+CogVideoXVaeConfig CogVideoXVae::config_from_json(const JsonConfig& json) {
+  return parse_config(json);
+}
 
 std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const std::string& dir, const LoadOptions& opts) {
   JsonConfig json = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
@@ -356,7 +358,9 @@ std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const JsonConfig& json, const W
   return vae;
 }
 
-int64_t CogVideoXVae::decoded_frames(int64_t latent_frames) const { return config_.decoded_frames(latent_frames); }
+int64_t CogVideoXVae::decoded_frames(int64_t latent_frames) const {
+  return config_.decoded_frames(latent_frames);
+}
 
 int64_t CogVideoXVaeConfig::decoded_frames(int64_t latent_frames) const {
   auto through_decoder = [&](int64_t n) {

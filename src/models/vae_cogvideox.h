@@ -50,7 +50,8 @@ class CogVideoXVae {
   // config values are errors naming the file and key.
   static std::unique_ptr<CogVideoXVae> load(const std::string& dir, const LoadOptions& opts = {});
   // As above, from a parsed config and any weight source (e.g. generated weights).
-  static std::unique_ptr<CogVideoXVae> load(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts);
+  static std::unique_ptr<CogVideoXVae> load(const JsonConfig& config, const WeightSource& weights,
+                                            const LoadOptions& opts);
   // The decoder-relevant values of a vae/config.json; fails naming the file and key.
   static CogVideoXVaeConfig config_from_json(const JsonConfig& config);
   ~CogVideoXVae();

@@ -178,7 +178,9 @@ KlVaeConfig parse_config(const JsonConfig& c) {
 
 }  // namespace
 
-KlVaeConfig KlVae::config_from_json(const JsonConfig& json) { return parse_config(json); }
+KlVaeConfig KlVae::config_from_json(const JsonConfig& json) {
+  return parse_config(json);
+}
 
 std::unique_ptr<KlVae> KlVae::load(const std::string& dir, const LoadOptions& opts) {
   JsonConfig json = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());

@@ -238,7 +238,9 @@ std::string bench_json(const BenchReport& r) {
 
 // ---------------------------------------------------------------- whole pipeline
 
-std::vector<std::string> pipeline_bench_workload_names() { return {"cogvideox-2b-pipeline"}; }
+std::vector<std::string> pipeline_bench_workload_names() {
+  return {"cogvideox-2b-pipeline"};
+}
 
 PipelineBenchWorkload pipeline_bench_workload(const std::string& name, int steps) {
   if (name != "cogvideox-2b-pipeline") {
@@ -250,10 +252,16 @@ PipelineBenchWorkload pipeline_bench_workload(const std::string& name, int steps
   w.name = name;
   w.transformer = bench_workload("cogvideox-2b", steps).config;
   // T5 v1.1 XXL, the encoder CogVideoX uses
-  w.text_encoder = {{"model_type", "t5"},    {"vocab_size", 32128}, {"d_model", 4096},
-                    {"d_kv", 64},            {"d_ff", 10240},       {"num_layers", 24},
-                    {"num_heads", 64},       {"relative_attention_num_buckets", 32},
-                    {"relative_attention_max_distance", 128},       {"layer_norm_epsilon", 1e-6},
+  w.text_encoder = {{"model_type", "t5"},
+                    {"vocab_size", 32128},
+                    {"d_model", 4096},
+                    {"d_kv", 64},
+                    {"d_ff", 10240},
+                    {"num_layers", 24},
+                    {"num_heads", 64},
+                    {"relative_attention_num_buckets", 32},
+                    {"relative_attention_max_distance", 128},
+                    {"layer_norm_epsilon", 1e-6},
                     {"feed_forward_proj", "gated-gelu"}};
   // AutoencoderKLCogVideoX as CogVideoX-2b configures it (diffusers' defaults)
   w.vae = {{"_class_name", "AutoencoderKLCogVideoX"},
@@ -383,7 +391,9 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   return run;
 }
 
-double gib(size_t bytes) { return double(bytes) / double(1 << 30); }
+double gib(size_t bytes) {
+  return double(bytes) / double(1 << 30);
+}
 
 }  // namespace
 
@@ -426,10 +436,14 @@ std::string pipeline_bench_json(const PipelineBenchReport& r) {
   j["plan"] = r.plan.describe();
   j["vae_tiled"] = r.tiled;
   for (const PipelineBenchRun& run : r.runs) {
-    nlohmann::json k = {{"t5_encode_s", run.text_seconds},     {"denoise_s", run.denoise_seconds},
-                        {"vae_decode_s", run.decode_seconds},  {"total_s", run.total_seconds},
-                        {"peak_gib", gib(run.peak)},           {"text_peak_gib", gib(run.text_peak)},
-                        {"denoise_peak_gib", gib(run.denoise_peak)}, {"decode_peak_gib", gib(run.decode_peak)},
+    nlohmann::json k = {{"t5_encode_s", run.text_seconds},
+                        {"denoise_s", run.denoise_seconds},
+                        {"vae_decode_s", run.decode_seconds},
+                        {"total_s", run.total_seconds},
+                        {"peak_gib", gib(run.peak)},
+                        {"text_peak_gib", gib(run.text_peak)},
+                        {"denoise_peak_gib", gib(run.denoise_peak)},
+                        {"decode_peak_gib", gib(run.decode_peak)},
                         {"load_s", run.load_seconds}};
     if (run.pab) k["pab"] = run.stats.summary();
     j[run.pab ? "pab" : "no_pab"] = k;

@@ -64,8 +64,8 @@ struct PipelineBenchWorkload {
   std::string name;
   std::string pipeline_class = "CogVideoXPipeline";
   nlohmann::json transformer, text_encoder, vae, scheduler;  // config.json / scheduler_config.json
-  VideoRequest request;   // size, frames, steps, guidance, text length
-  int prompt_tokens = 24;  // tokens of the prompt row before </s> and padding
+  VideoRequest request;                                      // size, frames, steps, guidance, text length
+  int prompt_tokens = 24;                                    // tokens of the prompt row before </s> and padding
   TilingChoice tiling = TilingChoice::on;
   PabConfig pab;
 };

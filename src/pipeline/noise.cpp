@@ -12,6 +12,8 @@ Tensor ReplayNoise::next(const Shape& shape) {
   return t;
 }
 
-Tensor TorchNoise::next(const Shape& shape) { return Tensor::from_vector(generator_.randn(shape), shape); }
+Tensor TorchNoise::next(const Shape& shape) {
+  return Tensor::from_vector(generator_.randn(shape), shape);
+}
 
 }  // namespace pab

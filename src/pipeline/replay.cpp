@@ -117,10 +117,20 @@ PipelineCase load_pipeline_case(const std::string& dir) {
   c.pipeline = cj.get<std::string>("pipeline");
   if (!cj.has("call") || !cj.json().at("call").is_object()) fail(cj.where(), ": key 'call': expected an object");
   JsonConfig call(cj.json().at("call"), cj.where() + " (call)");
-  static const std::set<std::string> kKnown = {
-      "prompt", "negative_prompt", "height", "width", "num_frames", "video_length", "num_inference_steps",
-      "guidance_scale", "max_sequence_length", "use_dynamic_cfg", "mask_feature", "clean_caption",
-      "enable_temporal_attentions", "eta"};
+  static const std::set<std::string> kKnown = {"prompt",
+                                               "negative_prompt",
+                                               "height",
+                                               "width",
+                                               "num_frames",
+                                               "video_length",
+                                               "num_inference_steps",
+                                               "guidance_scale",
+                                               "max_sequence_length",
+                                               "use_dynamic_cfg",
+                                               "mask_feature",
+                                               "clean_caption",
+                                               "enable_temporal_attentions",
+                                               "eta"};
   for (const auto& [key, value] : call.json().items())
     if (!kKnown.count(key)) fail(call.where(), ": key '", key, "' is not a supported pipeline argument");
   VideoRequest& r = c.request;

@@ -49,10 +49,10 @@ bool is_pipeline_case(const std::string& dir);
 
 struct PipelineCase {
   std::string dir;
-  std::string pipeline;          // case.json "pipeline", the class model_index.json must name
-  VideoRequest request;          // from case.json "call"
-  Tensor latents;                // inputs "latents": the initial latents
-  std::vector<Tensor> noise;     // inputs "noise_0", "noise_1", ...: the stochastic scheduler's draws
+  std::string pipeline;       // case.json "pipeline", the class model_index.json must name
+  VideoRequest request;       // from case.json "call"
+  Tensor latents;             // inputs "latents": the initial latents
+  std::vector<Tensor> noise;  // inputs "noise_0", "noise_1", ...: the stochastic scheduler's draws
   PabConfig pab;
 };
 

@@ -8,8 +8,9 @@ namespace {
 void register_bench(CLI::App& app) {
   auto req = std::make_shared<pab::BenchRequest>();
   CLI::App* cmd = app.add_subcommand(
-      "bench", "Time a benchmark workload of ANCHORS.md: the transformer's denoising loop (batched CFG, generated "
-               "weights of the real architecture), or the whole pipeline from prompt to frames, without and with PAB");
+      "bench",
+      "Time a benchmark workload of ANCHORS.md: the transformer's denoising loop (batched CFG, generated "
+      "weights of the real architecture), or the whole pipeline from prompt to frames, without and with PAB");
   cmd->add_option("-w,--workload", req->workload,
                   "cogvideox-2b, cogvideox-5b, latte-1 (the loop) or cogvideox-2b-pipeline (T5 encode, denoise, VAE "
                   "decode)")
