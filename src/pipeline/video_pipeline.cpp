@@ -173,7 +173,8 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   Tensor text = plan.cfg ? ops::concat({embeds.negative, embeds.prompt}, 0) : embeds.prompt;  // [B, L, D]
   if (text.device() != opts_.device) text = text.to(opts_.device);
   if (text.dtype() != opts_.dtype) text = text.to(opts_.dtype);
-  latents = latents.to(opts_.device).to(DType::f32);
+  if (latents.device() != opts_.device) latents = latents.to(opts_.device);
+  if (latents.dtype() != DType::f32) latents = latents.to(DType::f32);
   Backend& be = backend(opts_.device);
   StepOptions step_options;
   step_options.eta = plan.eta;

@@ -5,12 +5,11 @@
 // channels dropped before the step, frame-by-frame decoding).
 //
 // A generation: plan(request) fills in defaults and checks every constraint
-// (no weights loaded yet); encode_prompt loads the text encoder, which
-// release_text_encoder frees; denoise loads the transformer and runs the
-// loop (batched CFG: one forward per step) with an optional PAB policy; decode
-// loads the VAE and returns the frames. Components load on first use, so a
-// whole generation holds the text encoder and the transformer one after the
-// other, never together.
+// (no weights loaded yet); encode_prompt loads the text encoder; denoise
+// loads the transformer and runs the loop (batched CFG: one forward per step)
+// with an optional PAB policy; decode loads the VAE and returns the frames.
+// Components load on first use and each has a release_*; generate_video
+// releases each after its phase, so no two are held at once.
 #pragma once
 
 #include <functional>

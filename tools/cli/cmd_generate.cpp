@@ -113,7 +113,7 @@ void register_generate(CLI::App& app) {
            << (r.tiled ? " tiled" : "") << ", write " << r.write_seconds << " s); PAB skipped " << r.pab_skipped
            << "; wrote ";
       for (size_t i = 0; i < r.written.size(); ++i) line << (i ? " and " : "") << r.written[i];
-      line << " (" << r.frames << " frames " << r.width << "x" << r.height << " at " << std::setprecision(0) << r.fps
+      line << " (" << r.frames << " frames " << r.width << "x" << r.height << " at " << std::defaultfloat << r.fps
            << " fps)";
       std::cout << line.str() << "\n";
     }
