@@ -11,6 +11,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "models/random_weights.h"
 #include "pipeline/replay.h"
 #include "support/testing.h"
 
@@ -134,6 +135,30 @@ TEST(PipelineReplayCli, WritesEveryReferenceTensor) {
   for (const std::string& name : ref.names()) EXPECT_TRUE(written.has(name)) << name;
   EXPECT_TRUE(close_rel(written.load("frames_pab"), ref.load("frames_pab"), kTol));
   fs::remove(out);
+}
+
+// CogVideoX 1.5 (temporal patches of 2): 9 frames make 3 latent frames, padded
+// to 4 for the transformer; the padding frame is dropped before decoding. (No
+// diffusers reference exists for this; shapes and the frame count are checked.)
+TEST(PipelineShapes, CogVideoX15PadsLatentFramesToItsTemporalPatch) {
+  PipelineParts parts = read_pipeline_folder(case_dir("cogvideox_ddim") + "/model");
+  const std::string t15 = data_path("fixtures/transformer/cogvideox_1_5_style/transformer");
+  parts.transformer = {JsonConfig::load(t15 + "/config.json"), std::make_shared<Checkpoint>(Checkpoint::open_dir(t15))};
+  nlohmann::json t5 = parts.text_encoder->config.json();
+  t5["d_model"] = 48;  // the 1.5 fixture's text_embed_dim
+  parts.text_encoder = ComponentSource{JsonConfig(t5, "t5 with d_model 48"), std::make_shared<RandomWeights>(3)};
+  auto pipe = VideoPipeline::create(parts, LoadOptions{});
+  VideoRequest r;
+  r.prompt = "a cat";
+  r.steps = 2;
+  r.height = 32;
+  r.width = 48;
+  VideoPlan plan = pipe->plan(r);
+  EXPECT_EQ(plan.latents, (Shape{1, 4, 8, 4, 6}));
+  EXPECT_EQ(plan.padding_frames, 1);
+  EXPECT_EQ(plan.frames, 9);
+  GeneratedVideo v = generate_video(*pipe, plan, 0, nullptr, TilingChoice::off);
+  EXPECT_EQ(v.frames.shape(), (Shape{9, 3, 32, 48}));
 }
 
 TEST(PipelineCase, UnsupportedCallArgumentsAreErrors) {
