@@ -206,10 +206,10 @@ TEST(VideoSysForward, OtherInputsMatchTheOriginal) {
   const std::string file = data_path("videosys_other_inputs/reference.safetensors");
   Checkpoint ref = Checkpoint::open_file(file);
   auto meta = SafetensorsFile::open(file)->metadata();
-  for (const OtherInput& c : {OtherInput{"stdit3_odd", "open_sora"}, OtherInput{"stdit3_single_frame", "open_sora"},
-                              OtherInput{"v110_scaled", "open_sora_plan_v110"},
-                              OtherInput{"v120_scaled", "open_sora_plan_v120"},
-                              OtherInput{"v120_scaled_4f", "open_sora_plan_v120"}}) {
+  for (const OtherInput& c :
+       {OtherInput{"stdit3_odd", "open_sora"}, OtherInput{"stdit3_single_frame", "open_sora"},
+        OtherInput{"v110_scaled", "open_sora_plan_v110"}, OtherInput{"v120_scaled", "open_sora_plan_v120"},
+        OtherInput{"v120_scaled_4f", "open_sora_plan_v120"}}) {
     const std::string n = c.name;
     auto model = load_edited(c.model_case, nlohmann::json::parse(meta.at(n + "_config")));
     auto scalar = [&](const std::string& key) { return double(ref.load(n + "_" + key).to_vector()[0]); };
@@ -272,9 +272,15 @@ TEST(OpenSoraForward, RejectsMissingConditioningAndBadShapes) {
   for (auto edit : std::vector<std::function<void(TransformerInputs&)>>{
            [](TransformerInputs& i) { i.fps = 0; },
            [](TransformerInputs& i) { i.height_px = 0; },
-           [](TransformerInputs& i) { i.latents = Tensor::zeros({2, 3, 2, 8, 8}); },
-           [](TransformerInputs& i) { i.text = Tensor::zeros({2, 12, 16}); },
-           [](TransformerInputs& i) { i.text_mask = Tensor::zeros({2, 11}); },
+           [](TransformerInputs& i) {
+             i.latents = Tensor::zeros({2, 3, 2, 8, 8});
+           },
+           [](TransformerInputs& i) {
+             i.text = Tensor::zeros({2, 12, 16});
+           },
+           [](TransformerInputs& i) {
+             i.text_mask = Tensor::zeros({2, 11});
+           },
        }) {
     TransformerInputs bad = in;
     edit(bad);
@@ -324,7 +330,8 @@ TEST(VideoSysLoad, UnsupportedConfigValuesAreClearErrors) {
   // A shape that disagrees with the config names the tensor.
   EXPECT_NE(load_error("open_sora", {{"caption_channels", 7}}).find("y_embedder.y_proj.fc1.weight"), std::string::npos);
   // Settings the original reads only in training are accepted.
-  EXPECT_EQ(load_error("open_sora", {{"drop_path", 0.1}, {"class_dropout_prob", 0.5}, {"enable_flash_attn", true}}), "");
+  EXPECT_EQ(load_error("open_sora", {{"drop_path", 0.1}, {"class_dropout_prob", 0.5}, {"enable_flash_attn", true}}),
+            "");
 }
 
 TEST(VideoSysLoad, ClassesAndSiteKinds) {

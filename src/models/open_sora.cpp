@@ -89,7 +89,8 @@ struct CrossAttention {  // OpenSoraMultiHeadCrossAttention: q_linear, kv_linear
   Linear q, k, v, proj;
 };
 
-struct Block {  // STDiT3Block
+// STDiT3Block
+struct Block {
   Tensor scale_shift_table;  // [6, D]
   SelfAttention attn;
   CrossAttention cross;
@@ -180,9 +181,9 @@ class StDiT3 final : public DiffusionTransformer {
     // modulation vector is [1, D].
     Tensor t_emb = t_2_(ops::silu(t_1_(host(timestep_embedding({in.timestep}, kFreqDim, true, 0), {1, kFreqDim}))));
     Tensor fps_emb = fps_2_(ops::silu(fps_1_(host(timestep_embedding({in.fps}, kFreqDim, true, 0), {1, kFreqDim}))));
-    Tensor t = ops::add(t_emb, fps_emb);                        // [1, D]
-    Tensor t_mod = t_block_(ops::silu(t)).reshape({6, d});     // [6, D]
-    Tensor caption = y_2_(ops::gelu_tanh(y_1_(in.text)));     // [B, L, D]
+    Tensor t = ops::add(t_emb, fps_emb);                    // [1, D]
+    Tensor t_mod = t_block_(ops::silu(t)).reshape({6, d});  // [6, D]
+    Tensor caption = y_2_(ops::gelu_tanh(y_1_(in.text)));   // [B, L, D]
     Tensor key_mask;
     if (in.text_mask.defined()) key_mask = in.text_mask.to(DType::f32).to(opts_.device);
     const RopeTables rope = temporal_rope(nt);
@@ -194,7 +195,8 @@ class StDiT3 final : public DiffusionTransformer {
     }
 
     auto final_mod = ops::chunk(ops::add(final_table_, t), 2, 0);  // shift, scale: [1, D]
-    hs = ops::norm_modulate(one_sequence(hs), nullptr, nullptr, kNormEps, final_mod[0], final_mod[1]).reshape(hs.shape());
+    hs = ops::norm_modulate(one_sequence(hs), nullptr, nullptr, kNormEps, final_mod[0], final_mod[1])
+             .reshape(hs.shape());
     Tensor out = final_linear_(hs);  // [B, N, pt*ph*pw*Co]
     const int64_t co = c_.out_channels;
     // [B, T, gh, gw, pt, ph, pw, Co] -> [B, Co, T, pt, gh, ph, gw, pw]
@@ -242,9 +244,8 @@ class StDiT3 final : public DiffusionTransformer {
   static Tensor one_sequence(const Tensor& x) { return x.reshape({1, x.dim(0) * x.dim(1), x.dim(2)}); }
   static Tensor gated(const Tensor& gate, const Tensor& y) { return ops::mul(y, gate.reshape({1, 1, y.dim(-1)})); }
 
-  Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Tensor& t_mod,
-                       const Tensor& caption, const Tensor& key_mask, const RopeTables& rope, const Geometry& g,
-                       SiteRunner* sites) const {
+  Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Tensor& t_mod, const Tensor& caption,
+                       const Tensor& key_mask, const RopeTables& rope, const Geometry& g, SiteRunner* sites) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
     const int64_t d = c_.hidden;

@@ -119,7 +119,8 @@ PlanConfig parse_v110(const JsonConfig& j) {
   c.interpolation_1d = j.get_or("interpolation_scale_1d", double(l % 2 == 1 ? (l - 1) / 16 : l / 16));
   c.interpolation_1d = std::max(c.interpolation_1d, 1.0);
   c.interpolation_2d = std::max(c.sample_h / 64, 1);
-  if (c.inner() % 4 != 0) j.unsupported("num_attention_heads", "2D sin-cos positions need heads x head_dim divisible by 4");
+  if (c.inner() % 4 != 0)
+    j.unsupported("num_attention_heads", "2D sin-cos positions need heads x head_dim divisible by 4");
   if (j.get_or("compress_kv_factor", 1) != 1) j.unsupported("compress_kv_factor", "only 1 is supported");
   if (c.use_rope) {
     if (j.get_or<std::string>("rope_scaling_type", "linear") != "linear")
@@ -137,9 +138,9 @@ PlanConfig parse_v120(const JsonConfig& j) {
   c.interpolation_t = j.get_or("interpolation_scale_t", t % 2 == 1 ? double((t - 1) / 16 + 1) : t / 16.0);
   c.interpolation_h = j.get_or("interpolation_scale_h", c.sample_h / 30.0);
   c.interpolation_w = j.get_or("interpolation_scale_w", c.sample_w / 40.0);
-  for (auto [key, v] : {std::pair{"interpolation_scale_t", c.interpolation_t},
-                        std::pair{"interpolation_scale_h", c.interpolation_h},
-                        std::pair{"interpolation_scale_w", c.interpolation_w}})
+  for (auto [key, v] :
+       {std::pair{"interpolation_scale_t", c.interpolation_t}, std::pair{"interpolation_scale_h", c.interpolation_h},
+        std::pair{"interpolation_scale_w", c.interpolation_w}})
     if (!(v > 0)) j.unsupported(key, "must be positive");
   if (!c.use_rope) j.unsupported("use_rope", "only the rotary variant (Open-Sora-Plan 1.2 checkpoints) is supported");
   if (j.has("downsampler")) j.unsupported("downsampler", "only null is supported");
@@ -214,11 +215,11 @@ class PlanBase : public DiffusionTransformer {
  protected:
   struct Prepared {
     int64_t bsz, frames, gh, gw;
-    Tensor tokens;   // [B*F, gh*gw, D]
-    Tensor t_emb;    // [1, D] embedded timestep
-    Tensor t_mod;    // [6, D] block modulation
-    Tensor caption;  // [B, L, D]
-    Tensor key_mask; // [B, L] or undefined
+    Tensor tokens;    // [B*F, gh*gw, D]
+    Tensor t_emb;     // [1, D] embedded timestep
+    Tensor t_mod;     // [6, D] block modulation
+    Tensor caption;   // [B, L, D]
+    Tensor key_mask;  // [B, L] or undefined
   };
 
   // Checks the inputs, embeds the patches of every frame, the timestep and the caption.
@@ -306,7 +307,8 @@ class PlanBase : public DiffusionTransformer {
   // Rotary tables stay f32: they are applied in float.
   RopeTables rope_tables(const std::vector<float>& cos, const std::vector<float>& sin, int64_t rows) const {
     const int64_t dh = c_.head_dim;
-    return {Tensor::from_vector(cos, {rows, dh}).to(opts_.device), Tensor::from_vector(sin, {rows, dh}).to(opts_.device)};
+    return {Tensor::from_vector(cos, {rows, dh}).to(opts_.device),
+            Tensor::from_vector(sin, {rows, dh}).to(opts_.device)};
   }
 
   PlanConfig c_;
@@ -322,7 +324,8 @@ class PlanBase : public DiffusionTransformer {
 
 class LatteT2V final : public PlanBase {
  public:
-  LatteT2V(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : PlanBase(parse_v110(j), ckpt, opts) {
+  LatteT2V(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts)
+      : PlanBase(parse_v110(j), ckpt, opts) {
     WeightLoader wl(ckpt, opts);
     for (int i = 0; i < c_.num_layers; ++i) {
       spatial_.push_back(load_block(wl, cat("transformer_blocks.", i), false));
@@ -357,7 +360,8 @@ class LatteT2V final : public PlanBase {
   }
 
  private:
-  struct Block {  // BasicTransformerBlock (spatial) or BasicTransformerBlock_ (temporal)
+  // BasicTransformerBlock (spatial) or BasicTransformerBlock_ (temporal)
+  struct Block {
     Tensor scale_shift_table;  // [6, D]
     LayerNorm norm1, norm_ff;  // norm_ff: norm2 (spatial) or norm3 (temporal)
     Attention attn1, attn2;    // attn2: spatial blocks only
@@ -382,12 +386,13 @@ class LatteT2V final : public PlanBase {
   }
 
   // One block on hs [S, T, D]: spatial blocks see [B*F, N, D], temporal [B*N, F, D].
-  Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Prepared& r,
-                       const RopeTables* rope, SiteRunner* sites) const {
+  Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Prepared& r, const RopeTables* rope,
+                       SiteRunner* sites) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, r.t_mod), 6, 0);
-    Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index},
-                            [&] { return gated(m[2], self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), rope)); });
+    Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index}, [&] {
+      return gated(m[2], self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), rope));
+    });
     hs = ops::add(hs, attn);
     if (!temporal) {
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
@@ -401,7 +406,7 @@ class LatteT2V final : public PlanBase {
   // PatchEmbed's 2D sin-cos table for the patch grid: [gh*gw, D] (base size:
   // the sample height in patches).
   Tensor spatial_positions(int64_t gh, int64_t gw) {
-    if (!spatial_pos_.defined() || spatial_pos_.dim(0) != gh * gw || spatial_grid_ != std::pair{gh, gw}) {
+    if (!spatial_pos_.defined() || spatial_grid_ != std::pair{gh, gw}) {
       spatial_pos_ = sincos_pos_embed_2d(c_.inner(), int(gh), int(gw), c_.sample_h / c_.patch_size, c_.interpolation_2d)
                          .to(opts_.dtype)
                          .to(opts_.device);
