@@ -1,4 +1,5 @@
-// Maps diffusers `_class_name` values to the model files that implement them.
+// Maps diffusers `_class_name` values (transformers' `architectures[0]` for
+// STDiT3) to the model files that implement them.
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -14,6 +15,12 @@ std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, c
                                                      const LoadOptions& opts);
 std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const WeightSource& weights,
                                                  const LoadOptions& opts);
+std::unique_ptr<DiffusionTransformer> load_open_sora(const JsonConfig& config, const WeightSource& weights,
+                                                     const LoadOptions& opts);
+std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v110(const JsonConfig& config, const WeightSource& weights,
+                                                               const LoadOptions& opts);
+std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v120(const JsonConfig& config, const WeightSource& weights,
+                                                               const LoadOptions& opts);
 
 namespace {
 using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&,
@@ -22,6 +29,9 @@ const std::map<std::string, Loader>& loaders() {
   static const std::map<std::string, Loader> m = {
       {"CogVideoXTransformer3DModel", load_cogvideox},
       {"LatteTransformer3DModel", load_latte},
+      {"STDiT3", load_open_sora},
+      {"LatteT2V", load_open_sora_plan_v110},
+      {"OpenSoraT2V", load_open_sora_plan_v120},
   };
   return m;
 }

@@ -39,6 +39,10 @@ class DiffusionTransformer {
   // One denoising forward pass; `sites` decides compute or reuse at each
   // attention site (null: always compute). Returns [B, ...] with out_channels.
   virtual Tensor forward(const TransformerInputs& in, SiteRunner* sites) = 0;
+  // The learned caption a model stands in for "no prompt" with ([L, D] text
+  // embeddings; Open-Sora's y_embedding); undefined where the unconditional
+  // branch uses an encoded negative prompt instead.
+  virtual Tensor null_text() const { return Tensor(); }
 };
 
 struct LoadOptions {

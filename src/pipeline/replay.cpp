@@ -38,8 +38,11 @@ ReplayCase load_replay_case(const std::string& dir) {
     if (s != c.latents0.shape())
       fail(cj.where(), ": latents_shape ", shape_str(s), " does not match latents0 ", c.latents0.desc());
   }
+  // The original Open-Sora and Open-Sora-Plan code takes captions as [B, 1, L, D].
+  if (c.text.rank() == 4 && c.text.dim(1) == 1) c.text = c.text.reshape({c.text.dim(0), c.text.dim(2), c.text.dim(3)});
   if (c.text.rank() != 3 || c.text.dim(0) != 2)
-    fail(inputs.where(), ": encoder_hidden_states must be [2, L, D] (the CFG pair), got ", c.text.desc());
+    fail(inputs.where(), ": encoder_hidden_states must be [2, L, D] or [2, 1, L, D] (the CFG pair), got ",
+         c.text.desc());
   return c;
 }
 
