@@ -3,11 +3,13 @@
 # libraries, which the GPU machine has) into .devpack/pack.tar.xz, for runs on
 # a GPU machine that has none of our Debian packages. Usage:
 #   dev/device/pack.sh [build-dir] [binary ...]   (default: pab and the GPU tests)
+# Use a build configured with -DPAB_VIDEO=OFF (dev/device/build.sh): libavcodec
+# alone would bring a hundred libraries along.
 set -euo pipefail
 build=${1:-build}
 shift || true
 bins=("$@")
-[ ${#bins[@]} -gt 0 ] || bins=(pab tests/test_backend_ops tests/test_cuda_parity bench/pab_kernels)
+[ ${#bins[@]} -gt 0 ] || bins=(pab tests/test_backend_ops tests/test_cuda_parity tests/test_pipeline_cuda tests/test_open_sora)
 rm -rf .devpack && mkdir -p .devpack/stage/bin .devpack/stage/lib
 for b in "${bins[@]}"; do
   [ -f "$build/$b" ] || continue

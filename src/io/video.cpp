@@ -14,12 +14,14 @@
 
 #include "io/atomic_file.h"
 
+#if PAB_HAVE_LIBAV
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 }
+#endif
 
 namespace pab {
 
@@ -27,6 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
+#if PAB_HAVE_LIBAV
 // ------------------------------------------------------------------ libav helpers
 
 std::string av_error(int code) {
@@ -81,6 +84,9 @@ using Frame = std::unique_ptr<AVFrame, FrameDeleter>;
 using Packet = std::unique_ptr<AVPacket, PacketDeleter>;
 using Sws = std::unique_ptr<SwsContext, SwsDeleter>;
 
+#endif
+
+#if PAB_HAVE_LIBAV
 // Replicates the last column and row so both sizes are even (4:2:0 chroma).
 Rgb8Video pad_to_even(const Rgb8Video& v) {
   Rgb8Video out = v;
@@ -95,6 +101,7 @@ Rgb8Video pad_to_even(const Rgb8Video& v) {
       }
   return out;
 }
+#endif
 
 void check_video(const Rgb8Video& v, const std::string& path) {
   if (v.frames < 1 || v.height < 1 || v.width < 1)
@@ -102,6 +109,7 @@ void check_video(const Rgb8Video& v, const std::string& path) {
   PAB_ASSERT(v.rgb.size() == size_t(v.frames) * v.height * v.width * 3, "RGB buffer of ", v.rgb.size(), " bytes");
 }
 
+#if PAB_HAVE_LIBAV
 // Sends one frame (or the flush, frame = null) and writes what the encoder returns.
 void encode(AVCodecContext* enc, AVFrame* frame, AVFormatContext* oc, AVStream* st, AVPacket* pkt,
             const std::string& path) {
@@ -115,6 +123,7 @@ void encode(AVCodecContext* enc, AVFrame* frame, AVFormatContext* oc, AVStream* 
     check_av(av_interleaved_write_frame(oc, pkt), path, "writing a packet");
   }
 }
+#endif
 
 // ------------------------------------------------------------------ PNG helpers
 
@@ -202,6 +211,7 @@ Rgb8Video read_png_folder(const std::string& dir) {
   return v;
 }
 
+#if PAB_HAVE_LIBAV
 Rgb8Video decode_file(const std::string& path) {
   quiet_libav();
   AVFormatContext* raw = nullptr;
@@ -268,6 +278,12 @@ Rgb8Video decode_file(const std::string& path) {
   if (v.frames == 0) fail(path, ": the video stream holds no frames");
   return v;
 }
+#else
+[[noreturn]] void no_codecs(const std::string& path) {
+  fail(path, ": this build of pab has no video codecs (built with PAB_VIDEO=OFF); use PNG frame folders");
+}
+Rgb8Video decode_file(const std::string& path) { no_codecs(path); }
+#endif
 
 }  // namespace
 
@@ -306,6 +322,7 @@ Tensor frames_from_rgb8(const Rgb8Video& v) {
 
 // ------------------------------------------------------------------ video files
 
+#if PAB_HAVE_LIBAV
 VideoWriteReport write_video(const std::string& path, const Rgb8Video& input, const VideoWriteOptions& opts) {
   check_video(input, path);
   check_writable(path);
@@ -400,11 +417,15 @@ VideoWriteReport write_video(const std::string& path, const Rgb8Video& input, co
   file.commit();
   return report;
 }
+#else
+VideoWriteReport write_video(const std::string& path, const Rgb8Video&, const VideoWriteOptions&) { no_codecs(path); }
+#endif
 
 VideoWriteReport write_video(const std::string& path, const Tensor& frames, const VideoWriteOptions& opts) {
   return write_video(path, quantize_frames(frames), opts);
 }
 
+#if PAB_HAVE_LIBAV
 VideoInfo probe_video(const std::string& path) {
   quiet_libav();
   AVFormatContext* raw = nullptr;
@@ -425,6 +446,9 @@ VideoInfo probe_video(const std::string& path) {
   info.fps = rate.num ? av_q2d(rate) : 0;
   return info;
 }
+#else
+VideoInfo probe_video(const std::string& path) { no_codecs(path); }
+#endif
 
 // ------------------------------------------------------------------ PNG folders
 
