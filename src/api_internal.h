@@ -6,9 +6,14 @@
 #include <new>
 
 #include "core/error.h"
+#include "models/transformer.h"
 #include "pab/pab.h"
 
 namespace pab {
+
+// The device and compute dtype the options name; fails for unknown names, a
+// backend not built, or a dtype the device does not compute in.
+LoadOptions load_options(const ComputeOptions& c);
 
 // Runs f, turning any exception into an error Status with a one-line message.
 template <class F>
