@@ -26,7 +26,9 @@ using testing::data_path;
 
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string latte_case() { return data_path("fixtures/transformer/latte"); }
+std::string latte_case() {
+  return data_path("fixtures/transformer/latte");
+}
 
 fs::path temp_dir(const std::string& name) {
   fs::path p = fs::temp_directory_path() / ("pab_test_calibration_" + name + "_" + std::to_string(::getpid()));
@@ -49,7 +51,9 @@ CostModel fixed_cost() {
 
 // A site whose output at step s is the constant vector (s + 1): its change
 // from step s-1 is |1| / |s| = 1 / s exactly (any length).
-SiteOutput constant_output(int step) { return {Tensor::from_vector(std::vector<float>(6, float(step + 1)), {2, 3})}; }
+SiteOutput constant_output(int step) {
+  return {Tensor::from_vector(std::vector<float>(6, float(step + 1)), {2, 3})};
+}
 
 TEST(ChangeRecorder, RecordsRelativeChangeFromThePreviousStep) {
   ChangeRecorder rec;
@@ -86,7 +90,7 @@ TEST(ChangeRecorder, SeveralCallsPerStepCompareWithTheirOwnPrevious) {
   rec.reset({2, 1});
   for (int s = 0; s < 2; ++s) {
     rec.begin_step(s, 2 - s);
-    rec.run({SiteKind::cross, 0}, [&] { return constant_output(10 * s); });       // 1 then 11
+    rec.run({SiteKind::cross, 0}, [&] { return constant_output(10 * s); });        // 1 then 11
     rec.run({SiteKind::cross, 0}, [&] { return constant_output(100 + 10 * s); });  // 101 then 111
   }
   ASSERT_EQ(rec.calls().size(), 4u);
@@ -149,8 +153,8 @@ TEST(Calibration, DeviationIsTheChainBoundOverBroadcasts) {
 TEST(Calibration, CostModelSpeedupByHand) {
   PabStats s;
   s.per_step.resize(1);
-  s.per_step[0][size_t(SiteKind::spatial)] = {6, 4};    // 40% broadcast
-  s.per_step[0][size_t(SiteKind::cross)] = {2, 8};      // 80% broadcast
+  s.per_step[0][size_t(SiteKind::spatial)] = {6, 4};  // 40% broadcast
+  s.per_step[0][size_t(SiteKind::cross)] = {2, 8};    // 80% broadcast
   s.per_step[0][size_t(SiteKind::mlp_spatial)] = {10, 0};
   EXPECT_NEAR(fixed_cost().speedup(s), 1 / (1 - 0.2 * 0.4 - 0.1 * 0.8), 1e-12);
   // measured fractions: 1 s of spatial and 0.5 s of cross in a 4 s loop of which 0.5 s was overhead
@@ -215,6 +219,36 @@ TEST(Calibration, ProposalIsTheBruteForceOptimum) {
     // force sees every choice the proposer has.
     EXPECT_NEAR(prop.best.deviation, best, 1e-12) << "target " << target << ": " << prop.best.config.describe();
     EXPECT_NO_THROW(prop.best.config.validate({SiteKind::spatial, SiteKind::cross}));
+  }
+}
+
+TEST(Calibration, ProposalForARealSizedModel) {
+  // 50 steps, three kinds of 30 blocks with U-shaped changes: the search stays quick.
+  ChangeTable t;
+  for (int s = 0; s < 50; ++s) t.timesteps.push_back(999 - 20.0 * s);
+  for (SiteKind kind : {SiteKind::spatial, SiteKind::temporal, SiteKind::cross}) {
+    ChangeTable::Kind k;
+    k.kind = kind;
+    for (int b = 0; b < 30; ++b) {
+      std::vector<double> row = {kNaN};
+      for (int s = 1; s < 50; ++s)
+        row.push_back(0.02 + 0.3 * std::pow((s - 25) / 25.0, 2) * (1 + 0.01 * b + int(kind)));
+      k.change.push_back(row);
+    }
+    t.kinds.push_back(k);
+  }
+  ProposalOptions opts;
+  opts.target_speedup = 1.25;
+  Proposal prop = propose_pab(t, fixed_cost(), opts);
+  ASSERT_TRUE(prop.reached);
+  EXPECT_GE(prop.best.speedup, 1.25 - 1e-12);
+  EXPECT_EQ(prop.best.stats.total().computed + prop.best.stats.total().broadcast, 3 * 30 * 50);
+  // the windows keep out of the steep ends of the U
+  for (SiteKind kind : {SiteKind::spatial, SiteKind::temporal, SiteKind::cross}) {
+    const BroadcastRule& r = prop.best.config.rule(kind);
+    if (!r.enabled()) continue;
+    EXPECT_GT(r.lo, 0) << site_kind_name(kind);
+    EXPECT_LT(r.hi, 1000) << site_kind_name(kind);
   }
 }
 
@@ -454,9 +488,8 @@ TEST(CalibrateCommand, ClearErrors) {
   std::string out;
   const std::string pab = testing::pab_binary();
   // out of reach: still writes the files and prints the report, exits 1
-  EXPECT_NE(testing::run_command(pab + " calibrate --case " + latte_case() + " -o " + dir.string() +
-                                     " --target-speedup 50",
-                                 &out),
+  EXPECT_NE(testing::run_command(
+                pab + " calibrate --case " + latte_case() + " -o " + dir.string() + " --target-speedup 50", &out),
             0);
   EXPECT_NE(out.find("out of reach"), std::string::npos) << out;
   EXPECT_TRUE(fs::is_regular_file(dir / "curves.png"));

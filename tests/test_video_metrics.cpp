@@ -16,7 +16,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing::data_path;
 
-std::string folder(const std::string& name) { return data_path("video_metrics/" + name); }
+std::string folder(const std::string& name) {
+  return data_path("video_metrics/" + name);
+}
 
 nlohmann::json expected() {
   std::ifstream in(data_path("video_metrics/expected.json"));

@@ -60,15 +60,15 @@ Status bench(const BenchRequest& request, std::string* report);
 // proposes the PAB settings with the smallest predicted deviation that reach
 // the target speed-up (docs/calibration.md). Give case_dir, or model_dir and prompt.
 struct CalibrateOptions {
-  std::string case_dir;                  // --case: a transformer fixture case (case.json, inputs, transformer/)
-  std::string model_dir, prompt;         // --model, --prompt: a pipeline folder and a prompt
+  std::string case_dir;           // --case: a transformer fixture case (case.json, inputs, transformer/)
+  std::string model_dir, prompt;  // --model, --prompt: a pipeline folder and a prompt
   std::string negative_prompt;
-  int steps = 0;                         // pipeline steps; 0: the pipeline's default
+  int steps = 0;  // pipeline steps; 0: the pipeline's default
   uint64_t seed = 42;
-  double target_speedup = 0;             // 0: the predicted speed-up of the settings published for the model
-  std::string counting = "diffusers";    // the proposal's counting rule: diffusers or videosys
-  int max_range = 8;                     // the largest range tried
-  bool verify = false;                   // run the proposal and report measured speed-up and quality
+  double target_speedup = 0;               // 0: the predicted speed-up of the settings published for the model
+  std::string counting = "diffusers";      // the proposal's counting rule: diffusers or videosys
+  int max_range = 8;                       // the largest range tried
+  bool verify = false;                     // run the proposal and report measured speed-up and quality
   std::string output_dir = "calibration";  // changes.csv, curves.png, proposal.yaml, proposal_map.png
   bool json = false;
   ComputeOptions compute;

@@ -16,9 +16,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
-bool is_attention(SiteKind k) { return k == SiteKind::spatial || k == SiteKind::temporal || k == SiteKind::cross; }
+bool is_attention(SiteKind k) {
+  return k == SiteKind::spatial || k == SiteKind::temporal || k == SiteKind::cross;
+}
 
 // Sum of squares of an f32 tensor on its own device: a [1, 1, N] x [1, 1, N]^T
 // product, so that only one number crosses to the host.
@@ -172,7 +176,8 @@ void write_change_csv(const std::string& path, const std::vector<SiteCall>& call
   std::vector<const SiteCall*> rows;
   for (const SiteCall& c : calls) rows.push_back(&c);
   std::stable_sort(rows.begin(), rows.end(), [](const SiteCall* a, const SiteCall* b) {
-    return std::tuple(int(a->site.kind), a->site.block, a->step) < std::tuple(int(b->site.kind), b->site.block, b->step);
+    return std::tuple(int(a->site.kind), a->site.block, a->step) <
+           std::tuple(int(b->site.kind), b->site.block, b->step);
   });
   AtomicFile file(path);
   {
@@ -317,9 +322,8 @@ struct Choice {
 // Keeps the choices no other beats on both saved time and deviation.
 template <class T, class Saved, class Dev>
 std::vector<T> frontier(std::vector<T> v, Saved saved, Dev dev) {
-  std::sort(v.begin(), v.end(), [&](const T& a, const T& b) {
-    return saved(a) != saved(b) ? saved(a) > saved(b) : dev(a) < dev(b);
-  });
+  std::sort(v.begin(), v.end(),
+            [&](const T& a, const T& b) { return saved(a) != saved(b) ? saved(a) > saved(b) : dev(a) < dev(b); });
   std::vector<T> out;
   for (T& x : v)
     if (out.empty() || dev(x) < dev(out.back())) out.push_back(std::move(x));
@@ -335,7 +339,7 @@ Proposal propose_pab(const ChangeTable& table, const CostModel& cost, const Prop
   const auto windows = candidate_windows(table.timesteps, opts.counting, opts.max_timestep);
 
   // Each kind's choices, judged on a table of that kind alone: sites of other
-  // kinds neither change its decisions nor its deviation.
+  // kinds change neither its decisions nor its deviation.
   struct Combined {
     double saved = 0, deviation = 0;
     std::vector<BroadcastRule> rules;
@@ -345,9 +349,17 @@ Proposal propose_pab(const ChangeTable& table, const CostModel& cost, const Prop
   for (const ChangeTable::Kind& kind : table.kinds) {
     if (!is_attention(kind.kind)) continue;
     kinds.push_back(kind.kind);
+    // A rule without a block list treats every block alike: one site whose
+    // change is the sum over the blocks gives the same counts and deviation sum.
     ChangeTable alone;
     alone.timesteps = table.timesteps;
-    alone.kinds = {kind};
+    ChangeTable::Kind merged;
+    merged.kind = kind.kind;
+    merged.change.assign(1, std::vector<double>(size_t(table.steps()), 0.0));
+    for (const auto& block : kind.change)
+      for (size_t s = 0; s < block.size(); ++s)
+        if (!std::isnan(block[s])) merged.change[0][s] += block[s];
+    alone.kinds = {merged};
     std::vector<Choice> choices = {Choice{}};
     for (int range = 2; range <= opts.max_range; ++range) {
       for (const auto& [lo, hi] : windows) {

@@ -39,8 +39,8 @@ struct SiteCall {
   // |out - prev| / |prev| (L2 over all the site's output tensors), prev being
   // the same site's output at the previous step; NaN at the first step.
   double change = std::numeric_limits<double>::quiet_NaN();
-  double seconds = 0;     // wall clock of the computation, the device synchronised; 0 when reused
-  bool computed = true;   // false when the wrapped runner reused an output
+  double seconds = 0;    // wall clock of the computation, the device synchronised; 0 when reused
+  bool computed = true;  // false when the wrapped runner reused an output
 };
 
 // A runner that records every site call: the relative L2 change of its output
@@ -117,17 +117,17 @@ CostModel measure_cost(const std::vector<SiteCall>& calls, double loop_seconds, 
 // What a configuration is predicted to do on the calibrated schedule and sites.
 struct PabPrediction {
   PabConfig config;
-  PabStats stats;         // the decisions PabPolicy makes, one call per site and step
-  double speedup = 1;     // cost.speedup(stats)
-  double deviation = 0;   // mean bound on a site output's relative error (file comment)
+  PabStats stats;        // the decisions PabPolicy makes, one call per site and step
+  double speedup = 1;    // cost.speedup(stats)
+  double deviation = 0;  // mean bound on a site output's relative error (file comment)
 };
 PabPrediction predict_pab(const PabConfig& config, const ChangeTable& table, const CostModel& cost);
 
 struct ProposalOptions {
   double target_speedup = 1;  // the predicted speed-up to reach (count-based)
   Counting counting = Counting::diffusers;
-  int max_range = 8;             // ranges 2..max_range are tried per kind
-  double max_timestep = 1000;    // windows lie in [0, max_timestep]
+  int max_range = 8;           // ranges 2..max_range are tried per kind
+  double max_timestep = 1000;  // windows lie in [0, max_timestep]
 };
 
 struct Proposal {

@@ -488,8 +488,7 @@ std::string format_pab_yaml(const PabConfig& c, PabDialect dialect) {
       if (!r.enabled()) continue;
       any = true;
       os << kKinds[k] << "_attention_block_skip_range: " << r.range << "\n"
-         << kKinds[k] << "_attention_timestep_skip_range: [" << number_text(r.lo) << ", " << number_text(r.hi)
-         << "]\n";
+         << kKinds[k] << "_attention_timestep_skip_range: [" << number_text(r.lo) << ", " << number_text(r.hi) << "]\n";
     }
     if (!any) fail("a configuration without broadcast cannot be written in the diffusers dialect (use --pab off)");
     return os.str();

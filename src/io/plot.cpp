@@ -306,7 +306,8 @@ int write_grid_plot(const std::string& path, const GridPlot& p) {
         PAB_ASSERT(size_t(v) < p.categories.size(), "grid category ", v);
         used[size_t(v)] = true;
       }
-  const double header = (p.subtitle.empty() ? 34 : 52) + 50, panel_title = 26, axis = p.col_sublabels.empty() ? 30 : 44, gap = 18, footer = 34;
+  const double header = (p.subtitle.empty() ? 34 : 52) + 50, panel_title = 26, axis = p.col_sublabels.empty() ? 30 : 44,
+               gap = 18, footer = 34;
   std::vector<double> panel_top;
   double y = header;
   for (const GridPanel& panel : p.panels) {
@@ -356,7 +357,8 @@ int write_grid_plot(const std::string& path, const GridPlot& p) {
       c.colour({1, 1, 1});
       for (int col = 1; col < panel.cols; ++col)
         c.line(left + col * cell_w, top, left + col * cell_w, top + panel.rows * cell_h, 1);
-      for (int r = 1; r < panel.rows; ++r) c.line(left, top + r * cell_h, left + panel.cols * cell_w, top + r * cell_h, 1);
+      for (int r = 1; r < panel.rows; ++r)
+        c.line(left, top + r * cell_h, left + panel.cols * cell_w, top + r * cell_h, 1);
     }
     c.colour(kFrame);
     cairo_set_line_width(c.cr(), 1);

@@ -37,7 +37,7 @@ struct LinePlot {
   double log_y_above = 30;
   std::vector<LineSeries> series;
   std::vector<XSpan> spans;
-  std::string span_note;  // legend text for the spans, e.g. "bands: proposed broadcast windows"
+  std::string span_note;           // legend text for the spans, e.g. "bands: proposed broadcast windows"
   int width = 1120, height = 600;  // the legend takes the right-hand side
 };
 void write_line_plot(const std::string& path, const LinePlot& plot);
@@ -56,7 +56,7 @@ struct GridPanel {
 struct GridPlot {
   std::string title, subtitle, x_label, y_label;
   std::vector<std::string> col_labels, col_sublabels;  // under each column (thinned to fit); sublabels optional
-  std::vector<GridCategory> categories;  // the legend shows those some cell uses
+  std::vector<GridCategory> categories;                // the legend shows those some cell uses
   std::vector<GridPanel> panels;
   int width = 960;
 };

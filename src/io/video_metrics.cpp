@@ -72,7 +72,9 @@ double psnr(double mse, double range) {
   return mse == 0 ? std::numeric_limits<double>::infinity() : 10 * std::log10(range * range / mse);
 }
 
-nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+nlohmann::json number_or_null(double v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
 
 nlohmann::json metrics_json(const FrameMetrics& m) {
   return {{"psnr_db", number_or_null(m.psnr)},
@@ -139,8 +141,7 @@ VideoComparison compare_frames(const Tensor& a_in, const Tensor& b_in, double da
   out.overall.mse = n > 0 ? total_sq / n : 0;
   out.overall.mean_abs = n > 0 ? total_abs / n : 0;
   out.overall.psnr = psnr(out.overall.mse, data_range);
-  out.overall.ssim =
-      has_ssim && out.frames > 0 ? ssim_sum / out.frames : std::numeric_limits<double>::quiet_NaN();
+  out.overall.ssim = has_ssim && out.frames > 0 ? ssim_sum / out.frames : std::numeric_limits<double>::quiet_NaN();
   return out;
 }
 
@@ -184,8 +185,9 @@ nlohmann::json comparison_json(const VideoComparison& c, const std::string& a_na
   j["height"] = c.height;
   j["width"] = c.width;
   j["data_range"] = c.data_range;
-  j["ssim_convention"] = "11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, per channel averaged, 5-pixel border "
-                         "cropped (scikit-image gaussian_weights=True, use_sample_covariance=False)";
+  j["ssim_convention"] =
+      "11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, per channel averaged, 5-pixel border "
+      "cropped (scikit-image gaussian_weights=True, use_sample_covariance=False)";
   j["overall"] = metrics_json(c.overall);
   j["overall"]["psnr_from"] = "total MSE over all frames";
   nlohmann::json frames = nlohmann::json::array();

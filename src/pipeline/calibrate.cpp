@@ -42,8 +42,12 @@ std::pair<double, double> tensor_difference(const Tensor& a, const Tensor& b) {
   return {ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff), max_abs};
 }
 
-int broadcast_calls(const PabStats& s) { return s.total().broadcast; }
-int all_calls(const PabStats& s) { return s.total().computed + s.total().broadcast; }
+int broadcast_calls(const PabStats& s) {
+  return s.total().broadcast;
+}
+int all_calls(const PabStats& s) {
+  return s.total().computed + s.total().broadcast;
+}
 
 std::string kinds_summary(const ChangeTable& t) {
   std::string s;
@@ -172,8 +176,7 @@ std::vector<std::string> write_calibration_files(const CalibrationResult& r, con
   write_change_csv(path("changes.csv"), r.calls);
   written.push_back(path("changes.csv"));
   const PabConfig& proposal = r.proposal.best.config;
-  write_change_plot(path("curves.png"), r.table, &proposal,
-                    r.description);
+  write_change_plot(path("curves.png"), r.table, &proposal, r.description);
   written.push_back(path("curves.png"));
   if (proposal.any()) {
     const PabStats& stats = r.verify ? r.verify->proposal.stats : r.proposal.best.stats;
@@ -183,8 +186,8 @@ std::vector<std::string> write_calibration_files(const CalibrationResult& r, con
     AtomicFile yaml(path("proposal.yaml"));
     {
       std::ofstream os(yaml.temp_path());
-      os << format_pab_yaml(proposal, proposal.counting == Counting::videosys ? PabDialect::videosys
-                                                                             : PabDialect::diffusers);
+      os << format_pab_yaml(proposal,
+                            proposal.counting == Counting::videosys ? PabDialect::videosys : PabDialect::diffusers);
       if (!os.flush()) fail(path("proposal.yaml"), ": cannot write");
     }
     yaml.commit();
@@ -228,13 +231,14 @@ std::string calibration_text(const CalibrationResult& r) {
   };
   os << "\ntarget speed-up " << fixed(r.target_speedup, 3) << " (" << r.target_source << ")\n";
   os << (r.proposal.reached ? "proposal: " : "target out of reach; the fastest choice: ")
-     << format_pab_short_form(best.config)
-     << (best.config.counting == Counting::videosys ? " [videosys counting]" : "") << "\n";
+     << format_pab_short_form(best.config) << (best.config.counting == Counting::videosys ? " [videosys counting]" : "")
+     << "\n";
   os << "  predicted: " << describe(best) << "\n";
   os << "  (" << r.proposal.candidates
      << " kind/range/window choices compared; deviation: mean over all site calls of the bound on a reused "
         "output's relative error)\n";
-  for (const auto& [label, p] : r.references) os << label << ": " << p.config.describe() << "\n  predicted: " << describe(p) << "\n";
+  for (const auto& [label, p] : r.references)
+    os << label << ": " << p.config.describe() << "\n  predicted: " << describe(p) << "\n";
   if (r.verify) {
     const VerifyReport& v = *r.verify;
     os << "\nverify: each configuration run against the full run (loop " << fixed(v.plain_seconds, 3)
@@ -246,8 +250,7 @@ std::string calibration_text(const CalibrationResult& r) {
          << fixed(m.latents_max_abs, 6) << "\n";
       if (m.frames)
         os << "  decoded frames: PSNR " << fixed(m.frames->overall.psnr, 2) << " dB, SSIM "
-           << fixed(m.frames->overall.ssim, 4) << ", max |difference| " << fixed(m.frames->overall.max_abs, 4)
-           << "\n";
+           << fixed(m.frames->overall.ssim, 4) << ", max |difference| " << fixed(m.frames->overall.max_abs, 4) << "\n";
     };
     measured(v.proposal, best.speedup);
     for (size_t i = 0; i < v.references.size(); ++i) measured(v.references[i], r.references[i].second.speedup);
@@ -311,7 +314,8 @@ nlohmann::json calibration_json(const CalibrationResult& r) {
     };
     json refs_measured = json::array();
     for (const MeasuredRun& m : v.references) refs_measured.push_back(measured(m));
-    j["verify"] = {{"plain_seconds", v.plain_seconds}, {"proposal", measured(v.proposal)}, {"references", refs_measured}};
+    j["verify"] = {
+        {"plain_seconds", v.plain_seconds}, {"proposal", measured(v.proposal)}, {"references", refs_measured}};
   }
   return j;
 }

@@ -63,7 +63,7 @@ struct CalibrationOptions {
   std::optional<double> target_speedup;
   Counting counting = Counting::diffusers;
   int max_range = 8;
-  bool verify = false;  // run without PAB, with the proposal and with each reference
+  bool verify = false;            // run without PAB, with the proposal and with each reference
   std::optional<CostModel> cost;  // instead of the measured one (tests)
 };
 
@@ -71,9 +71,9 @@ struct CalibrationOptions {
 struct MeasuredRun {
   std::string label;
   PabConfig config;
-  PabStats stats;            // what the policy did
-  double count_speedup = 1;  // the cost model applied to `stats`
-  double seconds = 0;        // loop wall clock
+  PabStats stats;             // what the policy did
+  double count_speedup = 1;   // the cost model applied to `stats`
+  double seconds = 0;         // loop wall clock
   double latents_rel_l2 = 0;  // |PAB - full| / |full| of the final latents
   double latents_max_abs = 0;
   std::optional<VideoComparison> frames;  // decoded frames against the full run's (data range 1)

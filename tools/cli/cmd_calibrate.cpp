@@ -12,8 +12,9 @@ void register_calibrate(CLI::App& app) {
       "Run a full generation, measure how much each attention site's output changes from step to step and what "
       "the sites cost, and propose the PAB settings with the smallest predicted deviation that reach a speed-up; "
       "writes changes.csv, curves.png, proposal.yaml and proposal_map.png");
-  auto* by_case = cmd->add_option("--case", opts->case_dir, "A transformer fixture case folder (case.json, "
-                                                           "inputs.safetensors, transformer/)");
+  auto* by_case = cmd->add_option("--case", opts->case_dir,
+                                  "A transformer fixture case folder (case.json, "
+                                  "inputs.safetensors, transformer/)");
   auto* by_model = cmd->add_option("--model", opts->model_dir, "A diffusers pipeline folder (model_index.json)");
   by_case->excludes(by_model);
   cmd->add_option("--prompt", opts->prompt, "The prompt to calibrate on (with --model)");
