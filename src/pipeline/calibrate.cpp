@@ -112,17 +112,20 @@ CalibrationResult run_calibration(const Generation& gen, const CalibrationOption
                                         "-step loop, the change measurements excluded"));
 
   // Known configurations on the same curves; the published one sets the default target.
-  std::vector<std::pair<std::string, PabConfig>> known = gen.known_configs;
   std::optional<PabPrediction> published;
+  std::optional<PabConfig> published_config;
   try {
     PabConfig c = default_pab_config(gen.model_class);
     c.validate(gen.kinds);
-    published = predict_pab(c, r.table, r.cost);
-    r.references.push_back({"published (--pab default)", *published});
+    published_config = c;
   } catch (const Error&) {
     // No published settings for this class (or none that fit it): nothing to compare with.
   }
-  for (const auto& [label, config] : known) {
+  if (published_config) {
+    published = predict_pab(*published_config, r.table, r.cost);
+    r.references.push_back({"published (--pab default)", *published});
+  }
+  for (const auto& [label, config] : gen.known_configs) {
     config.validate(gen.kinds);
     r.references.push_back({label, predict_pab(config, r.table, r.cost)});
   }
