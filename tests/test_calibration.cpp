@@ -4,6 +4,7 @@
 // step in the CSV, a valid proposal whose predicted count-based speed-up is
 // what the policy then does), with its plots decoded.
 #include <png.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>

@@ -1,6 +1,8 @@
 // Video quality metrics (pab compare): identical videos, a one-pixel shift
 // and added noise against scikit-image's values (dev/fixtures/make_video_metrics.py),
 // the data range convention, sizes, and the command on PNG folders and mp4 files.
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
