@@ -4,7 +4,8 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev
       libavcodec-dev libavformat-dev libavutil-dev libswscale-dev
-      libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev)
+      libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
+      libcairo2-dev fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

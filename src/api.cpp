@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "pab/pab.h"
 #include "pipeline/bench.h"
+#include "pipeline/pab_report.h"
 #include "pipeline/replay.h"
 
 namespace pab {
@@ -39,6 +40,7 @@ LoadOptions load_options(const ComputeOptions& c) {
 Status replay(const ReplayOptions& opts, std::string* summary) {
   return guarded([&] {
     check_writable(opts.output);
+    if (!opts.pab_report.empty()) check_writable(opts.pab_report);
     LoadOptions lo = load_options(opts.compute);
     if (is_pipeline_case(opts.case_dir)) {
       PipelineCase c = load_pipeline_case(opts.case_dir);
@@ -53,8 +55,10 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
     if (opts.pab.any())
       c.pab = resolve_pab_choice(opts.pab.preset, opts.pab.file,
                                  transformer_class_name((std::filesystem::path(c.dir) / "transformer").string()));
-    auto tensors = replay_case(c, lo, summary);
+    PabStats stats;
+    auto tensors = replay_case(c, lo, summary, &stats);
     write_safetensors(opts.output, tensors);
+    if (!opts.pab_report.empty()) write_broadcast_map(opts.pab_report, stats, "PAB " + c.pab.describe());
   });
 }
 

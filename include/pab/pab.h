@@ -41,6 +41,7 @@ struct ReplayOptions {
   std::string output;    // .safetensors to write
   ComputeOptions compute;
   PabOptions pab;        // replaces the case's `pab` for the PAB run
+  std::string pab_report;  // PNG of the PAB run's broadcast map (--pab-report); empty: none
 };
 // Runs the case's denoising loop without and with PAB and writes the outputs
 // under the reference's names; `summary` gets one line on what ran.
@@ -104,5 +105,34 @@ struct GenerateResult {
 // Generates a video; checks the outputs can be written and the request fits
 // the model before any heavy work, and leaves no partial file on failure.
 Status generate(const GenerateOptions& opts, GenerateResult* result, const GenerateCallback& progress = {});
+// pab calibrate: runs a full generation, measures how much every attention
+// site's output changes from step to step and what the sites cost, and
+// proposes the PAB settings with the smallest predicted deviation that reach
+// the target speed-up (docs/calibration.md). Give case_dir, or model_dir and prompt.
+struct CalibrateOptions {
+  std::string case_dir;           // --case: a transformer fixture case (case.json, inputs, transformer/)
+  std::string model_dir, prompt;  // --model, --prompt: a pipeline folder and a prompt
+  std::string negative_prompt;
+  int steps = 0;  // pipeline steps; 0: the pipeline's default
+  uint64_t seed = 42;
+  double target_speedup = 0;               // 0: the predicted speed-up of the settings published for the model
+  std::string counting = "diffusers";      // the proposal's counting rule: diffusers or videosys
+  int max_range = 8;                       // the largest range tried
+  bool verify = false;                     // run the proposal and report measured speed-up and quality
+  std::string output_dir = "calibration";  // changes.csv, curves.png, proposal.yaml, proposal_map.png
+  bool json = false;
+  ComputeOptions compute;
+};
+// `report` gets text or JSON, also when the target is out of reach (then the
+// status is an error saying so, after the files are written).
+Status calibrate(const CalibrateOptions& opts, std::string* report);
+
+// pab compare A B: PSNR, SSIM and absolute errors between two videos (video
+// files or folders of frame_NNNN.png), per frame and overall, in 8-bit levels.
+struct CompareOptions {
+  std::string a, b;
+  bool json = false;
+};
+Status compare_videos(const CompareOptions& opts, std::string* report);
 
 }  // namespace pab

@@ -149,10 +149,11 @@ bool PabPolicy::would_broadcast(SiteKind kind, int block, int count, double t) c
   return count % r.range != 0;
 }
 
-void PabPolicy::record(SiteKind k, bool computed) {
+void PabPolicy::record(SiteId id, bool computed) {
   if (step_ < 0) begin_step(0, timestep_);
-  auto& c = stats_.per_step[size_t(step_)][size_t(k)];
+  auto& c = stats_.per_step[size_t(step_)][size_t(id.kind)];
   (computed ? c.computed : c.broadcast)++;
+  stats_.decisions.push_back({step_, timestep_, id, computed});
 }
 
 size_t PabPolicy::cached_bytes() const {
@@ -174,13 +175,13 @@ SiteOutput PabPolicy::run(SiteId id, const SiteCompute& compute) {
 SiteOutput PabPolicy::run_attention(SiteId id, SiteState& s, const SiteCompute& compute) {
   const BroadcastRule& r = config_.rule(id.kind);
   if (!r.enabled() || !r.applies_to(id.block)) {
-    record(id.kind, true);
+    record(id, true);
     return compute();
   }
   const int count = s.count;
   const bool broadcast = !s.cache.empty() && would_broadcast(id.kind, id.block, count, timestep_);
   SiteOutput out = broadcast ? s.cache : compute();
-  record(id.kind, !broadcast);
+  record(id, !broadcast);
 
   int next = count + 1;
   if (config_.counting == Counting::videosys && !schedule_.empty()) next %= int(schedule_.size());
@@ -212,7 +213,7 @@ SiteOutput PabPolicy::run_mlp(SiteId id, SiteState& s, const SiteCompute& comput
   for (const MlpBroadcast& e : entries) {
     if (e.timestep == t && contains(e.blocks, id.block)) {
       SiteOutput out = compute();
-      record(id.kind, true);
+      record(id, true);
       // kept only when a later step of the schedule can reuse it
       auto it = std::find(ints.begin(), ints.end(), t);
       if (it != ints.end() && it + 1 != ints.end()) s.mlp_kept[t] = out;
@@ -241,11 +242,11 @@ SiteOutput PabPolicy::run_mlp(SiteId id, SiteState& s, const SiteCompute& comput
       fail("PAB MLP broadcast: no stored output of timestep ", e.timestep, " for ", site_kind_name(id.kind), " block ",
            id.block, " at timestep ", t);
     SiteOutput out = kept->second;
-    record(id.kind, false);
+    record(id, false);
     if (pos == last) s.mlp_kept.erase(kept);
     return out;
   }
-  record(id.kind, true);
+  record(id, true);
   return compute();
 }
 

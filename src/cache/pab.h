@@ -62,20 +62,28 @@ struct PabConfig {
   std::string describe() const;  // "spatial 2 in (100, 800), cross 6 in (100, 900)"
 };
 
-// What the policy did: per step and kind, calls computed and broadcast.
+// What the policy did: per step and kind, calls computed and broadcast, and
+// every call's decision in call order (for the broadcast map).
 struct PabStats {
   struct Counts {
     int computed = 0;
     int broadcast = 0;
   };
+  struct Decision {
+    int step = 0;
+    double timestep = 0;
+    SiteId site{SiteKind::spatial, 0};
+    bool computed = true;
+  };
   std::vector<std::array<Counts, kSiteKinds>> per_step;
+  std::vector<Decision> decisions;
   Counts total(SiteKind k) const;
   Counts total() const;
   size_t peak_cached_bytes = 0;
   std::string summary() const;  // one line, e.g. "spatial: 120 computed, 60 broadcast; ..."
 };
 
-class PabPolicy final : public SiteRunner {
+class PabPolicy final : public SteppedSiteRunner {
  public:
   explicit PabPolicy(PabConfig config);
 
@@ -83,9 +91,9 @@ class PabPolicy final : public SiteRunner {
   // Forgets every cached output, count and statistic; `timesteps` is the
   // schedule about to run (one forward pass per entry), used to free caches
   // early. An empty schedule keeps each cache until the next reset.
-  void reset(std::vector<double> timesteps = {});
+  void reset(std::vector<double> timesteps = {}) override;
   // Called before the forward pass of step `step` at `timestep`.
-  void begin_step(int step, double timestep);
+  void begin_step(int step, double timestep) override;
 
   SiteOutput run(SiteId id, const SiteCompute& compute) override;
 
@@ -104,7 +112,7 @@ class PabPolicy final : public SiteRunner {
   bool would_broadcast(SiteKind kind, int block, int count, double t) const;
   SiteOutput run_attention(SiteId id, SiteState& s, const SiteCompute& compute);
   SiteOutput run_mlp(SiteId id, SiteState& s, const SiteCompute& compute);
-  void record(SiteKind k, bool computed);
+  void record(SiteId id, bool computed);
 
   PabConfig config_;
   std::vector<double> schedule_;

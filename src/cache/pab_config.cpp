@@ -2,10 +2,12 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include "io/atomic_file.h"
 
@@ -432,6 +434,93 @@ PabConfig resolve_pab_choice(const std::string& preset, const std::string& file,
   if (preset == "default") return default_pab_config(model_class);
   if (preset == "off" || preset == "none") return PabConfig{};
   return parse_pab_short_form(preset);
+}
+
+}  // namespace pab
+
+namespace pab {
+
+namespace {
+
+// Shortest text that reads back to the same double, never in exponent form
+// (the short form's "low-high" would mistake an exponent's sign for the dash).
+std::string number_text(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+  PAB_ASSERT(ec == std::errc(), "number does not fit: ", v);
+  return std::string(buf, end);
+}
+
+void check_no_blocks(const PabConfig& c, const char* what) {
+  for (int k = 0; k < 3; ++k)
+    if (c.rules[size_t(k)].enabled() && !c.rules[size_t(k)].blocks.empty())
+      fail("PAB ", kKinds[k], ": a block list cannot be written in ", what);
+  if (!c.mlp_spatial.empty() || !c.mlp_temporal.empty()) fail("PAB MLP broadcast cannot be written in ", what);
+}
+
+std::string ints_text(const std::vector<int>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+std::string format_pab_short_form(const PabConfig& c) {
+  check_no_blocks(c, "the short form");
+  std::string out;
+  for (int k = 0; k < 3; ++k) {
+    const BroadcastRule& r = c.rules[size_t(k)];
+    if (!r.enabled()) continue;
+    out += cat(out.empty() ? "" : ",", kKinds[k], "=", r.range, "@", number_text(r.lo), "-", number_text(r.hi));
+  }
+  return out.empty() ? "off" : out;
+}
+
+std::string format_pab_yaml(const PabConfig& c, PabDialect dialect) {
+  std::ostringstream os;
+  if (dialect == PabDialect::diffusers) {
+    check_no_blocks(c, "the diffusers dialect");
+    os << "# PAB settings, diffusers PyramidAttentionBroadcastConfig names (diffusers counting)\n";
+    bool any = false;
+    for (int k = 0; k < 3; ++k) {
+      const BroadcastRule& r = c.rules[size_t(k)];
+      if (!r.enabled()) continue;
+      any = true;
+      os << kKinds[k] << "_attention_block_skip_range: " << r.range << "\n"
+         << kKinds[k] << "_attention_timestep_skip_range: [" << number_text(r.lo) << ", " << number_text(r.hi) << "]\n";
+    }
+    if (!any) fail("a configuration without broadcast cannot be written in the diffusers dialect (use --pab off)");
+    return os.str();
+  }
+  os << "# PAB settings, VideoSys PABConfig names (VideoSys counting)\n";
+  for (int k = 0; k < 3; ++k) {
+    const BroadcastRule& r = c.rules[size_t(k)];
+    os << kKinds[k] << "_broadcast: " << (r.enabled() ? "true" : "false") << "\n";
+    if (!r.enabled()) continue;
+    os << kKinds[k] << "_threshold: [" << number_text(r.lo) << ", " << number_text(r.hi) << "]\n"
+       << kKinds[k] << "_range: " << r.range << "\n";
+    if (r.blocks.empty()) continue;
+    std::vector<int> sorted = r.blocks;
+    std::sort(sorted.begin(), sorted.end());
+    const bool span = sorted.back() - sorted.front() + 1 == int(sorted.size()) &&
+                      std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
+    if (k != 0 || !span)
+      fail("PAB ", kKinds[k], ": blocks ", ints_text(r.blocks),
+           " cannot be written in the VideoSys dialect (only spatial_block: [first, last])");
+    os << "spatial_block: [" << sorted.front() << ", " << sorted.back() << "]\n";
+  }
+  const bool mlp = !c.mlp_spatial.empty() || !c.mlp_temporal.empty();
+  os << "mlp_broadcast: " << (mlp ? "true" : "false") << "\n";
+  auto table = [&](const char* key, const std::vector<MlpBroadcast>& entries) {
+    if (entries.empty()) return;
+    os << key << ":\n";
+    for (const MlpBroadcast& e : entries)
+      os << "  " << e.timestep << ": {block: " << ints_text(e.blocks) << ", skip_count: " << e.skip_count << "}\n";
+  };
+  table("mlp_spatial_broadcast_config", c.mlp_spatial);
+  table("mlp_temporal_broadcast_config", c.mlp_temporal);
+  return os.str();
 }
 
 }  // namespace pab

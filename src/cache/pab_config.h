@@ -49,6 +49,18 @@ PabConfig parse_pab_short_form(const std::string& text);
 // videosys counting rule; fails for classes without published settings.
 PabConfig default_pab_config(const std::string& model_class);
 
+// Writing a configuration back, e.g. the proposal of `pab calibrate`; the
+// parsers above read each output back to the same rules.
+// The short form of the attention rules ("off" when none is on, which --pab
+// accepts too); fails for block lists and MLP broadcast, which it cannot say.
+std::string format_pab_short_form(const PabConfig& c);
+// A YAML file in `dialect` (read back, it counts by that dialect's rule); fails
+// naming what the dialect cannot say: block lists and MLP broadcast in the
+// diffusers dialect, spatial blocks that are not one span or blocks of other
+// kinds in the VideoSys one, and an empty configuration in the diffusers one
+// (which reads a file without ranges as spatial broadcast every 2nd call).
+std::string format_pab_yaml(const PabConfig& c, PabDialect dialect);
+
 // The command line's choice: `preset` is "default", "off" or the short form
 // (--pab), `file` a configuration file (--pab-config); at most one is set.
 PabConfig resolve_pab_choice(const std::string& preset, const std::string& file, const std::string& model_class);

@@ -33,6 +33,18 @@ class SiteRunner {
   virtual SiteOutput run(SiteId id, const SiteCompute& compute) = 0;
 };
 
+// A SiteRunner that the denoising loop tells the schedule before a generation
+// and the step and timestep before each forward pass (PAB, calibration).
+class SteppedSiteRunner : public SiteRunner {
+ public:
+  // Called before a generation with the schedule about to run (one forward
+  // pass per entry) and again, with no schedule, when it ends on any path so
+  // that the runner can release what it holds.
+  virtual void reset(std::vector<double> timesteps = {}) = 0;
+  // Called before the forward pass of step `step` at `timestep`.
+  virtual void begin_step(int step, double timestep) = 0;
+};
+
 // Runs a site through `runner`, or computes directly when runner is null.
 inline SiteOutput run_site(SiteRunner* runner, SiteId id, const SiteCompute& compute) {
   return runner ? runner->run(id, compute) : compute();

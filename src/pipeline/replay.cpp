@@ -46,19 +46,19 @@ ReplayCase load_replay_case(const std::string& dir) {
   return c;
 }
 
-ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, PabPolicy* policy) {
+ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSiteRunner* sites) {
   const int channel_axis = model.layout() == LatentLayout::bfchw ? 2 : 1;
   const int cin = model.in_channels();
   if (c.latents0.rank() != 5 || c.latents0.dim(channel_axis) != cin)
     fail(c.dir, ": latents0 ", c.latents0.desc(), " do not have ", cin, " channels on axis ", channel_axis,
          " as ", model.class_name(), " expects");
-  if (policy) policy->reset(c.timesteps);
+  if (sites) sites->reset(c.timesteps);
 
   ReplayRun run;
   Tensor x = c.latents0;
   Tensor text = c.text;
   for (size_t i = 0; i < c.timesteps.size(); ++i) {
-    if (policy) policy->begin_step(int(i), c.timesteps[i]);
+    if (sites) sites->begin_step(int(i), c.timesteps[i]);
     TransformerInputs in;
     in.latents = ops::concat({x, x}, 0);
     in.text = text;
@@ -66,7 +66,7 @@ ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, PabPolicy
     in.fps = c.fps;
     in.height_px = c.height_px;
     in.width_px = c.width_px;
-    Tensor out = model.forward(in, policy);
+    Tensor out = model.forward(in, sites);
     run.outputs.push_back(out);
     // keep the first C_in channels (learned sigma models output 2 x C_in)
     Tensor eps = ops::slice(out, channel_axis, 0, cin);
@@ -76,11 +76,12 @@ ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, PabPolicy
     x = ops::sub(x, ops::scale(guided, float(c.step_size)));
   }
   run.latents = x;
-  if (policy) run.stats = policy->stats();
+  if (auto* policy = dynamic_cast<PabPolicy*>(sites)) run.stats = policy->stats();
   return run;
 }
 
-std::map<std::string, Tensor> replay_case(const ReplayCase& c0, const LoadOptions& opts, std::string* summary) {
+std::map<std::string, Tensor> replay_case(const ReplayCase& c0, const LoadOptions& opts, std::string* summary,
+                                          PabStats* stats) {
   auto model = load_transformer((fs::path(c0.dir) / "transformer").string(), opts);
   c0.pab.validate(model->site_kinds());
   ReplayCase c = c0;
@@ -98,6 +99,7 @@ std::map<std::string, Tensor> replay_case(const ReplayCase& c0, const LoadOption
   }
   out["latents_final_nopab"] = to_host(plain.latents);
   out["latents_final_pab"] = to_host(pab.latents);
+  if (stats) *stats = pab.stats;
   if (summary) *summary = cat(model->class_name(), ", ", c.timesteps.size(), " steps, PAB ", c.pab.describe(), ": ",
                               pab.stats.summary());
   return out;

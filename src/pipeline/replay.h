@@ -37,12 +37,16 @@ struct ReplayRun {
   PabStats stats;
 };
 
-// One pass of the case's loop with `policy` (null: no PAB).
-ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, PabPolicy* policy);
+// One pass of the case's loop with `sites` deciding at each attention site
+// (null: every site computes): a PabPolicy, or any runner the loop tells the
+// schedule and steps (calibration). `stats` is filled when it is a PabPolicy.
+ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSiteRunner* sites);
 
 // Both passes, keyed as the reference: out_nopab_{i}, out_pab_{i},
 // latents_final_nopab, latents_final_pab (f32, on the CPU).
-std::map<std::string, Tensor> replay_case(const ReplayCase& c, const LoadOptions& opts, std::string* summary);
+// `stats` (optional) gets what PAB did in the PAB pass.
+std::map<std::string, Tensor> replay_case(const ReplayCase& c, const LoadOptions& opts, std::string* summary,
+                                          PabStats* stats = nullptr);
 
 // Whether case.json in `dir` describes a whole pipeline ("pipeline" key).
 bool is_pipeline_case(const std::string& dir);

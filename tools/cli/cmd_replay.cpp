@@ -1,4 +1,4 @@
-// pab replay CASE_DIR -o OUT.safetensors [--pab ... | --pab-config FILE]
+// pab replay CASE_DIR -o OUT.safetensors [--pab ... | --pab-config FILE] [--pab-report MAP.png]
 #include <iostream>
 
 #include "commands.h"
@@ -15,10 +15,14 @@ void register_replay(CLI::App& app) {
   cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
   pab::cli::add_pab_options(cmd, &opts->pab);  // replaces the case's own PAB settings
+  cmd->add_option("--pab-report", opts->pab_report,
+                  "PNG picture of the PAB run: what was computed and what was broadcast, blocks by steps, per kind");
   cmd->callback([opts] {
     std::string summary;
     pab::Status s = pab::replay(*opts, &summary);
-    if (s.ok) std::cout << summary << "\nwrote " << opts->output << "\n";
+    if (s.ok)
+      std::cout << summary << "\nwrote " << opts->output << (opts->pab_report.empty() ? "" : ", " + opts->pab_report)
+                << "\n";
     pab::cli::report(s);
   });
 }
