@@ -8,6 +8,7 @@
 #include "cache/pab_config.h"
 #include "io/atomic_file.h"
 #include "io/video.h"
+#include "pipeline/pab_report.h"
 #include "pipeline/video_pipeline.h"
 
 namespace pab {
@@ -48,6 +49,7 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     if (o.output.empty() && o.frames_dir.empty()) fail("no output: give a video file (-o) and/or --frames-dir");
     if (!o.output.empty()) check_writable(o.output);
     if (!o.frames_dir.empty()) check_png_frames_target(o.frames_dir);
+    if (!o.pab_report.empty()) check_writable(o.pab_report);
     if (!(o.fps > 0) || o.fps > 1000) fail("fps ", o.fps, ": expected a frame rate in (0, 1000]");
     const TilingChoice tiling = parse_tiling(o.tiling);
     const LoadOptions lo = load_options(o.compute);
@@ -117,6 +119,11 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     if (!o.frames_dir.empty()) {
       write_png_frames(o.frames_dir, rgb);
       r.written.push_back(o.frames_dir);
+    }
+    if (!o.pab_report.empty()) {
+      if (!policy) fail(o.pab_report, ": no PAB report without PAB (--pab off)");
+      write_broadcast_map(o.pab_report, video.stats, "PAB " + pab_config.describe());
+      r.written.push_back(o.pab_report);
     }
     r.write_seconds = std::chrono::duration<double>(clock::now() - write_started).count();
     emit({GenerateEvent::Kind::phase, "write", 0, 0, 0, r.write_seconds});

@@ -138,7 +138,16 @@ TEST(Generate, PabIsOnByDefaultAndSaysWhatItSkipped) {
   ASSERT_TRUE(s.ok) << s.message;
   EXPECT_NE(r.pab.find("spatial 2"), std::string::npos) << r.pab;
   EXPECT_NE(r.pab_skipped.find("spatial attention calls"), std::string::npos) << r.pab_skipped;
+  // The broadcast map of that run: a PNG picture
+  o.pab_report = (dir / "map.png").string();
+  ASSERT_TRUE(generate(o, &r).ok);
+  std::ifstream png(o.pab_report, std::ios::binary);
+  char magic[8] = {};
+  png.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
   o.pab.preset = "off";
+  EXPECT_FALSE(generate(o, &r).ok);  // no map without PAB
+  o.pab_report.clear();
   ASSERT_TRUE(generate(o, &r).ok);
   EXPECT_EQ(r.pab_skipped, "nothing (PAB off)");
 }

@@ -74,6 +74,7 @@ struct GenerateOptions {
   uint64_t seed = 42;                     // as torch.Generator("cpu").manual_seed(seed) in diffusers
   std::string output;                     // video file (H.264 mp4); empty: none
   std::string frames_dir;                 // folder of frame_NNNN.png files; empty: none
+  std::string pab_report;                 // PNG picture of what PAB computed and broadcast; empty: none
   double fps = 8;
   std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
   ComputeOptions compute;

@@ -1,23 +1,51 @@
 // `pab calibrate --model DIR --prompt TEXT`: the text-to-video pipeline as a
-// calibration Generation.
-//
-// TO FINISH WHEN THE PIPELINE IS MERGED (pipeline/video_pipeline.h): open the
-// pipeline, plan the request, encode the prompt once, and make `run` draw the
-// seeded initial latents, call VideoPipeline::denoise with `sites` (its
-// parameter generalised from PabPolicy* to SteppedSiteRunner*: PabPolicy is
-// one, so its callers do not change; it resets the runner before the loop and
-// again on every exit, which a ChangeRecorder survives with its measurements),
-// time the loop with the device synchronised, decode the frames (f32 in [0, 1]
-// on the CPU) and return them with the final latents, the schedule and, when
-// `sites` is a PabPolicy, DenoiseResult::stats. kinds = the transformer's
-// site_kinds(), model_class = its class name.
+// calibration Generation. The prompt is encoded once; every run draws the
+// same seeded initial latents, denoises with the given site runner and
+// decodes the frames, so runs differ only in what the runner decides.
+#include <chrono>
+
 #include "pipeline/calibrate.h"
+#include "pipeline/noise.h"
+#include "pipeline/video_pipeline.h"
 
 namespace pab {
 
 Generation pipeline_generation(const PipelineGenerationRequest& request, const LoadOptions& opts) {
-  fail("pab calibrate --model ", request.model_dir,
-       ": the text-to-video pipeline is not in this build yet; calibrate a transformer case with --case CASE_DIR");
+  std::shared_ptr<VideoPipeline> pipe = VideoPipeline::open(request.model_dir, opts);
+  VideoRequest vr;
+  vr.prompt = request.prompt;
+  vr.negative_prompt = request.negative_prompt;
+  if (request.steps > 0) vr.steps = request.steps;
+  auto plan = std::make_shared<VideoPlan>(pipe->plan(vr));
+  auto embeds = std::make_shared<PromptEmbeddings>(pipe->encode_prompt(*plan));
+  pipe->release_text_encoder();
+  DiffusionTransformer& model = pipe->transformer();
+
+  Generation g;
+  g.description = cat(pipe->class_name(), " (", model.class_name(), "), ", request.model_dir, ", \"", request.prompt,
+                      "\", ", plan->steps, " steps");
+  g.model_class = model.class_name();
+  g.kinds = model.site_kinds();
+  g.device = opts.device;
+  const uint64_t seed = request.seed;
+  const Device device = opts.device;
+  g.run = [pipe, plan, embeds, seed, device](SteppedSiteRunner* sites) {
+    Backend& be = backend(device);
+    TorchNoise noise(seed);
+    Tensor latents = pipe->initial_latents(*plan, noise);
+    be.synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    DenoiseResult run = pipe->denoise(*plan, *embeds, latents, sites, &noise);
+    be.synchronize();
+    GenerationOutput out;
+    out.loop_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out.latents = run.latents;
+    out.timesteps.assign(run.timesteps.begin(), run.timesteps.end());
+    out.stats = run.stats;
+    out.frames = pipe->decode(*plan, run.latents, TilingChoice::automatic);
+    return out;
+  };
+  return g;
 }
 
 }  // namespace pab

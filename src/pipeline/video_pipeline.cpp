@@ -32,7 +32,7 @@ ComponentSource read_component(const ModelFolder& folder, const std::string& nam
 // Resets a PAB policy when the loop ends, however it ends: cached outputs
 // are freed and the next generation starts clean.
 struct ResetOnExit {
-  PabPolicy* policy;
+  SteppedSiteRunner* policy;
   ~ResetOnExit() {
     if (policy) policy->reset();
   }
@@ -154,14 +154,15 @@ Tensor VideoPipeline::initial_latents(const VideoPlan& plan, NoiseSource& noise)
 }
 
 DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents,
-                                     PabPolicy* pab, NoiseSource* noise, const StepCallback& on_step) {
+                                     SteppedSiteRunner* pab, NoiseSource* noise, const StepCallback& on_step) {
   using clock = std::chrono::steady_clock;
   DiffusionTransformer& model = transformer();
   if (latents.shape() != plan.latents)
     fail(class_name(), ": latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
   if (!embeds.prompt.defined() || (plan.cfg && !embeds.negative.defined()))
     fail(class_name(), ": prompt embeddings missing", plan.cfg ? " (CFG needs the negative prompt's too)" : "");
-  if (pab) pab->config().validate(model.site_kinds());
+  PabPolicy* policy = dynamic_cast<PabPolicy*>(pab);
+  if (policy) policy->config().validate(model.site_kinds());
 
   scheduler_->set_timesteps(plan.steps);
   DenoiseResult result;
@@ -211,7 +212,7 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
     }
   }
   result.latents = latents;
-  if (pab) result.stats = pab->stats();
+  if (policy) result.stats = policy->stats();
   return result;
 }
 

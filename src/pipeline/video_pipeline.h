@@ -129,11 +129,12 @@ class VideoPipeline {
   // scheduler's init_noise_sigma, as f32 on the compute device.
   Tensor initial_latents(const VideoPlan& plan, NoiseSource& noise) const;
 
-  // The denoising loop from `latents` (f32 plan.latents). `pab` (may be null)
-  // is reset before the loop and again on every exit, errors included;
-  // `noise` feeds stochastic steps (DPM; DDIM with eta > 0).
-  DenoiseResult denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents, PabPolicy* pab,
-                        NoiseSource* noise, const StepCallback& on_step = {});
+  // The denoising loop from `latents` (f32 plan.latents). `pab` (may be null:
+  // a PabPolicy, or any runner such as calibration's recorder) is reset
+  // before the loop and again on every exit, errors included; `noise` feeds
+  // stochastic steps (DPM; DDIM with eta > 0).
+  DenoiseResult denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents,
+                        SteppedSiteRunner* pab, NoiseSource* noise, const StepCallback& on_step = {});
   // The transformer, loaded on first use.
   DiffusionTransformer& transformer();
   void release_transformer() { transformer_.reset(); }

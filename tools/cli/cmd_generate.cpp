@@ -84,6 +84,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--negative-prompt", o->negative_prompt, "What to steer away from (CFG's unconditional text)");
   cmd->add_option("-o,--output", o->output, "Video file to write (.mp4, H.264)");
   cmd->add_option("--frames-dir", o->frames_dir, "Folder to write frame_NNNN.png files into");
+  cmd->add_option("--pab-report", o->pab_report,
+                  "PNG picture of what PAB computed and what it broadcast: blocks by steps, one panel per kind");
   cmd->add_option("--steps", o->steps, "Denoising steps (default 50)");
   cmd->add_option("--guidance", o->guidance, "CFG scale (default: CogVideoX 6, Latte 7.5; 1 or less: no CFG)");
   cmd->add_flag("--dynamic-cfg", o->dynamic_cfg, "CogVideoX: raise the guidance scale along the schedule");
