@@ -139,7 +139,7 @@ TEST(Generate, PabIsOnByDefaultAndSaysWhatItSkipped) {
   EXPECT_NE(r.pab.find("spatial 2"), std::string::npos) << r.pab;
   EXPECT_NE(r.pab_skipped.find("spatial attention calls"), std::string::npos) << r.pab_skipped;
   // The broadcast map of that run: a PNG picture
-  o.pab_report = (dir / "map.png").string();
+  o.pab_report = dir / "map.png";
   ASSERT_TRUE(generate(o, &r).ok);
   std::ifstream png(o.pab_report, std::ios::binary);
   char magic[8] = {};
