@@ -1,6 +1,8 @@
 #include "pipeline/bench.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <cmath>
 #include <iomanip>
@@ -385,6 +387,16 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   run.decode_seconds = seconds(t0);
   pipe->release_vae();
   run.decode_peak = be.memory_stats().peak;
+  if (std::getenv("PAB_PROFILE_DECODE")) {
+    // A second, profiled decode: where the VAE's time goes, op by op.
+    be.set_profiling(true);
+    pipe->decode(plan, denoised.latents, w.tiling);
+    be.set_profiling(false);
+    std::vector<std::pair<double, std::string>> ops;
+    for (const auto& [name, op] : be.profile().ops) ops.emplace_back(op.seconds, cat(name, " (", op.calls, " calls)"));
+    std::sort(ops.rbegin(), ops.rend());
+    for (const auto& [t, name] : ops) std::fprintf(stderr, "decode op %-40s %.4f s\n", name.c_str(), t);
+  }
 
   run.total_seconds = run.text_seconds + run.denoise_seconds + run.decode_seconds;
   run.peak = std::max({run.text_peak, run.denoise_peak, run.decode_peak});
