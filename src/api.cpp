@@ -7,6 +7,7 @@
 #include "cache/pab_config.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "parallel/world.h"
 #include "pab/pab.h"
 #include "pipeline/bench.h"
 #include "pipeline/pab_report.h"
@@ -34,6 +35,7 @@ LoadOptions load_options(const ComputeOptions& c) {
     fail("unknown dtype '", c.dtype, "' (expected f32, bf16 or f16)");
   }
   if (o.device == Device::cpu && o.dtype != DType::f32) fail("the CPU backend computes in f32 only");
+  o.comm = join_world({c.gpus, o.device, c.comm});
   return o;
 }
 

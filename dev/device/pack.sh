@@ -15,7 +15,7 @@ for b in "${bins[@]}"; do
   [ -f "$build/$b" ] || continue
   cp "$build/$b" .devpack/stage/bin/
   ldd "$build/$b" | awk '/=>/ {print $3}' |
-    grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*)\.so|libcuda\.|libcudart|libcublas|libcudnn|libnvrtc' |
+    grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*)\.so|libcuda\.|libcudart|libcublas|libcudnn|libnvrtc|libnccl' |
     while read -r lib; do cp -L -n "$lib" .devpack/stage/lib/ 2>/dev/null || true; done
 done
 tar -cJf .devpack/pack.tar.xz -C .devpack/stage .

@@ -20,6 +20,11 @@ struct Status {
 struct ComputeOptions {
   std::string device = "cpu";  // "cpu" or "cuda"
   std::string dtype = "f32";   // "f32", "bf16" or "f16" (the CPU computes in f32 only)
+  // Sequence parallelism: the video tokens split over this many ranks, one
+  // process each (rank 0 is the caller; it starts the others as copies of the
+  // running program with the same arguments, and alone writes outputs).
+  int gpus = 1;
+  std::string comm = "auto";  // "auto", "nccl" (one GPU per rank) or "host" (shared memory, any device)
 };
 
 // Describes each component of a diffusers model folder (or a single component

@@ -63,6 +63,8 @@ class Backend {
   virtual MemoryStats memory_stats() const { return {}; }
   virtual void reset_peak_memory() {}
   virtual std::string device_description() const = 0;
+  // Devices of this kind visible to the process.
+  virtual int device_count() const { return 1; }
   // Profiling times each GEMM and attention call (synchronising after each).
   virtual void set_profiling(bool on) {}
   virtual OpProfile profile() const { return {}; }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "parallel/world.h"
 
 namespace pab {
 
@@ -25,6 +26,11 @@ AtomicFile::~AtomicFile() {
 }
 
 void AtomicFile::commit() {
+  if (is_secondary_rank()) {  // rank 0 of a sequence-parallel run writes the outputs
+    std::remove(temp_.c_str());
+    done_ = true;
+    return;
+  }
   if (std::rename(temp_.c_str(), path_.c_str()) != 0)
     fail(path_, ": cannot move the finished file into place: ", std::strerror(errno));
   done_ = true;

@@ -5,11 +5,20 @@
 // Each block's joint text+video attention is one attention site {spatial, i}
 // covering what diffusers' attn1 module computes: projections, QK norm,
 // rotary embedding, attention and output projection.
+//
+// Sequence parallel (LoadOptions::comm with several ranks): each rank holds
+// the text tokens and a contiguous share of the video tokens, and runs every
+// token-wise layer on them alone. Attention trades tokens for heads
+// (Ulysses): one all-to-all brings q, k and v of the whole sequence for a
+// share of the heads, a second returns the output; a broadcast step of PAB
+// skips both with the compute. Heads are padded with zeros up to a multiple
+// of the rank count (30 heads run on 4 ranks).
 #include <cmath>
 
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
+#include "parallel/comm.h"
 
 namespace pab {
 
@@ -175,6 +184,7 @@ class CogVideoX final : public DiffusionTransformer {
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
   std::vector<SiteKind> site_kinds() const override { return {SiteKind::spatial}; }
+  bool sequence_parallel() const override { return true; }
 
   Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
     const Tensor& x = in.latents;
@@ -221,6 +231,12 @@ class CogVideoX final : public DiffusionTransformer {
 
     RopeTables rope;
     if (c_.rotary) rope = rotary_tables(gh, gw, gf);
+    const int64_t n_video = video.dim(1);
+    if (Communicator* comm = parallel()) {
+      Shard mine = shard_of(n_video, comm->size(), comm->rank());
+      video = take_shard(video, 1, mine);
+      if (rope.cos.defined()) rope = {take_shard(rope.cos, 0, mine), take_shard(rope.sin, 0, mine)};
+    }
 
     // Text and video tokens travel as one joint sequence [B, L + N, D]; the
     // two parts differ only in their modulation vectors.
@@ -237,7 +253,7 @@ class CogVideoX final : public DiffusionTransformer {
         m2.push_back(mod(i, 6 + k));
       }
       Tensor normed = b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]);
-      SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return SiteOutput{attention(b, normed, text_len, rope)}; });
+      SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return SiteOutput{attention(b, normed, text_len, n_video, rope)}; });
       hidden = ops::gated_add_split(hidden, attn.at(0), text_len, m1[5], m1[2]);
 
       normed = b.norm2.modulated_split(hidden, text_len, m2[3], m2[4], m2[0], m2[1]);
@@ -249,6 +265,7 @@ class CogVideoX final : public DiffusionTransformer {
     auto mo = ops::chunk(norm_out_linear_(emb_act), 2, 1);  // shift, scale
     video = norm_out_.modulated(video, mo[0], mo[1]);
     Tensor out = proj_out_(video);  // [B, N, pt * p * p * C_out]
+    if (Communicator* comm = parallel()) out = ops::slice(all_gather(*comm, out, 1), 1, 0, n_video);
     const int64_t co = c_.out_channels;
     if (c_.patch_size_t == 0) {
       // [B, F, gh, gw, C, p, p] -> [B, F, C, gh, p, gw, p]
@@ -313,9 +330,13 @@ class CogVideoX final : public DiffusionTransformer {
     return rope_cache_;
   }
 
+  Communicator* parallel() const { return opts_.comm && opts_.comm->size() > 1 ? opts_.comm : nullptr; }
+
   // diffusers' attn1 over the joint sequence [B, L + N, D] (rotary positions
-  // on the video tokens only); returns [B, L + N, D].
-  Tensor attention(const Block& b, const Tensor& tokens, int64_t text_len, const RopeTables& rope) const {
+  // on the video tokens only); returns [B, L + N, D]. With several ranks the
+  // tokens are the text and this rank's share of the N video tokens.
+  Tensor attention(const Block& b, const Tensor& tokens, int64_t text_len, int64_t n_video,
+                   const RopeTables& rope) const {
     const int64_t bsz = tokens.dim(0), s = tokens.dim(1);
     const Shape heads = {bsz, s, c_.heads, c_.head_dim};
     Tensor q = b.to_q(tokens).reshape(heads);  // [B, S, H, Dh]
@@ -330,7 +351,40 @@ class CogVideoX final : public DiffusionTransformer {
     }
     AttentionArgs args;
     args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
-    return b.to_out(ops::attention(q, k, v, args).reshape({bsz, s, c_.inner()}));  // [B, S, D]
+    Tensor o = parallel() ? ulysses_attention(q, k, v, text_len, n_video, args) : ops::attention(q, k, v, args);
+    return b.to_out(o.reshape({bsz, s, c_.inner()}));  // [B, S, D]
+  }
+
+  // q, k, v [B, L + n, H, Dh] with this rank's n video tokens -> the
+  // attention output for them, computed over all ranks' tokens.
+  Tensor ulysses_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t text_len, int64_t n_video,
+                           const AttentionArgs& args) const {
+    Communicator& comm = *opts_.comm;
+    const int ranks = comm.size();
+    const int64_t bsz = q.dim(0), s = q.dim(1), dh = c_.head_dim;
+    const int64_t heads = (c_.heads + ranks - 1) / ranks * ranks, local_heads = heads / ranks;
+    // q, k and v in one exchange: [B, S, 3, H, Dh] -> [B, ranks * S, 3, H / ranks, Dh],
+    // the sequence being [text, video of rank 0, text, video of rank 1, ...]
+    auto stacked = [&](const Tensor& t) { return pad_to(t, 2, heads).reshape({bsz, s, 1, heads, dh}); };
+    Tensor all = all_to_all(comm, ops::concat({stacked(q), stacked(k), stacked(v)}, 2), 3, 1);
+    std::vector<Tensor> parts = {ops::slice(all, 1, 0, text_len)};
+    for (int r = 0; r < ranks; ++r) {
+      const int64_t from = r * s + text_len, valid = shard_of(n_video, ranks, r).valid;
+      if (valid > 0) parts.push_back(ops::slice(all, 1, from, from + valid));
+    }
+    Tensor joint = ops::concat(parts, 1);  // [B, L + N, 3, H / ranks, Dh]
+    const Shape one = {bsz, text_len + n_video, local_heads, dh};
+    Tensor o = ops::attention(ops::slice(joint, 2, 0, 1).reshape(one), ops::slice(joint, 2, 1, 2).reshape(one),
+                              ops::slice(joint, 2, 2, 3).reshape(one), args);
+    // Back: each rank gets [text, its video tokens] with every rank's heads.
+    Tensor text_o = ops::slice(o, 1, 0, text_len), video_o = ops::slice(o, 1, text_len, text_len + n_video);
+    parts.clear();
+    for (int r = 0; r < ranks; ++r) {
+      parts.push_back(text_o);
+      parts.push_back(take_shard(video_o, 1, shard_of(n_video, ranks, r)));
+    }
+    Tensor back = all_to_all(comm, ops::concat(parts, 1), 1, 2);  // [B, S, H, Dh]
+    return heads == c_.heads ? back : ops::slice(back, 2, 0, c_.heads);
   }
 
   CogVideoXConfig c_;

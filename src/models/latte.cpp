@@ -12,12 +12,25 @@
 // and, where VideoSys broadcasts the MLP, {mlp_spatial, i} / {mlp_temporal, i}
 // around norm2, modulation, feed-forward and gate (the gated MLP output that
 // VideoSys keeps).
+//
+// The hidden states stay frame-major, [B*F, N, D], in both kinds of block:
+// everything but temporal attention is token-wise, and temporal attention
+// regroups the tokens by spatial position inside its site (so a broadcast
+// step skips the regrouping too).
+//
+// Sequence parallel (LoadOptions::comm with several ranks), as VideoSys'
+// dynamic sequence parallelism: each rank holds a contiguous share of the
+// frames, which keeps spatial and cross attention local; temporal attention
+// trades the frame share for a share of the spatial positions (all-to-all),
+// attends over all frames and trades back. Shares that do not divide evenly
+// are padded with zeros.
 #include <cmath>
 #include <optional>
 
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
+#include "parallel/comm.h"
 
 namespace pab {
 
@@ -126,6 +139,7 @@ class Latte final : public DiffusionTransformer {
   LatentLayout layout() const override { return LatentLayout::bcfhw; }
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
+  bool sequence_parallel() const override { return true; }
   std::vector<SiteKind> site_kinds() const override {
     std::vector<SiteKind> k = {SiteKind::spatial, SiteKind::temporal};
     if (c_.cross_attention) k.push_back(SiteKind::cross);
@@ -149,11 +163,15 @@ class Latte final : public DiffusionTransformer {
       fail("Latte: text mask must be [", bsz, ", ", text_len, "], got ", in.text_mask.desc());
     const int64_t gh = h / p, gw = w / p, n = gh * gw;
     const int64_t d = c_.inner();
+    Communicator* comm = parallel();
+    const Shard mine = comm ? shard_of(frames, comm->size(), comm->rank()) : Shard{frames, frames, 0, frames};
+    const int64_t local = mine.local;  // this rank's frames
 
     // Patch embedding per frame: [B, C, F, H, W] -> [B*F, C, H, W] -> [B*F, N, D]
-    Tensor frames_first = ops::permute(x, {0, 2, 1, 3, 4}).reshape({bsz * frames, c_.in_channels, h, w});
+    Tensor frames_first = ops::permute(comm ? take_shard(x, 2, mine) : x, {0, 2, 1, 3, 4})
+                              .reshape({bsz * local, c_.in_channels, h, w});
     Tensor hs = ops::conv2d(frames_first, patch_w_, &patch_b_, {p, p});  // [B*F, D, gh, gw]
-    hs = ops::permute(hs.reshape({bsz * frames, d, n}), {0, 2, 1});      // [B*F, N, D]
+    hs = ops::permute(hs.reshape({bsz * local, d, n}), {0, 2, 1});       // [B*F, N, D]
     hs = ops::add(hs, spatial_positions(gh, gw));
 
     // adaLN-single: one timestep for the whole batch, so every modulation is
@@ -168,17 +186,20 @@ class Latte final : public DiffusionTransformer {
 
     for (int i = 0; i < c_.num_layers; ++i) {
       hs = block_forward(spatial_[size_t(i)], i, hs, t_mod, &caption, key_mask, sites, /*temporal=*/false, frames);
-      // [B*F, N, D] -> [B, N, F, D] -> [B*N, F, D]
-      hs = ops::permute(hs.reshape({bsz, frames, n, d}), {0, 2, 1, 3}).reshape({bsz * n, frames, d});
-      if (i == 0 && frames > 1) hs = ops::add(hs, temporal_positions(frames));
+      if (i == 0 && frames > 1) {
+        Tensor pos = take_shard(temporal_positions(frames), 0, mine).reshape({local, 1, d});  // per frame
+        hs = ops::add(hs.reshape({bsz, local, n, d}), pos).reshape({bsz * local, n, d});
+      }
       hs = block_forward(temporal_[size_t(i)], i, hs, t_mod, nullptr, Tensor(), sites, /*temporal=*/true, frames);
-      // [B*N, F, D] -> [B, F, N, D] -> [B*F, N, D]
-      hs = ops::permute(hs.reshape({bsz, n, frames, d}), {0, 2, 1, 3}).reshape({bsz * frames, n, d});
     }
 
     auto final_mod = ops::chunk(ops::add(scale_shift_table_, t_emb), 2, 0);  // shift, scale: [1, D]
     hs = norm_modulate(norm_out_, hs, final_mod[0], final_mod[1]);
     Tensor out = proj_out_(hs);  // [B*F, N, p*p*Co]
+    if (comm) {
+      out = all_gather(*comm, out.reshape({bsz, local, n, out.dim(2)}), 1);
+      out = ops::slice(out, 1, 0, frames);
+    }
     const int64_t co = c_.out_channels;
     // [B, F, gh, gw, p, p, Co] -> [B, Co, F, gh, p, gw, p]
     out = ops::permute(out.reshape({bsz, frames, gh, gw, p, p, co}), {0, 6, 1, 2, 4, 3, 5});
@@ -213,20 +234,24 @@ class Latte final : public DiffusionTransformer {
     return ops::gated_add(x.reshape(one_sequence(x)), gate, y.reshape(one_sequence(y))).reshape(x.shape());
   }
 
-  // One spatial or temporal block on hs [S, T, D].
+  Communicator* parallel() const { return opts_.comm && opts_.comm->size() > 1 ? opts_.comm : nullptr; }
+
+  // One spatial or temporal block on hs [B*F, N, D] (this rank's frames).
   Tensor block_forward(const Block& b, int index, Tensor hs, const Tensor& t_mod, const Tensor* caption,
                        const Tensor& key_mask, SiteRunner* sites, bool temporal, int64_t frames) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
     Tensor normed = norm_modulate(b.norm1, hs, m[0], m[1]);
     const SiteKind self_kind = temporal ? SiteKind::temporal : SiteKind::spatial;
-    Tensor attn = run_site1(sites, {self_kind, index}, [&] { return self_attention(b.attn1, normed); });
+    Tensor attn = run_site1(sites, {self_kind, index}, [&] {
+      return temporal ? temporal_attention(b.attn1, normed, frames) : self_attention(b.attn1, normed);
+    });
     hs = gated_add(hs, m[2], attn);
 
     if (b.has_cross) {
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
       Tensor cross = run_site1(sites, {SiteKind::cross, index},
-                               [&] { return cross_attention(b.attn2, hs, *caption, key_mask, frames); });
+                               [&] { return cross_attention(b.attn2, hs, *caption, key_mask); });
       hs = ops::add(hs, cross);
     }
 
@@ -248,13 +273,34 @@ class Latte final : public DiffusionTransformer {
     return a.to_out(o.reshape(x.shape()));
   }
 
+  // x [B*F, N, D] (frame-major) -> self attention over the F frames of each
+  // of the N spatial positions, [B*F, N, D]. With several ranks x holds this
+  // rank's frames: the exchange brings all frames of a share of the positions.
+  Tensor temporal_attention(const Attention& a, const Tensor& x, int64_t frames) const {
+    Communicator* comm = parallel();
+    const int64_t n = x.dim(1), d = x.dim(2);
+    const int64_t bsz = x.dim(0) / (comm ? shard_of(frames, comm->size(), 0).local : frames);
+    Tensor seq = x.reshape({bsz, x.dim(0) / bsz, n, d});  // [B, F, N, D]
+    if (comm) {  // [B, F / ranks, N, D] -> [B, F, N / ranks, D]
+      seq = all_to_all(*comm, pad_to(seq, 2, shard_of(n, comm->size(), 0).padded), 2, 1);
+      seq = ops::slice(seq, 1, 0, frames);
+    }
+    const int64_t m = seq.dim(2);
+    Tensor t = ops::permute(seq, {0, 2, 1, 3}).reshape({bsz * m, frames, d});
+    Tensor out = ops::permute(self_attention(a, t).reshape({bsz, m, frames, d}), {0, 2, 1, 3});  // [B, F, M, D]
+    if (comm) {  // and back
+      out = all_to_all(*comm, pad_to(out, 1, shard_of(frames, comm->size(), 0).padded), 1, 2);
+      out = ops::slice(out, 2, 0, n);
+    }
+    return out.reshape(x.shape());
+  }
+
   // x [B*F, N, D] attends to caption [B, L, D]. Every frame of a batch entry
   // sees the same keys, so the frames' queries are attended together:
   // [B*F, N, D] -> [B, F*N, H, Dh]; the caption mask [B, L] applies per entry.
-  Tensor cross_attention(const Attention& a, const Tensor& x, const Tensor& caption, const Tensor& key_mask,
-                         int64_t frames) const {
+  Tensor cross_attention(const Attention& a, const Tensor& x, const Tensor& caption, const Tensor& key_mask) const {
     const int64_t bsz = caption.dim(0), l = caption.dim(1);
-    Tensor q = a.to_q(x).reshape({bsz, frames * x.dim(1), c_.heads, c_.head_dim});
+    Tensor q = a.to_q(x).reshape({bsz, x.dim(0) / bsz * x.dim(1), c_.heads, c_.head_dim});
     Tensor k = a.to_k(caption).reshape({bsz, l, c_.heads, c_.head_dim});
     Tensor v = a.to_v(caption).reshape({bsz, l, c_.heads, c_.head_dim});
     AttentionArgs args;

@@ -7,6 +7,7 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/transformer.h"
+#include "parallel/comm.h"
 
 namespace pab {
 
@@ -59,7 +60,11 @@ std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config,
     for (const auto& [name, l] : loaders()) known += (known.empty() ? "" : ", ") + name;
     fail(config.where(), ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
   }
-  return it->second(config, weights, opts);
+  auto model = it->second(config, weights, opts);
+  if (opts.comm && opts.comm->size() > 1 && !model->sequence_parallel())
+    fail(cls, " does not run sequence-parallel yet (--gpus ", opts.comm->size(),
+         "); CogVideoX and Latte do, other models run on one GPU");
+  return model;
 }
 
 std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts) {

@@ -43,11 +43,18 @@ class DiffusionTransformer {
   // embeddings; Open-Sora's y_embedding); undefined where the unconditional
   // branch uses an encoded negative prompt instead.
   virtual Tensor null_text() const { return Tensor(); }
+  // Whether forward() splits the video tokens over LoadOptions::comm's ranks
+  // (each rank takes the same inputs and returns the whole output).
+  virtual bool sequence_parallel() const { return false; }
 };
+
+class Communicator;
 
 struct LoadOptions {
   Device device = Device::cpu;
   DType dtype = DType::f32;  // compute dtype; weights are converted on load
+  // The ranks of a sequence-parallel run (parallel/world.h); null: one rank.
+  Communicator* comm = nullptr;
 };
 
 // Loads the transformer in `dir` (config.json + weights), choosing the class

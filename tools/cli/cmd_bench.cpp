@@ -21,6 +21,7 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--json", req->json, "Print JSON instead of text");
   cmd->add_option("--device", req->compute.device, "cuda or cpu")->capture_default_str();
   cmd->add_option("--dtype", req->compute.dtype, "bf16, f16 or f32")->capture_default_str();
+  pab::cli::add_parallel_options(cmd, &req->compute);
   cmd->callback([req] {
     std::string report;
     pab::Status s = pab::bench(*req, &report);

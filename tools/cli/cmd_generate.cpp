@@ -102,6 +102,7 @@ void register_generate(CLI::App& app) {
   on->excludes(off);
   cmd->add_option("--device", o->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", o->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
+  pab::cli::add_parallel_options(cmd, &o->compute);
   pab::cli::add_pab_options(cmd, &o->pab);
   cmd->callback([o, tiling_on, tiling_off] {
     o->tiling = *tiling_on ? "on" : *tiling_off ? "off" : "auto";

@@ -30,4 +30,17 @@ void add_pab_options(CLI::App* cmd, PabOptions* opts) {
   preset->excludes(file);
 }
 
+void add_parallel_options(CLI::App* cmd, ComputeOptions* opts) {
+  cmd->add_option("--gpus", opts->gpus,
+                  "Sequence parallelism: split the video tokens over N ranks, one process and one GPU each (CogVideoX: "
+                  "Ulysses attention; Latte: frames, switched to spatial positions for temporal attention)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--comm", opts->comm,
+                  "How ranks exchange: auto (NCCL on CUDA), nccl, or host (shared memory; any device, ranks may share "
+                  "a GPU; for testing)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "nccl", "host"}));
+}
+
 }  // namespace pab::cli

@@ -3,8 +3,10 @@
 #include <iostream>
 
 #include "commands.h"
+#include "parallel/world.h"
 
 int main(int argc, char** argv) {
+  pab::set_program_arguments(argc, argv);  // sequence-parallel runs start copies of this program
   CLI::App app{"pab: video diffusion transformers with Pyramid Attention Broadcast"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "pab 0.1.0");

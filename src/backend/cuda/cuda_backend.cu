@@ -56,6 +56,11 @@ CudaBackend::CudaBackend() {
   PAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
 }
 
+int CudaBackend::device_count() const {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+}
+
 std::string CudaBackend::device_description() const {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);

@@ -31,6 +31,7 @@ class CudaBackend final : public Backend {
   MemoryStats memory_stats() const override;
   void reset_peak_memory() override;
   std::string device_description() const override;
+  int device_count() const override;
   void set_profiling(bool on) override {
     profiling_ = on;
     if (on) profile_ = {};

@@ -1,0 +1,373 @@
+#include "parallel/world.h"
+
+#include <fcntl.h>
+#include <omp.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/error.h"
+
+extern char** environ;
+
+namespace pab {
+
+namespace {
+
+constexpr int kMaxRanks = 64;
+constexpr const char* kRankVar = "PAB_RANK";
+constexpr const char* kWorldVar = "PAB_WORLD";  // "size,comm,control fd,data fd 0,...,data fd N-1[,nccl id]"
+
+std::vector<std::string>& program_args() {
+  static std::vector<std::string> args;
+  return args;
+}
+
+NcclHooks& nccl_hooks() {
+  static NcclHooks hooks;
+  return hooks;
+}
+
+// Shared by all ranks (a memfd every rank inherits from rank 0).
+struct Control {
+  std::atomic<uint32_t> arrived;
+  std::atomic<uint32_t> phase;
+  std::atomic<uint32_t> closing;  // set by rank 0 when it stops
+  std::atomic<uint64_t> capacity[kMaxRanks];  // bytes in each rank's data memfd
+};
+
+int checked_memfd(const char* name) {
+  int fd = ::memfd_create(name, 0);  // inherited by the ranks started from here
+  if (fd < 0) fail("sequence parallel: memfd_create failed: ", std::strerror(errno));
+  return fd;
+}
+
+void* map_fd(int fd, size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) fail("sequence parallel: mmap of ", bytes, " bytes failed: ", std::strerror(errno));
+  return p;
+}
+
+std::string last_line_of(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  return last;
+}
+
+// The processes of the run, as rank 0 sees them.
+struct Children {
+  std::vector<pid_t> pids;  // rank r's pid at r - 1
+  std::vector<std::string> logs;
+};
+
+// Exchanges through host shared memory: each rank owns a data memfd that it
+// grows as needed and writes its outgoing blocks to; after a barrier every
+// rank copies its blocks out of its peers' memfds; a second barrier lets the
+// owners reuse them.
+class HostCommunicator final : public Communicator {
+ public:
+  HostCommunicator(int rank, int size, Control* ctl, std::vector<int> fds, Children* children)
+      : Communicator(rank, size), ctl_(ctl), fds_(std::move(fds)), maps_(size_t(size)), children_(children) {}
+
+  ~HostCommunicator() override {
+    for (const Map& m : maps_)
+      if (m.ptr) ::munmap(m.ptr, m.bytes);
+  }
+
+  std::string description() const override { return "host shared memory"; }
+
+  void all_to_all(const void* send, void* recv, size_t block, Device device) override {
+    const size_t p = size_t(size()), me = size_t(rank());
+    publish(send, block * p, device);
+    for (size_t j = 0; j < p; ++j)
+      copy_bytes(static_cast<char*>(recv) + j * block, device, peer(j) + me * block, Device::cpu, block);
+    barrier();
+    ++stats_.all_to_all;
+    stats_.bytes_sent += int64_t(block * p);
+  }
+
+  void all_gather(const void* send, void* recv, size_t bytes, Device device) override {
+    publish(send, bytes, device);
+    for (size_t j = 0; j < size_t(size()); ++j)
+      copy_bytes(static_cast<char*>(recv) + j * bytes, device, peer(j), Device::cpu, bytes);
+    barrier();
+    ++stats_.all_gather;
+    stats_.bytes_sent += int64_t(bytes);
+  }
+
+ private:
+  struct Map {
+    char* ptr = nullptr;
+    size_t bytes = 0;
+  };
+
+  // Writes this rank's outgoing bytes and waits until every rank has.
+  void publish(const void* data, size_t bytes, Device device) {
+    const size_t me = size_t(rank());
+    if (ctl_->capacity[me].load() < bytes) {
+      if (::ftruncate(fds_[me], off_t(bytes)) != 0)
+        fail("sequence parallel: cannot grow the exchange buffer to ", bytes, " bytes: ", std::strerror(errno));
+      ctl_->capacity[me].store(bytes);
+    }
+    copy_bytes(mapped(me), Device::cpu, data, device, bytes);
+    barrier();
+  }
+
+  char* peer(size_t j) { return mapped(j); }
+
+  // Rank j's memfd mapped at its current capacity.
+  char* mapped(size_t j) {
+    Map& m = maps_[j];
+    const size_t cap = ctl_->capacity[j].load();
+    if (m.bytes < cap) {
+      if (m.ptr) ::munmap(m.ptr, m.bytes);
+      m.ptr = static_cast<char*>(map_fd(fds_[j], cap));
+      m.bytes = cap;
+    }
+    return m.ptr;
+  }
+
+  // Sense-reversing barrier over all ranks; fails (instead of waiting
+  // forever) when rank 0 has stopped or, on rank 0, a rank has exited.
+  void barrier() {
+    const uint32_t phase = ctl_->phase.load();
+    if (ctl_->arrived.fetch_add(1) + 1 == uint32_t(size())) {
+      ctl_->arrived.store(0);
+      ctl_->phase.fetch_add(1);
+      return;
+    }
+    for (uint64_t spin = 0; ctl_->phase.load() == phase; ++spin) {
+      if (spin < 4096) {
+        std::this_thread::yield();
+        continue;
+      }
+      if (spin % 1024 == 0) check_peers();
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+  void check_peers() {
+    if (rank() != 0) {
+      if (ctl_->closing.load()) fail("sequence parallel: rank 0 stopped");
+      return;
+    }
+    for (size_t i = 0; i < children_->pids.size(); ++i) {
+      int status = 0;
+      if (::waitpid(children_->pids[i], &status, WNOHANG) == children_->pids[i]) {
+        children_->pids[i] = -1;
+        std::string why = last_line_of(children_->logs[i]);
+        fail("sequence parallel: rank ", i + 1, " stopped",
+             WIFEXITED(status) ? cat(" with exit status ", WEXITSTATUS(status)) : cat(" by signal ", WTERMSIG(status)),
+             why.empty() ? "" : ": " + why);
+      }
+    }
+  }
+
+  Control* ctl_;
+  std::vector<int> fds_;
+  std::vector<Map> maps_;
+  Children* children_;
+};
+
+class World {
+ public:
+  explicit World(const WorldOptions& o) : size_(o.ranks), device_(o.device) {}
+
+  // Rank 0: creates the shared state and starts ranks 1..N-1.
+  void start(const WorldOptions& o) {
+    const std::string comm = resolve_comm(o);
+    if (program_args().empty()) fail("sequence parallel: the program's arguments were not recorded");
+    int ctl_fd = checked_memfd("pab-control");
+    if (::ftruncate(ctl_fd, sizeof(Control)) != 0) fail("sequence parallel: ftruncate: ", std::strerror(errno));
+    std::vector<int> fds;
+    for (int r = 0; r < size_; ++r) fds.push_back(checked_memfd("pab-exchange"));
+    std::string id;
+    if (comm == "nccl") id = nccl_hooks().make_id();
+
+    std::ostringstream world;
+    world << size_ << ',' << comm << ',' << ctl_fd;
+    for (int fd : fds) world << ',' << fd;
+    if (!id.empty()) world << ',' << id;
+
+    std::vector<std::string> gpus = visible_gpus();
+    int threads = device_ == Device::cpu ? std::max(1, int(std::thread::hardware_concurrency()) / size_) : 0;
+    if (threads > 0 && !std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(threads);
+    for (int r = 1; r < size_; ++r) {
+      std::vector<std::string> env;
+      for (char** e = environ; *e; ++e) {
+        std::string kv = *e;
+        bool ours = kv.rfind(std::string(kRankVar) + "=", 0) == 0 || kv.rfind(std::string(kWorldVar) + "=", 0) == 0;
+        bool gpu_choice = !gpus.empty() && kv.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0;
+        bool omp = threads > 0 && kv.rfind("OMP_NUM_THREADS=", 0) == 0;
+        if (!ours && !gpu_choice && !omp) env.push_back(kv);
+      }
+      env.push_back(cat(kRankVar, "=", r));
+      env.push_back(cat(kWorldVar, "=", world.str()));
+      if (!gpus.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + gpus[size_t(r) % gpus.size()]);
+      if (threads > 0) {
+        const char* set = std::getenv("OMP_NUM_THREADS");
+        env.push_back(cat("OMP_NUM_THREADS=", set ? std::string(set) : std::to_string(threads)));
+      }
+      children_.logs.push_back(cat("/tmp/pab-rank", r, "-", ::getpid(), ".log"));
+      children_.pids.push_back(spawn(env, children_.logs.back()));
+    }
+    connect(0, comm, ctl_fd, fds, id);
+  }
+
+  // Ranks 1..N-1: joins the world described by the environment.
+  void join(int rank) {
+    std::vector<std::string> parts;
+    std::stringstream ss(std::getenv(kWorldVar));
+    for (std::string s; std::getline(ss, s, ',');) parts.push_back(s);
+    if (parts.size() < 3 || std::stoi(parts[0]) != size_)
+      fail("sequence parallel: rank ", rank, " was started for another world (", kWorldVar, "=", std::getenv(kWorldVar), ")");
+    std::vector<int> fds;
+    for (int r = 0; r < size_; ++r) fds.push_back(std::stoi(parts.at(size_t(3 + r))));
+    std::string id = parts.size() > size_t(3 + size_) ? parts[size_t(3 + size_)] : "";
+    connect(rank, parts[1], std::stoi(parts[2]), fds, id);
+  }
+
+  ~World() {
+    if (!ctl_) return;
+    if (comm_ && comm_->rank() != 0) return;
+    ctl_->closing.store(1);
+    for (size_t i = 0; i < children_.pids.size(); ++i) {
+      if (children_.pids[i] < 0) continue;
+      int status = 0;
+      ::waitpid(children_.pids[i], &status, 0);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        std::string why = last_line_of(children_.logs[i]);
+        std::cerr << "pab: warning: rank " << i + 1 << " failed (" << children_.logs[i] << ")"
+                  << (why.empty() ? "" : ": " + why) << "\n";
+      } else {
+        std::remove(children_.logs[i].c_str());
+      }
+    }
+    // NCCL communicators are left to the process exit: tearing one down
+    // after the CUDA runtime's own teardown has begun can crash.
+    if (uses_nccl_) (void)comm_.release();
+  }
+
+  int size() const { return size_; }
+  Device device() const { return device_; }
+  Communicator* comm() const { return comm_.get(); }
+
+ private:
+  std::string resolve_comm(const WorldOptions& o) const {
+    const bool nccl_built = nccl_hooks().connect != nullptr;
+    std::string comm = o.comm;
+    if (comm == "auto") comm = device_ == Device::cuda && nccl_built ? "nccl" : "host";
+    if (comm != "nccl" && comm != "host") fail("unknown --comm '", o.comm, "' (expected auto, nccl or host)");
+    if (comm == "nccl") {
+      if (device_ != Device::cuda) fail("--comm nccl needs --device cuda");
+      if (!nccl_built) fail("--comm nccl: this build of pab has no NCCL (install libnccl-dev and rebuild)");
+      int n = backend(Device::cuda).device_count();
+      if (n < size_)
+        fail("--gpus ", size_, " needs ", size_, " CUDA devices and ", n,
+             " are visible (--comm host runs the ranks on fewer devices through host memory, for testing)");
+    }
+    return comm;
+  }
+
+  // The GPU each rank sees as its device (rank r: entry r mod count).
+  std::vector<std::string> visible_gpus() const {
+    if (device_ != Device::cuda) return {};
+    std::vector<std::string> gpus;
+    if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) {
+      std::stringstream ss(v);
+      for (std::string s; std::getline(ss, s, ',');) gpus.push_back(s);
+    } else {
+      for (int i = 0; i < backend(Device::cuda).device_count(); ++i) gpus.push_back(std::to_string(i));
+    }
+    return gpus;
+  }
+
+  static pid_t spawn(const std::vector<std::string>& env, const std::string& log) {
+    std::vector<char*> argv, envp;
+    for (const std::string& a : program_args()) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    int out = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0 || err < 0) fail("sequence parallel: cannot open ", log, ": ", std::strerror(errno));
+    pid_t pid = ::fork();
+    if (pid < 0) fail("sequence parallel: fork failed: ", std::strerror(errno));
+    if (pid == 0) {  // only async-signal-safe calls until exec
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      ::dup2(out, 1);
+      ::dup2(err, 2);
+      ::execve("/proc/self/exe", argv.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(out);
+    ::close(err);
+    return pid;
+  }
+
+  void connect(int rank, const std::string& comm, int ctl_fd, const std::vector<int>& fds, const std::string& id) {
+    ctl_ = static_cast<Control*>(map_fd(ctl_fd, sizeof(Control)));
+    if (comm == "nccl") {
+      uses_nccl_ = true;
+      if (!nccl_hooks().connect) fail("sequence parallel: rank ", rank, " has no NCCL");
+      comm_ = nccl_hooks().connect(rank, size_, id);
+    } else {
+      comm_ = std::make_unique<HostCommunicator>(rank, size_, ctl_, fds, &children_);
+    }
+  }
+
+  int size_;
+  Device device_;
+  Control* ctl_ = nullptr;
+  Children children_;
+  std::unique_ptr<Communicator> comm_;
+  bool uses_nccl_ = false;
+};
+
+}  // namespace
+
+void set_program_arguments(int argc, char** argv) { program_args().assign(argv, argv + argc); }
+
+void register_nccl(NcclHooks hooks) { nccl_hooks() = hooks; }
+
+bool is_secondary_rank() {
+  const char* r = std::getenv(kRankVar);
+  return r && std::strcmp(r, "0") != 0;
+}
+
+Communicator* join_world(const WorldOptions& opts) {
+  static std::unique_ptr<World> world;
+  if (opts.ranks < 1 || opts.ranks > kMaxRanks) fail("--gpus must be between 1 and ", kMaxRanks, ", got ", opts.ranks);
+  if (world) {
+    if (world->size() != opts.ranks || world->device() != opts.device)
+      fail("sequence parallel: this process already runs ", world->size(), " ranks");
+    return world->comm();
+  }
+  if (opts.ranks == 1) return nullptr;
+  const char* rank_var = std::getenv(kRankVar);
+  const int rank = rank_var ? std::atoi(rank_var) : 0;
+  world = std::make_unique<World>(opts);
+  if (rank == 0)
+    world->start(opts);
+  else
+    world->join(rank);
+  return world->comm();
+}
+
+}  // namespace pab

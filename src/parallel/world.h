@@ -1,0 +1,43 @@
+// The ranks of a sequence-parallel run: one process per rank, like torchrun.
+// Rank 0 is the process the user started; it starts ranks 1..N-1 as copies of
+// itself (same program, same arguments) that find their rank in the
+// environment. The secondary ranks print nothing on stdout and write no files
+// (their stderr goes to a log that rank 0 quotes if they fail); every rank
+// computes its share and rank 0 writes the results.
+//
+// Communication: NCCL between N GPUs (rank r on the r-th visible GPU), or host
+// shared memory, which works on any device and lets N ranks share fewer GPUs
+// (for testing the partitioning; it is not fast).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "parallel/comm.h"
+
+namespace pab {
+
+struct WorldOptions {
+  int ranks = 1;
+  Device device = Device::cpu;
+  std::string comm = "auto";  // auto (NCCL on CUDA when built), nccl or host
+};
+
+// This process's communicator in a run of `ranks` ranks, started on first use
+// (later calls must ask for the same world). Null for a single rank.
+Communicator* join_world(const WorldOptions& opts);
+
+// True in a rank started by join_world (not rank 0).
+bool is_secondary_rank();
+
+// The program's arguments, for starting copies of it (main() records them).
+void set_program_arguments(int argc, char** argv);
+
+// Registered by the CUDA library when it is built with NCCL.
+struct NcclHooks {
+  std::string (*make_id)() = nullptr;  // a new communicator id, printable
+  std::unique_ptr<Communicator> (*connect)(int rank, int size, const std::string& id) = nullptr;
+};
+void register_nccl(NcclHooks hooks);
+
+}  // namespace pab

@@ -1,0 +1,176 @@
+// Sequence parallelism: the tensor collectives, and CogVideoX and Latte split
+// over 2 to 4 ranks (threads here, processes through `pab replay --gpus`)
+// matching the diffusers fixtures as the single-rank run does, with PAB's
+// broadcast steps skipping the exchanges.
+#include <filesystem>
+#include <mutex>
+
+#include "backend/ops.h"
+#include "cache/pab.h"
+#include "io/safetensors.h"
+#include "models/transformer.h"
+#include "pipeline/replay.h"
+#include "support/io_testing.h"
+#include "support/testing.h"
+#include "support/thread_group.h"
+
+namespace pab {
+namespace {
+
+using testing::close_rel;
+using testing::data_path;
+using testing::random_tensor;
+using testing::ThreadGroup;
+
+TEST(Shard, PadsToAMultipleOfTheRanks) {
+  Shard a = shard_of(10, 4, 3);
+  EXPECT_EQ(a.padded, 12);
+  EXPECT_EQ(a.local, 3);
+  EXPECT_EQ(a.begin, 9);
+  EXPECT_EQ(a.valid, 1);
+  Shard b = shard_of(3, 4, 3);  // more ranks than items: the last holds only padding
+  EXPECT_EQ(b.local, 1);
+  EXPECT_EQ(b.valid, 0);
+  Shard c = shard_of(8, 2, 1);
+  EXPECT_EQ(c.begin, 4);
+  EXPECT_EQ(c.valid, 4);
+  EXPECT_THROW(shard_of(8, 2, 2), Error);
+}
+
+TEST(Shard, TakeShardPadsWithZeros) {
+  Tensor x = random_tensor({2, 5, 3}, 1);
+  Tensor last = take_shard(x, 1, shard_of(5, 3, 2));  // rows 4..5, one real
+  ASSERT_EQ(last.shape(), (Shape{2, 2, 3}));
+  EXPECT_TRUE(close_rel(ops::slice(last, 1, 0, 1), ops::slice(x, 1, 4, 5), 0));
+  EXPECT_EQ(testing::compare(ops::slice(last, 1, 1, 2), Tensor::zeros({2, 1, 3})).max_abs, 0);
+}
+
+// all_to_all(x_r, scatter, gather) on rank r must equal the concatenation over
+// source ranks s of part r (along scatter) of x_s, along gather.
+TEST(Collectives, AllToAllAndAllGatherMatchSlicing) {
+  for (int ranks : {2, 3}) {
+    for (auto [scatter, gather] : std::vector<std::pair<int, int>>{{2, 1}, {1, 2}, {0, 3}, {3, 0}}) {
+      ThreadGroup group(ranks);
+      std::vector<Tensor> inputs;
+      for (int r = 0; r < ranks; ++r) inputs.push_back(random_tensor({3 * ranks, ranks, 2 * ranks, 2 * ranks}, uint32_t(10 + r)));
+      std::vector<Tensor> exchanged(static_cast<size_t>(ranks)), gathered(static_cast<size_t>(ranks));
+      group.run([&](Communicator& c) {
+        exchanged[size_t(c.rank())] = all_to_all(c, inputs[size_t(c.rank())], scatter, gather);
+        gathered[size_t(c.rank())] = all_gather(c, inputs[size_t(c.rank())], gather);
+      });
+      for (int r = 0; r < ranks; ++r) {
+        std::vector<Tensor> parts;
+        for (int s = 0; s < ranks; ++s) {
+          int64_t m = inputs[size_t(s)].dim(scatter) / ranks;
+          parts.push_back(ops::slice(inputs[size_t(s)], scatter, r * m, (r + 1) * m));
+        }
+        SCOPED_TRACE(::testing::Message() << ranks << " ranks, scatter " << scatter << ", gather " << gather);
+        EXPECT_TRUE(close_rel(exchanged[size_t(r)], ops::concat(parts, gather), 0));
+        EXPECT_TRUE(close_rel(gathered[size_t(r)], ops::concat(inputs, gather), 0));
+      }
+    }
+  }
+  ThreadGroup group(2);
+  EXPECT_THROW(group.run([](Communicator& c) { all_to_all(c, Tensor::zeros({3, 2}), 0, 1); }), Error);
+}
+
+// fp32 against the diffusers fixtures, as the single-rank parity tests: the
+// split changes only which rank computes what (and the attention's key
+// order), measured ~1e-6.
+constexpr double kTol = 1e-5;
+
+struct Split {
+  std::string fixture;
+  int ranks;
+};
+
+class SequenceParallel : public ::testing::TestWithParam<Split> {};
+
+TEST_P(SequenceParallel, EveryStepMatchesTheReferenceAndPabSkipsExchanges) {
+  const std::string dir = data_path("fixtures/transformer/" + GetParam().fixture);
+  const int ranks = GetParam().ranks;
+  ReplayCase c = load_replay_case(dir);
+  Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
+  const bool latte = GetParam().fixture == "latte";
+
+  ThreadGroup group(ranks);
+  std::vector<std::map<std::string, Tensor>> outs(static_cast<size_t>(ranks));
+  std::vector<PabStats> stats(static_cast<size_t>(ranks));
+  group.run([&](Communicator& comm) {
+    LoadOptions opts;
+    opts.comm = &comm;
+    std::string summary;
+    outs[size_t(comm.rank())] = replay_case(c, opts, &summary, &stats[size_t(comm.rank())]);
+  });
+  for (int r = 0; r < ranks; ++r) {
+    SCOPED_TRACE(::testing::Message() << "rank " << r);
+    int compared = 0;
+    for (const std::string& name : ref.names()) {
+      ASSERT_TRUE(outs[size_t(r)].count(name)) << name;
+      EXPECT_TRUE(close_rel(outs[size_t(r)].at(name), ref.load(name), kTol)) << name;
+      ++compared;
+    }
+    EXPECT_EQ(compared, int(2 * c.timesteps.size() + 2));
+  }
+  // The test can fail: the split run without PAB does not match the PAB reference.
+  EXPECT_FALSE(close_rel(outs[0].at("latents_final_nopab"), ref.load("latents_final_pab"), kTol));
+
+  // Exchanges: two per computed attention that needs the whole sequence
+  // (CogVideoX: every joint attention; Latte: temporal) in the run without
+  // PAB and in the run with it, and one gather per step of each run.
+  const int steps = int(c.timesteps.size());
+  const SiteKind exchanging = latte ? SiteKind::temporal : SiteKind::spatial;
+  const PabStats::Counts pab = stats[0].total(exchanging);
+  ASSERT_GT(pab.broadcast, 0) << "the case's PAB settings broadcast nothing";
+  const int every_step = pab.computed + pab.broadcast;
+  const CommStats& cs = group.comm(0).stats();
+  EXPECT_EQ(cs.all_to_all, 2 * (every_step + pab.computed));
+  EXPECT_EQ(cs.all_gather, 2 * steps);
+}
+
+INSTANTIATE_TEST_SUITE_P(Splits, SequenceParallel,
+                         ::testing::Values(Split{"cogvideox_2b_style", 2}, Split{"cogvideox_2b_style_small_input", 3},
+                                           Split{"cogvideox_5b_style", 4}, Split{"cogvideox_1_5_style", 2},
+                                           Split{"latte", 2}, Split{"latte", 3}),
+                         [](const auto& info) { return info.param.fixture + "_" + std::to_string(info.param.ranks); });
+
+// Models without a split say so when loaded for several ranks.
+TEST(SequenceParallel, UnsupportedModelIsAClearError) {
+  ThreadGroup group(2);
+  const std::string dir = data_path("fixtures/videosys/open_sora/transformer");
+  try {
+    group.run([&](Communicator& comm) {
+      LoadOptions opts;
+      opts.comm = &comm;
+      load_transformer(dir, opts);
+    });
+    FAIL() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not run sequence-parallel"), std::string::npos) << e.what();
+  }
+}
+
+// The multi-process path: `pab replay --gpus 2` starts a second rank (host
+// shared memory) and writes the same outputs as the reference.
+TEST(SequenceParallel, ReplayCommandWithTwoProcesses) {
+  const std::string dir = data_path("fixtures/transformer/cogvideox_5b_style");
+  testing::TempDir tmp;
+  const std::string out = tmp / "sp_replay.safetensors";
+  std::string log;
+  ASSERT_EQ(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out + " --gpus 2", &log), 0)
+      << log;
+  Checkpoint got = Checkpoint::open_file(out), ref = Checkpoint::open_file(dir + "/reference.safetensors");
+  for (const std::string& name : ref.names()) EXPECT_TRUE(close_rel(got.load(name), ref.load(name), kTol)) << name;
+  std::filesystem::remove(out);
+  EXPECT_EQ(log.find("rank 1"), std::string::npos) << log;  // the second rank stopped cleanly
+
+  // A bad argument fails on every rank: one clear error, no output, no hang.
+  ASSERT_NE(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out +
+                                     " --gpus 2 --pab spatial=0@100-800",
+                                 &log),
+            0);
+  EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+}  // namespace
+}  // namespace pab
