@@ -35,7 +35,9 @@ LoadOptions load_options(const ComputeOptions& c) {
     fail("unknown dtype '", c.dtype, "' (expected f32, bf16 or f16)");
   }
   if (o.device == Device::cpu && o.dtype != DType::f32) fail("the CPU backend computes in f32 only");
-  o.comm = join_world({c.gpus, o.device, c.comm});
+  ParallelGroups groups = join_world({c.gpus, o.device, c.comm, c.cfg_parallel});
+  o.comm = groups.sequence;
+  o.cfg_comm = groups.cfg;
   return o;
 }
 

@@ -62,5 +62,40 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaParity,
                          ::testing::Values("cogvideox_2b_style", "cogvideox_2b_style_small_input", "cogvideox_5b_style",
                                            "cogvideox_1_5_style", "latte"));
 
+// Sequence parallel on CUDA through `pab replay --gpus 2`: over NCCL where two
+// GPUs are visible, else with both ranks on one GPU through host memory (the
+// partitioning is the same; only the transport differs). Same tolerances.
+class CudaSequenceParallel : public CudaParity {};
+
+TEST_P(CudaSequenceParallel, F32AndBf16) {
+  const std::string dir = data_path("fixtures/transformer/" + GetParam());
+  const std::string comm = backend(Device::cuda).device_count() >= 2 ? "nccl" : "host";
+  std::ifstream f(data_path("bf16_baselines.json"));
+  nlohmann::json base = nlohmann::json::parse(f).at(GetParam());
+  Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
+  for (const std::string flags : {"--dtype f32", "--dtype bf16", "--dtype bf16 --cfg-parallel"}) {
+    const std::string out = ::testing::TempDir() + "/cuda_sp_" + GetParam() + ".safetensors";
+    std::string log;
+    ASSERT_EQ(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out + " --device cuda " + flags +
+                                       " --gpus 2 --comm " + comm,
+                                   &log),
+              0)
+        << log;
+    Checkpoint got = Checkpoint::open_file(out);
+    for (const char* key : {"nopab", "pab"}) {
+      std::string name = std::string("latents_final_") + key;
+      if (flags == "--dtype f32") {
+        EXPECT_TRUE(testing::close_rel(got.load(name), ref.load(name), 1e-5)) << name;
+      } else {
+        EXPECT_LE(rel_l2(got.load(name), ref.load(name)), 2.0 * base.at(std::string("rel_l2_final_") + key).get<double>())
+            << name;
+      }
+    }
+    std::printf("%s --gpus 2 --comm %s %s: checked\n", GetParam().c_str(), comm.c_str(), flags.c_str());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaSequenceParallel, ::testing::Values("cogvideox_5b_style", "latte"));
+
 }  // namespace
 }  // namespace pab

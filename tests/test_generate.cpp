@@ -114,6 +114,30 @@ TEST(Generate, WritesMp4AndPngFramesOfDiffusersFrames) {
   EXPECT_EQ(events.front().kind, GenerateEvent::Kind::plan);
 }
 
+// `pab generate --gpus 2`: two processes split the transformer's tokens; the
+// frames still match the seeded diffusers reference, and only rank 0 writes.
+TEST(Generate, TwoRanksMatchTheSeededReference) {
+  TempDir dir("sp");
+  const std::string frames = dir / "frames";
+  std::string log;
+  ASSERT_EQ(testing::run_command(testing::pab_binary() + " generate -m " + kModel +
+                                     " -p 'A small red boat on a calm lake at dawn.' --steps 4 --guidance 6 --seed 42"
+                                     " --pab off --gpus 2 --frames-dir " + frames,
+                                 &log),
+            0)
+      << log;
+  Rgb8Video png = read_video(frames);
+  Rgb8Video expected = quantize_frames(
+      Checkpoint::open_file(data_path("pipeline_seeded/cogvideox_ddim_seed42.safetensors")).load("frames"));
+  ASSERT_EQ(png.rgb.size(), expected.rgb.size());
+  int max_diff = 0;
+  for (size_t i = 0; i < png.rgb.size(); ++i) max_diff = std::max(max_diff, std::abs(int(png.rgb[i]) - int(expected.rgb[i])));
+  EXPECT_LE(max_diff, 1);
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path)) files += e.path() != frames;
+  EXPECT_EQ(files, 0u) << "a rank left a file behind";
+}
+
 TEST(Generate, SameSeedSameVideo) {
   TempDir dir("seed");
   auto frames = [&](uint64_t seed, const std::string& name) {

@@ -150,26 +150,53 @@ TEST(SequenceParallel, UnsupportedModelIsAClearError) {
   }
 }
 
-// The multi-process path: `pab replay --gpus 2` starts a second rank (host
-// shared memory) and writes the same outputs as the reference.
-TEST(SequenceParallel, ReplayCommandWithTwoProcesses) {
-  const std::string dir = data_path("fixtures/transformer/cogvideox_5b_style");
+// The multi-process path: `pab replay --gpus N` starts N - 1 more ranks
+// (host shared memory) and writes the reference's outputs; with
+// --cfg-parallel the guidance branches run on separate halves of the ranks.
+struct Launch {
+  std::string fixture, flags;
+};
+
+class ReplayCommand : public ::testing::TestWithParam<Launch> {};
+
+TEST_P(ReplayCommand, MatchesTheReference) {
+  const std::string dir = data_path("fixtures/transformer/" + GetParam().fixture);
   testing::TempDir tmp;
   const std::string out = tmp / "sp_replay.safetensors";
   std::string log;
-  ASSERT_EQ(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out + " --gpus 2", &log), 0)
+  ASSERT_EQ(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out + " " + GetParam().flags, &log),
+            0)
       << log;
   Checkpoint got = Checkpoint::open_file(out), ref = Checkpoint::open_file(dir + "/reference.safetensors");
   for (const std::string& name : ref.names()) EXPECT_TRUE(close_rel(got.load(name), ref.load(name), kTol)) << name;
-  std::filesystem::remove(out);
-  EXPECT_EQ(log.find("rank 1"), std::string::npos) << log;  // the second rank stopped cleanly
+  EXPECT_EQ(log.find("rank "), std::string::npos) << log;  // the other ranks stopped cleanly
+}
 
-  // A bad argument fails on every rank: one clear error, no output, no hang.
-  ASSERT_NE(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out +
+INSTANTIATE_TEST_SUITE_P(Launches, ReplayCommand,
+                         ::testing::Values(Launch{"cogvideox_5b_style", "--gpus 2"},
+                                           Launch{"cogvideox_5b_style", "--gpus 2 --cfg-parallel"},
+                                           Launch{"latte", "--gpus 4 --cfg-parallel"}),
+                         [](const auto& info) {
+                           return info.param.fixture + (info.param.flags.find("cfg") != std::string::npos ? "_cfg" : "") +
+                                  "_" + std::to_string(info.param.flags[7] - '0');
+                         });
+
+// A bad argument fails on every rank: one clear error, no output, no hang.
+TEST(ReplayCommandBadInput, FailsCleanlyOnEveryRank) {
+  const std::string dir = data_path("fixtures/transformer/latte");
+  testing::TempDir tmp;
+  const std::string out = tmp / "sp_replay.safetensors";
+  std::string log;
+  EXPECT_NE(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out +
                                      " --gpus 2 --pab spatial=0@100-800",
                                  &log),
             0);
+  EXPECT_NE(log.find("spatial range must be >= 1"), std::string::npos) << log;
   EXPECT_FALSE(std::filesystem::exists(out));
+  EXPECT_NE(testing::run_command(testing::pab_binary() + " replay " + dir + " -o " + out + " --gpus 3 --cfg-parallel",
+                                 &log),
+            0);
+  EXPECT_NE(log.find("--cfg-parallel needs an even --gpus"), std::string::npos) << log;
 }
 
 }  // namespace

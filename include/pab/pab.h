@@ -25,6 +25,7 @@ struct ComputeOptions {
   // running program with the same arguments, and alone writes outputs).
   int gpus = 1;
   std::string comm = "auto";  // "auto", "nccl" (one GPU per rank) or "host" (shared memory, any device)
+  bool cfg_parallel = false;  // the two CFG branches on separate halves of the ranks
 };
 
 // Describes each component of a diffusers model folder (or a single component

@@ -37,6 +37,39 @@ const std::map<std::string, Loader>& loaders() {
   return m;
 }
 
+// CFG parallelism: each rank of the pair runs its half of the batch (its
+// guidance branch) and the halves are gathered, in pair order.
+class CfgParallel final : public DiffusionTransformer {
+ public:
+  CfgParallel(std::unique_ptr<DiffusionTransformer> inner, Communicator& pair)
+      : inner_(std::move(inner)), pair_(pair) {}
+  std::string class_name() const override { return inner_->class_name(); }
+  LatentLayout layout() const override { return inner_->layout(); }
+  int in_channels() const override { return inner_->in_channels(); }
+  int out_channels() const override { return inner_->out_channels(); }
+  std::vector<SiteKind> site_kinds() const override { return inner_->site_kinds(); }
+  Tensor null_text() const override { return inner_->null_text(); }
+  bool sequence_parallel() const override { return inner_->sequence_parallel(); }
+
+  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+    const int64_t bsz = in.latents.dim(0), parts = pair_.size();
+    if (bsz % parts != 0)
+      fail("--cfg-parallel: a batch of ", bsz, " does not split over ", parts,
+           " guidance branches (is classifier-free guidance on?)");
+    const int64_t n = bsz / parts, from = n * pair_.rank();
+    auto half = [&](const Tensor& t) { return t.defined() ? t.narrow0(from, n) : t; };
+    TransformerInputs mine = in;
+    mine.latents = half(in.latents);
+    mine.text = half(in.text);
+    mine.text_mask = half(in.text_mask);
+    return all_gather(pair_, inner_->forward(mine, sites), 0);
+  }
+
+ private:
+  std::unique_ptr<DiffusionTransformer> inner_;
+  Communicator& pair_;
+};
+
 std::string class_name_of(const JsonConfig& config) {
   if (!config.has("_class_name") && config.has("architectures")) {
     auto names = config.get<std::vector<std::string>>("architectures");
@@ -64,6 +97,7 @@ std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config,
   if (opts.comm && opts.comm->size() > 1 && !model->sequence_parallel())
     fail(cls, " does not run sequence-parallel yet (--gpus ", opts.comm->size(),
          "); CogVideoX and Latte do, other models run on one GPU");
+  if (opts.cfg_comm && opts.cfg_comm->size() > 1) model = std::make_unique<CfgParallel>(std::move(model), *opts.cfg_comm);
   return model;
 }
 

@@ -55,6 +55,9 @@ struct LoadOptions {
   DType dtype = DType::f32;  // compute dtype; weights are converted on load
   // The ranks of a sequence-parallel run (parallel/world.h); null: one rank.
   Communicator* comm = nullptr;
+  // With CFG parallelism: this rank and its peer computing the other half of
+  // the batch (the other guidance branch); null: every rank computes all.
+  Communicator* cfg_comm = nullptr;
 };
 
 // Loads the transformer in `dir` (config.json + weights), choosing the class

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "core/tensor.h"
@@ -33,6 +34,10 @@ class Communicator {
   virtual void all_to_all(const void* send, void* recv, size_t block, Device device) = 0;
   // Every rank's `bytes` of `send`, in rank order, into `recv` (size() x bytes).
   virtual void all_gather(const void* send, void* recv, size_t bytes, Device device) = 0;
+
+  // A communicator over the ranks that pass the same `color`, ordered by
+  // `key`. Collective: every rank calls it, in the same order.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }

@@ -8,7 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <numeric>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -40,10 +43,16 @@ NcclHooks& nccl_hooks() {
   return hooks;
 }
 
+constexpr int kMaxSplits = 4;
+constexpr int kBarriers = 1 + kMaxSplits * kMaxRanks;  // the world's, then one per group of each split
+
 // Shared by all ranks (a memfd every rank inherits from rank 0).
 struct Control {
-  std::atomic<uint32_t> arrived;
-  std::atomic<uint32_t> phase;
+  struct Barrier {
+    std::atomic<uint32_t> arrived;
+    std::atomic<uint32_t> phase;
+  };
+  Barrier barriers[kBarriers];
   std::atomic<uint32_t> closing;  // set by rank 0 when it stops
   std::atomic<uint64_t> capacity[kMaxRanks];  // bytes in each rank's data memfd
 };
@@ -77,11 +86,21 @@ struct Children {
 // Exchanges through host shared memory: each rank owns a data memfd that it
 // grows as needed and writes its outgoing blocks to; after a barrier every
 // rank copies its blocks out of its peers' memfds; a second barrier lets the
-// owners reuse them.
+// owners reuse them. A group of ranks (split) uses the same memfds with a
+// barrier of its own.
 class HostCommunicator final : public Communicator {
  public:
-  HostCommunicator(int rank, int size, Control* ctl, std::vector<int> fds, Children* children)
-      : Communicator(rank, size), ctl_(ctl), fds_(std::move(fds)), maps_(size_t(size)), children_(children) {}
+  // members: the world ranks of this group, in group rank order
+  HostCommunicator(std::vector<int> members, int world_rank, int barrier, Control* ctl, std::vector<int> fds,
+                   Children* children)
+      : Communicator(index_of(members, world_rank), int(members.size())),
+        members_(std::move(members)),
+        world_rank_(world_rank),
+        barrier_(barrier),
+        ctl_(ctl),
+        fds_(std::move(fds)),
+        maps_(fds_.size()),
+        children_(children) {}
 
   ~HostCommunicator() override {
     for (const Map& m : maps_)
@@ -89,6 +108,22 @@ class HostCommunicator final : public Communicator {
   }
 
   std::string description() const override { return "host shared memory"; }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    if (color < 0 || color >= kMaxRanks) fail("sequence parallel: split color ", color, " out of range");
+    static int splits = 0;  // every rank splits in the same order, so the count names the split
+    if (++splits > kMaxSplits) fail("sequence parallel: more than ", kMaxSplits, " splits");
+    std::vector<int> mine = {color, key, world_rank_}, all(3 * size_t(size()));
+    all_gather(mine.data(), all.data(), sizeof(int) * 3, Device::cpu);
+    std::vector<std::array<int, 2>> group;  // key, world rank
+    for (size_t j = 0; j < size_t(size()); ++j)
+      if (all[3 * j] == color) group.push_back({all[3 * j + 1], all[3 * j + 2]});
+    std::sort(group.begin(), group.end());
+    std::vector<int> members;
+    for (const auto& g : group) members.push_back(g[1]);
+    return std::make_unique<HostCommunicator>(members, world_rank_, 1 + (splits - 1) * kMaxRanks + color, ctl_, fds_,
+                                              children_);
+  }
 
   void all_to_all(const void* send, void* recv, size_t block, Device device) override {
     const size_t p = size_t(size()), me = size_t(rank());
@@ -115,9 +150,15 @@ class HostCommunicator final : public Communicator {
     size_t bytes = 0;
   };
 
+  static int index_of(const std::vector<int>& members, int world_rank) {
+    auto it = std::find(members.begin(), members.end(), world_rank);
+    if (it == members.end()) fail("sequence parallel: rank ", world_rank, " is not in its own group");
+    return int(it - members.begin());
+  }
+
   // Writes this rank's outgoing bytes and waits until every rank has.
   void publish(const void* data, size_t bytes, Device device) {
-    const size_t me = size_t(rank());
+    const size_t me = size_t(world_rank_);
     if (ctl_->capacity[me].load() < bytes) {
       if (::ftruncate(fds_[me], off_t(bytes)) != 0)
         fail("sequence parallel: cannot grow the exchange buffer to ", bytes, " bytes: ", std::strerror(errno));
@@ -127,9 +168,9 @@ class HostCommunicator final : public Communicator {
     barrier();
   }
 
-  char* peer(size_t j) { return mapped(j); }
+  char* peer(size_t j) { return mapped(size_t(members_[j])); }
 
-  // Rank j's memfd mapped at its current capacity.
+  // World rank j's memfd mapped at its current capacity.
   char* mapped(size_t j) {
     Map& m = maps_[j];
     const size_t cap = ctl_->capacity[j].load();
@@ -144,13 +185,14 @@ class HostCommunicator final : public Communicator {
   // Sense-reversing barrier over all ranks; fails (instead of waiting
   // forever) when rank 0 has stopped or, on rank 0, a rank has exited.
   void barrier() {
-    const uint32_t phase = ctl_->phase.load();
-    if (ctl_->arrived.fetch_add(1) + 1 == uint32_t(size())) {
-      ctl_->arrived.store(0);
-      ctl_->phase.fetch_add(1);
+    Control::Barrier& b = ctl_->barriers[barrier_];
+    const uint32_t phase = b.phase.load();
+    if (b.arrived.fetch_add(1) + 1 == uint32_t(size())) {
+      b.arrived.store(0);
+      b.phase.fetch_add(1);
       return;
     }
-    for (uint64_t spin = 0; ctl_->phase.load() == phase; ++spin) {
+    for (uint64_t spin = 0; b.phase.load() == phase; ++spin) {
       if (spin < 4096) {
         std::this_thread::yield();
         continue;
@@ -161,7 +203,7 @@ class HostCommunicator final : public Communicator {
   }
 
   void check_peers() {
-    if (rank() != 0) {
+    if (world_rank_ != 0) {
       if (ctl_->closing.load()) fail("sequence parallel: rank 0 stopped");
       return;
     }
@@ -177,15 +219,17 @@ class HostCommunicator final : public Communicator {
     }
   }
 
+  std::vector<int> members_;
+  int world_rank_, barrier_;
   Control* ctl_;
-  std::vector<int> fds_;
+  std::vector<int> fds_;  // by world rank
   std::vector<Map> maps_;
   Children* children_;
 };
 
 class World {
  public:
-  explicit World(const WorldOptions& o) : size_(o.ranks), device_(o.device) {}
+  explicit World(const WorldOptions& o) : size_(o.ranks), device_(o.device), cfg_parallel_(o.cfg_parallel) {}
 
   // Rank 0: creates the shared state and starts ranks 1..N-1.
   void start(const WorldOptions& o) {
@@ -259,12 +303,19 @@ class World {
     }
     // NCCL communicators are left to the process exit: tearing one down
     // after the CUDA runtime's own teardown has begun can crash.
-    if (uses_nccl_) (void)comm_.release();
+    if (uses_nccl_) {
+      (void)comm_.release();
+      (void)sequence_.release();
+      (void)cfg_.release();
+    }
   }
 
-  int size() const { return size_; }
-  Device device() const { return device_; }
-  Communicator* comm() const { return comm_.get(); }
+  bool same(const WorldOptions& o) const {
+    return size_ == o.ranks && device_ == o.device && cfg_parallel_ == o.cfg_parallel;
+  }
+  ParallelGroups groups() const {
+    return {sequence_ ? sequence_.get() : comm_.get(), cfg_.get()};
+  }
 
  private:
   std::string resolve_comm(const WorldOptions& o) const {
@@ -328,7 +379,14 @@ class World {
       if (!nccl_hooks().connect) fail("sequence parallel: rank ", rank, " has no NCCL");
       comm_ = nccl_hooks().connect(rank, size_, id);
     } else {
-      comm_ = std::make_unique<HostCommunicator>(rank, size_, ctl_, fds, &children_);
+      std::vector<int> all(static_cast<size_t>(size_));
+      std::iota(all.begin(), all.end(), 0);
+      comm_ = std::make_unique<HostCommunicator>(all, rank, 0, ctl_, fds, &children_);
+    }
+    if (cfg_parallel_) {  // ranks [0, N/2) take the first CFG branch, [N/2, N) the second
+      const int half = size_ / 2;
+      sequence_ = comm_->split(rank / half, rank);
+      cfg_ = comm_->split(rank % half, rank);
     }
   }
 
@@ -336,7 +394,8 @@ class World {
   Device device_;
   Control* ctl_ = nullptr;
   Children children_;
-  std::unique_ptr<Communicator> comm_;
+  bool cfg_parallel_;
+  std::unique_ptr<Communicator> comm_, sequence_, cfg_;
   bool uses_nccl_ = false;
 };
 
@@ -351,15 +410,16 @@ bool is_secondary_rank() {
   return r && std::strcmp(r, "0") != 0;
 }
 
-Communicator* join_world(const WorldOptions& opts) {
+ParallelGroups join_world(const WorldOptions& opts) {
   static std::unique_ptr<World> world;
   if (opts.ranks < 1 || opts.ranks > kMaxRanks) fail("--gpus must be between 1 and ", kMaxRanks, ", got ", opts.ranks);
+  if (opts.cfg_parallel && opts.ranks % 2 != 0)
+    fail("--cfg-parallel needs an even --gpus (the two CFG branches split the ranks), got ", opts.ranks);
   if (world) {
-    if (world->size() != opts.ranks || world->device() != opts.device)
-      fail("sequence parallel: this process already runs ", world->size(), " ranks");
-    return world->comm();
+    if (!world->same(opts)) fail("sequence parallel: this process already runs another set of ranks");
+    return world->groups();
   }
-  if (opts.ranks == 1) return nullptr;
+  if (opts.ranks == 1) return {};
   const char* rank_var = std::getenv(kRankVar);
   const int rank = rank_var ? std::atoi(rank_var) : 0;
   world = std::make_unique<World>(opts);
@@ -367,7 +427,7 @@ Communicator* join_world(const WorldOptions& opts) {
     world->start(opts);
   else
     world->join(rank);
-  return world->comm();
+  return world->groups();
 }
 
 }  // namespace pab

@@ -21,11 +21,19 @@ struct WorldOptions {
   int ranks = 1;
   Device device = Device::cpu;
   std::string comm = "auto";  // auto (NCCL on CUDA when built), nccl or host
+  // The two CFG branches on separate halves of the ranks; each half splits
+  // the tokens of its branch.
+  bool cfg_parallel = false;
 };
 
-// This process's communicator in a run of `ranks` ranks, started on first use
-// (later calls must ask for the same world). Null for a single rank.
-Communicator* join_world(const WorldOptions& opts);
+struct ParallelGroups {
+  Communicator* sequence = nullptr;  // the ranks splitting this rank's tokens
+  Communicator* cfg = nullptr;       // with --cfg-parallel: this rank and its peer in the other branch
+};
+
+// This process's groups in a run of `ranks` ranks, started on first use
+// (later calls must ask for the same world). Empty for a single rank.
+ParallelGroups join_world(const WorldOptions& opts);
 
 // True in a rank started by join_world (not rank 0).
 bool is_secondary_rank();

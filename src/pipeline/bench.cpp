@@ -12,11 +12,20 @@
 #include "io/config.h"
 #include "models/random_weights.h"
 #include "models/t5.h"
+#include "parallel/comm.h"
 #include "pipeline/noise.h"
 
 namespace pab {
 
 namespace {
+
+// ", 4 ranks (NCCL)" for a parallel run: what the timings were taken on.
+std::string ranks_note(const LoadOptions& load) {
+  const int sp = load.comm ? load.comm->size() : 1, cfg = load.cfg_comm ? load.cfg_comm->size() : 1;
+  if (sp * cfg == 1) return "";
+  const Communicator& c = sp > 1 ? *load.comm : *load.cfg_comm;
+  return cat(", ", sp * cfg, " ranks (", cfg > 1 ? "CFG-parallel, " : "", c.description(), ")");
+}
 
 std::vector<double> trailing(int steps) {  // DDIM "trailing": 999, 979, ... for 50 steps
   std::vector<double> t;
@@ -147,7 +156,7 @@ BenchReport run_bench(const BenchOptions& opts) {
   be.synchronize();
   r.weights_bytes = be.memory_stats().in_use;
   r.workload = w.name;
-  r.device = be.device_description();
+  r.device = be.device_description() + ranks_note(opts.load);
   r.steps = int(w.timesteps.size());
   r.runs.push_back(run_loop(*model, w, latents, text, nullptr, be));
   if (opts.pab) {
@@ -412,7 +421,7 @@ double gib(size_t bytes) {
 PipelineBenchReport run_pipeline_bench(const PipelineBenchWorkload& w, const LoadOptions& load, bool pab) {
   PipelineBenchReport r;
   r.workload = w.name;
-  r.device = backend(load.device).device_description();
+  r.device = backend(load.device).device_description() + ranks_note(load);
   r.runs.push_back(run_pipeline_once(w, load, nullptr, &r));
   if (pab) {
     PabPolicy policy(w.pab);

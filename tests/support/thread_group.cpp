@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "backend/backend.h"
+#include "core/error.h"
 
 namespace pab::testing {
 
@@ -12,6 +13,7 @@ class ThreadGroup::Member final : public Communicator {
  public:
   Member(ThreadGroup& g, int rank) : Communicator(rank, g.size_), g_(g) {}
   std::string description() const override { return "threads"; }
+  std::unique_ptr<Communicator> split(int, int) override { fail("ThreadGroup: split is not supported"); }
 
   void all_to_all(const void* send, void* recv, size_t block, Device device) override {
     exchange(send, [&](size_t j, const char* peer) {

@@ -41,6 +41,9 @@ void add_parallel_options(CLI::App* cmd, ComputeOptions* opts) {
                   "a GPU; for testing)")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "nccl", "host"}));
+  cmd->add_flag("--cfg-parallel", opts->cfg_parallel,
+                "Run the two classifier-free-guidance branches on separate halves of the --gpus ranks (even --gpus); "
+                "each half splits its branch's tokens");
 }
 
 }  // namespace pab::cli

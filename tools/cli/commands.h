@@ -17,7 +17,7 @@ int& exit_code();
 void report(const Status& s);
 // Adds --pab and --pab-config (for generate and replay).
 void add_pab_options(CLI::App* cmd, PabOptions* opts);
-// Adds --gpus and --comm (sequence parallelism).
+// Adds --gpus, --comm and --cfg-parallel.
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts);
 
 struct AutoRegister {

@@ -25,8 +25,18 @@ class NcclCommunicator final : public Communicator {
     cuda_backend();  // selects the device
     PAB_NCCL_CHECK(ncclCommInitRank(&comm_, size, id, rank));
   }
+  NcclCommunicator(ncclComm_t comm, int rank, int size) : Communicator(rank, size), comm_(comm) {}
 
   std::string description() const override { return "NCCL"; }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    ncclComm_t sub = nullptr;
+    PAB_NCCL_CHECK(ncclCommSplit(comm_, color, key, &sub, nullptr));
+    int rank = 0, size = 0;
+    PAB_NCCL_CHECK(ncclCommUserRank(sub, &rank));
+    PAB_NCCL_CHECK(ncclCommCount(sub, &size));
+    return std::make_unique<NcclCommunicator>(sub, rank, size);
+  }
 
   void all_to_all(const void* send, void* recv, size_t block, Device device) override {
     check(device);
