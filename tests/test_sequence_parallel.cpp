@@ -87,11 +87,10 @@ struct Split {
 class SequenceParallel : public ::testing::TestWithParam<Split> {};
 
 TEST_P(SequenceParallel, EveryStepMatchesTheReferenceAndPabSkipsExchanges) {
-  const std::string dir = data_path("fixtures/transformer/" + GetParam().fixture);
+  const std::string dir = data_path("fixtures/" + GetParam().fixture);
   const int ranks = GetParam().ranks;
   ReplayCase c = load_replay_case(dir);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
-  const bool latte = GetParam().fixture == "latte";
 
   ThreadGroup group(ranks);
   std::vector<std::map<std::string, Tensor>> outs(static_cast<size_t>(ranks));
@@ -116,10 +115,11 @@ TEST_P(SequenceParallel, EveryStepMatchesTheReferenceAndPabSkipsExchanges) {
   EXPECT_FALSE(close_rel(outs[0].at("latents_final_nopab"), ref.load("latents_final_pab"), kTol));
 
   // Exchanges: two per computed attention that needs the whole sequence
-  // (CogVideoX: every joint attention; Latte: temporal) in the run without
-  // PAB and in the run with it, and one gather per step of each run.
+  // (CogVideoX: every joint attention; Latte, Open-Sora: temporal) in the run
+  // without PAB and in the run with it, and one gather per step of each run.
   const int steps = int(c.timesteps.size());
-  const SiteKind exchanging = latte ? SiteKind::temporal : SiteKind::spatial;
+  const bool joint = GetParam().fixture.find("cogvideox") != std::string::npos;
+  const SiteKind exchanging = joint ? SiteKind::spatial : SiteKind::temporal;
   const PabStats::Counts pab = stats[0].total(exchanging);
   ASSERT_GT(pab.broadcast, 0) << "the case's PAB settings broadcast nothing";
   const int every_step = pab.computed + pab.broadcast;
@@ -129,15 +129,21 @@ TEST_P(SequenceParallel, EveryStepMatchesTheReferenceAndPabSkipsExchanges) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Splits, SequenceParallel,
-                         ::testing::Values(Split{"cogvideox_2b_style", 2}, Split{"cogvideox_2b_style_small_input", 3},
-                                           Split{"cogvideox_5b_style", 4}, Split{"cogvideox_1_5_style", 2},
-                                           Split{"latte", 2}, Split{"latte", 3}),
-                         [](const auto& info) { return info.param.fixture + "_" + std::to_string(info.param.ranks); });
+                         ::testing::Values(Split{"transformer/cogvideox_2b_style", 2},
+                                           Split{"transformer/cogvideox_2b_style_small_input", 3},
+                                           Split{"transformer/cogvideox_5b_style", 4},
+                                           Split{"transformer/cogvideox_1_5_style", 2}, Split{"transformer/latte", 2},
+                                           Split{"transformer/latte", 3}, Split{"videosys/open_sora", 2},
+                                           Split{"videosys/open_sora_mlp", 3}),
+                         [](const auto& info) {
+                           std::string name = info.param.fixture.substr(info.param.fixture.find('/') + 1);
+                           return name + "_" + std::to_string(info.param.ranks);
+                         });
 
 // Models without a split say so when loaded for several ranks.
 TEST(SequenceParallel, UnsupportedModelIsAClearError) {
   ThreadGroup group(2);
-  const std::string dir = data_path("fixtures/videosys/open_sora/transformer");
+  const std::string dir = data_path("fixtures/videosys/open_sora_plan_v120/transformer");
   try {
     group.run([&](Communicator& comm) {
       LoadOptions opts;

@@ -18,7 +18,10 @@ namespace fs = std::filesystem;
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   fs::path p(path_);
-  temp_ = (p.parent_path() / ("." + p.filename().string() + ".tmp" + std::to_string(::getpid()))).string();
+  std::string name = ".";  // appended piecewise: GCC 12 warns (-Wrestrict) falsely on "." + string
+  name += p.filename().string();
+  name += ".tmp" + std::to_string(::getpid());
+  temp_ = (p.parent_path() / name).string();
 }
 
 AtomicFile::~AtomicFile() {

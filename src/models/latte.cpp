@@ -281,17 +281,11 @@ class Latte final : public DiffusionTransformer {
     const int64_t n = x.dim(1), d = x.dim(2);
     const int64_t bsz = x.dim(0) / (comm ? shard_of(frames, comm->size(), 0).local : frames);
     Tensor seq = x.reshape({bsz, x.dim(0) / bsz, n, d});  // [B, F, N, D]
-    if (comm) {  // [B, F / ranks, N, D] -> [B, F, N / ranks, D]
-      seq = all_to_all(*comm, pad_to(seq, 2, shard_of(n, comm->size(), 0).padded), 2, 1);
-      seq = ops::slice(seq, 1, 0, frames);
-    }
+    if (comm) seq = frames_to_positions(*comm, seq, frames);  // [B, F, N / ranks, D]
     const int64_t m = seq.dim(2);
     Tensor t = ops::permute(seq, {0, 2, 1, 3}).reshape({bsz * m, frames, d});
     Tensor out = ops::permute(self_attention(a, t).reshape({bsz, m, frames, d}), {0, 2, 1, 3});  // [B, F, M, D]
-    if (comm) {  // and back
-      out = all_to_all(*comm, pad_to(out, 1, shard_of(frames, comm->size(), 0).padded), 1, 2);
-      out = ops::slice(out, 2, 0, n);
-    }
+    if (comm) out = positions_to_frames(*comm, out, n);  // [B, F / ranks, N, D]
     return out.reshape(x.shape());
   }
 

@@ -18,11 +18,16 @@
 // broadcast step skips the norm, modulation and gate as well (the original
 // keeps `gate * attention`). Cross blocks are numbered in call order because
 // both blocks of a layer have their own cross attention and call counter.
+//
+// Sequence parallel (LoadOptions::comm with several ranks) as Latte's: each
+// rank holds a share of the patched frames; temporal attention trades it for
+// a share of the spatial positions and back (see models/latte.cpp).
 #include <cmath>
 
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
+#include "parallel/comm.h"
 
 namespace pab {
 
@@ -143,6 +148,7 @@ class StDiT3 final : public DiffusionTransformer {
   LatentLayout layout() const override { return LatentLayout::bcfhw; }
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
+  bool sequence_parallel() const override { return true; }
   std::vector<SiteKind> site_kinds() const override {
     return {SiteKind::spatial, SiteKind::temporal, SiteKind::cross, SiteKind::mlp_spatial, SiteKind::mlp_temporal};
   }
@@ -175,7 +181,12 @@ class StDiT3 final : public DiffusionTransformer {
     const int64_t nt = hs.dim(2), gh = hs.dim(3), gw = hs.dim(4), s = gh * gw, n = nt * s;
     hs = ops::permute(hs.reshape({bsz, d, n}), {0, 2, 1});  // [B, N, D]
     const double scale = std::sqrt(in.height_px * in.width_px) / c_.input_sq_size;
-    hs = ops::add(hs.reshape({bsz, nt, s, d}), positions(gh, gw, scale)).reshape({bsz, n, d});
+    hs = ops::add(hs.reshape({bsz, nt, s, d}), positions(gh, gw, scale));  // [B, T, S, D]
+    // With several ranks each keeps its share of the (patched) frames.
+    Communicator* comm = parallel();
+    const Shard mine = comm ? shard_of(nt, comm->size(), comm->rank()) : Shard{nt, nt, 0, nt};
+    if (comm) hs = take_shard(hs, 1, mine);
+    hs = hs.reshape({bsz, mine.local * s, d});
 
     // Timestep and fps embeddings: one value for the whole batch, so every
     // modulation vector is [1, D].
@@ -188,7 +199,7 @@ class StDiT3 final : public DiffusionTransformer {
     if (in.text_mask.defined()) key_mask = in.text_mask.to(DType::f32).to(opts_.device);
     const RopeTables rope = temporal_rope(nt);
 
-    const Geometry g{bsz, nt, s};
+    const Geometry g{bsz, mine.local, s, nt};
     for (int i = 0; i < c_.depth; ++i) {
       hs = block_forward(spatial_[size_t(i)], i, false, hs, t_mod, caption, key_mask, rope, g, sites);
       hs = block_forward(temporal_[size_t(i)], i, true, hs, t_mod, caption, key_mask, rope, g, sites);
@@ -198,6 +209,10 @@ class StDiT3 final : public DiffusionTransformer {
     hs = ops::norm_modulate(one_sequence(hs), nullptr, nullptr, kNormEps, final_mod[0], final_mod[1])
              .reshape(hs.shape());
     Tensor out = final_linear_(hs);  // [B, N, pt*ph*pw*Co]
+    if (comm) {
+      const int64_t k = out.dim(2);
+      out = ops::slice(all_gather(*comm, out.reshape({bsz, mine.local, s * k}), 1), 1, 0, nt).reshape({bsz, n, k});
+    }
     const int64_t co = c_.out_channels;
     // [B, T, gh, gw, pt, ph, pw, Co] -> [B, Co, T, pt, gh, ph, gw, pw]
     out = ops::permute(out.reshape({bsz, nt, gh, gw, pt, ph, pw, co}), {0, 7, 1, 4, 2, 5, 3, 6});
@@ -213,8 +228,11 @@ class StDiT3 final : public DiffusionTransformer {
   static constexpr float kNormEps = 1e-6f;
 
   struct Geometry {
-    int64_t batch, frames, patches;  // tokens [B, frames * patches, D], frame-major
+    int64_t batch, frames, patches;  // tokens [B, frames * patches, D], frame-major (this rank's frames)
+    int64_t all_frames;              // over all ranks
   };
+
+  Communicator* parallel() const { return opts_.comm && opts_.comm->size() > 1 ? opts_.comm : nullptr; }
 
   Block load_block(const WeightLoader& wl, const std::string& prefix) const {
     const int64_t d = c_.hidden, dh = c_.head_dim();
@@ -253,11 +271,16 @@ class StDiT3 final : public DiffusionTransformer {
       Tensor normed = ops::norm_modulate(one_sequence(hs), nullptr, nullptr, kNormEps, m[0], m[1]);
       Tensor o;
       if (temporal) {
+        // [B, T, S, D]; with several ranks all frames of a share of the positions
+        Tensor grid = normed.reshape({g.batch, g.frames, g.patches, d});
+        if (Communicator* comm = parallel()) grid = frames_to_positions(*comm, grid, g.all_frames);
+        const int64_t t = grid.dim(1), m = grid.dim(2);
         // [B, T, S, D] -> [B, S, T, D] -> [B*S, T, D]
-        Tensor seqs = ops::permute(normed.reshape({g.batch, g.frames, g.patches, d}), {0, 2, 1, 3});
-        o = self_attention(b.attn, seqs.reshape({g.batch * g.patches, g.frames, d}), &rope);
+        Tensor seqs = ops::permute(grid, {0, 2, 1, 3});
+        o = self_attention(b.attn, seqs.reshape({g.batch * m, t, d}), &rope);
         // [B*S, T, D] -> [B, S, T, D] -> [B, T, S, D]
-        o = ops::permute(o.reshape({g.batch, g.patches, g.frames, d}), {0, 2, 1, 3});
+        o = ops::permute(o.reshape({g.batch, m, t, d}), {0, 2, 1, 3});
+        if (Communicator* comm = parallel()) o = positions_to_frames(*comm, o, g.patches);
       } else {
         o = self_attention(b.attn, normed.reshape({g.batch * g.frames, g.patches, d}), nullptr);  // [B*T, S, D]
       }

@@ -68,6 +68,16 @@ Tensor all_gather(Communicator& comm, const Tensor& x, int dim) {
   return merge_leading(recv, dim);
 }
 
+Tensor frames_to_positions(Communicator& comm, const Tensor& x, int64_t frames) {
+  Tensor all = all_to_all(comm, pad_to(x, 2, shard_of(x.dim(2), comm.size(), 0).padded), 2, 1);
+  return ops::slice(all, 1, 0, frames);
+}
+
+Tensor positions_to_frames(Communicator& comm, const Tensor& y, int64_t positions) {
+  Tensor all = all_to_all(comm, pad_to(y, 1, shard_of(y.dim(1), comm.size(), 0).padded), 1, 2);
+  return ops::slice(all, 2, 0, positions);
+}
+
 Shard shard_of(int64_t n, int size, int rank) {
   if (size < 1 || rank < 0 || rank >= size) fail("shard_of: rank ", rank, " of ", size);
   Shard s;

@@ -57,6 +57,13 @@ Tensor all_to_all(Communicator& comm, const Tensor& x, int scatter, int gather);
 // Every rank's x concatenated along `dim` in rank order.
 Tensor all_gather(Communicator& comm, const Tensor& x, int dim);
 
+// Dynamic sequence parallelism (Latte, Open-Sora): x [B, F / ranks, S, D]
+// holds this rank's share of the F frames (padded); returns all F frames of a
+// share of the S positions, [B, F, S / ranks, D] (positions padded).
+Tensor frames_to_positions(Communicator& comm, const Tensor& x, int64_t frames);
+// The inverse: y [B, F, S / ranks, D] -> [B, F / ranks, S, D].
+Tensor positions_to_frames(Communicator& comm, const Tensor& y, int64_t positions);
+
 // A rank's contiguous share of n items: n is padded up to a multiple of the
 // rank count, each rank holds `local` of them from `begin`, and the first
 // `valid` of those are real (the rest is padding).

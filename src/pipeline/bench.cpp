@@ -394,7 +394,6 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   t0 = clock::now();
   Tensor frames = pipe->decode(plan, denoised.latents, w.tiling);
   run.decode_seconds = seconds(t0);
-  pipe->release_vae();
   run.decode_peak = be.memory_stats().peak;
   if (std::getenv("PAB_PROFILE_DECODE")) {
     // A second, profiled decode: where the VAE's time goes, op by op.
@@ -406,6 +405,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
     std::sort(ops.rbegin(), ops.rend());
     for (const auto& [t, name] : ops) std::fprintf(stderr, "decode op %-40s %.4f s\n", name.c_str(), t);
   }
+  pipe->release_vae();
 
   run.total_seconds = run.text_seconds + run.denoise_seconds + run.decode_seconds;
   run.peak = std::max({run.text_peak, run.denoise_peak, run.decode_peak});

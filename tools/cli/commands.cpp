@@ -33,7 +33,7 @@ void add_pab_options(CLI::App* cmd, PabOptions* opts) {
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts) {
   cmd->add_option("--gpus", opts->gpus,
                   "Sequence parallelism: split the video tokens over N ranks, one process and one GPU each (CogVideoX: "
-                  "Ulysses attention; Latte: frames, switched to spatial positions for temporal attention)")
+                  "Ulysses attention; Latte, Open-Sora: frames, traded for spatial positions in temporal attention)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   cmd->add_option("--comm", opts->comm,
