@@ -9,6 +9,8 @@
 
 #include "backend/ops.h"
 #include "io/safetensors.h"
+#include "models/layers.h"
+#include "models/random_weights.h"
 #include "pipeline/replay.h"
 #include "support/testing.h"
 
@@ -70,6 +72,40 @@ TEST(LatteParity, EachAttentionKindMatters) {
     ReplayRun run = run_replay(*model, partial, &policy);
     EXPECT_FALSE(close_rel(run.latents, ref.load("latents_final_pab"), kTol)) << site_kind_name(k);
     EXPECT_EQ(run.stats.total(k).broadcast, 0);
+  }
+}
+
+// diffusers' FeedForward activations, against a direct evaluation of their
+// definitions: gelu (erf), gelu-approximate (tanh), geglu (erf on the gate
+// half), geglu-approximate (ApproximateGELU: x * sigmoid(1.702 x), ungated).
+TEST(FeedForwardActivations, MatchTheirDefinitions) {
+  const int64_t dim = 6, inner = 8;
+  Tensor x = testing::random_tensor({2, 3, dim}, 5);
+  RandomWeights weights(11);
+  WeightLoader wl(weights, LoadOptions{});
+  for (const char* name : {"gelu", "gelu-approximate", "geglu", "geglu-approximate"}) {
+    FeedForward ff(wl, "ff", dim, inner, FeedForward::parse(name, "test"));
+    const bool gated = std::string(name) == "geglu";
+    ASSERT_EQ(ff.proj.w.dim(0), gated ? 2 * inner : inner) << name;
+    std::vector<float> h = ops::linear(x, ff.proj.w, ff.proj.b).to_vector();
+    const int64_t width = ff.proj.w.dim(0), rows = x.numel() / dim;
+    std::vector<float> act(size_t(rows * inner));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < inner; ++j) {
+        const double v = h[size_t(r * width + j)];
+        double a = 0;
+        if (std::string(name) == "gelu") a = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+        if (std::string(name) == "gelu-approximate")
+          a = 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+        if (gated) {
+          const double g = h[size_t(r * width + inner + j)];
+          a = v * 0.5 * g * (1 + std::erf(g / std::sqrt(2.0)));
+        }
+        if (std::string(name) == "geglu-approximate") a = v / (1 + std::exp(-1.702 * v));
+        act[size_t(r * inner + j)] = float(a);
+      }
+    Tensor expected = ops::linear(Tensor::from_vector(act, {2, 3, inner}), ff.out.w, ff.out.b);
+    EXPECT_TRUE(close_rel(ff(x), expected, 1e-5)) << name;
   }
 }
 

@@ -83,7 +83,7 @@ inline Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, c
   return on(x).gated_add_split(x, y, split, gate_a, gate_b);
 }
 
-// Splits x along `dim` into `n` equal chunks (copies).
+// Splits x along `dim` into `n` equal chunks (views of x along dimension 0, else copies).
 std::vector<Tensor> chunk(const Tensor& x, int n, int dim);
 
 }  // namespace pab::ops

@@ -19,7 +19,7 @@ LayerNorm::LayerNorm(const WeightLoader& wl, const std::string& prefix, int64_t 
 FeedForward::FeedForward(const WeightLoader& wl, const std::string& prefix, int64_t dim, int64_t inner, Act a,
                          bool bias)
     : act(a) {
-  bool gated = a == Act::geglu || a == Act::geglu_tanh;
+  bool gated = a == Act::geglu;
   proj = Linear(wl, prefix + ".net.0.proj", dim, gated ? 2 * inner : inner, bias);
   out = Linear(wl, prefix + ".net.2", inner, dim, bias);
 }
@@ -30,14 +30,16 @@ Tensor FeedForward::operator()(const Tensor& x) const {
   switch (act) {
     case Act::gelu: h = ops::linear_act(x, proj.w, bias, Unary::gelu_erf); break;
     case Act::gelu_tanh: h = ops::linear_act(x, proj.w, bias, Unary::gelu_tanh); break;
-    case Act::geglu:
-    case Act::geglu_tanh: {
+    case Act::geglu: {
       h = proj(x);
       auto parts = ops::chunk(h, 2, -1);  // hidden, gate
-      Tensor gate = act == Act::geglu ? ops::gelu_erf(parts[1]) : ops::gelu_tanh(parts[1]);
-      h = ops::mul(parts[0], gate);
+      h = ops::mul(parts[0], ops::gelu_erf(parts[1]));
       break;
     }
+    case Act::gelu_sigmoid:  // diffusers' ApproximateGELU: x * sigmoid(1.702 x), no gate
+      h = proj(x);
+      h = ops::mul(h, ops::unary(ops::scale(h, 1.702f), Unary::sigmoid));
+      break;
   }
   return out(h);
 }
@@ -46,7 +48,7 @@ FeedForward::Act FeedForward::parse(const std::string& name, const std::string& 
   if (name == "gelu") return Act::gelu;
   if (name == "gelu-approximate") return Act::gelu_tanh;
   if (name == "geglu") return Act::geglu;
-  if (name == "geglu-approximate") return Act::geglu_tanh;
+  if (name == "geglu-approximate") return Act::gelu_sigmoid;
   fail(where, ": key 'activation_fn': unsupported activation '", name,
        "' (supported: gelu, gelu-approximate, geglu, geglu-approximate)");
 }

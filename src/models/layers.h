@@ -66,7 +66,9 @@ struct LayerNorm {
 
 // diffusers' FeedForward: net.0 (activation with its projection), net.2 (output).
 struct FeedForward {
-  enum class Act { gelu, gelu_tanh, geglu, geglu_tanh };
+  // diffusers' activation_fn: gelu, gelu-approximate, geglu, geglu-approximate
+  // (which diffusers maps to ApproximateGELU, the sigmoid form, ungated)
+  enum class Act { gelu, gelu_tanh, geglu, gelu_sigmoid };
   Linear proj, out;
   Act act = Act::gelu_tanh;
   FeedForward() = default;
