@@ -7,6 +7,7 @@
 
 #include "backend/backend.h"
 #include "io/safetensors.h"
+#include "parallel/world.h"
 #include "pipeline/replay.h"
 #include "support/testing.h"
 
@@ -96,6 +97,30 @@ TEST_P(CudaSequenceParallel, F32AndBf16) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CudaSequenceParallel, ::testing::Values("cogvideox_5b_style", "latte"));
+
+// The NCCL calls themselves on one GPU (a world of one rank: grouped
+// send/recv to itself, all-gather, split), where pab is built with NCCL.
+TEST(Nccl, CollectivesOnOneGpu) {
+  if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+  std::unique_ptr<Communicator> comm;
+  try {
+    comm = nccl_communicator(0, 1, new_nccl_id());
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  Tensor x = testing::random_tensor({4, 6, 8}, 3).to(DType::bf16).to(Device::cuda);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  comm->all_to_all(x.raw(), y.raw(), x.nbytes(), Device::cuda);
+  EXPECT_TRUE(testing::close_rel(y, x, 0));
+  Tensor z = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  comm->all_gather(x.raw(), z.raw(), x.nbytes(), Device::cuda);
+  EXPECT_TRUE(testing::close_rel(z, x, 0));
+  std::unique_ptr<Communicator> sub = comm->split(0, 0);
+  EXPECT_EQ(sub->size(), 1);
+  sub->all_gather(x.raw(), z.raw(), x.nbytes(), Device::cuda);
+  EXPECT_TRUE(testing::close_rel(z, x, 0));
+  EXPECT_EQ(comm->stats().all_to_all, 1);
+}
 
 }  // namespace
 }  // namespace pab

@@ -405,6 +405,16 @@ void set_program_arguments(int argc, char** argv) { program_args().assign(argv, 
 
 void register_nccl(NcclHooks hooks) { nccl_hooks() = hooks; }
 
+std::unique_ptr<Communicator> nccl_communicator(int rank, int size, const std::string& id) {
+  if (!nccl_hooks().connect) fail("this build of pab has no NCCL");
+  return nccl_hooks().connect(rank, size, id);
+}
+
+std::string new_nccl_id() {
+  if (!nccl_hooks().make_id) fail("this build of pab has no NCCL");
+  return nccl_hooks().make_id();
+}
+
 bool is_secondary_rank() {
   const char* r = std::getenv(kRankVar);
   return r && std::strcmp(r, "0") != 0;

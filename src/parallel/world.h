@@ -47,5 +47,9 @@ struct NcclHooks {
   std::unique_ptr<Communicator> (*connect)(int rank, int size, const std::string& id) = nullptr;
 };
 void register_nccl(NcclHooks hooks);
+// A communicator over NCCL of `size` ranks (a world of one, for testing the
+// collectives on one GPU); fails where pab was built without NCCL.
+std::unique_ptr<Communicator> nccl_communicator(int rank, int size, const std::string& id);
+std::string new_nccl_id();
 
 }  // namespace pab

@@ -26,6 +26,9 @@ class NcclCommunicator final : public Communicator {
     PAB_NCCL_CHECK(ncclCommInitRank(&comm_, size, id, rank));
   }
   NcclCommunicator(ncclComm_t comm, int rank, int size) : Communicator(rank, size), comm_(comm) {}
+  ~NcclCommunicator() override {
+    if (comm_) ncclCommDestroy(comm_);
+  }
 
   std::string description() const override { return "NCCL"; }
 
