@@ -286,9 +286,15 @@ class World {
   }
 
   ~World() {
-    if (!ctl_) return;
-    if (comm_ && comm_->rank() != 0) return;
-    ctl_->closing.store(1);
+    // NCCL communicators are left to the process exit: tearing one down
+    // after the CUDA runtime's own teardown has begun can crash.
+    if (uses_nccl_) {
+      (void)comm_.release();
+      (void)sequence_.release();
+      (void)cfg_.release();
+    }
+    if (!ctl_ || is_secondary_rank()) return;
+    ctl_->closing.store(1);  // ranks still waiting on rank 0 stop
     for (size_t i = 0; i < children_.pids.size(); ++i) {
       if (children_.pids[i] < 0) continue;
       int status = 0;
@@ -300,13 +306,6 @@ class World {
       } else {
         std::remove(children_.logs[i].c_str());
       }
-    }
-    // NCCL communicators are left to the process exit: tearing one down
-    // after the CUDA runtime's own teardown has begun can crash.
-    if (uses_nccl_) {
-      (void)comm_.release();
-      (void)sequence_.release();
-      (void)cfg_.release();
     }
   }
 
