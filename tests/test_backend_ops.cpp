@@ -370,6 +370,18 @@ TEST_P(BackendOps, ModulateAndGatedAdd) {
   }
 }
 
+TEST_P(BackendOps, ScaleShiftRows) {
+  for (auto [o, r, i] : std::array<std::array<int64_t, 3>, 4>{{{1, 1, 1}, {6, 3, 90}, {4, 8, 64}, {0, 2, 8}}}) {
+    for (bool silu : {false, true}) {
+      SCOPED_TRACE(cat("O ", o, " R ", r, " I ", i, silu ? " silu" : ""));
+      Tensor x = rand({o, r, i}, -2, 2), scale = rand({o, 1, i}), shift = rand({o, 1, i});
+      Array want = naive::binary(naive::binary(ref(x), ref(scale), Binary::mul), ref(shift), Binary::add);
+      if (silu) want = naive::unary(want, Unary::silu);
+      expect_close(ops::scale_shift_rows(dev(x), dev(scale), dev(shift), silu), want, tol(), "scale_shift_rows");
+    }
+  }
+}
+
 // ---------------------------------------------------------------- layout (exact)
 
 TEST_P(BackendOps, Permute) {

@@ -86,6 +86,11 @@ Tensor Backend::modulate(const Tensor& x, const Tensor& shift, const Tensor& sca
   return binary(binary(x, one_plus, Binary::mul), shift.reshape(s), Binary::add);
 }
 
+Tensor Backend::scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) {
+  Tensor out = binary(binary(x, scale, Binary::mul), shift, Binary::add);
+  return silu ? unary(out, Unary::silu) : out;
+}
+
 Tensor Backend::gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
   Shape s = {y.dim(0), 1, y.dim(-1)};
   return binary(x, binary(y, gate.reshape(s), Binary::mul), Binary::add);

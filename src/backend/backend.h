@@ -141,6 +141,10 @@ class Backend {
                                      const Tensor& scale_b);
   virtual Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
                                  const Tensor& gate_b);
+  // silu(x * scale + shift) (or without the silu), x [O, R, I] and scale,
+  // shift [O, 1, I]: each row of the conditioning serves R rows of x
+  // (CogVideoX's VAE repeats its spatial norm's conditioning along the height).
+  virtual Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu);
 };
 
 // The backend of a device, created on first use; fails with a clear error if

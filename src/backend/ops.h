@@ -73,6 +73,9 @@ inline Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale
   return on(x).modulate(x, shift, scale);
 }
 inline Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) { return on(x).gated_add(x, gate, y); }
+inline Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) {
+  return on(x).scale_shift_rows(x, scale, shift, silu);
+}
 inline Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
                                   const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
                                   const Tensor& scale_b) {

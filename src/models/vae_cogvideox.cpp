@@ -97,9 +97,9 @@ Tensor resize_like(const Tensor& t, const Shape& f_shape) {
   return resize_nearest(t, tf, h, w);
 }
 
-// f is taken by value so that a caller moving its only reference in frees it
-// once normalised.
-Tensor spatial_norm(const SpatialNorm& n, Tensor f, const Tensor& zq, int groups) {
+// SpatialNorm3D followed by the SiLU that every use applies. f is taken by
+// value so that a caller moving its only reference in frees it once normalised.
+Tensor spatial_norm_silu(const SpatialNorm& n, Tensor f, const Tensor& zq, int groups) {
   // The 1x1x1 convolutions commute with the nearest resize, so they run at the
   // latents' resolution and only their results are resized.
   Tensor y = ops::conv3d(zq, n.conv_y.w, &n.conv_y.b);
@@ -107,22 +107,23 @@ Tensor spatial_norm(const SpatialNorm& n, Tensor f, const Tensor& zq, int groups
   Tensor out = ops::group_norm(f, groups, &n.gn_w, &n.gn_b, kNormEps);
   const Shape shape = f.shape();
   f = Tensor();
-  // Resize time and width only; the height repeat is a broadcast of the
-  // features viewed as [B, C, T, h, H / h, W] against [B, C, T, h, 1, W],
-  // which saves materialising a full-size copy of y and b.
+  // Resize time and width only; the height repeat happens in the fused
+  // scale, shift and SiLU, the features viewed as [B*C*T*h, H / h, W] against
+  // conditioning rows [B*C*T*h, 1, W] (no full-size copy of y and b).
   const int64_t h = zq.dim(3);
   PAB_ASSERT(shape[3] % h == 0, "spatial norm: latents ", zq.desc(), " for features ", shape_str(shape));
-  const Shape split = {shape[0], shape[1], shape[2], h, shape[3] / h, shape[4]};
   const Shape narrow = {shape[0], shape[1], shape[2], h, shape[4]};
-  const Shape lifted = {shape[0], shape[1], shape[2], h, 1, shape[4]};
-  out = ops::mul(out.reshape(split), resize_like(y, narrow).reshape(lifted));
-  return ops::add(out, resize_like(b, narrow).reshape(lifted)).reshape(shape);
+  const Shape rows = {shape[0] * shape[1] * shape[2] * h, shape[3] / h, shape[4]};
+  const Shape cond = {rows[0], 1, rows[2]};
+  return ops::scale_shift_rows(out.reshape(rows), resize_like(y, narrow).reshape(cond),
+                               resize_like(b, narrow).reshape(cond), /*silu=*/true)
+      .reshape(shape);
 }
 
 Tensor resnet_forward(const Resnet& r, const Tensor& x, const Tensor& zq, int groups, ConvCache& cache) {
-  Tensor h = ops::silu(spatial_norm(r.norm1, x, zq, groups));
+  Tensor h = spatial_norm_silu(r.norm1, x, zq, groups);
   h = causal_conv(r.conv1, std::move(h), cache);
-  h = ops::silu(spatial_norm(r.norm2, std::move(h), zq, groups));
+  h = spatial_norm_silu(r.norm2, std::move(h), zq, groups);
   h = causal_conv(r.conv2, std::move(h), cache);
   if (r.has_shortcut) return ops::add(h, ops::conv3d(x, r.shortcut.w, &r.shortcut.b));
   return ops::add(h, x);
@@ -244,7 +245,7 @@ struct CogVideoXVae::Decoder {
       for (const Resnet& r : u.resnets) h = resnet_forward(r, h, z, groups, cache);
       if (u.upsample) h = upsample_forward(u, std::move(h));
     }
-    h = ops::silu(spatial_norm(norm_out, std::move(h), z, groups));
+    h = spatial_norm_silu(norm_out, std::move(h), z, groups);
     return causal_conv(conv_out, std::move(h), cache);
   }
 };

@@ -91,6 +91,7 @@ class CudaBackend final : public Backend {
   Tensor affine(const Tensor& x, float mul, float add) override;
   Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override;
   Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) override;
+  Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) override;
   Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
                              const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
                              const Tensor& scale_b) override;
