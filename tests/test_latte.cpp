@@ -19,7 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::close_rel;
-using testing::compare;
 using testing::data_path;
 
 // fp32 against fp32: the implementations differ only in summation order and
@@ -34,15 +33,9 @@ TEST(LatteParity, EveryStepWithoutAndWithPab) {
   std::string summary;
   auto out = replay_case(c, LoadOptions{}, &summary);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
-  int compared = 0;
-  double worst = 0;
-  for (const std::string& name : ref.names()) {
-    ASSERT_TRUE(out.count(name)) << "missing output " << name;
-    EXPECT_TRUE(close_rel(out.at(name), ref.load(name), kTol)) << name;
-    worst = std::max(worst, compare(out.at(name), ref.load(name)).rel());
-    ++compared;
-  }
-  EXPECT_EQ(compared, int(2 * c.timesteps.size() + 2));
+  const testing::ReferenceCheck check = testing::expect_reference(out, dir + "/reference.safetensors", kTol);
+  EXPECT_EQ(check.compared, int(2 * c.timesteps.size() + 2));
+  const double worst = check.worst;
   // learned sigma: 2 x 4 output channels on axis 1
   EXPECT_EQ(out.at("out_pab_0").shape(), (Shape{2, 8, 4, 8, 8}));
   RecordProperty("max_rel_error", std::to_string(worst));

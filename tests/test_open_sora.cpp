@@ -48,15 +48,9 @@ TEST_P(VideoSysParity, EveryStepWithoutAndWithPab) {
   std::string summary;
   auto out = replay_case(c, LoadOptions{}, &summary);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
-  int compared = 0;
-  double worst = 0;
-  for (const std::string& name : ref.names()) {
-    ASSERT_TRUE(out.count(name)) << "missing output " << name;
-    EXPECT_TRUE(close_rel(out.at(name), ref.load(name), kTol)) << name;
-    worst = std::max(worst, compare(out.at(name), ref.load(name)).rel());
-    ++compared;
-  }
-  EXPECT_EQ(compared, int(2 * c.timesteps.size() + 2));
+  const testing::ReferenceCheck check = testing::expect_reference(out, dir + "/reference.safetensors", kTol);
+  EXPECT_EQ(check.compared, int(2 * c.timesteps.size() + 2));
+  const double worst = check.worst;
   // learned sigma: 2 x 4 output channels on axis 1
   EXPECT_EQ(out.at("out_pab_0").shape(), (Shape{2, 8, 4, 8, 8}));
   RecordProperty("max_rel_error", std::to_string(worst));
@@ -118,11 +112,7 @@ TEST_P(VideoSysParity, CudaF32EveryStepAndBf16) {
   ReplayCase c = load_replay_case(dir);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
   auto out = replay_case(c, LoadOptions{Device::cuda, DType::f32}, nullptr);
-  double worst = 0;
-  for (const std::string& name : ref.names()) {
-    EXPECT_TRUE(close_rel(out.at(name), ref.load(name), kTol)) << name;
-    worst = std::max(worst, compare(out.at(name), ref.load(name)).rel());
-  }
+  const double worst = testing::expect_reference(out, dir + "/reference.safetensors", kTol).worst;
   EXPECT_FALSE(close_rel(out.at("latents_final_nopab"), ref.load("latents_final_pab"), kTol));
   auto bf16 = replay_case(c, LoadOptions{Device::cuda, DType::bf16}, nullptr);
   const double bf16_err = compare(bf16.at("latents_final_pab"), ref.load("latents_final_pab")).rel();

@@ -12,6 +12,11 @@ JsonConfig JsonConfig::load(const std::string& path) {
   return JsonConfig(std::move(j), path);
 }
 
+void JsonConfig::require_positive(std::initializer_list<std::pair<const char*, int>> values) const {
+  for (const auto& [key, v] : values)
+    if (v < 1) unsupported(key, "must be >= 1");
+}
+
 void JsonConfig::unsupported(const std::string& key, const std::string& why) const {
   std::string value = j_.contains(key) ? json_brief(j_.at(key)) : "(missing)";
   fail(where_, ": key '", key, "' = ", value, ": ", why);

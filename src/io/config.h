@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -44,6 +45,8 @@ class JsonConfig {
   }
   // Fails with "<file>: key '<key>' = <value>: <why>".
   [[noreturn]] void unsupported(const std::string& key, const std::string& why) const;
+  // Fails with unsupported(key, "must be >= 1") for the first value below 1.
+  void require_positive(std::initializer_list<std::pair<const char*, int>> values) const;
 
  private:
   template <class T>

@@ -77,18 +77,17 @@ CogVideoXConfig parse_config(const JsonConfig& j) {
   c.learned_positions = j.get_or("use_learned_positional_embeddings", false);
   c.patch_bias = j.get_or("patch_bias", true);
 
-  auto positive = [&](const char* key, int v) {
-    if (v < 1) j.unsupported(key, "must be >= 1");
-  };
-  positive("num_attention_heads", c.heads);
-  positive("attention_head_dim", c.head_dim);
-  positive("in_channels", c.in_channels);
-  positive("out_channels", c.out_channels);
-  positive("time_embed_dim", c.time_embed_dim);
-  positive("text_embed_dim", c.text_embed_dim);
-  positive("num_layers", c.num_layers);
-  positive("patch_size", c.patch_size);
-  positive("temporal_compression_ratio", c.temporal_compression_ratio);
+  j.require_positive({
+      {"num_attention_heads", c.heads},
+      {"attention_head_dim", c.head_dim},
+      {"in_channels", c.in_channels},
+      {"out_channels", c.out_channels},
+      {"time_embed_dim", c.time_embed_dim},
+      {"text_embed_dim", c.text_embed_dim},
+      {"num_layers", c.num_layers},
+      {"patch_size", c.patch_size},
+      {"temporal_compression_ratio", c.temporal_compression_ratio},
+  });
   if (c.patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
   if (c.ofs_embed_dim < 0) j.unsupported("ofs_embed_dim", "must be >= 1 or null");
   if (c.head_dim % 2 != 0) j.unsupported("attention_head_dim", "must be even");

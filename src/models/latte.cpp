@@ -68,17 +68,16 @@ LatteConfig parse_config(const JsonConfig& j) {
   c.norm_eps = float(j.get_or("norm_eps", double(c.norm_eps)));
   c.caption_channels = j.get<int>("caption_channels");
 
-  auto positive = [&](const char* key, int v) {
-    if (v < 1) j.unsupported(key, "must be >= 1");
-  };
-  positive("num_attention_heads", c.heads);
-  positive("attention_head_dim", c.head_dim);
-  positive("in_channels", c.in_channels);
-  positive("out_channels", c.out_channels);
-  positive("num_layers", c.num_layers);
-  positive("sample_size", c.sample_size);
-  positive("patch_size", c.patch_size);
-  positive("caption_channels", c.caption_channels);
+  j.require_positive({
+      {"num_attention_heads", c.heads},
+      {"attention_head_dim", c.head_dim},
+      {"in_channels", c.in_channels},
+      {"out_channels", c.out_channels},
+      {"num_layers", c.num_layers},
+      {"sample_size", c.sample_size},
+      {"patch_size", c.patch_size},
+      {"caption_channels", c.caption_channels},
+  });
   std::string norm = j.get_or<std::string>("norm_type", "layer_norm");
   if (norm != "ada_norm_single") j.unsupported("norm_type", "Latte is supported with ada_norm_single only");
   if (j.get_or("dropout", 0.0) != 0.0) j.unsupported("dropout", "inference expects 0");

@@ -59,15 +59,14 @@ StDiT3Config parse_config(const JsonConfig& j) {
   c.input_sq_size = j.get_or("input_sq_size", c.input_sq_size);
   const double mlp_ratio = j.get_or("mlp_ratio", 4.0);
 
-  auto positive = [&](const char* key, int v) {
-    if (v < 1) j.unsupported(key, "must be >= 1");
-  };
-  positive("hidden_size", c.hidden);
-  positive("depth", c.depth);
-  positive("num_heads", c.heads);
-  positive("in_channels", c.in_channels);
-  positive("caption_channels", c.caption_channels);
-  positive("model_max_length", c.max_text_len);
+  j.require_positive({
+      {"hidden_size", c.hidden},
+      {"depth", c.depth},
+      {"num_heads", c.heads},
+      {"in_channels", c.in_channels},
+      {"caption_channels", c.caption_channels},
+      {"model_max_length", c.max_text_len},
+  });
   if (j.has("patch_size")) {
     std::vector<int> p = j.get<std::vector<int>>("patch_size");
     if (p.size() != 3 || p[0] < 1 || p[1] < 1 || p[2] < 1)

@@ -84,17 +84,16 @@ PlanConfig parse_common(const JsonConfig& j) {
     c.sample_w = s[1];
   }
 
-  auto positive = [&](const char* key, int v) {
-    if (v < 1) j.unsupported(key, "must be >= 1");
-  };
-  positive("num_attention_heads", c.heads);
-  positive("attention_head_dim", c.head_dim);
-  positive("in_channels", c.in_channels);
-  positive("out_channels", c.out_channels);
-  positive("num_layers", c.num_layers);
-  positive("patch_size", c.patch_size);
-  positive("caption_channels", c.caption_channels);
-  positive("sample_size", std::min(c.sample_h, c.sample_w));
+  j.require_positive({
+      {"num_attention_heads", c.heads},
+      {"attention_head_dim", c.head_dim},
+      {"in_channels", c.in_channels},
+      {"out_channels", c.out_channels},
+      {"num_layers", c.num_layers},
+      {"patch_size", c.patch_size},
+      {"caption_channels", c.caption_channels},
+      {"sample_size", std::min(c.sample_h, c.sample_w)},
+  });
   if (j.get_or<std::string>("norm_type", "layer_norm") != "ada_norm_single")
     j.unsupported("norm_type", "only ada_norm_single is supported");
   if (j.get_or("patch_size_t", 1) != 1) j.unsupported("patch_size_t", "only 1 is supported (2D patches)");
@@ -113,7 +112,7 @@ PlanConfig parse_common(const JsonConfig& j) {
 PlanConfig parse_v110(const JsonConfig& j) {
   PlanConfig c = parse_common(j);
   c.video_length = j.get_or("video_length", c.video_length);
-  if (c.video_length < 1) j.unsupported("video_length", "must be >= 1");
+  j.require_positive({{"video_length", c.video_length}});
   // LatteT2V: video_length // 16 ((video_length - 1) // 16 when odd) unless given, at least 1
   const int l = c.video_length;
   c.interpolation_1d = j.get_or("interpolation_scale_1d", double(l % 2 == 1 ? (l - 1) / 16 : l / 16));
@@ -133,7 +132,7 @@ PlanConfig parse_v110(const JsonConfig& j) {
 PlanConfig parse_v120(const JsonConfig& j) {
   PlanConfig c = parse_common(j);
   const int t = j.get<int>("sample_size_t");
-  if (t < 1) j.unsupported("sample_size_t", "must be >= 1");
+  j.require_positive({{"sample_size_t", t}});
   // OpenSoraT2V's defaults when a scale is not given
   c.interpolation_t = j.get_or("interpolation_scale_t", t % 2 == 1 ? double((t - 1) / 16 + 1) : t / 16.0);
   c.interpolation_h = j.get_or("interpolation_scale_h", c.sample_h / 30.0);

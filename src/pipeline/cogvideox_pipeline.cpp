@@ -5,7 +5,6 @@
 // latents kept in the compute dtype between steps, and the 3D VAE.
 #include <cmath>
 #include <numbers>
-#include <numeric>
 
 #include "backend/ops.h"
 #include "models/vae_cogvideox.h"
@@ -39,13 +38,12 @@ struct TransformerFacts {
     text_embed_dim = j.get_or("text_embed_dim", text_embed_dim);
     rotary = j.get_or("use_rotary_positional_embeddings", false);
     learned_positions = j.get_or("use_learned_positional_embeddings", false);
-    for (auto [key, v] : {std::pair{"in_channels", in_channels},
-                          {"patch_size", patch_size},
-                          {"sample_height", sample_height},
-                          {"sample_width", sample_width},
-                          {"sample_frames", sample_frames},
-                          {"max_text_seq_length", max_text_seq_length}})
-      if (v < 1) j.unsupported(key, "must be >= 1");
+    j.require_positive({{"in_channels", in_channels},
+                        {"patch_size", patch_size},
+                        {"sample_height", sample_height},
+                        {"sample_width", sample_width},
+                        {"sample_frames", sample_frames},
+                        {"max_text_seq_length", max_text_seq_length}});
     if (patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
   }
 };
@@ -56,18 +54,8 @@ class CogVideoXPipeline final : public VideoPipeline {
       : VideoPipeline(std::move(parts), opts),
         facts_(parts_.transformer.config),
         vae_config_(CogVideoXVae::config_from_json(parts_.vae.config)) {
-    if (transformer_class_ != "CogVideoXTransformer3DModel")
-      fail(parts_.transformer.config.where(), ": CogVideoXPipeline needs a CogVideoXTransformer3DModel, got ",
-           transformer_class_);
-    if (vae_config_.latent_channels != facts_.in_channels)
-      fail(parts_.vae.config.where(), ": latent_channels ", vae_config_.latent_channels,
-           " differs from the transformer's in_channels ", facts_.in_channels);
-    if (parts_.text_encoder) {
-      T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
-      if (t5.d_model != facts_.text_embed_dim)
-        fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model,
-             " differs from the transformer's text_embed_dim ", facts_.text_embed_dim);
-    }
+    check_components("CogVideoXTransformer3DModel", vae_config_.latent_channels, facts_.in_channels,
+                     facts_.text_embed_dim, "text_embed_dim");
   }
 
   VideoPlan plan(const VideoRequest& r) const override {
@@ -87,11 +75,7 @@ class CogVideoXPipeline final : public VideoPipeline {
     p.text_length = r.max_sequence_length.value_or(facts_.max_text_seq_length);
     check_request(p);
 
-    const int multiple = std::lcm(8, s * facts_.patch_size);
-    const std::string why =
-        cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x", facts_.patch_size, " patches");
-    check_multiple("height", p.height, multiple, why);
-    check_multiple("width", p.width, multiple, why);
+    check_size(p, s, facts_.patch_size);
     if (facts_.learned_positions && (p.height != facts_.sample_height * s || p.width != facts_.sample_width * s))
       fail("size ", p.width, "x", p.height,
            ": this transformer's learned positional embeddings only cover its sample size ", facts_.sample_width * s,

@@ -4,8 +4,6 @@
 // its token count and the negative prompt's (also 120 tokens) to the same
 // count. The transformer's learned-sigma channels are dropped before the
 // scheduler step, and the SD-style VAE decodes frame by frame.
-#include <numeric>
-
 #include "backend/ops.h"
 #include "models/vae_kl.h"
 #include "pipeline/prompt_text.h"
@@ -30,11 +28,8 @@ struct TransformerFacts {
     sample_size = j.get_or("sample_size", sample_size);
     video_length = j.get_or("video_length", video_length);
     caption_channels = j.get<int>("caption_channels");
-    for (auto [key, v] : {std::pair{"in_channels", in_channels},
-                          {"patch_size", patch_size},
-                          {"sample_size", sample_size},
-                          {"video_length", video_length}})
-      if (v < 1) j.unsupported(key, "must be >= 1");
+    j.require_positive(
+        {{"in_channels", in_channels}, {"patch_size", patch_size}, {"sample_size", sample_size}, {"video_length", video_length}});
     // The pipeline keeps the first half of the output channels (learned sigma).
     if (out_channels != 2 * in_channels)
       j.unsupported("out_channels", cat("LattePipeline expects learned sigma: 2 x in_channels = ", 2 * in_channels));
@@ -47,18 +42,8 @@ class LattePipeline final : public VideoPipeline {
       : VideoPipeline(std::move(parts), opts),
         facts_(parts_.transformer.config),
         vae_config_(KlVae::config_from_json(parts_.vae.config)) {
-    if (transformer_class_ != "LatteTransformer3DModel")
-      fail(parts_.transformer.config.where(), ": LattePipeline needs a LatteTransformer3DModel, got ",
-           transformer_class_);
-    if (vae_config_.latent_channels != facts_.in_channels)
-      fail(parts_.vae.config.where(), ": latent_channels ", vae_config_.latent_channels,
-           " differs from the transformer's in_channels ", facts_.in_channels);
-    if (parts_.text_encoder) {
-      T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
-      if (t5.d_model != facts_.caption_channels)
-        fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model,
-             " differs from the transformer's caption_channels ", facts_.caption_channels);
-    }
+    check_components("LatteTransformer3DModel", vae_config_.latent_channels, facts_.in_channels,
+                     facts_.caption_channels, "caption_channels");
   }
 
   VideoPlan plan(const VideoRequest& r) const override {
@@ -81,11 +66,7 @@ class LattePipeline final : public VideoPipeline {
     p.text_length = int(kTextLength);
     check_request(p);
 
-    const int multiple = std::lcm(8, s * facts_.patch_size);
-    const std::string why =
-        cat("the VAE's ", s, "x scale times the transformer's ", facts_.patch_size, "x", facts_.patch_size, " patches");
-    check_multiple("height", p.height, multiple, why);
-    check_multiple("width", p.width, multiple, why);
+    check_size(p, s, facts_.patch_size);
     // diffusers adds a temporal position table of exactly video_length rows.
     if (p.frames < 1 || p.frames > facts_.video_length)
       fail("frames ", p.frames, ": this Latte transformer's temporal positions cover 1 to ", facts_.video_length,

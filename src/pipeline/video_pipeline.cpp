@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <numeric>
 #include <sstream>
 
 #include "backend/ops.h"
@@ -127,9 +128,28 @@ void VideoPipeline::check_request(const VideoPlan& plan) const {
   if (!std::isfinite(plan.eta) || plan.eta < 0) fail("eta ", plan.eta, ": expected a number >= 0");
 }
 
-void VideoPipeline::check_multiple(const char* what, int value, int multiple, const std::string& why) {
-  if (value <= 0 || value % multiple != 0)
-    fail(what, " ", value, ": must be a positive multiple of ", multiple, " (", why, ")");
+void VideoPipeline::check_components(const std::string& transformer_class, int latent_channels, int in_channels,
+                                     int text_width, const char* text_key) const {
+  if (transformer_class_ != transformer_class)
+    fail(parts_.transformer.config.where(), ": ", class_name(), " needs a ", transformer_class, ", got ",
+         transformer_class_);
+  if (latent_channels != in_channels)
+    fail(parts_.vae.config.where(), ": latent_channels ", latent_channels,
+         " differs from the transformer's in_channels ", in_channels);
+  if (parts_.text_encoder) {
+    T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
+    if (t5.d_model != text_width)
+      fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model, " differs from the transformer's ", text_key,
+           " ", text_width);
+  }
+}
+
+void VideoPipeline::check_size(const VideoPlan& plan, int vae_scale, int patch_size) {
+  const int multiple = std::lcm(8, vae_scale * patch_size);
+  for (auto [what, value] : {std::pair{"height", plan.height}, {"width", plan.width}})
+    if (value <= 0 || value % multiple != 0)
+      fail(what, " ", value, ": must be a positive multiple of ", multiple, " (the VAE's ", vae_scale,
+           "x scale times the transformer's ", patch_size, "x", patch_size, " patches)");
 }
 
 Tensor VideoPipeline::postprocess_video(const Tensor& video) {

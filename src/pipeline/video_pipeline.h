@@ -170,8 +170,14 @@ class VideoPipeline {
 
   // Checks a request's common values: steps the scheduler can run, a finite guidance.
   void check_request(const VideoPlan& plan) const;
-  // Fails unless `value` (a size in pixels) is a positive multiple of `multiple`.
-  static void check_multiple(const char* what, int value, int multiple, const std::string& why);
+  // Fails unless the components fit: the transformer is `transformer_class`,
+  // the VAE's latent_channels equal its in_channels, and the text encoder's
+  // d_model its text width (named `text_key` in the transformer's config).
+  void check_components(const std::string& transformer_class, int latent_channels, int in_channels, int text_width,
+                        const char* text_key) const;
+  // Fails unless the plan's height and width are positive multiples of 8 and
+  // of the VAE's scale times the transformer's patch size.
+  static void check_size(const VideoPlan& plan, int vae_scale, int patch_size);
   // Decoded video [1, C, F, H, W] (any device or dtype) -> frames [F, C, H, W],
   // f32 on the CPU, (x * 0.5 + 0.5) clamped to [0, 1] as diffusers' postprocessing.
   static Tensor postprocess_video(const Tensor& video);

@@ -5,6 +5,10 @@
 #include <cstdio>
 #include <sys/wait.h>
 
+#include <algorithm>
+
+#include "io/safetensors.h"
+
 namespace pab::testing {
 
 // Both can be overridden from the environment, for binaries run away from
@@ -47,6 +51,23 @@ Diff compare(const Tensor& a, const Tensor& b) {
   if (d.max_abs <= tol * d.max_ref) return ::testing::AssertionSuccess() << "rel " << d.rel();
   return ::testing::AssertionFailure() << "max abs diff " << d.max_abs << " = " << d.rel()
                                        << " of max |ref| " << d.max_ref << " exceeds tolerance " << tol;
+}
+
+ReferenceCheck expect_reference(const std::map<std::string, Tensor>& out, const std::string& reference, double tol) {
+  Checkpoint ref = Checkpoint::open_file(reference);
+  ReferenceCheck r;
+  for (const std::string& name : ref.names()) {
+    auto it = out.find(name);
+    if (it == out.end()) {
+      ADD_FAILURE() << "missing output " << name;
+      continue;
+    }
+    Tensor want = ref.load(name);
+    EXPECT_TRUE(close_rel(it->second, want, tol)) << name;
+    r.worst = std::max(r.worst, compare(it->second, want).rel());
+    ++r.compared;
+  }
+  return r;
 }
 
 int run_command(const std::string& cmd, std::string* output) {

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 #include <string>
 
@@ -28,6 +29,15 @@ Diff compare(const Tensor& a, const Tensor& b);
 
 // gtest assertion: a matches reference b with max|a-b| <= tol * max|b|.
 ::testing::AssertionResult close_rel(const Tensor& a, const Tensor& b, double tol);
+
+// Expects every tensor of the safetensors file `reference` in `out`, each
+// within close_rel(tol); returns how many were compared and the largest
+// relative error.
+struct ReferenceCheck {
+  int compared = 0;
+  double worst = 0;
+};
+ReferenceCheck expect_reference(const std::map<std::string, Tensor>& out, const std::string& reference, double tol);
 
 // Runs a shell command, returning its exit status and combined output.
 int run_command(const std::string& cmd, std::string* output);
