@@ -15,16 +15,7 @@ namespace pab {
 namespace {
 
 using testing::data_path;
-
-double rel_l2(const Tensor& a, const Tensor& b) {
-  std::vector<float> x = a.to_vector(), y = b.to_vector();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    den += double(y[i]) * y[i];
-  }
-  return std::sqrt(num / den);
-}
+using testing::rel_l2;
 
 class CudaParity : public ::testing::TestWithParam<std::string> {
  protected:

@@ -16,21 +16,12 @@ namespace pab {
 namespace {
 
 using testing::data_path;
+using testing::rel_l2;
 
 // cuDNN's convolutions and attention and cuBLAS's GEMMs sum in other orders
 // than the CPU; the VAE's deep convolution stack compounds that in the frames.
 // (Set without a GPU run: the CPU path measures <= 2.1e-6.)
 constexpr double kF32Tol = 1e-4;
-
-double rel_l2(const Tensor& a, const Tensor& b) {
-  std::vector<float> x = a.to_vector(), y = b.to_vector();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    den += double(y[i]) * y[i];
-  }
-  return std::sqrt(num / den);
-}
 
 class PipelineCuda : public ::testing::TestWithParam<std::string> {
  protected:

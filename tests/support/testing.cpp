@@ -44,6 +44,16 @@ Diff compare(const Tensor& a, const Tensor& b) {
   return d;
 }
 
+double rel_l2(const Tensor& a, const Tensor& b) {
+  std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    den += double(y[i]) * y[i];
+  }
+  return std::sqrt(num / den);
+}
+
 ::testing::AssertionResult close_rel(const Tensor& a, const Tensor& b, double tol) {
   if (a.shape() != b.shape())
     return ::testing::AssertionFailure() << "shape " << shape_str(a.shape()) << " vs reference " << shape_str(b.shape());

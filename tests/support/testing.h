@@ -27,6 +27,9 @@ struct Diff {
 // Compares a with reference b (same shape); both converted to f32 on the CPU.
 Diff compare(const Tensor& a, const Tensor& b);
 
+// ||a - b|| / ||b|| over all elements (the measure of the bf16 baselines).
+double rel_l2(const Tensor& a, const Tensor& b);
+
 // gtest assertion: a matches reference b with max|a-b| <= tol * max|b|.
 ::testing::AssertionResult close_rel(const Tensor& a, const Tensor& b, double tol);
 
