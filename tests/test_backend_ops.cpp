@@ -8,6 +8,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <tuple>
 
 #include "backend/ops.h"
 #include "support/backend_testing.h"
@@ -77,6 +78,30 @@ TEST_P(BackendOps, Linear) {
   }
 }
 
+// Stacked weights [G, N, K] applied to one input: one batched GEMM on the GPU
+// (its strides: the weights and outputs advance, the input does not).
+TEST_P(BackendOps, LinearStacked) {
+  const std::vector<std::tuple<Shape, int64_t, int64_t>> cases = {
+      {{2, 3, 17}, 3, 5}, {{4, 8}, 2, 1}, {{3, 0}, 3, 4}, {{0, 8}, 3, 3}, {{2, 5, 300}, 3, 70}, {{64, 256}, 3, 128}};
+  for (const auto& [xs, g, n] : cases) {
+    for (bool with_bias : {false, true}) {
+      SCOPED_TRACE(cat("x ", shape_str(xs), " G ", g, " N ", n, with_bias ? " with bias" : ""));
+      Tensor x = rand(xs), w = rand({g, n, xs.back()}), b = rand({g, n});
+      Tensor bd = dev(b);
+      Tensor out = ops::linear_stacked(dev(x), dev(w), with_bias ? &bd : nullptr);
+      std::vector<Array> parts;
+      for (int64_t i = 0; i < g; ++i) {
+        Array bi = ref(b.narrow0(i, 1).reshape({n}));
+        Array y = naive::linear(ref(x), ref(w.narrow0(i, 1).reshape({n, xs.back()})), with_bias ? &bi : nullptr);
+        y.shape.insert(y.shape.begin(), 1);
+        parts.push_back(y);
+      }
+      expect_close(out, naive::concat(parts, 0), tol(), "linear_stacked");
+    }
+  }
+  EXPECT_THROW(ops::linear_stacked(dev(rand({2, 8})), dev(rand({3, 4, 7})), nullptr), Error);
+}
+
 TEST_P(BackendOps, Matmul) {
   std::mt19937 rng(12);
   // (batch, M, K, N)
@@ -106,8 +131,10 @@ TEST_P(BackendOps, Attention) {
       {1, 1, 1, 1, 16, 0, false},   {2, 33, 47, 3, 16, 2, true},   {1, 300, 300, 2, 64, 0, false},
       {2, 70, 513, 2, 72, 1, true}, {1, 257, 31, 1, 72, 1, false}, {2, 32, 256, 2, 16, 2, true},
       {1, 5, 700, 1, 64, 0, true},  {2, 0, 5, 2, 16, 2, true},     {0, 3, 4, 2, 16, 0, false},
-      // short sequences (the CUDA backend's per-entry kernel: Latte's temporal attention)
+      // short sequences (the CUDA backend's tensor-core kernel: Latte's temporal attention, spatial positions
+      // as heads): one or two chunks of 16 keys, partly filled query tiles, every head dim it takes
       {5, 16, 16, 16, 72, 0, false}, {3, 7, 20, 4, 64, 0, false},  {2, 32, 1, 3, 128, 0, false},
+      {2, 16, 16, 300, 32, 0, false}, {1, 9, 9, 5, 88, 0, false},  {1, 17, 32, 2, 72, 0, false},
   };
   for (int i = 0; i < 3; ++i) {
     int64_t b = pick(rng, 1, 2);
@@ -646,6 +673,43 @@ TEST_P(BackendOps, SplitModulationAndGate) {
                                  naive::gated_add(naive::slice(rx, 1, split, s), ref(sb), naive::slice(ry, 1, split, s))},
                                 1);
     expect_close(ops::gated_add_split(dev(x), dev(y), split, dev(sa), dev(sb)), gated, tol(), "gated_add_split");
+  }
+}
+
+// The residual add fused with the next norm: {x + gate * y, norm_modulate_split
+// of that sum}. Widths cover the CUDA backend's warp-per-row kernels (1152:
+// Latte, 1920: CogVideoX-2b), a block-per-row width, and one it leaves to the
+// unfused ops (not a multiple of the vector width).
+TEST_P(BackendOps, AddNormModulateSplit) {
+  for (auto [s, split, c] : {std::array<int64_t, 3>{7, 3, 1152}, {5, 5, 1920}, {6, 0, 3072}, {9, 4, 36}, {4, 2, 13}}) {
+    for (bool gated : {true, false}) {
+      SCOPED_TRACE(cat("S ", s, " split ", split, " C ", c, gated ? " gated" : ""));
+      Tensor x = rand({2, s, c}, -2, 2), y = rand({2, s, c}), w = rand({c}, 0.5, 1.5), b = rand({c});
+      Tensor ga = rand({2, c}), gb = rand({2, c});
+      Tensor sa = rand({2, c}), ca = rand({2, c}), sb = rand({2, c}), cb = rand({2, c});
+      Tensor dw = dev(w), db = dev(b), dga = dev(ga), dgb = dev(gb);
+      auto [sum, normed] = ops::add_norm_modulate_split(dev(x), dev(y), split, gated ? &dga : nullptr,
+                                                        gated ? &dgb : nullptr, &dw, &db, 1e-5f, dev(sa), dev(ca),
+                                                        dev(sb), dev(cb));
+      Array rx = ref(x), ry = ref(y);
+      Array want_sum = naive::binary(rx, ry, Binary::add);
+      if (gated) {
+        want_sum = naive::concat(
+            {naive::gated_add(naive::slice(rx, 1, 0, split), ref(ga), naive::slice(ry, 1, 0, split)),
+             naive::gated_add(naive::slice(rx, 1, split, s), ref(gb), naive::slice(ry, 1, split, s))},
+            1);
+        // the comparison notices a dropped gate
+        EXPECT_GT(testing::rel_error(sum, naive::binary(rx, ry, Binary::add)), 10 * tol());
+      }
+      expect_close(sum, want_sum, tol(), "residual sum");
+      // The norm applies to the sum as stored (rounded to the dtype), itself checked above.
+      Array rw = ref(w), rb = ref(b);
+      Array n = naive::layer_norm(Array::from(sum), &rw, &rb, 1e-5);
+      Array want = naive::concat({naive::modulate(naive::slice(n, 1, 0, split), ref(sa), ref(ca)),
+                                  naive::modulate(naive::slice(n, 1, split, s), ref(sb), ref(cb))},
+                                 1);
+      expect_close(normed, want, tol(), "normed sum");
+    }
   }
 }
 

@@ -49,6 +49,21 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   backend(d).copy(dst, dst_device, src, src_device, bytes);
 }
 
+Tensor Backend::linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b) {
+  PAB_ASSERT(w.rank() == 3 && (!b || b->numel() == w.dim(0) * w.dim(1)), "linear_stacked: weights ", w.desc(),
+             b ? cat(", bias ", b->desc()) : std::string());
+  const int64_t g = w.dim(0), n = w.dim(1), k = w.dim(2);
+  std::vector<Tensor> outs;
+  for (int64_t i = 0; i < g; ++i) {
+    Tensor bi = b ? b->reshape({g, n}).narrow0(i, 1).reshape({n}) : Tensor();
+    Tensor y = linear(x, w.narrow0(i, 1).reshape({n, k}), b ? &bi : nullptr);
+    Shape s = y.shape();
+    s.insert(s.begin(), 1);
+    outs.push_back(y.reshape(s));
+  }
+  return concat(outs, 0);
+}
+
 Tensor Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) {
   return unary(linear(x, w, b), act);
 }
@@ -69,6 +84,17 @@ Tensor Backend::norm_modulate_split(const Tensor& x, const Tensor* w, const Tens
   Tensor first = norm_modulate(slice(x, 1, 0, split), w, b, eps, shift_a, scale_a);
   Tensor second = norm_modulate(slice(x, 1, split, x.dim(1)), w, b, eps, shift_b, scale_b);
   return concat({first, second}, 1);
+}
+
+std::pair<Tensor, Tensor> Backend::add_norm_modulate_split(const Tensor& x, const Tensor& y, int64_t split,
+                                                         const Tensor* gate_a, const Tensor* gate_b, const Tensor* w,
+                                                         const Tensor* b, float eps, const Tensor& shift_a,
+                                                         const Tensor& scale_a, const Tensor& shift_b,
+                                                         const Tensor& scale_b) {
+  PAB_ASSERT(!gate_a == !gate_b, "add_norm_modulate_split: give both gates or none");
+  Tensor sum = gate_a ? gated_add_split(x, y, split, *gate_a, *gate_b) : binary(x, y, Binary::add);
+  Tensor normed = norm_modulate_split(sum, w, b, eps, split, shift_a, scale_a, shift_b, scale_b);
+  return {sum, normed};
 }
 
 Tensor Backend::gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -122,6 +123,9 @@ class Backend {
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
 
   // Fusable composites, with default implementations in terms of the ops above.
+  // Several linear layers of one input: w [G, N, K], b [G, N] -> [G, ..., N]
+  // (the q, k and v projections as one batched GEMM).
+  virtual Tensor linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b);
   // act(x . w^T + b); act is gelu_tanh, gelu_erf, silu or relu
   virtual Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act);
   // rope(layer_norm(x, w, b), cos, sin, start) for x [B, S, H, D] (QK norm then rotary positions)
@@ -139,6 +143,14 @@ class Backend {
   virtual Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
                                      const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
                                      const Tensor& scale_b);
+  // x + gate * y as gated_add_split (null gates: the plain sum x + y) and that
+  // sum normed and modulated as by norm_modulate_split: {sum, normed}. One
+  // pass where the backend fuses them (the residual add before a block's norm).
+  virtual std::pair<Tensor, Tensor> add_norm_modulate_split(const Tensor& x, const Tensor& y, int64_t split,
+                                                            const Tensor* gate_a, const Tensor* gate_b,
+                                                            const Tensor* w, const Tensor* b, float eps,
+                                                            const Tensor& shift_a, const Tensor& scale_a,
+                                                            const Tensor& shift_b, const Tensor& scale_b);
   virtual Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
                                  const Tensor& gate_b);
   // silu(x * scale + shift) (or without the silu), x [O, R, I] and scale,

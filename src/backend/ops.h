@@ -10,6 +10,7 @@ inline Backend& on(const Tensor& x) { return backend(x.device()); }
 
 inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor* b = nullptr) { return on(x).linear(x, w, b); }
 inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) { return on(x).linear(x, w, b.defined() ? &b : nullptr); }
+inline Tensor linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b) { return on(x).linear_stacked(x, w, b); }
 inline Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) {
   return on(x).linear_act(x, w, b, act);
 }
@@ -80,6 +81,13 @@ inline Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor
                                   const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
                                   const Tensor& scale_b) {
   return on(x).norm_modulate_split(x, w, b, eps, split, shift_a, scale_a, shift_b, scale_b);
+}
+inline std::pair<Tensor, Tensor> add_norm_modulate_split(const Tensor& x, const Tensor& y, int64_t split,
+                                                        const Tensor* gate_a, const Tensor* gate_b, const Tensor* w,
+                                                        const Tensor* b, float eps, const Tensor& shift_a,
+                                                        const Tensor& scale_a, const Tensor& shift_b,
+                                                        const Tensor& scale_b) {
+  return on(x).add_norm_modulate_split(x, y, split, gate_a, gate_b, w, b, eps, shift_a, scale_a, shift_b, scale_b);
 }
 inline Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
                               const Tensor& gate_b) {

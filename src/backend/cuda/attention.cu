@@ -4,6 +4,7 @@
 // T5's position bias, key masks). Plans are built once per shape.
 #include <map>
 #include <tuple>
+#include <type_traits>
 
 #include "backend/cuda/common.cuh"
 
@@ -115,111 +116,170 @@ void fallback_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const
 
 // Attention over short sequences (Sq, Sk <= 32: Latte's temporal attention,
 // thousands of 16-frame sequences), where the fused library kernels spend
-// their time on set-up. One block per batch entry holds all its heads: K and V
-// ([Sk, H*D], contiguous in global memory) and Q are staged in shared memory
-// with 16-byte copies; thread (h, i) scores query i of head h against the
-// keys, then writes its output row over its query row, and the block copies
-// the outputs back in one coalesced pass.
+// their time on set-up. One warp per (entry, head, 16 queries) on the tensor
+// cores: S = Q K^T in m16n8k16 tiles with the operands loaded as pairs straight
+// from global memory, the softmax in the accumulator registers (a row spread
+// over the four lanes of a quad), P reused as the A operand of O = P V (in the
+// compute dtype, as fused attention kernels do), O stored as pairs. Latte
+// attends along the frames of each spatial position by treating positions as
+// heads: [B, F, N * H, D], 16-frame sequences with rows of N * H * D elements.
 constexpr int kShortMax = 32;
 
-template <class T, int kD>
-__global__ void short_attention(const T* q, const T* k, const T* v, T* o, int sq, int sk, int heads, float scale) {
-  constexpr int V = cuda::kVec<T>;
-  using Vec = cuda::Vec<T, V>;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* ks = reinterpret_cast<T*>(smem_raw);  // [Sk, H*D]
-  T* vs = ks + sk * heads * kD;             // [Sk, H*D]
-  const int64_t b = blockIdx.x;
-  const int kv_vecs = sk * heads * kD / V;
-  // K and V of this entry are contiguous: copy them 16 bytes at a time
-  const Vec* kg = reinterpret_cast<const Vec*>(k + b * sk * heads * kD);
-  const Vec* vg = reinterpret_cast<const Vec*>(v + b * sk * heads * kD);
-  for (int i = threadIdx.x; i < kv_vecs; i += blockDim.x) {
-    reinterpret_cast<Vec*>(ks)[i] = kg[i];
-    reinterpret_cast<Vec*>(vs)[i] = vg[i];
-  }
-  __syncthreads();
-  const int t = threadIdx.x;
-  if (t >= heads * sq) return;
-  const int h = t / sq, i = t % sq;
-  float qf[kD];
-  const Vec* qg = reinterpret_cast<const Vec*>(q + ((b * sq + i) * heads + h) * kD);
-#pragma unroll
-  for (int c = 0; c < kD / V; ++c) {
-    Vec x = qg[c];
-#pragma unroll
-    for (int e = 0; e < V; ++e) qf[c * V + e] = cuda::to_f<T>(x.v[e]) * scale;
-  }
-  float s[kShortMax];
-  float m = -INFINITY;
-#pragma unroll
-  for (int j = 0; j < kShortMax; ++j) {
-    if (j >= sk) break;
-    const Vec* kr = reinterpret_cast<const Vec*>(ks + (j * heads + h) * kD);
-    float dot = 0.0f;
-#pragma unroll
-    for (int c = 0; c < kD / V; ++c) {
-      Vec x = kr[c];
-#pragma unroll
-      for (int e = 0; e < V; ++e) dot += qf[c * V + e] * cuda::to_f<T>(x.v[e]);
-    }
-    s[j] = dot;
-    m = fmaxf(m, dot);
-  }
-  float l = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kShortMax; ++j) {
-    if (j >= sk) break;
-    s[j] = __expf(s[j] - m);
-    l += s[j];
-  }
-  const float inv = 1.0f / l;
-  Vec* og = reinterpret_cast<Vec*>(o + ((b * sq + i) * heads + h) * kD);
-#pragma unroll
-  for (int c = 0; c < kD / V; ++c) {
-    float acc[V] = {};
-#pragma unroll
-    for (int j = 0; j < kShortMax; ++j) {
-      if (j >= sk) break;
-      Vec x = reinterpret_cast<const Vec*>(vs + (j * heads + h) * kD)[c];
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] += s[j] * cuda::to_f<T>(x.v[e]);
-    }
-    Vec r;
-#pragma unroll
-    for (int e = 0; e < V; ++e) r.v[e] = cuda::from_f<T>(acc[e] * inv);
-    og[c] = r;
+struct ShortGeom {
+  int64_t batch, heads;
+  int sq, sk;
+};
+
+template <class T>
+__device__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&p);
+  } else {
+    __half2 p = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&p);
   }
 }
 
-// Whether the short-sequence kernel takes this shape: the shared memory it
-// needs, or 0.
-size_t short_attention_smem(const Tensor& q, const Tensor& k, const Tensor& v) {
-  const int64_t sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
-  if (sq > kShortMax || sk > kShortMax || heads * sq > 1024 || (d != 64 && d != 72 && d != 128)) return 0;
-  if (!cuda::aligned16(q.raw()) || !cuda::aligned16(k.raw()) || !cuda::aligned16(v.raw()) ||
-      !cuda::aligned16(q.raw()))
-    return 0;
-  const size_t bytes = size_t(2 * sk * heads * d) * dtype_size(q.dtype());
-  return bytes <= 200 * 1024 ? bytes : 0;
+// d += a . b for a 16x16 A (row-major) and a 16x8 B (column-major) fragment
+template <class T>
+__device__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 and f16 tensor-core MMAs need sm_80 (the build targets sm_90)
+#else
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+#endif
 }
 
-void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, float scale,
-                         size_t smem) {
-  const int64_t bsz = q.dim(0), sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
-  const unsigned threads = unsigned((heads * sq + 31) / 32 * 32);
+template <class T, int kD, int kKeyChunks>
+__global__ void short_attention(const T* q, const T* k, const T* v, T* o, ShortGeom g, float scale) {
+  constexpr int kTiles = 2 * kKeyChunks;  // score tiles of 8 keys
+  const int lane = threadIdx.x % 32;
+  const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int qtiles = (g.sq + 15) / 16;
+  const int qt = int(w % qtiles);
+  const int64_t h = (w / qtiles) % g.heads, b = w / qtiles / g.heads;
+  if (b >= g.batch) return;
+  const int64_t row = g.heads * kD;  // elements between tokens
+  const T* qb = q + b * g.sq * row + h * kD;
+  const T* kb = k + b * g.sk * row + h * kD;
+  const uint16_t* vb = reinterpret_cast<const uint16_t*>(v + b * g.sk * row + h * kD);
+  const int quad = lane / 4, c = (lane % 4) * 2;  // fragment row and column pair
+  const int r0 = qt * 16 + quad, r1 = r0 + 8;
+  auto pair = [&](const T* base, int r, int rows, int col) -> uint32_t {
+    return r < rows && col < kD ? *reinterpret_cast<const uint32_t*>(base + r * row + col) : 0u;
+  };
+
+  float s[kTiles][4] = {};
+#pragma unroll
+  for (int kc = 0; kc < (kD + 15) / 16; ++kc) {
+    const int col = kc * 16 + c;
+    const uint32_t a[4] = {pair(qb, r0, g.sq, col), pair(qb, r1, g.sq, col), pair(qb, r0, g.sq, col + 8),
+                           pair(qb, r1, g.sq, col + 8)};
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+      const int key = t * 8 + quad;
+      mma16816<T>(s[t], a, pair(kb, key, g.sk, col), pair(kb, key, g.sk, col + 8));
+    }
+  }
+  // Softmax of rows r0 (s[t][0..1]) and r1 (s[t][2..3]) at keys t * 8 + c + {0, 1}
+  float m0 = -INFINITY, m1 = -INFINITY;
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const bool live = t * 8 + c + i < g.sk;
+      s[t][i] = live ? s[t][i] * scale : -INFINITY;
+      s[t][2 + i] = live ? s[t][2 + i] * scale : -INFINITY;
+      m0 = fmaxf(m0, s[t][i]);
+      m1 = fmaxf(m1, s[t][2 + i]);
+    }
+  for (int x = 1; x < 4; x *= 2) {
+    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, x));
+    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, x));
+  }
+  float l0 = 0.0f, l1 = 0.0f;
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      s[t][i] = __expf(s[t][i] - m0);
+      s[t][2 + i] = __expf(s[t][2 + i] - m1);
+      l0 += s[t][i];
+      l1 += s[t][2 + i];
+    }
+  for (int x = 1; x < 4; x *= 2) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+  }
+
+  float acc[kD / 8][4] = {};
+  auto elem = [&](int key, int col) -> uint32_t { return key < g.sk ? vb[key * row + col] : 0u; };
+#pragma unroll
+  for (int kc = 0; kc < kKeyChunks; ++kc) {
+    const uint32_t a[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
+                           pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+    const int key = kc * 16 + c;
+#pragma unroll
+    for (int t = 0; t < kD / 8; ++t) {
+      const int col = t * 8 + quad;
+      mma16816<T>(acc[t], a, elem(key, col) | elem(key + 1, col) << 16, elem(key + 8, col) | elem(key + 9, col) << 16);
+    }
+  }
+  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+  T* ob = o + b * g.sq * row + h * kD;
+#pragma unroll
+  for (int t = 0; t < kD / 8; ++t) {
+    const int col = t * 8 + c;
+    if (r0 < g.sq) *reinterpret_cast<uint32_t*>(ob + r0 * row + col) = pack2<T>(acc[t][0] * inv0, acc[t][1] * inv0);
+    if (r1 < g.sq) *reinterpret_cast<uint32_t*>(ob + r1 * row + col) = pack2<T>(acc[t][2] * inv1, acc[t][3] * inv1);
+  }
+}
+
+// Whether the short-sequence kernel takes this shape.
+bool short_attention_fits(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const int64_t sq = q.dim(1), sk = k.dim(1), d = q.dim(3);
+  if (q.dtype() == DType::f32 || sq > kShortMax || sk > kShortMax || sk == 0) return false;
+  if (d != 32 && d != 64 && d != 72 && d != 88 && d != 128) return false;
+  for (const Tensor* t : {&q, &k, &v})  // pairs are loaded as 32-bit words (the output is allocated aligned)
+    if (reinterpret_cast<uintptr_t>(t->raw()) % 4 != 0) return false;
+  return true;
+}
+
+void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                         float scale) {
+  const int64_t heads = q.dim(2), d = q.dim(3);
+  const int sq = int(q.dim(1)), sk = int(k.dim(1));
+  const ShortGeom g{q.dim(0), heads, sq, sk};
+  const int64_t warps = g.batch * heads * ((sq + 15) / 16);
+  constexpr int kWarpsPerBlock = 4;
+  const unsigned blocks = unsigned((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
   cuda::dispatch_float(q.dtype(), "attention", [&]<class T>() {
-    auto launch = [&](auto kernel) {
-      if (smem > 48 * 1024) cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-      kernel<<<unsigned(bsz), threads, smem, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k), cuda::cptr<T>(v),
-                                                             cuda::mptr<T>(out), int(sq), int(sk), int(heads), scale);
-    };
-    if (d == 64) {
-      launch(short_attention<T, 64>);
-    } else if (d == 72) {
-      launch(short_attention<T, 72>);
-    } else {
-      launch(short_attention<T, 128>);
+    if constexpr (!std::is_same_v<T, float>) {
+      auto launch = [&]<int kD>() {
+        auto kernel = sk <= 16 ? short_attention<T, kD, 1> : short_attention<T, kD, 2>;
+        kernel<<<blocks, 32 * kWarpsPerBlock, 0, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k), cuda::cptr<T>(v),
+                                                                cuda::mptr<T>(out), g, scale);
+      };
+      switch (d) {
+        case 32: launch.template operator()<32>(); break;
+        case 64: launch.template operator()<64>(); break;
+        case 72: launch.template operator()<72>(); break;
+        case 88: launch.template operator()<88>(); break;
+        default: launch.template operator()<128>(); break;
+      }
     }
   });
   PAB_KERNEL_CHECK();
@@ -433,26 +493,16 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const double flop = 4.0 * double(q.dim(0)) * double(q.dim(2)) * double(q.dim(1)) * double(k.dim(1)) * double(q.dim(3));
   const bool plain = !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 &&
                      q.dim(3) <= 256 && !std::getenv("PAB_NO_CUDNN_ATTENTION");
-  const size_t short_smem = args.bias || args.key_mask || std::getenv("PAB_NO_SHORT_ATTENTION")
-                                ? 0
-                                : short_attention_smem(q, k, v);
-  const bool short_seq = short_smem > 0;
+  const bool short_seq =
+      !args.bias && !args.key_mask && !std::getenv("PAB_NO_SHORT_ATTENTION") && short_attention_fits(q, k, v);
   const bool cudnn = !short_seq && plain && sdpa_plan(*this, q, k, v, out, args.scale).plan != nullptr;
-  const char* kind = short_seq ? "short" : cudnn ? "cudnn" : "fallback";
-  const double before = profile_.attention_seconds;
-  {
-    OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,
-                  /*attention=*/true);
-    if (short_seq) {
-      run_short_attention(*this, q, k, v, out, args.scale, short_smem);
-    } else if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) {
-      fallback_attention(*this, q, k, v, out, args);
-    }
-  }
-  if (profiling_ && std::getenv("PAB_VERBOSE")) {
-    const double s = profile_.attention_seconds - before;
-    std::fprintf(stderr, "attention %s q %s k %s: %.3f ms, %.1f TFLOP/s\n", kind,
-                 shape_str(q.shape()).c_str(), shape_str(k.shape()).c_str(), s * 1e3, flop / s / 1e12);
+  OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,
+                /*attention=*/true);
+  if (scope.verbose()) scope.describe(cat("q ", shape_str(q.shape()), " k ", shape_str(k.shape())));
+  if (short_seq) {
+    run_short_attention(*this, q, k, v, out, args.scale);
+  } else if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) {
+    fallback_attention(*this, q, k, v, out, args);
   }
   return out;
 }

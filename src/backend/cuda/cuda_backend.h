@@ -9,8 +9,11 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -62,17 +65,24 @@ class CudaBackend final : public Backend {
       if (flop_ > 0) {
         (attention_ ? p.attention_flop : p.gemm_flop) += flop_;
         (attention_ ? p.attention_seconds : p.gemm_seconds) += ms * 1e-3;
+        if (!detail_.empty() && std::getenv("PAB_VERBOSE"))
+          std::fprintf(stderr, "%s %s: %.3f ms, %.1f TFLOP/s\n", name_, detail_.c_str(), ms, flop_ / ms * 1e-9);
       }
     }
+    // What PAB_VERBOSE prints with the op's time (its shapes), when profiled.
+    bool verbose() const { return active_ && std::getenv("PAB_VERBOSE"); }
+    void describe(std::string detail) { detail_ = std::move(detail); }
 
    private:
     CudaBackend& be_;
     const char* name_;
     double flop_;
     bool attention_, active_;
+    std::string detail_;
   };
 
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* b) override;
+  Tensor linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b) override;
   Tensor linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) override;
   Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) override;
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) override;
@@ -92,6 +102,11 @@ class CudaBackend final : public Backend {
   Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override;
   Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) override;
   Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) override;
+  std::pair<Tensor, Tensor> add_norm_modulate_split(const Tensor& x, const Tensor& y, int64_t split,
+                                                    const Tensor* gate_a, const Tensor* gate_b, const Tensor* w,
+                                                    const Tensor* b, float eps, const Tensor& shift_a,
+                                                    const Tensor& scale_a, const Tensor& shift_b,
+                                                    const Tensor& scale_b) override;
   Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
                              const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,
                              const Tensor& scale_b) override;

@@ -49,12 +49,14 @@ using Key = std::tuple<int64_t, int64_t, int64_t, int, int, int, int, int, int>;
 // Picks the algorithm: cuBLASLt's heuristic proposes up to kCandidates, and
 // for GEMMs large enough to matter each is timed once on the call's own
 // operands (writing the output, which the real call overwrites).
-constexpr int kCandidates = 8;
+constexpr int kCandidates = 16;
 
-Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, DType dt, cublasLtEpilogue_t epi, int align_x,
-               int align_w, int align_o, const void* x, const void* w, void* out, const void* bias) {
+// `batch` > 1: that many weights [N, K] and biases [N] one after the other
+// applied to the same x, outputs [batch, M, N].
+Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, int batch, DType dt, cublasLtEpilogue_t epi,
+               int align_x, int align_w, int align_o, const void* x, const void* w, void* out, const void* bias) {
   static std::map<Key, Plan> cache;
-  Key key{m, n, k, int(dt), int(epi), align_x, align_w, align_o, 0};
+  Key key{m, n, k, int(dt), int(epi), align_x, align_w, align_o, batch};
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   Plan p;
@@ -70,6 +72,20 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, DType dt, cubla
   PAB_LT_CHECK(cublasLtMatrixLayoutCreate(&p.a, t, uint64_t(k), uint64_t(n), k));  // W^T stored [K, N]
   PAB_LT_CHECK(cublasLtMatrixLayoutCreate(&p.b, t, uint64_t(k), uint64_t(m), k));  // x^T stored [K, M]
   PAB_LT_CHECK(cublasLtMatrixLayoutCreate(&p.c, t, uint64_t(n), uint64_t(m), n));  // out^T [N, M]
+  if (batch > 1) {
+    const int32_t count = batch;
+    const int64_t w_stride = n * k, x_stride = 0, out_stride = m * n;
+    for (auto [layout, stride] : {std::pair{p.a, w_stride}, {p.b, x_stride}, {p.c, out_stride}}) {
+      PAB_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+      PAB_LT_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                    sizeof stride));
+    }
+    if (epi != CUBLASLT_EPILOGUE_DEFAULT) {
+      const int64_t bias_stride = n;
+      PAB_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bias_stride,
+                                                  sizeof bias_stride));
+    }
+  }
   cublasLtMatmulPreference_t pref;
   PAB_LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   size_t ws = kWorkspace;
@@ -86,7 +102,7 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, DType dt, cubla
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0) fail("cuBLASLt found no algorithm for a ", m, "x", n, "x", k, " ", dtype_name(dt), " GEMM");
   p.algo = results[0].algo;
-  const double flop = 2.0 * double(m) * double(n) * double(k);
+  const double flop = 2.0 * double(batch) * double(m) * double(n) * double(k);
   if (found > 1 && flop > 2e10 && dt != DType::f32 && !std::getenv("PAB_NO_GEMM_TUNING")) {
     if (bias) PAB_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     cudaEvent_t start, stop;
@@ -121,29 +137,39 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, DType dt, cubla
   return cache.emplace(key, p).first->second;
 }
 
+// w [N, K] (b [N]), or stacked [G, N, K] (b [G, N]) for outputs [G, ..., N].
 Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor* bias, cublasLtEpilogue_t epi) {
   cuda::check_same(x, w, "linear");
-  PAB_ASSERT(w.rank() == 2 && x.dim(-1) == w.dim(1), "linear: ", x.desc(), " by weight ", w.desc());
-  const int64_t k = w.dim(1), n = w.dim(0), m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const bool stacked = w.rank() == 3;
+  PAB_ASSERT((w.rank() == 2 || stacked) && x.dim(-1) == w.dim(-1), "linear: ", x.desc(), " by weight ", w.desc());
+  const int batch = stacked ? int(w.dim(0)) : 1;
+  const int64_t k = w.dim(-1), n = w.dim(-2), m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape os = x.shape();
   os.back() = n;
+  if (stacked) os.insert(os.begin(), batch);
   Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
-  if (m == 0 || n == 0) return out;
+  if (bias) {
+    cuda::check_same(x, *bias, "linear bias");
+    PAB_ASSERT(bias->numel() == batch * n, "linear bias ", bias->desc(), " for ", n, " outputs");
+  }
+  if (m == 0 || n == 0 || batch == 0) return out;
   if (k == 0) {  // an empty product: the bias alone (cuBLASLt leaves the output undefined)
     be.memset_zero(out.raw(), out.nbytes());
-    if (bias) out = be.binary(out, *bias, Binary::add);
+    if (bias) {
+      Shape bs(os.size(), 1);  // [N] or [G, 1.., N]
+      bs.back() = n;
+      if (stacked) bs.front() = batch;
+      out = be.binary(out, bias->reshape(bs), Binary::add);
+    }
     if (epi == CUBLASLT_EPILOGUE_GELU_BIAS) out = be.unary(out, Unary::gelu_tanh);
     return out;
   }
-  if (bias) {
-    cuda::check_same(x, *bias, "linear bias");
-    PAB_ASSERT(bias->numel() == n, "linear bias ", bias->desc(), " for ", n, " outputs");
-  } else if (epi == CUBLASLT_EPILOGUE_BIAS) {
+  if (!bias && epi == CUBLASLT_EPILOGUE_BIAS) {
     epi = CUBLASLT_EPILOGUE_DEFAULT;
-  } else if (epi == CUBLASLT_EPILOGUE_GELU_BIAS) {
+  } else if (!bias && epi == CUBLASLT_EPILOGUE_GELU_BIAS) {
     epi = CUBLASLT_EPILOGUE_GELU;
   }
-  Plan& p = plan_for(be, m, n, k, x.dtype(), epi, alignment_of(x.raw()), alignment_of(w.raw()),
+  Plan& p = plan_for(be, m, n, k, batch, x.dtype(), epi, alignment_of(x.raw()), alignment_of(w.raw()),
                      alignment_of(out.raw()), x.raw(), w.raw(), out.raw(), bias ? bias->raw() : nullptr);
   if (bias) {
     const void* bp = bias->raw();
@@ -152,7 +178,8 @@ Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tenso
   const float one = 1.0f, zero = 0.0f;
   void* ws = be.workspace(kWorkspace);
   CudaBackend::OpScope scope(be, epi == CUBLASLT_EPILOGUE_GELU_BIAS || epi == CUBLASLT_EPILOGUE_GELU ? "linear+gelu" : "linear",
-                             2.0 * double(m) * double(n) * double(k));
+                             2.0 * double(batch) * double(m) * double(n) * double(k));
+  if (scope.verbose()) scope.describe(cat(batch > 1 ? cat(batch, " x ") : "", m, "x", n, "x", k));
   PAB_LT_CHECK(cublasLtMatmul(be.lt(), p.desc, &one, w.raw(), p.a, x.raw(), p.b, &zero, out.raw(), p.c, out.raw(), p.c,
                               &p.algo, ws, kWorkspace, be.stream()));
   return out;
@@ -161,6 +188,12 @@ Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tenso
 }  // namespace
 
 Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* b) {
+  PAB_ASSERT(w.rank() == 2, "linear: weight ", w.desc());
+  return run_linear(*this, x, w, b, CUBLASLT_EPILOGUE_BIAS);
+}
+
+Tensor CudaBackend::linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b) {
+  PAB_ASSERT(w.rank() == 3, "linear_stacked: weights [G, N, K], got ", w.desc());
   return run_linear(*this, x, w, b, CUBLASLT_EPILOGUE_BIAS);
 }
 

@@ -98,10 +98,21 @@ __global__ void row_norm_kernel(const T* x, const T* w, const T* b, const T* shi
 
 // The same with 16-byte accesses: G threads per row (G <= 32: several rows
 // per block, reduced by shuffles inside the lane group; G = 0: one row per
-// block of blockDim threads), each holding kVecs vectors of V elements.
+// block of blockDim threads), each holding kVecs vectors of V elements. A warp
+// per row keeps more loads in flight than a block per row and needs no
+// barriers: model-width rows (a few hundred vectors) run that way.
+// The residual fused before a norm: x is replaced by sum = x + gate * y (gate
+// [B, C] by segment as the modulation; null gate: 1), which is also written.
+template <class T>
+struct Residual {
+  const T *y = nullptr, *gate_a = nullptr, *gate_b = nullptr;
+  T* sum = nullptr;
+};
+
 template <class T, int G, int kVecs>
 __global__ void vec_row_norm_kernel(const T* x, const T* w, const T* b, const T* shift_a, const T* scale_a,
-                                    const T* shift_b, const T* scale_b, T* out, int64_t rows, RowNormArgs a) {
+                                    const T* shift_b, const T* scale_b, T* out, int64_t rows, RowNormArgs a,
+                                    Residual<T> res) {
   constexpr int V = kVec<T>;
   __shared__ double scratch[32];
   const int group = G > 0 ? G : blockDim.x;
@@ -125,6 +136,8 @@ __global__ void vec_row_norm_kernel(const T* x, const T* w, const T* b, const T*
   };
   const int64_t nvec = a.c / V;
   const T* xr = x + (live ? row : 0) * a.c;
+  const int64_t batch = row / a.tokens, tok = row - batch * a.tokens;
+  const T* gate = tok < a.split ? res.gate_a : res.gate_b;
   float v[kVecs][V];
   double s = 0;
 #pragma unroll
@@ -132,6 +145,17 @@ __global__ void vec_row_norm_kernel(const T* x, const T* w, const T* b, const T*
     const int64_t j = lane + int64_t(k) * group;
     if (live && j < nvec) {
       Vec<T, V> in = reinterpret_cast<const Vec<T, V>*>(xr)[j];
+      if (res.y) {  // the sum, rounded as the separate op would store it
+        Vec<T, V> yv = reinterpret_cast<const Vec<T, V>*>(res.y + row * a.c)[j];
+        Vec<T, V> gv;
+        if (gate) gv = reinterpret_cast<const Vec<T, V>*>(gate + batch * a.c)[j];
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const float g = gate ? to_f<T>(gv.v[e]) : 1.0f;
+          in.v[e] = from_f<T>(to_f<T>(in.v[e]) + g * to_f<T>(yv.v[e]));
+        }
+        reinterpret_cast<Vec<T, V>*>(res.sum + row * a.c)[j] = in;
+      }
       float part = 0.0f;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
@@ -157,7 +181,6 @@ __global__ void vec_row_norm_kernel(const T* x, const T* w, const T* b, const T*
   }
   const float inv = float(rsqrt(reduce(ss) / double(a.c) + double(a.eps)));
   if (!live) return;
-  const int64_t batch = row / a.tokens, tok = row - batch * a.tokens;
   const T* shift = tok < a.split ? shift_a : shift_b;
   const T* scale = tok < a.split ? scale_a : scale_b;
 #pragma unroll
@@ -407,9 +430,12 @@ using namespace cuda;
 namespace {
 // x [.., C]; optional affine w, b [C]; optional modulation vectors [B, C] for
 // the two token segments of x [B, S, C] (split = S: one segment).
+// With y, x + gate * y replaces x (`sum` receives it) when the vectorised
+// kernels run; callers without that guarantee use fused_residual_fits.
 Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor* b, const Tensor* shift_a,
                 const Tensor* scale_a, const Tensor* shift_b, const Tensor* scale_b, int64_t split, float eps, bool rms,
-                const char* op) {
+                const char* op, const Tensor* y = nullptr, const Tensor* gate_a = nullptr,
+                const Tensor* gate_b = nullptr, Tensor* sum = nullptr) {
   check_cuda(x, op);
   for (const Tensor* t : {w, b, shift_a, scale_a, shift_b, scale_b})
     if (t) check_same(x, *t, op);
@@ -433,20 +459,24 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     const T *xp = cptr<T>(x), *wp = p(w), *bp = p(b), *sa = p(shift_a), *ca = p(scale_a), *sb = p(shift_b),
             *cb = p(scale_b);
     T* o = mptr<T>(out);
+    Residual<T> res;
+    if (y) res = {cptr<T>(*y), p(gate_a), p(gate_b), mptr<T>(*sum)};
     constexpr int V = kVec<T>;
     bool vec = a.c % V == 0;
     for (const void* ptr : {(const void*)xp, (const void*)wp, (const void*)bp, (const void*)sa, (const void*)ca,
-                            (const void*)sb, (const void*)cb, (const void*)o})
+                            (const void*)sb, (const void*)cb, (const void*)o, (const void*)res.y,
+                            (const void*)res.gate_a, (const void*)res.gate_b, (const void*)res.sum})
       vec = vec && (ptr == nullptr || aligned16(ptr));
     const int64_t nvec = a.c / V;
+    PAB_ASSERT(!y || (vec && nvec <= 4096), op, ": the fused residual needs the vectorised kernels");
     auto groups = [&](auto kernel, int g) {
       const int64_t per_block = 256 / g;
       kernel<<<unsigned((rows + per_block - 1) / per_block), 256, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o,
-                                                                                   rows, a);
+                                                                                   rows, a, res);
     };
     auto block = [&](auto kernel, int k) {
       const int threads = int((nvec + k - 1) / k + 31) / 32 * 32;
-      kernel<<<unsigned(rows), threads, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o, rows, a);
+      kernel<<<unsigned(rows), threads, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o, rows, a, res);
     };
     if (vec && nvec <= 1) {
       groups(vec_row_norm_kernel<T, 1, 1>, 1);
@@ -460,6 +490,18 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
       groups(vec_row_norm_kernel<T, 16, 1>, 16);
     } else if (vec && nvec <= 32) {
       groups(vec_row_norm_kernel<T, 32, 1>, 32);
+    } else if (vec && nvec <= 64) {  // model-width rows: a warp per row, several vectors per lane
+      groups(vec_row_norm_kernel<T, 32, 2>, 32);
+    } else if (vec && nvec <= 96) {
+      groups(vec_row_norm_kernel<T, 32, 3>, 32);
+    } else if (vec && nvec <= 128) {
+      groups(vec_row_norm_kernel<T, 32, 4>, 32);
+    } else if (vec && nvec <= 160) {
+      groups(vec_row_norm_kernel<T, 32, 5>, 32);
+    } else if (vec && nvec <= 192) {
+      groups(vec_row_norm_kernel<T, 32, 6>, 32);
+    } else if (vec && nvec <= 256) {
+      groups(vec_row_norm_kernel<T, 32, 8>, 32);
     } else if (vec && nvec <= 512) {
       block(vec_row_norm_kernel<T, 0, 1>, 1);
     } else if (vec && nvec <= 1024) {
@@ -498,6 +540,28 @@ Tensor CudaBackend::norm_modulate_split(const Tensor& x, const Tensor* w, const 
                                         const Tensor& scale_b) {
   OpScope op_scope(*this, "norm_modulate_split");
   return row_norm(*this, x, w, b, &shift_a, &scale_a, &shift_b, &scale_b, split, eps, false, "norm_modulate_split");
+}
+
+std::pair<Tensor, Tensor> CudaBackend::add_norm_modulate_split(const Tensor& x, const Tensor& y, int64_t split,
+                                                             const Tensor* gate_a, const Tensor* gate_b,
+                                                             const Tensor* w, const Tensor* b, float eps,
+                                                             const Tensor& shift_a, const Tensor& scale_a,
+                                                             const Tensor& shift_b, const Tensor& scale_b) {
+  check_same(x, y, "add_norm_modulate_split");
+  PAB_ASSERT(x.shape() == y.shape() && !gate_a == !gate_b, "add_norm_modulate_split: x ", x.desc(), " y ", y.desc());
+  for (const Tensor* g : {gate_a, gate_b})
+    if (g) PAB_ASSERT(g->numel() == x.dim(0) * x.dim(-1), "add_norm_modulate_split: gate ", g->desc(), " for ", x.desc());
+  // The vectorised kernels (16-byte aligned rows of at most 4096 vectors) take the residual.
+  const int64_t c = x.dim(-1), v = 16 / int64_t(dtype_size(x.dtype()));
+  bool fits = c % v == 0 && c / v <= 4096 && x.rank() == 3;
+  for (const Tensor* t : {&x, &y, gate_a, gate_b, w, b, &shift_a, &scale_a, &shift_b, &scale_b})
+    fits = fits && (!t || aligned16(t->raw()));
+  if (!fits) return Backend::add_norm_modulate_split(x, y, split, gate_a, gate_b, w, b, eps, shift_a, scale_a, shift_b, scale_b);
+  OpScope op_scope(*this, "add_norm_modulate");
+  Tensor sum = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor normed = row_norm(*this, x, w, b, &shift_a, &scale_a, &shift_b, &scale_b, split, eps, false,
+                           "add_norm_modulate_split", &y, gate_a, gate_b, &sum);
+  return {sum, normed};
 }
 
 Tensor CudaBackend::rms_norm(const Tensor& x, const Tensor* w, float eps) {
