@@ -115,6 +115,7 @@ struct TimestepMlp {  // diffusers TimestepEmbedding: linear_1, SiLU, linear_2
 struct Block {
   LayerNorm norm1, norm2;
   Linear to_q, to_k, to_v, to_out;
+  StackedLinear qkv;  // to_q, to_k, to_v as one GEMM
   LayerNorm norm_q, norm_k;
   FeedForward ff;
 };
@@ -156,6 +157,7 @@ class CogVideoX final : public DiffusionTransformer {
       b.to_q = Linear(wl, pre + "attn1.to_q", d, d, c_.attention_bias);
       b.to_k = Linear(wl, pre + "attn1.to_k", d, d, c_.attention_bias);
       b.to_v = Linear(wl, pre + "attn1.to_v", d, d, c_.attention_bias);
+      b.qkv = StackedLinear({&b.to_q, &b.to_k, &b.to_v});
       b.to_out = Linear(wl, pre + "attn1.to_out.0", d, d, true);
       b.norm_q = LayerNorm(wl, pre + "attn1.norm_q", c_.head_dim, 1e-6f);
       b.norm_k = LayerNorm(wl, pre + "attn1.norm_k", c_.head_dim, 1e-6f);
@@ -251,12 +253,14 @@ class CogVideoX final : public DiffusionTransformer {
         m1.push_back(mod(i, k));
         m2.push_back(mod(i, 6 + k));
       }
-      Tensor normed = b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]);
-      SiteOutput attn = run_site(sites, {SiteKind::spatial, i}, [&] { return SiteOutput{attention(b, normed, text_len, n_video, rope)}; });
-      hidden = ops::gated_add_split(hidden, attn.at(0), text_len, m1[5], m1[2]);
-
-      normed = b.norm2.modulated_split(hidden, text_len, m2[3], m2[4], m2[0], m2[1]);
-      hidden = ops::gated_add_split(hidden, b.ff(normed), text_len, m2[5], m2[2]);
+      // The norm is part of the site: a broadcast step skips it too.
+      Tensor attn = run_site1(sites, {SiteKind::spatial, i}, [&] {
+        return attention(b, b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]), text_len, n_video,
+                         rope);
+      });
+      auto [sum, normed] =
+          b.norm2.add_modulated_split(hidden, attn, text_len, &m1[5], &m1[2], m2[3], m2[4], m2[0], m2[1]);
+      hidden = ops::gated_add_split(sum, b.ff(normed), text_len, m2[5], m2[2]);
     }
     video = ops::slice(hidden, 1, text_len, hidden.dim(1));
 
@@ -338,9 +342,10 @@ class CogVideoX final : public DiffusionTransformer {
                    const RopeTables& rope) const {
     const int64_t bsz = tokens.dim(0), s = tokens.dim(1);
     const Shape heads = {bsz, s, c_.heads, c_.head_dim};
-    Tensor q = b.to_q(tokens).reshape(heads);  // [B, S, H, Dh]
-    Tensor k = b.to_k(tokens).reshape(heads);
-    Tensor v = b.to_v(tokens).reshape(heads);
+    Tensor qkv = b.qkv(tokens);  // [3, B, S, D]
+    Tensor q = qkv.narrow0(0, 1).reshape(heads);  // [B, S, H, Dh]
+    Tensor k = qkv.narrow0(1, 1).reshape(heads);
+    Tensor v = qkv.narrow0(2, 1).reshape(heads);
     if (rope.cos.defined()) {
       q = b.norm_q.with_rope(q, rope, text_len);
       k = b.norm_k.with_rope(k, rope, text_len);

@@ -15,8 +15,7 @@
 //
 // The hidden states stay frame-major, [B*F, N, D], in both kinds of block:
 // everything but temporal attention is token-wise, and temporal attention
-// regroups the tokens by spatial position inside its site (so a broadcast
-// step skips the regrouping too).
+// attends along the frame dimension without regrouping the tokens.
 //
 // Sequence parallel (LoadOptions::comm with several ranks), as VideoSys'
 // dynamic sequence parallelism: each rank holds a contiguous share of the
@@ -95,12 +94,14 @@ LatteConfig parse_config(const JsonConfig& j) {
 
 struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
   Linear to_q, to_k, to_v, to_out;
+  StackedLinear qkv;  // to_q, to_k, to_v as one GEMM (self attention)
   Attention() = default;
   Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias)
       : to_q(wl, prefix + ".to_q", dim, dim, bias),
         to_k(wl, prefix + ".to_k", dim, dim, bias),
         to_v(wl, prefix + ".to_v", dim, dim, bias),
-        to_out(wl, prefix + ".to_out.0", dim, dim, true) {}
+        to_out(wl, prefix + ".to_out.0", dim, dim, true),
+        qkv({&to_q, &to_k, &to_v}) {}
 };
 
 // diffusers BasicTransformerBlock with norm_type ada_norm_single.
@@ -228,6 +229,14 @@ class Latte final : public DiffusionTransformer {
   static Tensor norm_modulate(const LayerNorm& norm, const Tensor& x, const Tensor& shift, const Tensor& scale) {
     return norm.modulated(x.reshape(one_sequence(x)), shift, scale).reshape(x.shape());
   }
+  // {x + gate [1, D] * y (no gate: x + y), norm(that) * (1 + scale) + shift}
+  static std::pair<Tensor, Tensor> add_norm_modulate(const LayerNorm& norm, const Tensor& x, const Tensor& y,
+                                                     const Tensor* gate, const Tensor& shift, const Tensor& scale) {
+    const Shape one = one_sequence(x);
+    auto [sum, normed] =
+        norm.add_modulated_split(x.reshape(one), y.reshape(one), one[1], gate, gate, shift, scale, shift, scale);
+    return {sum.reshape(x.shape()), normed.reshape(x.shape())};
+  }
   // x + gate [1, D] * y
   static Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {
     return ops::gated_add(x.reshape(one_sequence(x)), gate, y.reshape(one_sequence(y))).reshape(x.shape());
@@ -240,50 +249,59 @@ class Latte final : public DiffusionTransformer {
                        const Tensor& key_mask, SiteRunner* sites, bool temporal, int64_t frames) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
-    Tensor normed = norm_modulate(b.norm1, hs, m[0], m[1]);
     const SiteKind self_kind = temporal ? SiteKind::temporal : SiteKind::spatial;
     Tensor attn = run_site1(sites, {self_kind, index}, [&] {
+      Tensor normed = norm_modulate(b.norm1, hs, m[0], m[1]);
       return temporal ? temporal_attention(b.attn1, normed, frames) : self_attention(b.attn1, normed);
     });
-    hs = gated_add(hs, m[2], attn);
-
+    Tensor residual = attn;  // added before norm2, gated by `gate`
+    const Tensor* gate = &m[2];
     if (b.has_cross) {
+      hs = gated_add(hs, m[2], attn);
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
-      Tensor cross = run_site1(sites, {SiteKind::cross, index},
-                               [&] { return cross_attention(b.attn2, hs, *caption, key_mask); });
-      hs = ops::add(hs, cross);
+      residual = run_site1(sites, {SiteKind::cross, index},
+                           [&] { return cross_attention(b.attn2, hs, *caption, key_mask); });
+      gate = nullptr;
     }
-
-    // The MLP site covers norm, modulation, feed-forward and gate (the gated
-    // output is what VideoSys' MLP broadcast reuses); it returns the
-    // feed-forward output and its gate so that gate and residual fuse.
+    // The residual add and norm2 in one pass (norm2's output goes unused when
+    // the MLP broadcasts). The MLP site covers modulation, feed-forward and
+    // gate (the gated output is what VideoSys' MLP broadcast reuses); it
+    // returns the feed-forward output and its gate so that gate and residual fuse.
+    std::pair<Tensor, Tensor> added = add_norm_modulate(b.norm2, hs, residual, gate, m[3], m[4]);
+    hs = added.first;
+    const Tensor& normed = added.second;
     const SiteKind mlp_kind = temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial;
-    SiteOutput ff = run_site(sites, {mlp_kind, index}, [&] {
-      return SiteOutput{b.ff(norm_modulate(b.norm2, hs, m[3], m[4])), m[5]};
-    });
+    SiteOutput ff = run_site(sites, {mlp_kind, index}, [&] { return SiteOutput{b.ff(normed), m[5]}; });
     return gated_add(hs, ff.at(1), ff.at(0));
   }
 
   Tensor self_attention(const Attention& a, const Tensor& x) const {
-    const Shape heads = {x.dim(0), x.dim(1), c_.heads, c_.head_dim};
+    return attend(a, x, {x.dim(0), x.dim(1), c_.heads, c_.head_dim});
+  }
+
+  // to_out(attention(q, k, v)) with q, k, v = the projections of x [.., D]
+  // viewed as `heads` [B, S, H, Dh]
+  Tensor attend(const Attention& a, const Tensor& x, const Shape& heads) const {
+    Tensor qkv = a.qkv(x);  // [3, .., D]
+    auto part = [&](int i) { return qkv.narrow0(i, 1).reshape(heads); };
     AttentionArgs args;
     args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
-    Tensor o = ops::attention(a.to_q(x).reshape(heads), a.to_k(x).reshape(heads), a.to_v(x).reshape(heads), args);
-    return a.to_out(o.reshape(x.shape()));
+    return a.to_out(ops::attention(part(0), part(1), part(2), args).reshape(x.shape()));
   }
 
   // x [B*F, N, D] (frame-major) -> self attention over the F frames of each
-  // of the N spatial positions, [B*F, N, D]. With several ranks x holds this
-  // rank's frames: the exchange brings all frames of a share of the positions.
+  // of the N spatial positions, [B*F, N, D], without regrouping the tokens:
+  // the projections are token-wise, and attention along the frames of each
+  // position is attention over [B, F, N * H, Dh], the positions acting as
+  // heads. With several ranks x holds this rank's frames: the exchange
+  // brings all frames of a share of the positions.
   Tensor temporal_attention(const Attention& a, const Tensor& x, int64_t frames) const {
     Communicator* comm = parallel();
     const int64_t n = x.dim(1), d = x.dim(2);
     const int64_t bsz = x.dim(0) / (comm ? shard_of(frames, comm->size(), 0).local : frames);
     Tensor seq = x.reshape({bsz, x.dim(0) / bsz, n, d});  // [B, F, N, D]
     if (comm) seq = frames_to_positions(*comm, seq, frames);  // [B, F, N / ranks, D]
-    const int64_t m = seq.dim(2);
-    Tensor t = ops::permute(seq, {0, 2, 1, 3}).reshape({bsz * m, frames, d});
-    Tensor out = ops::permute(self_attention(a, t).reshape({bsz, m, frames, d}), {0, 2, 1, 3});  // [B, F, M, D]
+    Tensor out = attend(a, seq, {bsz, frames, seq.dim(2) * c_.heads, c_.head_dim});  // [B, F, M, D]
     if (comm) out = positions_to_frames(*comm, out, n);  // [B, F / ranks, N, D]
     return out.reshape(x.shape());
   }

@@ -7,6 +7,24 @@ Linear::Linear(const WeightLoader& wl, const std::string& prefix, int64_t in, in
   if (bias) b = wl.get(prefix + ".bias", {out});
 }
 
+StackedLinear::StackedLinear(const std::vector<Linear*>& layers) {
+  PAB_ASSERT(!layers.empty(), "StackedLinear of no layers");
+  const Shape shape = layers[0]->w.shape();
+  const bool bias = layers[0]->b.defined();
+  std::vector<Tensor> ws, bs;
+  for (const Linear* l : layers) {
+    PAB_ASSERT(l->w.shape() == shape && l->b.defined() == bias, "StackedLinear: layers differ (", l->w.desc(), ")");
+    ws.push_back(l->w.reshape({1, shape[0], shape[1]}));
+    if (bias) bs.push_back(l->b.reshape({1, shape[0]}));
+  }
+  w = ops::concat(ws, 0);
+  if (bias) b = ops::concat(bs, 0);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    layers[i]->w = w.narrow0(int64_t(i), 1).reshape(shape);
+    if (bias) layers[i]->b = b.narrow0(int64_t(i), 1).reshape({shape[0]});
+  }
+}
+
 LayerNorm::LayerNorm(const WeightLoader& wl, const std::string& prefix, int64_t dim, float eps_, bool affine,
                      bool bias)
     : eps(eps_) {

@@ -39,6 +39,18 @@ struct Linear {
   int64_t out_features() const { return w.dim(0); }
 };
 
+// Linear layers of the same shape applied to one input (q, k and v
+// projections), their weights stacked so that they run as one batched GEMM:
+// w [G, out, in], b [G, out]. The layers keep views of the stacked weights.
+struct StackedLinear {
+  Tensor w, b;
+  StackedLinear() = default;
+  // All layers with a bias or none.
+  explicit StackedLinear(const std::vector<Linear*>& layers);
+  // One output per layer: [G, ..., out]
+  Tensor operator()(const Tensor& x) const { return ops::linear_stacked(x, w, b.defined() ? &b : nullptr); }
+};
+
 struct LayerNorm {
   Tensor w, b;  // undefined when not elementwise-affine
   float eps = 1e-5f;
@@ -55,6 +67,15 @@ struct LayerNorm {
   // rope((*this)(x)) over x [B, S, H, D], rotating tokens >= start
   Tensor with_rope(const Tensor& x, const RopeTables& rope, int64_t start) const {
     return ops::norm_rope(x, w.defined() ? &w : nullptr, b.defined() ? &b : nullptr, eps, rope.cos, rope.sin, start);
+  }
+  // x + gate * y (gates [B, C] per segment as below; none: x + y) and that
+  // sum through modulated_split: {sum, normed}, in one pass where the backend
+  // fuses the residual add with the norm.
+  std::pair<Tensor, Tensor> add_modulated_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor* gate_a,
+                                                const Tensor* gate_b, const Tensor& shift_a, const Tensor& scale_a,
+                                                const Tensor& shift_b, const Tensor& scale_b) const {
+    return ops::add_norm_modulate_split(x, y, split, gate_a, gate_b, w.defined() ? &w : nullptr,
+                                        b.defined() ? &b : nullptr, eps, shift_a, scale_a, shift_b, scale_b);
   }
   // As modulated, with tokens [0, split) modulated by the *_a vectors and the rest by *_b.
   Tensor modulated_split(const Tensor& x, int64_t split, const Tensor& shift_a, const Tensor& scale_a,
