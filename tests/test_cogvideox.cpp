@@ -2,13 +2,13 @@
 // and with PAB, and the final latents, for the four transformer cases.
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "models/embeddings.h"
 #include "pipeline/replay.h"
+#include "support/io_testing.h"
 #include "support/testing.h"
 
 namespace pab {
@@ -67,7 +67,8 @@ TEST(CogVideoXRope, MatchesFixtureTables) {
 
 // A copy of a fixture transformer with an edited config.json.
 std::string edited_copy(const std::string& case_name, const std::string& key, const nlohmann::json& value) {
-  fs::path tmp = fs::temp_directory_path() / ("pab_cog_" + std::to_string(::getpid()) + "_" + key);
+  static testing::TempDir scratch;  // removed at exit
+  fs::path tmp = scratch / key;
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   fs::path src = data_path("fixtures/transformer/" + case_name + "/transformer");

@@ -1,7 +1,6 @@
 // Latte parity with the diffusers fixture (spatial, temporal and cross
 // attention, learned sigma): every step's output without and with PAB, the
 // final latents, loading errors and input checks.
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -12,6 +11,7 @@
 #include "models/layers.h"
 #include "models/random_weights.h"
 #include "pipeline/replay.h"
+#include "support/io_testing.h"
 #include "support/testing.h"
 
 namespace pab {
@@ -168,7 +168,8 @@ TEST(LatteForward, RejectsBadInputShapes) {
 
 // A copy of the fixture transformer with an edited config.json (null erases the key).
 std::string edited_copy(const std::string& key, const nlohmann::json& value) {
-  fs::path tmp = fs::temp_directory_path() / ("pab_latte_" + std::to_string(::getpid()) + "_" + key);
+  static testing::TempDir scratch;  // removed at exit
+  fs::path tmp = scratch / key;
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   fs::path src = data_path(kCase + "/transformer");

@@ -2,7 +2,6 @@
 // names) give the same schedule and the same Latte replay; YAML and JSON
 // files; the --pab short form; per-model defaults; errors for unknown keys,
 // mixed dialects and contradictions; and `pab replay --pab` overriding a case.
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -10,6 +9,7 @@
 #include "cache/pab_config.h"
 #include "io/safetensors.h"
 #include "pipeline/replay.h"
+#include "support/io_testing.h"
 #include "support/testing.h"
 
 namespace pab {
@@ -22,10 +22,14 @@ using testing::data_path;
 
 const std::string kLatte = "fixtures/transformer/latte";
 
+// Files of this test run, removed at exit.
+const testing::TempDir& scratch() {
+  static testing::TempDir dir;
+  return dir;
+}
+
 std::string temp_file(const std::string& name, const std::string& text) {
-  fs::path dir = fs::temp_directory_path() / ("pab_config_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  fs::path p = dir / name;
+  fs::path p = scratch() / name;
   std::ofstream(p) << text;
   return p.string();
 }
@@ -311,8 +315,7 @@ struct CliRun {
 };
 
 CliRun replay_cli(const std::string& args, const std::string& name) {
-  fs::path out = fs::temp_directory_path() / ("pab_config_" + std::to_string(::getpid())) / (name + ".safetensors");
-  fs::create_directories(out.parent_path());
+  fs::path out = scratch() / (name + ".safetensors");
   CliRun r;
   r.rc = testing::run_command(
       testing::pab_binary() + " replay " + data_path(kLatte) + " -o " + out.string() + " " + args, &r.output);
