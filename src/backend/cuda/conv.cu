@@ -1,6 +1,8 @@
 // Convolutions through cuDNN (NCHW / NCDHW, cross-correlation, float
 // accumulation); algorithms chosen once per shape. The bias is added by a
 // broadcasting kernel.
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <tuple>
@@ -80,21 +82,27 @@ ConvPlan& plan_for(CudaBackend& be, const std::vector<int>& xdims, const std::ve
 }
 
 // dst[b][p][c] = src[b][c][p]: batched 2D transposes through 32x32 tiles.
+// Row tiles and batches beyond the grid's y and z limits (65535) loop: a
+// channels-last volume of a whole video has millions of positions.
 template <class E>
-__global__ void transpose_kernel(const E* src, E* dst, int64_t rows, int64_t cols) {
+__global__ void transpose_kernel(const E* src, E* dst, int64_t batch, int64_t rows, int64_t cols) {
   __shared__ E tile[32][33];
-  const int64_t b = blockIdx.z;
-  const int64_t r0 = int64_t(blockIdx.y) * 32, c0 = int64_t(blockIdx.x) * 32;
-  const E* s = src + b * rows * cols;
-  E* d = dst + b * rows * cols;
-  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-    const int64_t r = r0 + i, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[i][threadIdx.x] = s[r * cols + c];
-  }
-  __syncthreads();
-  for (int i = threadIdx.y; i < 32; i += blockDim.y) {
-    const int64_t c = c0 + i, r = r0 + threadIdx.x;
-    if (r < rows && c < cols) d[c * rows + r] = tile[threadIdx.x][i];
+  const int64_t c0 = int64_t(blockIdx.x) * 32;
+  for (int64_t b = blockIdx.z; b < batch; b += gridDim.z) {
+    const E* s = src + b * rows * cols;
+    E* d = dst + b * rows * cols;
+    for (int64_t r0 = int64_t(blockIdx.y) * 32; r0 < rows; r0 += int64_t(gridDim.y) * 32) {
+      for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int64_t r = r0 + i, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) tile[i][threadIdx.x] = s[r * cols + c];
+      }
+      __syncthreads();
+      for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int64_t c = c0 + i, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) d[c * rows + r] = tile[threadIdx.x][i];
+      }
+      __syncthreads();
+    }
   }
 }
 
@@ -102,13 +110,16 @@ __global__ void transpose_kernel(const E* src, E* dst, int64_t rows, int64_t col
 Tensor transpose_last2(CudaBackend& be, const Tensor& x, int64_t batch, int64_t rows, int64_t cols, const Shape& out) {
   Tensor y = Tensor::empty(out, x.dtype(), Device::cuda);
   if (y.numel() == 0) return y;
-  dim3 grid(unsigned((cols + 31) / 32), unsigned((rows + 31) / 32), unsigned(batch));
+  constexpr int64_t kMaxYZ = 65535;
+  PAB_ASSERT((cols + 31) / 32 <= INT32_MAX, "transpose: ", cols, " columns");
+  dim3 grid(unsigned((cols + 31) / 32), unsigned(std::min((rows + 31) / 32, kMaxYZ)),
+            unsigned(std::min(batch, kMaxYZ)));
   if (dtype_size(x.dtype()) == 2) {
     transpose_kernel<uint16_t><<<grid, dim3(32, 8), 0, be.stream()>>>(static_cast<const uint16_t*>(x.raw()),
-                                                                    static_cast<uint16_t*>(y.raw()), rows, cols);
+                                                                    static_cast<uint16_t*>(y.raw()), batch, rows, cols);
   } else {
     transpose_kernel<uint32_t><<<grid, dim3(32, 8), 0, be.stream()>>>(static_cast<const uint32_t*>(x.raw()),
-                                                                    static_cast<uint32_t*>(y.raw()), rows, cols);
+                                                                    static_cast<uint32_t*>(y.raw()), batch, rows, cols);
   }
   PAB_KERNEL_CHECK();
   return y;
