@@ -66,13 +66,21 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
   });
 }
 
+TilingChoice parse_tiling(const std::string& s) {
+  if (s == "auto" || s.empty()) return TilingChoice::automatic;
+  if (s == "on") return TilingChoice::on;
+  if (s == "off") return TilingChoice::off;
+  fail("tiling '", s, "': expected auto, on or off");
+}
+
 Status bench(const BenchRequest& request, std::string* report) {
   return guarded([&] {
     if (request.steps < 1) fail("--steps must be >= 1");
     const auto pipelines = pipeline_bench_workload_names();
     if (std::find(pipelines.begin(), pipelines.end(), request.workload) != pipelines.end()) {
-      PipelineBenchReport r = run_pipeline_bench(pipeline_bench_workload(request.workload, request.steps),
-                                                 load_options(request.compute), request.pab);
+      PipelineBenchWorkload w = pipeline_bench_workload(request.workload, request.steps);
+      w.tiling = parse_tiling(request.tiling);
+      PipelineBenchReport r = run_pipeline_bench(w, load_options(request.compute), request.pab);
       *report = request.json ? pipeline_bench_json(r) : pipeline_bench_text(r);
       return;
     }

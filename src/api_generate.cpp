@@ -15,13 +15,6 @@ namespace pab {
 
 namespace {
 
-TilingChoice parse_tiling(const std::string& s) {
-  if (s == "auto" || s.empty()) return TilingChoice::automatic;
-  if (s == "on") return TilingChoice::on;
-  if (s == "off") return TilingChoice::off;
-  fail("tiling '", s, "': expected auto, on or off");
-}
-
 // "12 of 36 spatial attention calls broadcast; ..." or "nothing".
 std::string skipped_summary(const PabStats& stats) {
   std::string out;

@@ -8,12 +8,15 @@
 #include "core/error.h"
 #include "models/transformer.h"
 #include "pab/pab.h"
+#include "pipeline/video_pipeline.h"
 
 namespace pab {
 
 // The device and compute dtype the options name; fails for unknown names, a
 // backend not built, or a dtype the device does not compute in.
 LoadOptions load_options(const ComputeOptions& c);
+// "auto" (or empty), "on", "off"; fails naming the value otherwise.
+TilingChoice parse_tiling(const std::string& s);
 
 // Runs f, turning any exception into an error Status with a one-line message.
 template <class F>

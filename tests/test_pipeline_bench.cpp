@@ -43,6 +43,17 @@ TEST(PipelineBench, CogVideoX2bWorkloadDescribesTheRealModel) {
   EXPECT_EQ(plan.latents, (Shape{1, 13, 16, 60, 90}));
   EXPECT_EQ(plan.text_length, 226);
   EXPECT_TRUE(pipe->tiles(plan, w.tiling));
+  // The automatic choice decodes 480x720 untiled in half precision only.
+  EXPECT_TRUE(pipe->tiles(plan, TilingChoice::automatic));
+  LoadOptions half;
+  half.dtype = DType::bf16;
+  auto bf16 = VideoPipeline::create(parts, half);
+  EXPECT_FALSE(bf16->tiles(bf16->plan(w.request), TilingChoice::automatic));
+  EXPECT_TRUE(bf16->tiles(bf16->plan(w.request), TilingChoice::on));
+  VideoRequest larger = w.request;
+  larger.height = 768;
+  larger.width = 1360;
+  EXPECT_TRUE(bf16->tiles(bf16->plan(larger), TilingChoice::automatic));
   pipe->scheduler().set_timesteps(plan.steps);
   EXPECT_EQ(pipe->scheduler().timesteps().front(), 999);
   EXPECT_EQ(pipe->scheduler().timesteps().back(), 19);

@@ -60,6 +60,8 @@ struct BenchRequest {
   bool pab = false;      // also run with PAB and report the speed-up
   int steps = 50;
   bool json = false;
+  // The pipeline workload's VAE decode: on (default: ANCHORS.md's tiled run), off or auto
+  std::string tiling = "on";
   ComputeOptions compute{"cuda", "bf16"};
 };
 // Times the workload; `report` gets text or JSON.

@@ -19,6 +19,10 @@ void register_bench(CLI::App& app) {
   cmd->add_flag("--pab", req->pab, "Also run with the workload's PAB configuration and report the speed-up");
   cmd->add_option("--steps", req->steps, "Denoising steps")->capture_default_str();
   cmd->add_flag("--json", req->json, "Print JSON instead of text");
+  cmd->add_option("--tiling", req->tiling,
+                  "VAE decode of the pipeline workload: on (ANCHORS.md's tiled run), off, or auto (as pab generate)")
+      ->check(CLI::IsMember({"on", "off", "auto"}))
+      ->capture_default_str();
   cmd->add_option("--device", req->compute.device, "cuda or cpu")->capture_default_str();
   cmd->add_option("--dtype", req->compute.dtype, "bf16, f16 or f32")->capture_default_str();
   pab::cli::add_parallel_options(cmd, &req->compute);

@@ -98,7 +98,7 @@ void register_generate(CLI::App& app) {
                   "CogVideoX prompt tokens (default: the transformer's max_text_seq_length)");
   cmd->add_option("--fps", o->fps, "Frame rate of the video file")->capture_default_str();
   auto* on = cmd->add_flag("--tiling", *tiling_on, "Always decode the VAE in tiles");
-  auto* off = cmd->add_flag("--no-tiling", *tiling_off, "Never tile (default: tiles above 512x512 pixels a frame)");
+  auto* off = cmd->add_flag("--no-tiling", *tiling_off, "Never tile (default: tiles frames above 480x720 pixels, above half that in f32)");
   on->excludes(off);
   cmd->add_option("--device", o->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", o->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
