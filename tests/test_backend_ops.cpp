@@ -135,6 +135,8 @@ TEST_P(BackendOps, Attention) {
       // as heads): one or two chunks of 16 keys, partly filled query tiles, every head dim it takes
       {5, 16, 16, 16, 72, 0, false}, {3, 7, 20, 4, 64, 0, false},  {2, 32, 1, 3, 128, 0, false},
       {2, 16, 16, 300, 32, 0, false}, {1, 9, 9, 5, 88, 0, false},  {1, 17, 32, 2, 72, 0, false},
+      // key-masked attention to a caption (the same kernel, online softmax over chunks of 16 keys)
+      {2, 40, 120, 3, 72, 0, true},   {1, 20, 1000, 2, 16, 0, true}, {2, 3, 17, 2, 128, 0, true},
   };
   for (int i = 0; i < 3; ++i) {
     int64_t b = pick(rng, 1, 2);
@@ -197,6 +199,22 @@ TEST_P(BackendOps, AttentionWithNothingToAttendGivesZeros) {
       ASSERT_EQ(got.v[size_t(f)], 0.0) << "at " << f;
     }
   }
+
+  // The mask alone (the masked short-key kernel on the GPU): entry 1 sees no key.
+  AttentionArgs mask_only;
+  mask_only.scale = 0.25f;
+  Tensor k_short = rand({b, 40, h, d}), v_short = rand({b, 40, h, d});
+  std::vector<float> keep_short(size_t(b * 40), 1.0f);
+  std::fill(keep_short.begin() + 40, keep_short.end(), 0.0f);
+  keep_short[3] = 0.0f;
+  Tensor mask_short = Tensor::from_vector(keep_short, {b, 40}), mask_short_d = dev_f32(mask_short);
+  mask_only.key_mask = &mask_short_d;
+  Tensor masked = ops::attention(dev(q), dev(k_short), dev(v_short), mask_only);
+  Array rmask_short = Array::from(mask_short);
+  expect_close(masked, naive::attention(ref(q), ref(k_short), ref(v_short), 0.25, nullptr, &rmask_short), tol(),
+               "masked attention");
+  Array got_masked = Array::from(masked);
+  for (int64_t f = got_masked.numel() / 2; f < got_masked.numel(); ++f) ASSERT_EQ(got_masked.v[size_t(f)], 0.0);
 
   Tensor none = rand({b, 0, h, d});
   Tensor empty_keys = ops::attention(dev(q), dev(none), dev(none), AttentionArgs{});

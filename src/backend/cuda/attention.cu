@@ -114,15 +114,16 @@ void fallback_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const
 
 // ------------------------------------------------------------ short sequences
 
-// Attention over short sequences (Sq, Sk <= 32: Latte's temporal attention,
-// thousands of 16-frame sequences), where the fused library kernels spend
-// their time on set-up. One warp per (entry, head, 16 queries) on the tensor
-// cores: S = Q K^T in m16n8k16 tiles with the operands loaded as pairs straight
-// from global memory, the softmax in the accumulator registers (a row spread
-// over the four lanes of a quad), P reused as the A operand of O = P V (in the
-// compute dtype, as fused attention kernels do), O stored as pairs. Latte
-// attends along the frames of each spatial position by treating positions as
-// heads: [B, F, N * H, D], 16-frame sequences with rows of N * H * D elements.
+// Attention to few keys: short sequences (Sk <= 32: Latte's temporal
+// attention, thousands of 16-frame sequences, where the fused library kernels
+// spend their time on set-up) and key-masked attention to a caption. One warp
+// per (entry, head, 16 queries) on the tensor cores: S = Q K^T in m16n8k16
+// tiles with the operands loaded as pairs straight from global memory, an
+// online softmax over chunks of 16 keys in the accumulator registers (a row
+// spread over the four lanes of a quad), P reused as the A operand of O = P V
+// (in the compute dtype, as fused attention kernels do), O stored as pairs.
+// Latte attends along the frames of each spatial position by treating
+// positions as heads: [B, F, N * H, D], rows of N * H * D elements.
 constexpr int kShortMax = 32;
 
 struct ShortGeom {
@@ -163,9 +164,12 @@ __device__ void mma16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t 
 #endif
 }
 
-template <class T, int kD, int kKeyChunks>
-__global__ void short_attention(const T* q, const T* k, const T* v, T* o, ShortGeom g, float scale) {
-  constexpr int kTiles = 2 * kKeyChunks;  // score tiles of 8 keys
+// kChunks > 0: exactly that many chunks of 16 keys (unrolled: up to 32 keys);
+// 0: as many as Sk needs.
+template <class T, int kD, int kChunks>
+__global__ void short_attention(const T* q, const T* k, const T* v, T* o, const float* mask, ShortGeom g,
+                                float scale) {
+  constexpr int kDimChunks = (kD + 15) / 16;  // of the head dim, for S = Q K^T
   const int lane = threadIdx.x % 32;
   const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int qtiles = (g.sq + 15) / 16;
@@ -176,69 +180,90 @@ __global__ void short_attention(const T* q, const T* k, const T* v, T* o, ShortG
   const T* qb = q + b * g.sq * row + h * kD;
   const T* kb = k + b * g.sk * row + h * kD;
   const uint16_t* vb = reinterpret_cast<const uint16_t*>(v + b * g.sk * row + h * kD);
+  const float* mb = mask ? mask + b * g.sk : nullptr;
   const int quad = lane / 4, c = (lane % 4) * 2;  // fragment row and column pair
   const int r0 = qt * 16 + quad, r1 = r0 + 8;
   auto pair = [&](const T* base, int r, int rows, int col) -> uint32_t {
     return r < rows && col < kD ? *reinterpret_cast<const uint32_t*>(base + r * row + col) : 0u;
   };
-
-  float s[kTiles][4] = {};
-#pragma unroll
-  for (int kc = 0; kc < (kD + 15) / 16; ++kc) {
-    const int col = kc * 16 + c;
-    const uint32_t a[4] = {pair(qb, r0, g.sq, col), pair(qb, r1, g.sq, col), pair(qb, r0, g.sq, col + 8),
-                           pair(qb, r1, g.sq, col + 8)};
-#pragma unroll
-    for (int t = 0; t < kTiles; ++t) {
-      const int key = t * 8 + quad;
-      mma16816<T>(s[t], a, pair(kb, key, g.sk, col), pair(kb, key, g.sk, col + 8));
-    }
-  }
-  // Softmax of rows r0 (s[t][0..1]) and r1 (s[t][2..3]) at keys t * 8 + c + {0, 1}
-  float m0 = -INFINITY, m1 = -INFINITY;
-#pragma unroll
-  for (int t = 0; t < kTiles; ++t)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const bool live = t * 8 + c + i < g.sk;
-      s[t][i] = live ? s[t][i] * scale : -INFINITY;
-      s[t][2 + i] = live ? s[t][2 + i] * scale : -INFINITY;
-      m0 = fmaxf(m0, s[t][i]);
-      m1 = fmaxf(m1, s[t][2 + i]);
-    }
-  for (int x = 1; x < 4; x *= 2) {
-    m0 = fmaxf(m0, __shfl_xor_sync(0xffffffffu, m0, x));
-    m1 = fmaxf(m1, __shfl_xor_sync(0xffffffffu, m1, x));
-  }
-  float l0 = 0.0f, l1 = 0.0f;
-#pragma unroll
-  for (int t = 0; t < kTiles; ++t)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      s[t][i] = __expf(s[t][i] - m0);
-      s[t][2 + i] = __expf(s[t][2 + i] - m1);
-      l0 += s[t][i];
-      l1 += s[t][2 + i];
-    }
-  for (int x = 1; x < 4; x *= 2) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, x);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, x);
-  }
-
-  float acc[kD / 8][4] = {};
   auto elem = [&](int key, int col) -> uint32_t { return key < g.sk ? vb[key * row + col] : 0u; };
+  uint32_t qa[kDimChunks][4];
 #pragma unroll
-  for (int kc = 0; kc < kKeyChunks; ++kc) {
-    const uint32_t a[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
-                           pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]), pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-    const int key = kc * 16 + c;
+  for (int kc = 0; kc < kDimChunks; ++kc) {
+    const int col = kc * 16 + c;
+    qa[kc][0] = pair(qb, r0, g.sq, col);
+    qa[kc][1] = pair(qb, r1, g.sq, col);
+    qa[kc][2] = pair(qb, r0, g.sq, col + 8);
+    qa[kc][3] = pair(qb, r1, g.sq, col + 8);
+  }
+
+  // Online softmax over chunks of 16 keys. Rows r0 (s[t][0..1]) and r1
+  // (s[t][2..3]) at keys k0 + t * 8 + c + {0, 1}; a row without a key to
+  // attend to so far keeps m = -inf, p = 0.
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+  float acc[kD / 8][4] = {};
+  const int chunks = kChunks > 0 ? kChunks : (g.sk + 15) / 16;
+#pragma unroll
+  for (int ci = 0; ci < chunks; ++ci) {
+    const int k0 = ci * 16;
+    float s[2][4] = {};
+#pragma unroll
+    for (int kc = 0; kc < kDimChunks; ++kc) {
+      const int col = kc * 16 + c;
+#pragma unroll
+      for (int t = 0; t < 2; ++t) {
+        const int key = k0 + t * 8 + quad;
+        mma16816<T>(s[t], qa[kc], pair(kb, key, g.sk, col), pair(kb, key, g.sk, col + 8));
+      }
+    }
+    float n0 = m0, n1 = m1;
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int key = k0 + t * 8 + c + i;
+        const bool live = key < g.sk && (!mb || mb[key] != 0.0f);
+        s[t][i] = live ? s[t][i] * scale : -INFINITY;
+        s[t][2 + i] = live ? s[t][2 + i] * scale : -INFINITY;
+        n0 = fmaxf(n0, s[t][i]);
+        n1 = fmaxf(n1, s[t][2 + i]);
+      }
+    for (int x = 1; x < 4; x *= 2) {
+      n0 = fmaxf(n0, __shfl_xor_sync(0xffffffffu, n0, x));
+      n1 = fmaxf(n1, __shfl_xor_sync(0xffffffffu, n1, x));
+    }
+    const float c0 = n0 == -INFINITY ? 1.0f : __expf(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : __expf(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+    l0 *= c0;
+    l1 *= c1;
+#pragma unroll
+    for (int t = 0; t < 2; ++t)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        s[t][i] = m0 == -INFINITY ? 0.0f : __expf(s[t][i] - m0);
+        s[t][2 + i] = m1 == -INFINITY ? 0.0f : __expf(s[t][2 + i] - m1);
+        l0 += s[t][i];
+        l1 += s[t][2 + i];
+      }
+    const uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]), pack2<T>(s[1][0], s[1][1]),
+                           pack2<T>(s[1][2], s[1][3])};
+    const int key = k0 + c;
 #pragma unroll
     for (int t = 0; t < kD / 8; ++t) {
+      acc[t][0] *= c0;
+      acc[t][1] *= c0;
+      acc[t][2] *= c1;
+      acc[t][3] *= c1;
       const int col = t * 8 + quad;
       mma16816<T>(acc[t], a, elem(key, col) | elem(key + 1, col) << 16, elem(key + 8, col) | elem(key + 9, col) << 16);
     }
   }
-  const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+  for (int x = 1; x < 4; x *= 2) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+  }
+  const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
   T* ob = o + b * g.sq * row + h * kD;
 #pragma unroll
   for (int t = 0; t < kD / 8; ++t) {
@@ -248,32 +273,44 @@ __global__ void short_attention(const T* q, const T* k, const T* v, T* o, ShortG
   }
 }
 
-// Whether the short-sequence kernel takes this shape.
-bool short_attention_fits(const Tensor& q, const Tensor& k, const Tensor& v) {
-  const int64_t sq = q.dim(1), sk = k.dim(1), d = q.dim(3);
-  if (q.dtype() == DType::f32 || sq > kShortMax || sk > kShortMax || sk == 0) return false;
-  if (d != 32 && d != 64 && d != 72 && d != 88 && d != 128) return false;
+// Whether our kernel takes this call: up to 32 keys (where the library's
+// set-up dominates), or key-masked attention to up to 1024 keys (which cuDNN's
+// plain SDPA here does not take: Latte's and Open-Sora's captions).
+constexpr int64_t kMaskedMax = 1024;
+
+bool short_attention_fits(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args) {
+  const int64_t sk = k.dim(1), d = q.dim(3);
+  if (q.dtype() == DType::f32 || args.bias || sk == 0 || sk > (args.key_mask ? kMaskedMax : kShortMax)) return false;
+  if (d != 16 && d != 32 && d != 64 && d != 72 && d != 88 && d != 128) return false;
   for (const Tensor* t : {&q, &k, &v})  // pairs are loaded as 32-bit words (the output is allocated aligned)
     if (reinterpret_cast<uintptr_t>(t->raw()) % 4 != 0) return false;
   return true;
 }
 
 void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
-                         float scale) {
+                         const AttentionArgs& args) {
+  Tensor mask;
+  if (args.key_mask) {
+    mask = args.key_mask->dtype() == DType::f32 ? *args.key_mask : be.cast(*args.key_mask, DType::f32);
+    cuda::check_cuda(mask, "attention mask");
+  }
   const int64_t heads = q.dim(2), d = q.dim(3);
-  const int sq = int(q.dim(1)), sk = int(k.dim(1));
-  const ShortGeom g{q.dim(0), heads, sq, sk};
-  const int64_t warps = g.batch * heads * ((sq + 15) / 16);
+  const ShortGeom g{q.dim(0), heads, int(q.dim(1)), int(k.dim(1))};
+  const int64_t warps = g.batch * heads * ((g.sq + 15) / 16);
   constexpr int kWarpsPerBlock = 4;
   const unsigned blocks = unsigned((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const float* mp = mask.defined() ? cuda::cptr<float>(mask) : nullptr;
   cuda::dispatch_float(q.dtype(), "attention", [&]<class T>() {
     if constexpr (!std::is_same_v<T, float>) {
       auto launch = [&]<int kD>() {
-        auto kernel = sk <= 16 ? short_attention<T, kD, 1> : short_attention<T, kD, 2>;
+        auto kernel = g.sk <= 16 ? short_attention<T, kD, 1>
+                      : g.sk <= 32 ? short_attention<T, kD, 2>
+                                   : short_attention<T, kD, 0>;
         kernel<<<blocks, 32 * kWarpsPerBlock, 0, be.stream()>>>(cuda::cptr<T>(q), cuda::cptr<T>(k), cuda::cptr<T>(v),
-                                                                cuda::mptr<T>(out), g, scale);
+                                                                cuda::mptr<T>(out), mp, g, args.scale);
       };
       switch (d) {
+        case 16: launch.template operator()<16>(); break;
         case 32: launch.template operator()<32>(); break;
         case 64: launch.template operator()<64>(); break;
         case 72: launch.template operator()<72>(); break;
@@ -493,14 +530,13 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const double flop = 4.0 * double(q.dim(0)) * double(q.dim(2)) * double(q.dim(1)) * double(k.dim(1)) * double(q.dim(3));
   const bool plain = !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 &&
                      q.dim(3) <= 256 && !std::getenv("PAB_NO_CUDNN_ATTENTION");
-  const bool short_seq =
-      !args.bias && !args.key_mask && !std::getenv("PAB_NO_SHORT_ATTENTION") && short_attention_fits(q, k, v);
+  const bool short_seq = !std::getenv("PAB_NO_SHORT_ATTENTION") && short_attention_fits(q, k, v, args);
   const bool cudnn = !short_seq && plain && sdpa_plan(*this, q, k, v, out, args.scale).plan != nullptr;
   OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,
                 /*attention=*/true);
   if (scope.verbose()) scope.describe(cat("q ", shape_str(q.shape()), " k ", shape_str(k.shape())));
   if (short_seq) {
-    run_short_attention(*this, q, k, v, out, args.scale);
+    run_short_attention(*this, q, k, v, out, args);
   } else if (!(cudnn && cudnn_attention(*this, q, k, v, out, args.scale))) {
     fallback_attention(*this, q, k, v, out, args);
   }

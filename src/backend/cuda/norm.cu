@@ -96,11 +96,6 @@ __global__ void row_norm_kernel(const T* x, const T* w, const T* b, const T* shi
   }
 }
 
-// The same with 16-byte accesses: G threads per row (G <= 32: several rows
-// per block, reduced by shuffles inside the lane group; G = 0: one row per
-// block of blockDim threads), each holding kVecs vectors of V elements. A warp
-// per row keeps more loads in flight than a block per row and needs no
-// barriers: model-width rows (a few hundred vectors) run that way.
 // The residual fused before a norm: x is replaced by sum = x + gate * y (gate
 // [B, C] by segment as the modulation; null gate: 1), which is also written.
 template <class T>
@@ -109,6 +104,11 @@ struct Residual {
   T* sum = nullptr;
 };
 
+// The same with 16-byte accesses: G threads per row (G <= 32: several rows
+// per block, reduced by shuffles inside the lane group; G = 0: one row per
+// block of blockDim threads), each holding kVecs vectors of V elements. A warp
+// per row keeps more loads in flight than a block per row and needs no
+// barriers: model-width rows (a few hundred vectors) run that way.
 template <class T, int G, int kVecs>
 __global__ void vec_row_norm_kernel(const T* x, const T* w, const T* b, const T* shift_a, const T* scale_a,
                                     const T* shift_b, const T* scale_b, T* out, int64_t rows, RowNormArgs a,
@@ -430,8 +430,8 @@ using namespace cuda;
 namespace {
 // x [.., C]; optional affine w, b [C]; optional modulation vectors [B, C] for
 // the two token segments of x [B, S, C] (split = S: one segment).
-// With y, x + gate * y replaces x (`sum` receives it) when the vectorised
-// kernels run; callers without that guarantee use fused_residual_fits.
+// With y, x + gate * y replaces x (`sum` receives it); only the vectorised
+// kernels take it (add_norm_modulate_split checks that they run).
 Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor* b, const Tensor* shift_a,
                 const Tensor* scale_a, const Tensor* shift_b, const Tensor* scale_b, int64_t split, float eps, bool rms,
                 const char* op, const Tensor* y = nullptr, const Tensor* gate_a = nullptr,
