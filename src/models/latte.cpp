@@ -94,14 +94,15 @@ LatteConfig parse_config(const JsonConfig& j) {
 
 struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
   Linear to_q, to_k, to_v, to_out;
-  StackedLinear qkv;  // to_q, to_k, to_v as one GEMM (self attention)
+  StackedLinear qkv;  // self attention: to_q, to_k, to_v as one GEMM
   Attention() = default;
-  Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias)
+  Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias, bool self)
       : to_q(wl, prefix + ".to_q", dim, dim, bias),
         to_k(wl, prefix + ".to_k", dim, dim, bias),
         to_v(wl, prefix + ".to_v", dim, dim, bias),
-        to_out(wl, prefix + ".to_out.0", dim, dim, true),
-        qkv({&to_q, &to_k, &to_v}) {}
+        to_out(wl, prefix + ".to_out.0", dim, dim, true) {
+    if (self) qkv = StackedLinear({&to_q, &to_k, &to_v});
+  }
 };
 
 // diffusers BasicTransformerBlock with norm_type ada_norm_single.
@@ -215,9 +216,9 @@ class Latte final : public DiffusionTransformer {
     b.scale_shift_table = wl.get(prefix + ".scale_shift_table", {6, d});
     b.norm1 = LayerNorm(wl, prefix + ".norm1", d, c_.norm_eps, c_.norm_elementwise_affine);
     b.norm2 = LayerNorm(wl, prefix + ".norm2", d, c_.norm_eps, c_.norm_elementwise_affine);
-    b.attn1 = Attention(wl, prefix + ".attn1", d, c_.attention_bias);
+    b.attn1 = Attention(wl, prefix + ".attn1", d, c_.attention_bias, /*self=*/true);
     b.has_cross = cross;
-    if (cross) b.attn2 = Attention(wl, prefix + ".attn2", d, c_.attention_bias);
+    if (cross) b.attn2 = Attention(wl, prefix + ".attn2", d, c_.attention_bias, /*self=*/false);
     b.ff = FeedForward(wl, prefix + ".ff", d, 4 * d, c_.activation);
     return b;
   }

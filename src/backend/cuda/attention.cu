@@ -73,20 +73,19 @@ __global__ void attention_rows(const T* q, const T* k, const T* v, T* o, const f
   }
 }
 
+// An optional bias or mask as the kernels read it: f32 on the device (undefined when absent).
+Tensor f32_input(CudaBackend& be, const Tensor* t, const char* what) {
+  if (!t) return Tensor();
+  Tensor r = t->dtype() == DType::f32 ? *t : be.cast(*t, DType::f32);
+  cuda::check_cuda(r, what);
+  return r;
+}
+
 void fallback_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                         const AttentionArgs& args) {
   const int64_t bsz = q.dim(0), sq = q.dim(1), heads = q.dim(2), d = q.dim(3), sk = k.dim(1);
-  Tensor bias, mask;
-  int64_t bias_b = 0;
-  if (args.bias) {
-    bias = args.bias->dtype() == DType::f32 ? *args.bias : be.cast(*args.bias, DType::f32);
-    cuda::check_cuda(bias, "attention bias");
-    bias_b = bias.dim(0);
-  }
-  if (args.key_mask) {
-    mask = args.key_mask->dtype() == DType::f32 ? *args.key_mask : be.cast(*args.key_mask, DType::f32);
-    cuda::check_cuda(mask, "attention mask");
-  }
+  const Tensor bias = f32_input(be, args.bias, "attention bias"), mask = f32_input(be, args.key_mask, "attention mask");
+  const int64_t bias_b = bias.defined() ? bias.dim(0) : 0;
   PAB_ASSERT(d <= 256, "attention head dim ", d, " above 256");
   const int64_t rows = bsz * heads * sq;
   const unsigned grid = unsigned((rows + kWarps - 1) / kWarps);
@@ -289,11 +288,7 @@ bool short_attention_fits(const Tensor& q, const Tensor& k, const Tensor& v, con
 
 void run_short_attention(CudaBackend& be, const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                          const AttentionArgs& args) {
-  Tensor mask;
-  if (args.key_mask) {
-    mask = args.key_mask->dtype() == DType::f32 ? *args.key_mask : be.cast(*args.key_mask, DType::f32);
-    cuda::check_cuda(mask, "attention mask");
-  }
+  const Tensor mask = f32_input(be, args.key_mask, "attention mask");
   const int64_t heads = q.dim(2), d = q.dim(3);
   const ShortGeom g{q.dim(0), heads, int(q.dim(1)), int(k.dim(1))};
   const int64_t warps = g.batch * heads * ((g.sq + 15) / 16);

@@ -138,10 +138,11 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, int batch, DTyp
 }
 
 // w [N, K] (b [N]), or stacked [G, N, K] (b [G, N]) for outputs [G, ..., N].
-Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor* bias, cublasLtEpilogue_t epi) {
+Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tensor* bias, cublasLtEpilogue_t epi,
+                  bool stacked = false) {
   cuda::check_same(x, w, "linear");
-  const bool stacked = w.rank() == 3;
-  PAB_ASSERT((w.rank() == 2 || stacked) && x.dim(-1) == w.dim(-1), "linear: ", x.desc(), " by weight ", w.desc());
+  PAB_ASSERT(w.rank() == (stacked ? 3 : 2) && x.dim(-1) == w.dim(-1), stacked ? "linear_stacked: " : "linear: ",
+             x.desc(), " by weight ", w.desc());
   const int batch = stacked ? int(w.dim(0)) : 1;
   const int64_t k = w.dim(-1), n = w.dim(-2), m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape os = x.shape();
@@ -188,13 +189,11 @@ Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tenso
 }  // namespace
 
 Tensor CudaBackend::linear(const Tensor& x, const Tensor& w, const Tensor* b) {
-  PAB_ASSERT(w.rank() == 2, "linear: weight ", w.desc());
   return run_linear(*this, x, w, b, CUBLASLT_EPILOGUE_BIAS);
 }
 
 Tensor CudaBackend::linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b) {
-  PAB_ASSERT(w.rank() == 3, "linear_stacked: weights [G, N, K], got ", w.desc());
-  return run_linear(*this, x, w, b, CUBLASLT_EPILOGUE_BIAS);
+  return run_linear(*this, x, w, b, CUBLASLT_EPILOGUE_BIAS, /*stacked=*/true);
 }
 
 Tensor CudaBackend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, Unary act) {

@@ -430,8 +430,8 @@ using namespace cuda;
 namespace {
 // x [.., C]; optional affine w, b [C]; optional modulation vectors [B, C] for
 // the two token segments of x [B, S, C] (split = S: one segment).
-// With y, x + gate * y replaces x (`sum` receives it); only the vectorised
-// kernels take it (add_norm_modulate_split checks that they run).
+// With y, x + gate * y replaces x and is returned in `sum`: fused into the
+// vectorised kernels, or as a separate op where they do not run.
 Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor* b, const Tensor* shift_a,
                 const Tensor* scale_a, const Tensor* shift_b, const Tensor* scale_b, int64_t split, float eps, bool rms,
                 const char* op, const Tensor* y = nullptr, const Tensor* gate_a = nullptr,
@@ -452,7 +452,17 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     a.tokens = x.dim(1);
     a.split = split;
   }
+  // 16-byte vectors when every row and vector is aligned (outputs are allocated so)
+  const int64_t nvec = a.c * int64_t(dtype_size(x.dtype())) / 16;
+  bool vec = a.c * int64_t(dtype_size(x.dtype())) % 16 == 0;
+  for (const Tensor* t : {&x, w, b, shift_a, scale_a, shift_b, scale_b, y, gate_a, gate_b})
+    vec = vec && (!t || aligned16(t->raw()));
+  if (y && !(vec && nvec <= 4096)) {
+    *sum = gate_a ? be.gated_add_split(x, *y, split, *gate_a, *gate_b) : be.binary(x, *y, Binary::add);
+    return row_norm(be, *sum, w, b, shift_a, scale_a, shift_b, scale_b, split, eps, rms, op);
+  }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  if (y) *sum = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
   if (rows == 0) return out;
   dispatch_float(x.dtype(), op, [&]<class T>() {
     auto p = [](const Tensor* t) { return t ? cptr<T>(*t) : nullptr; };
@@ -461,14 +471,6 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     T* o = mptr<T>(out);
     Residual<T> res;
     if (y) res = {cptr<T>(*y), p(gate_a), p(gate_b), mptr<T>(*sum)};
-    constexpr int V = kVec<T>;
-    bool vec = a.c % V == 0;
-    for (const void* ptr : {(const void*)xp, (const void*)wp, (const void*)bp, (const void*)sa, (const void*)ca,
-                            (const void*)sb, (const void*)cb, (const void*)o, (const void*)res.y,
-                            (const void*)res.gate_a, (const void*)res.gate_b, (const void*)res.sum})
-      vec = vec && (ptr == nullptr || aligned16(ptr));
-    const int64_t nvec = a.c / V;
-    PAB_ASSERT(!y || (vec && nvec <= 4096), op, ": the fused residual needs the vectorised kernels");
     auto groups = [&](auto kernel, int g) {
       const int64_t per_block = 256 / g;
       kernel<<<unsigned((rows + per_block - 1) / per_block), 256, 0, be.stream()>>>(xp, wp, bp, sa, ca, sb, cb, o,
@@ -550,15 +552,12 @@ std::pair<Tensor, Tensor> CudaBackend::add_norm_modulate_split(const Tensor& x, 
   check_same(x, y, "add_norm_modulate_split");
   PAB_ASSERT(x.shape() == y.shape() && !gate_a == !gate_b, "add_norm_modulate_split: x ", x.desc(), " y ", y.desc());
   for (const Tensor* g : {gate_a, gate_b})
-    if (g) PAB_ASSERT(g->numel() == x.dim(0) * x.dim(-1), "add_norm_modulate_split: gate ", g->desc(), " for ", x.desc());
-  // The vectorised kernels (16-byte aligned rows of at most 4096 vectors) take the residual.
-  const int64_t c = x.dim(-1), v = 16 / int64_t(dtype_size(x.dtype()));
-  bool fits = c % v == 0 && c / v <= 4096 && x.rank() == 3;
-  for (const Tensor* t : {&x, &y, gate_a, gate_b, w, b, &shift_a, &scale_a, &shift_b, &scale_b})
-    fits = fits && (!t || aligned16(t->raw()));
-  if (!fits) return Backend::add_norm_modulate_split(x, y, split, gate_a, gate_b, w, b, eps, shift_a, scale_a, shift_b, scale_b);
+    if (g) {
+      check_same(x, *g, "add_norm_modulate_split");
+      PAB_ASSERT(g->numel() == x.dim(0) * x.dim(-1), "add_norm_modulate_split: gate ", g->desc(), " for ", x.desc());
+    }
   OpScope op_scope(*this, "add_norm_modulate");
-  Tensor sum = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor sum;
   Tensor normed = row_norm(*this, x, w, b, &shift_a, &scale_a, &shift_b, &scale_b, split, eps, false,
                            "add_norm_modulate_split", &y, gate_a, gate_b, &sum);
   return {sum, normed};
