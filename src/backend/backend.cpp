@@ -112,9 +112,29 @@ Tensor Backend::modulate(const Tensor& x, const Tensor& shift, const Tensor& sca
   return binary(binary(x, one_plus, Binary::mul), shift.reshape(s), Binary::add);
 }
 
-Tensor Backend::scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) {
-  Tensor out = binary(binary(x, scale, Binary::mul), shift, Binary::add);
-  return silu ? unary(out, Unary::silu) : out;
+Tensor Backend::conv3d_joined(const std::vector<Tensor>& parts, const Tensor& w, const Tensor* b,
+                              std::array<int, 3> stride, std::array<int, 3> padding) {
+  PAB_ASSERT(!parts.empty(), "conv3d_joined: no input");
+  return conv3d(parts.size() == 1 ? parts[0] : concat(parts, 2), w, b, stride, padding);
+}
+
+void check_group_norm_scale_shift(const Tensor& x, const Tensor& scale, const Tensor& shift) {
+  bool ok = x.rank() >= 3 && scale.rank() == x.rank() && shift.shape() == scale.shape();
+  for (int i = 0; ok && i < x.rank(); ++i)
+    ok = i == x.rank() - 2 ? scale.dim(i) > 0 && x.dim(i) % scale.dim(i) == 0 : scale.dim(i) == x.dim(i);
+  PAB_ASSERT(ok, "group_norm_scale_shift: x ", x.desc(), " scale ", scale.desc(), " shift ", shift.desc());
+}
+
+Tensor Backend::group_norm_scale_shift(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
+                                       const Tensor& scale, const Tensor& shift, bool silu) {
+  check_group_norm_scale_shift(x, scale, shift);
+  // x as [conditioning rows, H / h, W] against conditioning [rows, 1, W].
+  const int64_t height = x.dim(-2), width = x.dim(-1), h = scale.dim(-2);
+  const int64_t rows = height * width == 0 ? 0 : x.numel() / (height * width) * h;
+  const Shape xs = {rows, height / h, width}, cs = {rows, 1, width};
+  Tensor out = group_norm(x, groups, w, b, eps).reshape(xs);
+  out = binary(binary(out, scale.reshape(cs), Binary::mul), shift.reshape(cs), Binary::add);
+  return (silu ? unary(out, Unary::silu) : out).reshape(x.shape());
 }
 
 Tensor Backend::gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) {

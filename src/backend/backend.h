@@ -40,6 +40,7 @@ struct MemoryStats {
 struct OpProfile {
   double gemm_flop = 0, gemm_seconds = 0;
   double attention_flop = 0, attention_seconds = 0;
+  double conv_flop = 0, conv_seconds = 0;
   struct Op {
     int calls = 0;
     double seconds = 0;
@@ -113,6 +114,11 @@ class Backend {
   // x [B, C, T, H, W], w [O, C, kt, kh, kw], b [O] -> [B, O, T', H', W']
   virtual Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
                         std::array<int, 3> padding) = 0;
+  // conv3d of the parts joined along time (dim 2), as a causal convolution
+  // sees its cached frames before its input, without the joined copy where
+  // the backend can.
+  virtual Tensor conv3d_joined(const std::vector<Tensor>& parts, const Tensor& w, const Tensor* b,
+                               std::array<int, 3> stride, std::array<int, 3> padding);
 
   // --- model helpers ---
   // Rotary embedding on interleaved pairs (x[2i], x[2i+1]) of the last dim,
@@ -153,11 +159,16 @@ class Backend {
                                                             const Tensor& shift_b, const Tensor& scale_b);
   virtual Tensor gated_add_split(const Tensor& x, const Tensor& y, int64_t split, const Tensor& gate_a,
                                  const Tensor& gate_b);
-  // silu(x * scale + shift) (or without the silu), x [O, R, I] and scale,
-  // shift [O, 1, I]: each row of the conditioning serves R rows of x
-  // (CogVideoX's VAE repeats its spatial norm's conditioning along the height).
-  virtual Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu);
+  // silu(group_norm(x) * scale + shift) (or without the silu): x [B, C, ..., H, W],
+  // scale and shift [B, C, ..., h, W] with h dividing H, each of their rows
+  // serving H / h consecutive rows of x (CogVideoX's VAE: its spatial norms'
+  // conditioning, computed at the latents' height).
+  virtual Tensor group_norm_scale_shift(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
+                                        const Tensor& scale, const Tensor& shift, bool silu);
 };
+
+// Fails unless scale and shift fit x as group_norm_scale_shift needs.
+void check_group_norm_scale_shift(const Tensor& x, const Tensor& scale, const Tensor& shift);
 
 // The backend of a device, created on first use; fails with a clear error if
 // it was not built or cannot start (no device).

@@ -66,6 +66,12 @@ inline Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::arr
   return on(x).conv3d(x, w, b, stride, padding);
 }
 
+inline Tensor conv3d_joined(const std::vector<Tensor>& parts, const Tensor& w, const Tensor* b,
+                            std::array<int, 3> stride = {1, 1, 1}, std::array<int, 3> padding = {0, 0, 0}) {
+  PAB_ASSERT(!parts.empty(), "conv3d_joined: no input");
+  return on(parts[0]).conv3d_joined(parts, w, b, stride, padding);
+}
+
 inline Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start = 0) {
   return on(x).rope(x, cos, sin, start);
 }
@@ -74,8 +80,9 @@ inline Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale
   return on(x).modulate(x, shift, scale);
 }
 inline Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) { return on(x).gated_add(x, gate, y); }
-inline Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) {
-  return on(x).scale_shift_rows(x, scale, shift, silu);
+inline Tensor group_norm_scale_shift(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
+                                     const Tensor& scale, const Tensor& shift, bool silu) {
+  return on(x).group_norm_scale_shift(x, groups, w, b, eps, scale, shift, silu);
 }
 inline Tensor norm_modulate_split(const Tensor& x, const Tensor* w, const Tensor* b, float eps, int64_t split,
                                   const Tensor& shift_a, const Tensor& scale_a, const Tensor& shift_b,

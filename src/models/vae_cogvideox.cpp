@@ -58,18 +58,24 @@ using ConvCache = std::vector<Tensor>;
 
 // ---------------------------------------------------------------- building blocks
 
-Tensor causal_conv(const CausalConv& c, Tensor x, ConvCache& cache) {
+Tensor causal_conv(const CausalConv& c, const Tensor& x, ConvCache& cache) {
+  std::vector<Tensor> parts;
   if (c.kt > 1) {
     Tensor& cached = cache[size_t(c.cache_slot)];
     if (cached.defined()) {
-      x = ops::concat({cached, x}, 2);
-    } else {
-      x = ops::pad(x, {{c.kt - 1, 0}, {0, 0}, {0, 0}}, PadMode::replicate);  // repeat the first frame
+      parts.push_back(cached);
+    } else {  // the first batch sees copies of its first frame
+      parts.assign(size_t(c.kt - 1), ops::slice(x, 2, 0, 1));
     }
-    int64_t t = x.dim(2);
-    cached = ops::slice(x, 2, t - (c.kt - 1), t);
   }
-  return ops::conv3d(x, c.conv.w, &c.conv.b, {1, 1, 1}, {0, c.pad_h, c.pad_w});
+  parts.push_back(x);
+  Tensor out = ops::conv3d_joined(parts, c.conv.w, &c.conv.b, {1, 1, 1}, {0, c.pad_h, c.pad_w});
+  if (c.kt > 1) {  // the last kt - 1 frames seen, for the next batch
+    const int64_t keep = c.kt - 1, t = x.dim(2);
+    cache[size_t(c.cache_slot)] =
+        t >= keep ? ops::slice(x, 2, t - keep, t) : ops::slice(ops::concat(parts, 2), 2, t, t + keep);
+  }
+  return out;
 }
 
 // Nearest resize of t [B, C, T, H, W] by the integer factors that take it to (t_out, h_out, w_out).
@@ -97,34 +103,24 @@ Tensor resize_like(const Tensor& t, const Shape& f_shape) {
   return resize_nearest(t, tf, h, w);
 }
 
-// SpatialNorm3D followed by the SiLU that every use applies. f is taken by
-// value so that a caller moving its only reference in frees it once normalised.
-Tensor spatial_norm_silu(const SpatialNorm& n, Tensor f, const Tensor& zq, int groups) {
+// SpatialNorm3D followed by the SiLU that every use applies.
+Tensor spatial_norm_silu(const SpatialNorm& n, const Tensor& f, const Tensor& zq, int groups) {
   // The 1x1x1 convolutions commute with the nearest resize, so they run at the
   // latents' resolution and only their results are resized.
   Tensor y = ops::conv3d(zq, n.conv_y.w, &n.conv_y.b);
   Tensor b = ops::conv3d(zq, n.conv_b.w, &n.conv_b.b);
-  Tensor out = ops::group_norm(f, groups, &n.gn_w, &n.gn_b, kNormEps);
-  const Shape shape = f.shape();
-  f = Tensor();
-  // Resize time and width only; the height repeat happens in the fused
-  // scale, shift and SiLU, the features viewed as [B*C*T*h, H / h, W] against
-  // conditioning rows [B*C*T*h, 1, W] (no full-size copy of y and b).
-  const int64_t h = zq.dim(3);
-  PAB_ASSERT(shape[3] % h == 0, "spatial norm: latents ", zq.desc(), " for features ", shape_str(shape));
-  const Shape narrow = {shape[0], shape[1], shape[2], h, shape[4]};
-  const Shape rows = {shape[0] * shape[1] * shape[2] * h, shape[3] / h, shape[4]};
-  const Shape cond = {rows[0], 1, rows[2]};
-  return ops::scale_shift_rows(out.reshape(rows), resize_like(y, narrow).reshape(cond),
-                               resize_like(b, narrow).reshape(cond), /*silu=*/true)
-      .reshape(shape);
+  // Resize time and width only; the height repeat happens in the fused norm,
+  // scale, shift and SiLU (no full-size copy of y and b).
+  const Shape narrow = {f.dim(0), f.dim(1), f.dim(2), zq.dim(3), f.dim(4)};
+  return ops::group_norm_scale_shift(f, groups, &n.gn_w, &n.gn_b, kNormEps, resize_like(y, narrow),
+                                     resize_like(b, narrow), /*silu=*/true);
 }
 
 Tensor resnet_forward(const Resnet& r, const Tensor& x, const Tensor& zq, int groups, ConvCache& cache) {
   Tensor h = spatial_norm_silu(r.norm1, x, zq, groups);
-  h = causal_conv(r.conv1, std::move(h), cache);
-  h = spatial_norm_silu(r.norm2, std::move(h), zq, groups);
-  h = causal_conv(r.conv2, std::move(h), cache);
+  h = causal_conv(r.conv1, h, cache);
+  h = spatial_norm_silu(r.norm2, h, zq, groups);
+  h = causal_conv(r.conv2, h, cache);
   if (r.has_shortcut) return ops::add(h, ops::conv3d(x, r.shortcut.w, &r.shortcut.b));
   return ops::add(h, x);
 }
@@ -245,8 +241,8 @@ struct CogVideoXVae::Decoder {
       for (const Resnet& r : u.resnets) h = resnet_forward(r, h, z, groups, cache);
       if (u.upsample) h = upsample_forward(u, std::move(h));
     }
-    h = spatial_norm_silu(norm_out, std::move(h), z, groups);
-    return causal_conv(conv_out, std::move(h), cache);
+    h = spatial_norm_silu(norm_out, h, z, groups);
+    return causal_conv(conv_out, h, cache);
   }
 };
 

@@ -394,6 +394,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   t0 = clock::now();
   Tensor frames = pipe->decode(plan, denoised.latents, w.tiling);
   run.decode_seconds = seconds(t0);
+
   run.decode_peak = be.memory_stats().peak;
   if (std::getenv("PAB_PROFILE_DECODE")) {
     // A second, profiled decode: where the VAE's time goes, op by op.
@@ -404,6 +405,10 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
     for (const auto& [name, op] : be.profile().ops) ops.emplace_back(op.seconds, cat(name, " (", op.calls, " calls)"));
     std::sort(ops.rbegin(), ops.rend());
     for (const auto& [t, name] : ops) std::fprintf(stderr, "decode op %-40s %.4f s\n", name.c_str(), t);
+    const OpProfile& p = be.profile();
+    if (p.conv_seconds > 0)
+      std::fprintf(stderr, "decode convolutions: %.1f TFLOP in %.3f s, %.1f TFLOP/s\n", p.conv_flop * 1e-12,
+                   p.conv_seconds, p.conv_flop / p.conv_seconds * 1e-12);
   }
   pipe->release_vae();
 

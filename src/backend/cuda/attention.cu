@@ -528,7 +528,7 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
   const bool short_seq = !std::getenv("PAB_NO_SHORT_ATTENTION") && short_attention_fits(q, k, v, args);
   const bool cudnn = !short_seq && plain && sdpa_plan(*this, q, k, v, out, args.scale).plan != nullptr;
   OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,
-                /*attention=*/true);
+                Work::attention);
   if (scope.verbose()) scope.describe(cat("q ", shape_str(q.shape()), " k ", shape_str(k.shape())));
   if (short_seq) {
     run_short_attention(*this, q, k, v, out, args);

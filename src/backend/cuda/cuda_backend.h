@@ -41,12 +41,15 @@ class CudaBackend final : public Backend {
   }
   OpProfile profile() const override { return profile_; }
 
-  // While profiling, times one op (the outermost of nested ones) by name and,
-  // for GEMMs and attention, adds its arithmetic to the totals.
+  // What an op's arithmetic counts towards in the profile's totals.
+  enum class Work { gemm, attention, conv };
+
+  // While profiling, times one op (the outermost of nested ones) by name and
+  // adds its arithmetic (GEMMs, attention, convolutions) to the totals.
   class OpScope {
    public:
-    OpScope(CudaBackend& be, const char* name, double flop = 0, bool attention = false)
-        : be_(be), name_(name), flop_(flop), attention_(attention), active_(be.profiling_ && be.op_depth_ == 0) {
+    OpScope(CudaBackend& be, const char* name, double flop = 0, Work work = Work::gemm)
+        : be_(be), name_(name), flop_(flop), work_(work), active_(be.profiling_ && be.op_depth_ == 0) {
       ++be_.op_depth_;
       if (active_) cudaEventRecord(be_.ev_start_, be_.stream_);
     }
@@ -63,8 +66,11 @@ class CudaBackend final : public Backend {
       op.seconds += ms * 1e-3;
       op.max_in_use = std::max(op.max_in_use, be_.in_use_);
       if (flop_ > 0) {
-        (attention_ ? p.attention_flop : p.gemm_flop) += flop_;
-        (attention_ ? p.attention_seconds : p.gemm_seconds) += ms * 1e-3;
+        double& total = work_ == Work::gemm ? p.gemm_flop : work_ == Work::attention ? p.attention_flop : p.conv_flop;
+        double& secs =
+            work_ == Work::gemm ? p.gemm_seconds : work_ == Work::attention ? p.attention_seconds : p.conv_seconds;
+        total += flop_;
+        secs += ms * 1e-3;
         if (!detail_.empty() && std::getenv("PAB_VERBOSE"))
           std::fprintf(stderr, "%s %s: %.3f ms, %.1f TFLOP/s\n", name_, detail_.c_str(), ms, flop_ / ms * 1e-9);
       }
@@ -77,7 +83,8 @@ class CudaBackend final : public Backend {
     CudaBackend& be_;
     const char* name_;
     double flop_;
-    bool attention_, active_;
+    Work work_;
+    bool active_;
     std::string detail_;
   };
 
@@ -101,7 +108,8 @@ class CudaBackend final : public Backend {
   Tensor affine(const Tensor& x, float mul, float add) override;
   Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) override;
   Tensor gated_add(const Tensor& x, const Tensor& gate, const Tensor& y) override;
-  Tensor scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) override;
+  Tensor group_norm_scale_shift(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
+                                const Tensor& scale, const Tensor& shift, bool silu) override;
   std::pair<Tensor, Tensor> add_norm_modulate_split(const Tensor& x, const Tensor& y, int64_t split,
                                                     const Tensor* gate_a, const Tensor* gate_b, const Tensor* w,
                                                     const Tensor* b, float eps, const Tensor& shift_a,
@@ -123,6 +131,8 @@ class CudaBackend final : public Backend {
                 std::array<int, 2> padding) override;
   Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
                 std::array<int, 3> padding) override;
+  Tensor conv3d_joined(const std::vector<Tensor>& parts, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
+                       std::array<int, 3> padding) override;
 
   Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;

@@ -56,18 +56,6 @@ struct SameShapeF {
   __device__ float operator()(int64_t i) const { return apply_binary(op, to_f<T>(a[i]), to_f<T>(b[i])); }
 };
 
-// x [O, R, I] * scale [O, 1, I] + shift [O, 1, I], then silu if asked
-template <class T, bool kSilu>
-struct ScaleShiftRowsF {
-  const T *x, *scale, *shift;
-  int64_t rows_inner, inner;  // R * I, I
-  __device__ float operator()(int64_t i) const {
-    const int64_t c = i / rows_inner * inner + i % inner;
-    const float v = to_f<T>(x[i]) * to_f<T>(scale[c]) + to_f<T>(shift[c]);
-    return kSilu ? apply_unary<Unary::silu>(v) : v;
-  }
-};
-
 template <class T>
 struct BroadcastF {
   const T *a, *b;
@@ -312,26 +300,6 @@ Tensor CudaBackend::gated_add(const Tensor& x, const Tensor& gate, const Tensor&
   if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "gated_add", [&]<class T>() {
     launch_token_mod<T, Mod::kGate>(x, &y, gate, nullptr, gate, nullptr, out, 0, stream());
-  });
-  return out;
-}
-
-Tensor CudaBackend::scale_shift_rows(const Tensor& x, const Tensor& scale, const Tensor& shift, bool silu) {
-  OpScope op_scope(*this, "scale_shift_rows");
-  check_same(x, scale, "scale_shift_rows");
-  check_same(x, shift, "scale_shift_rows");
-  PAB_ASSERT(x.rank() == 3 && scale.shape() == Shape({x.dim(0), 1, x.dim(2)}) && shift.shape() == scale.shape(),
-             "scale_shift_rows: x ", x.desc(), " scale ", scale.desc(), " shift ", shift.desc());
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  const int64_t n = x.numel();
-  if (n == 0) return out;
-  dispatch_float(x.dtype(), "scale_shift_rows", [&]<class T>() {
-    const T *xp = cptr<T>(x), *sp = cptr<T>(scale), *tp = cptr<T>(shift);
-    const int64_t ri = x.dim(1) * x.dim(2), i = x.dim(2);
-    if (silu)
-      launch_map<T>(mptr<T>(out), n, true, stream(), ScaleShiftRowsF<T, true>{xp, sp, tp, ri, i});
-    else
-      launch_map<T>(mptr<T>(out), n, true, stream(), ScaleShiftRowsF<T, false>{xp, sp, tp, ri, i});
   });
   return out;
 }

@@ -48,7 +48,8 @@ __global__ void row_gather_kernel(const uint4* in, uint4* out, Dims d, int64_t r
   }
 }
 
-// Output dims -> source index per dim: pad (zeros / replicate) and nearest upsampling.
+// Output dims -> source index per dim: pad (zeros / replicate) and nearest
+// upsampling (by `scale`).
 struct PadDims {
   int rank = 0;
   int64_t out[kMaxDims] = {}, in[kMaxDims] = {}, before[kMaxDims] = {}, scale[kMaxDims] = {};
@@ -62,7 +63,6 @@ __global__ void pad_kernel(const T* x, T* out, PadDims d, bool replicate, int64_
     for (int k = d.rank - 1; k >= 0; --k) {
       int64_t idx = rem % d.out[k] - d.before[k];
       rem /= d.out[k];
-      idx = d.scale[k] > 1 ? idx / d.scale[k] : idx;
       if (idx < 0 || idx >= d.in[k]) {
         zero = !replicate;
         idx = idx < 0 ? 0 : d.in[k] - 1;
@@ -71,6 +71,34 @@ __global__ void pad_kernel(const T* x, T* out, PadDims d, bool replicate, int64_
       stride *= d.in[k];
     }
     out[i] = zero ? from_f<T>(0.0f) : x[off];
+  }
+}
+
+// Nearest upsampling, a warp per output row: the source row found once, each
+// of its elements written `sw` times (SW = 2: as one pair; SW = 0: sw at run
+// time).
+template <class T, int SW>
+__global__ void upsample_rows_kernel(const T* x, T* out, PadDims d, int64_t rows, int sw) {
+  const int lane = threadIdx.x % 32, last = d.rank - 1;
+  const int64_t iw = d.in[last], ow = d.out[last];
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; r < rows; r += warps) {
+    int64_t rem = r, src = 0, stride = iw;
+    for (int k = last - 1; k >= 0; --k) {
+      src += (rem % d.out[k]) / d.scale[k] * stride;
+      rem /= d.out[k];
+      stride *= d.in[k];
+    }
+    const T* xr = x + src;
+    T* orow = out + r * ow;
+    for (int64_t j = lane; j < iw; j += 32) {
+      const T v = xr[j];
+      if constexpr (SW == 2) {
+        *reinterpret_cast<Vec<T, 2>*>(orow + 2 * j) = Vec<T, 2>{{v, v}};
+      } else {
+        for (int k = 0; k < sw; ++k) orow[j * sw + k] = v;
+      }
+    }
   }
 }
 
@@ -206,19 +234,6 @@ Tensor CudaBackend::slice(const Tensor& x, int dim, int64_t start, int64_t end) 
   return out;
 }
 
-namespace {
-Tensor pad_or_upsample(CudaBackend& be, const Tensor& x, const PadDims& d, bool replicate, const Shape& os) {
-  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
-  if (out.numel() == 0) return out;
-  dispatch_float(x.dtype(), "pad", [&]<class T>() {
-    pad_kernel<T><<<blocks_for(out.numel()), 256, 0, be.stream()>>>(cptr<T>(x), mptr<T>(out), d, replicate,
-                                                                    out.numel());
-  });
-  PAB_KERNEL_CHECK();
-  return out;
-}
-}  // namespace
-
 Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2>>& pads, PadMode mode) {
   OpScope op_scope(*this, "pad");
   check_cuda(x, "pad");
@@ -235,11 +250,17 @@ Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2
                "replicate padding of an empty dimension");
     d.in[i] = x.shape()[size_t(i)];
     d.before[i] = p[0];
-    d.scale[i] = 1;
     os[size_t(i)] += p[0] + p[1];
     d.out[i] = os[size_t(i)];
   }
-  return pad_or_upsample(*this, x, d, mode == PadMode::replicate, os);
+  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  if (out.numel() == 0) return out;
+  dispatch_float(x.dtype(), "pad", [&]<class T>() {
+    pad_kernel<T><<<blocks_for(out.numel()), 256, 0, stream()>>>(cptr<T>(x), mptr<T>(out), d,
+                                                                 mode == PadMode::replicate, out.numel());
+  });
+  PAB_KERNEL_CHECK();
+  return out;
 }
 
 Tensor CudaBackend::upsample_nearest(const Tensor& x, const std::vector<int>& scales) {
@@ -259,7 +280,16 @@ Tensor CudaBackend::upsample_nearest(const Tensor& x, const std::vector<int>& sc
     os[size_t(i)] *= s;
     d.out[i] = os[size_t(i)];
   }
-  return pad_or_upsample(*this, x, d, false, os);
+  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  if (out.numel() == 0) return out;
+  const int sw = int(d.scale[r - 1]);
+  const int64_t rows = out.numel() / os[size_t(r - 1)];
+  dispatch_float(x.dtype(), "upsample_nearest", [&]<class T>() {
+    auto kernel = sw == 2 ? upsample_rows_kernel<T, 2> : upsample_rows_kernel<T, 0>;
+    kernel<<<blocks_for(rows * 32), 256, 0, stream()>>>(cptr<T>(x), mptr<T>(out), d, rows, sw);
+  });
+  PAB_KERNEL_CHECK();
+  return out;
 }
 
 Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) {

@@ -366,25 +366,56 @@ __global__ void softmax_kernel(const T* x, T* out, int64_t c) {
   for (int64_t i = threadIdx.x; i < c; i += kThreads) orow[i] = from_f<T>(__expf(to_f<T>(xr[i]) - m) * inv);
 }
 
-// Group norm, stage 1: per (group, chunk) count, mean and M2 (two passes over the chunk).
-template <class T>
+// Group norm, stage 1: per (group, chunk) count, mean and M2 in one pass.
+// Each thread sums its values shifted by its first one (no cancellation
+// while the values are of the mean's scale), V at a time; the threads'
+// moments are merged with Chan's formula.
+struct Moments {
+  float n = 0, mean = 0, m2 = 0;
+};
+
+__device__ Moments merge(Moments a, Moments b) {
+  const float n = a.n + b.n;
+  if (n == 0) return a;
+  const float delta = b.mean - a.mean, fb = b.n / n;
+  return {n, a.mean + delta * fb, a.m2 + b.m2 + delta * delta * a.n * fb};
+}
+
+__device__ Moments shfl_down(Moments m, int off) {
+  return {__shfl_down_sync(0xffffffffu, m.n, off), __shfl_down_sync(0xffffffffu, m.mean, off),
+          __shfl_down_sync(0xffffffffu, m.m2, off)};
+}
+
+// chunk is a multiple of V, and so is every group's start.
+template <class T, int V>
 __global__ void group_stats_kernel(const T* x, int64_t group_size, int64_t chunk, float3* partial) {
-  __shared__ typename BlockSum::TempStorage tmp;
-  __shared__ float shared;
+  __shared__ Moments warps[kThreads / 32];
   const int64_t g = blockIdx.y, k = blockIdx.x;
   const int64_t begin = k * chunk, end = min(group_size, begin + chunk);
   const T* xg = x + g * group_size;
-  float s = 0.0f;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) s += to_f<T>(xg[i]);
-  const float n = float(end - begin);
-  const float mean = block_sum(s, tmp, &shared) / n;
-  float m2 = 0.0f;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
-    float d = to_f<T>(xg[i]) - mean;
-    m2 += d * d;
+  float shift = 0, s1 = 0, s2 = 0;
+  int64_t n = 0;
+  for (int64_t i = begin + int64_t(threadIdx.x) * V; i < end; i += int64_t(kThreads) * V) {
+    const Vec<T, V> v = *reinterpret_cast<const Vec<T, V>*>(xg + i);
+    if (n == 0) shift = to_f<T>(v.v[0]);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const float d = to_f<T>(v.v[j]) - shift;
+      s1 += d;
+      s2 += d * d;
+    }
+    n += V;
   }
-  m2 = block_sum(m2, tmp, &shared);
-  if (threadIdx.x == 0) partial[g * gridDim.x + k] = make_float3(n, mean, m2);
+  Moments m;
+  if (n > 0) m = {float(n), shift + s1 / float(n), fmaxf(s2 - s1 * s1 / float(n), 0.0f)};
+  for (int off = 16; off > 0; off /= 2) m = merge(m, shfl_down(m, off));
+  if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    Moments t = warps[0];
+    for (int w = 1; w < kThreads / 32; ++w) t = merge(t, warps[w]);
+    partial[g * gridDim.x + k] = make_float3(t.n, t.mean, t.m2);
+  }
 }
 
 // Stage 2: combine the chunks of each group (Chan et al.) into mean and 1/std.
@@ -403,17 +434,43 @@ __global__ void group_combine_kernel(const float3* partial, int chunks, float ep
   stats[g] = make_float2(float(mean), float(rsqrt(m2 / n + double(eps))));
 }
 
-// Stage 3: normalise; x [B, C, inner], groups of C / G channels.
-template <class T>
-__global__ void group_apply_kernel(const T* x, const float2* stats, const T* w, const T* b, T* out, int64_t c,
-                                   int64_t inner, int64_t cpg, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t ch = (i / inner) % c, bi = i / (inner * c);
-    float2 st = stats[bi * (c / cpg) + ch / cpg];
-    float v = (to_f<T>(x[i]) - st.x) * st.y;
-    if (w) v *= to_f<T>(w[ch]);
-    if (b) v += to_f<T>(b[ch]);
-    out[i] = from_f<T>(v);
+// Stage 3: normalise x [B, C, rows_per_channel, width] a warp per row of
+// `width` elements, V at a time, then optionally scale and shift by
+// conditioning rows (row r of x takes row r / rep of scale and shift: a
+// nearest repeat along the height) and apply the SiLU.
+struct GroupApplyArgs {
+  int64_t rows, width, c, rows_per_channel, cpg, rep;
+};
+
+template <class T, int V, bool kMod, bool kSilu>
+__global__ void group_apply_kernel(const T* x, const float2* stats, const T* w, const T* b, const T* scale,
+                                   const T* shift, T* out, GroupApplyArgs a) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / 32;
+  for (int64_t r = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / 32; r < a.rows; r += warps) {
+    const int64_t ch = (r / a.rows_per_channel) % a.c, bi = r / (a.rows_per_channel * a.c);
+    const float2 st = stats[bi * (a.c / a.cpg) + ch / a.cpg];
+    const float mul = st.y * (w ? to_f<T>(w[ch]) : 1.0f);
+    const float add = (b ? to_f<T>(b[ch]) : 0.0f) - st.x * mul;
+    const T* xr = x + r * a.width;
+    T* orow = out + r * a.width;
+    const int64_t mrow = r / a.rep;
+    for (int64_t i = int64_t(lane) * V; i < a.width; i += 32 * V) {
+      const Vec<T, V> v = *reinterpret_cast<const Vec<T, V>*>(xr + i);
+      Vec<T, V> sc, sh, o;
+      if constexpr (kMod) {
+        sc = *reinterpret_cast<const Vec<T, V>*>(scale + mrow * a.width + i);
+        sh = *reinterpret_cast<const Vec<T, V>*>(shift + mrow * a.width + i);
+      }
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        float y = to_f<T>(v.v[j]) * mul + add;
+        if constexpr (kMod) y = y * to_f<T>(sc.v[j]) + to_f<T>(sh.v[j]);
+        if constexpr (kSilu) y = y / (1.0f + __expf(-y));
+        o.v[j] = from_f<T>(y);
+      }
+      *reinterpret_cast<Vec<T, V>*>(orow + i) = o;
+    }
   }
 }
 
@@ -632,33 +689,85 @@ Tensor CudaBackend::softmax(const Tensor& x) {
   return out;
 }
 
-Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps) {
-  OpScope op_scope(*this, "group_norm");
+namespace {
+// Group norm of x [B, C, ...] (rank >= 3 when modulated: rows of the last dim,
+// scale and shift [B, C, ..., h, W] with h dividing the height).
+Tensor run_group_norm(CudaBackend& be, const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
+                      const Tensor* scale, const Tensor* shift, bool silu) {
   check_cuda(x, "group_norm");
   PAB_ASSERT(x.rank() >= 2, "group_norm needs [B, C, ...], got ", x.desc());
   const int64_t bsz = x.dim(0), c = x.dim(1);
   PAB_ASSERT(groups > 0 && c % groups == 0, "group_norm: ", c, " channels in ", groups, " groups");
-  for (const Tensor* t : {w, b})
+  for (const Tensor* t : {w, b, scale, shift})
     if (t) check_same(x, *t, "group_norm");
+  for (const Tensor* t : {w, b})
+    if (t) PAB_ASSERT(t->numel() == c, "group_norm: affine ", t->desc(), " for ", c, " channels");
   const int64_t inner = x.numel() / std::max<int64_t>(bsz * c, 1), cpg = c / groups;
   const int64_t group_size = cpg * inner, n_groups = bsz * groups;
   Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
   if (x.numel() == 0) return out;
-  // Enough chunks to fill the GPU even with few groups.
-  const int64_t chunk = std::max<int64_t>(4096, (group_size + 63) / 64);
-  const int chunks = int((group_size + chunk - 1) / chunk);
-  Tensor partial = Tensor::empty({n_groups, chunks, 3}, DType::f32, Device::cuda);
-  Tensor stats = Tensor::empty({n_groups, 2}, DType::f32, Device::cuda);
+  GroupApplyArgs a{};
+  a.width = x.rank() >= 3 ? x.dim(-1) : 1;
+  a.rep = scale ? x.dim(-2) / scale->dim(-2) : 1;
+  a.rows = x.numel() / a.width;
+  a.c = c;
+  a.rows_per_channel = inner / a.width;
+  a.cpg = cpg;
   dispatch_float(x.dtype(), "group_norm", [&]<class T>() {
-    group_stats_kernel<T><<<dim3(unsigned(chunks), unsigned(n_groups)), kThreads, 0, stream()>>>(
-        cptr<T>(x), group_size, chunk, mptr<float3>(partial));
-    group_combine_kernel<<<unsigned(n_groups), 32, 0, stream()>>>(cptr<float3>(partial), chunks, eps,
-                                                                 mptr<float2>(stats));
-    group_apply_kernel<T><<<blocks_for(x.numel()), 256, 0, stream()>>>(
-        cptr<T>(x), cptr<float2>(stats), opt_ptr<T>(w), opt_ptr<T>(b), mptr<T>(out), c, inner, cpg, x.numel());
+    // The widest vectors that the group and row sizes and the addresses allow.
+    auto fits = [&](int v) {
+      const size_t bytes = size_t(v) * sizeof(T);
+      auto ok = [&](const Tensor* t) { return !t || reinterpret_cast<uintptr_t>(t->raw()) % bytes == 0; };
+      return a.width % v == 0 && ok(&x) && ok(&out) && ok(scale) && ok(shift);
+    };
+    constexpr int kMax = kVec<T>;
+    const int v = fits(kMax) ? kMax : fits(kMax / 2) ? kMax / 2 : fits(2) ? 2 : 1;
+    // Enough chunks to fill the GPU even with few groups.
+    int64_t chunk = std::max<int64_t>(4096, (group_size + 63) / 64);
+    chunk = (chunk + kMax - 1) / kMax * kMax;
+    const int chunks = int((group_size + chunk - 1) / chunk);
+    Tensor partial = Tensor::empty({n_groups, chunks, 3}, DType::f32, Device::cuda);
+    Tensor stats = Tensor::empty({n_groups, 2}, DType::f32, Device::cuda);
+    const dim3 grid{unsigned(chunks), unsigned(n_groups)};
+    if (group_size % kMax == 0 && aligned16(x.raw()))
+      group_stats_kernel<T, kMax><<<grid, kThreads, 0, be.stream()>>>(cptr<T>(x), group_size, chunk, mptr<float3>(partial));
+    else
+      group_stats_kernel<T, 1><<<grid, kThreads, 0, be.stream()>>>(cptr<T>(x), group_size, chunk, mptr<float3>(partial));
+    group_combine_kernel<<<unsigned(n_groups), 32, 0, be.stream()>>>(cptr<float3>(partial), chunks, eps,
+                                                                    mptr<float2>(stats));
+    auto launch = [&]<int V>() {
+      auto go = [&](auto kernel) {
+        kernel<<<blocks_for(a.rows * 32), 256, 0, be.stream()>>>(cptr<T>(x), cptr<float2>(stats), opt_ptr<T>(w),
+                                                                  opt_ptr<T>(b), opt_ptr<T>(scale), opt_ptr<T>(shift),
+                                                                  mptr<T>(out), a);
+      };
+      if (!scale)
+        go(group_apply_kernel<T, V, false, false>);
+      else if (silu)
+        go(group_apply_kernel<T, V, true, true>);
+      else
+        go(group_apply_kernel<T, V, true, false>);
+    };
+    if (v == 8) launch.template operator()<8>();
+    if (v == 4) launch.template operator()<4>();
+    if (v == 2) launch.template operator()<2>();
+    if (v == 1) launch.template operator()<1>();
   });
   PAB_KERNEL_CHECK();
   return out;
+}
+}  // namespace
+
+Tensor CudaBackend::group_norm(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps) {
+  OpScope op_scope(*this, "group_norm");
+  return run_group_norm(*this, x, groups, w, b, eps, nullptr, nullptr, false);
+}
+
+Tensor CudaBackend::group_norm_scale_shift(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
+                                           const Tensor& scale, const Tensor& shift, bool silu) {
+  OpScope op_scope(*this, "group_norm_scale_shift");
+  check_group_norm_scale_shift(x, scale, shift);
+  return run_group_norm(*this, x, groups, w, b, eps, &scale, &shift, silu);
 }
 
 }  // namespace pab
