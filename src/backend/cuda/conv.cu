@@ -2,10 +2,12 @@
 // accumulation); algorithms timed once per shape. Half precision runs
 // channels-last, the bias added by the transpose back.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <tuple>
+#include <vector>
 
 #include "backend/cuda/common.cuh"
 
@@ -74,23 +76,52 @@ bool usable(const cudnnConvolutionFwdAlgoPerf_t& perf, DType dt) {
   return dt != DType::f32 || perf.mathType == CUDNN_FMA_MATH || perf.mathType == CUDNN_DEFAULT_MATH;
 }
 
-// The algorithm, chosen on the first call: cuDNN times every algorithm whose
-// workspace fits in kFindWorkspace on these very buffers (y is overwritten).
-// Its heuristic's first choices decoded CogVideoX's 480x720 video 0.1 s slower.
-void choose_algo(CudaBackend& be, ConvPlan& p, DType dt, const void* x, const void* w, void* y) {
+// The algorithm, chosen on the first call: the fastest of the first few of
+// cuDNN's heuristic's choices, timed on these very buffers (y is
+// overwritten). The heuristic's first choices decoded CogVideoX's 480x720
+// video 0.1 s slower; timing every algorithm (cudnnFind) cost a first decode
+// 0.3 s more than these few.
+void choose_algo(CudaBackend& be, ConvPlan& p, DType dt, const void* x, const void* w, void* y, double flop) {
   if (p.chosen) return;
-  constexpr size_t kFindWorkspace = size_t(256) << 20;
+  constexpr int kCandidates = 3;
+  constexpr size_t kMaxWorkspace = size_t(256) << 20;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int found = 0;
-  {
-    Tensor ws = Tensor::empty({int64_t(kFindWorkspace)}, DType::u8, Device::cuda);
-    PAB_DNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(be.dnn(), p.x, x, p.w, w, p.conv, p.y, y,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf, ws.raw(),
-                                                         kFindWorkspace));
+  PAB_DNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(be.dnn(), p.x, p.w, p.conv, p.y,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> candidates;
+  for (int i = 0; i < found && int(candidates.size()) < kCandidates; ++i)
+    if (usable(perf[i], dt) && perf[i].memory <= kMaxWorkspace) candidates.push_back(perf[i]);
+  if (candidates.empty())
+    fail("cuDNN found no convolution algorithm for a ", p.out_dims.size(), "-d ", dtype_name(dt), " input");
+  p.algo = candidates[0].algo;
+  if (candidates.size() > 1 && flop > 1e10) {  // small convolutions: not worth timing
+    size_t most = 0;
+    for (const auto& c : candidates) most = std::max(most, c.memory);
+    Tensor ws = Tensor::empty({int64_t(std::max<size_t>(most, 1))}, DType::u8, Device::cuda);
+    cudaEvent_t start, stop;
+    PAB_CUDA_CHECK(cudaEventCreate(&start));
+    PAB_CUDA_CHECK(cudaEventCreate(&stop));
+    float best_ms = INFINITY;
+    const float one = 1.0f, zero = 0.0f;
+    for (const auto& c : candidates) {
+      float ms = 0;
+      for (int rep = 0; rep < 2; ++rep) {  // the first run warms up
+        PAB_CUDA_CHECK(cudaEventRecord(start, be.stream()));
+        PAB_DNN_CHECK(cudnnConvolutionForward(be.dnn(), &one, p.x, x, p.w, w, p.conv, c.algo, ws.raw(), c.memory,
+                                              &zero, p.y, y));
+        PAB_CUDA_CHECK(cudaEventRecord(stop, be.stream()));
+        PAB_CUDA_CHECK(cudaEventSynchronize(stop));
+        PAB_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      }
+      if (ms < best_ms) {
+        best_ms = ms;
+        p.algo = c.algo;
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
   }
-  const auto* best = std::find_if(perf, perf + found, [&](const auto& r) { return usable(r, dt); });
-  if (best == perf + found) fail("cuDNN found no convolution algorithm for a ", p.out_dims.size(), "-d ", dtype_name(dt), " input");
-  p.algo = best->algo;
   PAB_DNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be.dnn(), p.x, p.w, p.conv, p.y, p.algo, &p.workspace));
   p.chosen = true;
 }
@@ -280,9 +311,9 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
   }
   Tensor y = Tensor::empty(os, first.dtype(), Device::cuda);
   if (y.numel() == 0) return y;
-  choose_algo(be, p, first.dtype(), xin.raw(), win.raw(), y.raw());
+  const double flop = 2.0 * double(y.numel()) * double(w.numel() / w.dim(0));
+  choose_algo(be, p, first.dtype(), xin.raw(), win.raw(), y.raw(), flop);
   {
-    double flop = 2.0 * double(y.numel()) * double(w.numel() / w.dim(0));
     CudaBackend::OpScope scope(be, name, flop, CudaBackend::Work::conv);
     if (scope.verbose()) scope.describe(cat("x ", shape_str(xs), " w ", shape_str(w.shape())));
     const float one = 1.0f, zero = 0.0f;
