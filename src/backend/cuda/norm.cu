@@ -729,10 +729,9 @@ Tensor run_group_norm(CudaBackend& be, const Tensor& x, int groups, const Tensor
     Tensor partial = Tensor::empty({n_groups, chunks, 3}, DType::f32, Device::cuda);
     Tensor stats = Tensor::empty({n_groups, 2}, DType::f32, Device::cuda);
     const dim3 grid{unsigned(chunks), unsigned(n_groups)};
-    if (group_size % kMax == 0 && aligned16(x.raw()))
-      group_stats_kernel<T, kMax><<<grid, kThreads, 0, be.stream()>>>(cptr<T>(x), group_size, chunk, mptr<float3>(partial));
-    else
-      group_stats_kernel<T, 1><<<grid, kThreads, 0, be.stream()>>>(cptr<T>(x), group_size, chunk, mptr<float3>(partial));
+    auto stats_kernel = group_size % kMax == 0 && aligned16(x.raw()) ? group_stats_kernel<T, kMax>
+                                                                      : group_stats_kernel<T, 1>;
+    stats_kernel<<<grid, kThreads, 0, be.stream()>>>(cptr<T>(x), group_size, chunk, mptr<float3>(partial));
     group_combine_kernel<<<unsigned(n_groups), 32, 0, be.stream()>>>(cptr<float3>(partial), chunks, eps,
                                                                     mptr<float2>(stats));
     auto launch = [&]<int V>() {
@@ -748,7 +747,8 @@ Tensor run_group_norm(CudaBackend& be, const Tensor& x, int groups, const Tensor
       else
         go(group_apply_kernel<T, V, true, false>);
     };
-    if (v == 8) launch.template operator()<8>();
+    if constexpr (kMax == 8)
+      if (v == 8) launch.template operator()<8>();
     if (v == 4) launch.template operator()<4>();
     if (v == 2) launch.template operator()<2>();
     if (v == 1) launch.template operator()<1>();
