@@ -180,6 +180,7 @@ __global__ void transpose_kernel(Source src, T* dst, const T* bias, int64_t batc
 // tiles, moved as pairs of elements.
 template <class T>
 __global__ void transpose_pairs_kernel(Source src, T* dst, const T* bias, int64_t batch, int64_t rows, int64_t cols) {
+  constexpr int kRowsPerThread = 8;  // 64 rows over blockDim.y = 8
   __shared__ T tile[64][66];
   using Pair = cuda::Vec<T, 2>;
   const int64_t c0 = int64_t(blockIdx.x) * 64;
@@ -187,13 +188,20 @@ __global__ void transpose_pairs_kernel(Source src, T* dst, const T* bias, int64_
   for (int64_t b = blockIdx.z; b < batch; b += gridDim.z) {
     T* d = dst + b * rows * cols;
     for (int64_t r0 = int64_t(blockIdx.y) * 64; r0 < rows; r0 += int64_t(gridDim.y) * 64) {
-      for (int i = threadIdx.y; i < 64; i += blockDim.y) {
-        const int64_t r = r0 + i, c = c0 + 2 * tx;
-        if (r < rows && c < cols)
-          *reinterpret_cast<Pair*>(&tile[i][2 * tx]) = *reinterpret_cast<const Pair*>(src.at<T>(b, rows, r, c));
+      // All of a thread's 8 loads are issued before any is stored: enough
+      // bytes in flight to keep the memory busy.
+      Pair v[kRowsPerThread];
+#pragma unroll
+      for (int k = 0; k < kRowsPerThread; ++k) {
+        const int64_t r = r0 + threadIdx.y + 8 * k, c = c0 + 2 * tx;
+        if (r < rows && c < cols) v[k] = *reinterpret_cast<const Pair*>(src.at<T>(b, rows, r, c));
       }
+#pragma unroll
+      for (int k = 0; k < kRowsPerThread; ++k) *reinterpret_cast<Pair*>(&tile[threadIdx.y + 8 * k][2 * tx]) = v[k];
       __syncthreads();
-      for (int i = threadIdx.y; i < 64; i += blockDim.y) {
+#pragma unroll
+      for (int k = 0; k < kRowsPerThread; ++k) {
+        const int i = threadIdx.y + 8 * k;
         const int64_t c = c0 + i, r = r0 + 2 * tx;
         if (r < rows && c < cols) {
           Pair o{{tile[2 * tx][i], tile[2 * tx + 1][i]}};
