@@ -148,9 +148,11 @@ BenchReport run_bench(const BenchOptions& opts) {
   RandomWeights weights(0x5eed, "generated weights for " + w.name);
   auto model = load_transformer(config, weights, opts.load);
   w.pab.validate(model->site_kinds());
-  RandomWeights inputs(42, "bench inputs");
-  Tensor latents = inputs.load("latents", w.latents, opts.load.dtype, opts.load.device);
-  Tensor text = inputs.load("text", w.text, opts.load.dtype, opts.load.device);
+  // Inputs as torch.randn draws them, N(0, 1): the same loop on inputs of
+  // about 1e-3 (weight-like draws) ran 2% faster on an H100 (less power).
+  TorchNoise inputs(42);
+  Tensor latents = inputs.next(w.latents).to(opts.load.dtype).to(opts.load.device);
+  Tensor text = inputs.next(w.text).to(opts.load.dtype).to(opts.load.device);
 
   BenchReport r;
   be.synchronize();
