@@ -148,8 +148,8 @@ BenchReport run_bench(const BenchOptions& opts) {
   RandomWeights weights(0x5eed, "generated weights for " + w.name);
   auto model = load_transformer(config, weights, opts.load);
   w.pab.validate(model->site_kinds());
-  // Inputs as torch.randn draws them, N(0, 1): the same loop on inputs of
-  // about 1e-3 (weight-like draws) ran 2% faster on an H100 (less power).
+  // Inputs as torch.randn draws them, N(0, 1): the same loops on inputs of
+  // about 1e-3 (weight-like draws) ran 2-5% faster on an H100 (less power).
   TorchNoise inputs(42);
   Tensor latents = inputs.next(w.latents).to(opts.load.dtype).to(opts.load.device);
   Tensor text = inputs.next(w.text).to(opts.load.dtype).to(opts.load.device);
@@ -396,7 +396,6 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   t0 = clock::now();
   Tensor frames = pipe->decode(plan, denoised.latents, w.tiling);
   run.decode_seconds = seconds(t0);
-
   run.decode_peak = be.memory_stats().peak;
   if (std::getenv("PAB_PROFILE_DECODE")) {
     // A second, profiled decode: where the VAE's time goes, op by op.
