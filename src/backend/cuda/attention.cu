@@ -448,20 +448,13 @@ const SdpaPlan& sdpa_plan(CudaBackend& be, const Tensor& q, const Tensor& k, con
   if (candidates.size() == 1 || (candidates.size() > 1 && flop < 1e10)) {
     best = candidates[0];
   } else if (candidates.size() > 1) {
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
     float best_ms = INFINITY;
     for (const SdpaPlan& c : candidates) {
       float total = 0;
       bool ok = true;
       for (int rep = 0; rep < 3 && ok; ++rep) {
-        cudaEventRecord(start, be.stream());
-        ok = execute(be, c, q.raw(), k.raw(), v.raw(), out.raw(), scale) == CUDNN_STATUS_SUCCESS;
-        cudaEventRecord(stop, be.stream());
-        cudaEventSynchronize(stop);
-        float ms = 0;
-        cudaEventElapsedTime(&ms, start, stop);
+        const float ms =
+            be.time_ms([&] { ok = execute(be, c, q.raw(), k.raw(), v.raw(), out.raw(), scale) == CUDNN_STATUS_SUCCESS; });
         if (rep > 0) total += ms;  // the first run warms up
       }
       if (ok && total < best_ms) {
@@ -469,8 +462,6 @@ const SdpaPlan& sdpa_plan(CudaBackend& be, const Tensor& q, const Tensor& k, con
         best = c;
       }
     }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
   }
   for (const SdpaPlan& c : candidates)
     if (c.plan != best.plan) cudnnBackendDestroyDescriptor(c.plan);

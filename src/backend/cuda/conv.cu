@@ -99,28 +99,20 @@ void choose_algo(CudaBackend& be, ConvPlan& p, DType dt, const void* x, const vo
     size_t most = 0;
     for (const auto& c : candidates) most = std::max(most, c.memory);
     Tensor ws = Tensor::empty({int64_t(std::max<size_t>(most, 1))}, DType::u8, Device::cuda);
-    cudaEvent_t start, stop;
-    PAB_CUDA_CHECK(cudaEventCreate(&start));
-    PAB_CUDA_CHECK(cudaEventCreate(&stop));
     float best_ms = INFINITY;
     const float one = 1.0f, zero = 0.0f;
     for (const auto& c : candidates) {
       float ms = 0;
-      for (int rep = 0; rep < 2; ++rep) {  // the first run warms up
-        PAB_CUDA_CHECK(cudaEventRecord(start, be.stream()));
-        PAB_DNN_CHECK(cudnnConvolutionForward(be.dnn(), &one, p.x, x, p.w, w, p.conv, c.algo, ws.raw(), c.memory,
-                                              &zero, p.y, y));
-        PAB_CUDA_CHECK(cudaEventRecord(stop, be.stream()));
-        PAB_CUDA_CHECK(cudaEventSynchronize(stop));
-        PAB_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      }
+      for (int rep = 0; rep < 2; ++rep)  // the first run warms up
+        ms = be.time_ms([&] {
+          PAB_DNN_CHECK(cudnnConvolutionForward(be.dnn(), &one, p.x, x, p.w, w, p.conv, c.algo, ws.raw(), c.memory,
+                                                &zero, p.y, y));
+        });
       if (ms < best_ms) {
         best_ms = ms;
         p.algo = c.algo;
       }
     }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
   }
   PAB_DNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(be.dnn(), p.x, p.w, p.conv, p.y, p.algo, &p.workspace));
   p.chosen = true;
@@ -239,11 +231,15 @@ void transpose_last2(CudaBackend& be, const Source& src, Tensor& y, int64_t batc
   PAB_KERNEL_CHECK();
 }
 
-Source whole(const Tensor& x, int64_t cols) {
+// The pieces [B, R, C_i] of a transpose's source; each one's width C_i
+// follows from its size and B * R.
+Source pieces(const std::vector<Tensor>& parts, int64_t batch_rows) {
   Source s;
-  s.part[0] = x.raw();
-  s.start[1] = cols;
-  s.n = 1;
+  for (const Tensor& part : parts) {
+    s.part[s.n] = part.raw();
+    s.start[s.n + 1] = s.start[s.n] + part.numel() / std::max<int64_t>(batch_rows, 1);
+    ++s.n;
+  }
   return s;
 }
 
@@ -252,7 +248,7 @@ Source whole(const Tensor& x, int64_t cols) {
 Tensor channels_last_weight(CudaBackend& be, const Tensor& w) {
   const int64_t o = w.dim(0), c = w.dim(1), k = w.numel() / std::max<int64_t>(o * c, 1);
   Tensor wl = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
-  transpose_last2(be, whole(w, k), wl, o, c, k);
+  transpose_last2(be, pieces({w}, o * c), wl, o, c, k);
   return wl;
 }
 
@@ -305,14 +301,8 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
   if (channels_last) {
     CudaBackend::OpScope scope(be, "conv layout");
     const int64_t n = xs[0], c = xs[1], positions = xnumel / std::max<int64_t>(n * c, 1);
-    Source src;
-    for (const Tensor& part : parts) {
-      src.part[src.n] = part.raw();
-      src.start[src.n + 1] = src.start[src.n] + part.numel() / std::max<int64_t>(n * c, 1);
-      ++src.n;
-    }
     xin = Tensor::empty(xs, first.dtype(), Device::cuda);
-    transpose_last2(be, src, xin, n, c, positions);  // [N, C, P] -> [N, P, C]
+    transpose_last2(be, pieces(parts, n * c), xin, n, c, positions);  // [N, C, P] -> [N, P, C]
     win = channels_last_weight(be, w);
   } else {
     xin = parts.size() == 1 ? first : be.concat(parts, 2);
@@ -333,7 +323,7 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
     CudaBackend::OpScope scope(be, "conv layout");
     const int64_t oc = os[1], opos = y.numel() / std::max<int64_t>(os[0] * oc, 1);
     Tensor out = Tensor::empty(os, y.dtype(), Device::cuda);
-    transpose_last2(be, whole(y, oc), out, os[0], opos, oc, b);
+    transpose_last2(be, pieces({y}, os[0] * opos), out, os[0], opos, oc, b);
     return out;
   }
   if (b) {

@@ -54,6 +54,8 @@ CudaBackend::CudaBackend() {
   cudnnSetStream(dnn_, stream_);
   PAB_CUDA_CHECK(cudaEventCreate(&ev_start_));
   PAB_CUDA_CHECK(cudaEventCreate(&ev_stop_));
+  PAB_CUDA_CHECK(cudaEventCreate(&tune_start_));
+  PAB_CUDA_CHECK(cudaEventCreate(&tune_stop_));
 }
 
 int CudaBackend::device_count() const {

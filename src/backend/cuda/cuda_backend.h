@@ -139,6 +139,19 @@ class CudaBackend final : public Backend {
 
   // --- internals shared by the .cu files ---
   cudaStream_t stream() const { return stream_; }
+  // Milliseconds the work `run` queues takes on the stream (the autotuners of
+  // GEMM, attention and convolution algorithms; their own events, so a
+  // profiled op around them keeps its timing).
+  template <class F>
+  float time_ms(F&& run) {
+    cudaEventRecord(tune_start_, stream_);
+    run();
+    cudaEventRecord(tune_stop_, stream_);
+    cudaEventSynchronize(tune_stop_);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, tune_start_, tune_stop_);
+    return ms;
+  }
   cublasLtHandle_t lt() const { return lt_; }
   cublasHandle_t blas() const { return blas_; }
   cudnnHandle_t dnn() const { return dnn_; }
@@ -156,7 +169,7 @@ class CudaBackend final : public Backend {
   bool profiling_ = false;
   int op_depth_ = 0;
   OpProfile profile_;
-  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr;
+  cudaEvent_t ev_start_ = nullptr, ev_stop_ = nullptr, tune_start_ = nullptr, tune_stop_ = nullptr;
 
   mutable std::mutex mu_;
   std::multimap<size_t, void*> free_;  // bucket size -> cached blocks

@@ -105,9 +105,6 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, int batch, DTyp
   const double flop = 2.0 * double(batch) * double(m) * double(n) * double(k);
   if (found > 1 && flop > 2e10 && dt != DType::f32 && !std::getenv("PAB_NO_GEMM_TUNING")) {
     if (bias) PAB_LT_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    cudaEvent_t start, stop;
-    cudaEventCreate(&start);
-    cudaEventCreate(&stop);
     const float one = 1.0f, zero = 0.0f;
     void* ws = be.workspace(kWorkspace);
     float best = INFINITY;
@@ -116,13 +113,10 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, int batch, DTyp
       float total = 0;
       bool ok = true;
       for (int rep = 0; rep < 3 && ok; ++rep) {
-        cudaEventRecord(start, be.stream());
-        ok = cublasLtMatmul(be.lt(), p.desc, &one, w, p.a, x, p.b, &zero, out, p.c, out, p.c, &results[i].algo, ws,
-                            kWorkspace, be.stream()) == CUBLAS_STATUS_SUCCESS;
-        cudaEventRecord(stop, be.stream());
-        cudaEventSynchronize(stop);
-        float ms = 0;
-        cudaEventElapsedTime(&ms, start, stop);
+        const float ms = be.time_ms([&] {
+          ok = cublasLtMatmul(be.lt(), p.desc, &one, w, p.a, x, p.b, &zero, out, p.c, out, p.c, &results[i].algo, ws,
+                              kWorkspace, be.stream()) == CUBLAS_STATUS_SUCCESS;
+        });
         if (rep > 0) total += ms;  // the first run warms up
       }
       if (ok && total < best) {
@@ -130,8 +124,6 @@ Plan& plan_for(CudaBackend& be, int64_t m, int64_t n, int64_t k, int batch, DTyp
         p.algo = results[i].algo;
       }
     }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
     (void)cudaGetLastError();
   }
   return cache.emplace(key, p).first->second;
