@@ -244,7 +244,9 @@ TEST_P(BackendOps, AttentionLargeLogits) {
 
 TEST_P(BackendOps, LayerNorm) {
   std::mt19937 rng(21);
-  std::vector<Shape> shapes = {{1, 1}, {3, 5, 17}, {2, 1000}, {4, 0}, {0, 8}, {2, 1, 1, 3}};
+  // also head-sized rows of 16 to 128 elements (4 to 16 vectors: the QK-norm kernel), rows not filling a block
+  std::vector<Shape> shapes = {{1, 1},      {3, 5, 17},  {2, 1000},  {4, 0},    {0, 8},
+                               {2, 1, 1, 3}, {5, 37, 64}, {3, 11, 32}, {131, 128}, {7, 16}};
   for (int i = 0; i < 3; ++i) shapes.push_back(random_shape(rng, int(pick(rng, 1, 4)), 1, 30));
   for (const Shape& s : shapes) {
     for (int affine = 0; affine < 3; ++affine) {  // none, weight only, weight and bias
@@ -261,14 +263,16 @@ TEST_P(BackendOps, LayerNorm) {
   // long rows far from zero: a one-pass variance in f32 would cancel catastrophically
   // (f32 only: bf16 and f16 round these inputs to a handful of values, leaving no signal)
   if (GetParam().dtype != DType::f32) return;
-  Tensor x = rand({2, 50000}, 999, 1001);
-  expect_close(ops::layer_norm(dev(x), nullptr, nullptr, 1e-6f), naive::layer_norm(ref(x), nullptr, nullptr, 1e-6),
-               tol(), "layer_norm");
+  for (const Shape& s : {Shape{2, 50000}, Shape{300, 64}}) {
+    Tensor x = rand(s, 999, 1001);
+    expect_close(ops::layer_norm(dev(x), nullptr, nullptr, 1e-6f), naive::layer_norm(ref(x), nullptr, nullptr, 1e-6),
+                 tol(), "layer_norm");
+  }
 }
 
 TEST_P(BackendOps, RmsNorm) {
   std::mt19937 rng(22);
-  std::vector<Shape> shapes = {{1, 1}, {3, 5, 17}, {2, 4096}, {4, 0}, {0, 8}};
+  std::vector<Shape> shapes = {{1, 1}, {3, 5, 17}, {2, 4096}, {4, 0}, {0, 8}, {5, 37, 64}, {3, 11, 32}, {7, 16}};
   for (int i = 0; i < 3; ++i) shapes.push_back(random_shape(rng, int(pick(rng, 1, 4)), 1, 30));
   for (const Shape& s : shapes) {
     for (bool affine : {false, true}) {

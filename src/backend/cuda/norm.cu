@@ -347,6 +347,64 @@ __global__ void vec_norm_rope_kernel(const T* x, const T* w, const T* b, const f
   reinterpret_cast<Vec<T, V>*>(out + row * d)[lane] = o;
 }
 
+// Short rows without modulation (QK norms over a head's D elements) with
+// 16-byte accesses: G lanes per row, each holding one vector of V elements;
+// each lane group takes kRows rows (a warp's groups take neighbouring rows),
+// all loads issued before any arithmetic, statistics in float (two passes
+// over registers, shifted). Optional affine w, b [D]; RMS instead of layer norm.
+template <class T, int G, int kRows>
+__global__ void head_norm_kernel(const T* x, const T* w, const T* b, T* out, int64_t rows, float eps, bool rms) {
+  constexpr int V = kVec<T>;
+  constexpr int64_t d = int64_t(G) * V;
+  constexpr int kGroups = 256 / G;  // lane groups per block
+  const int lane = threadIdx.x % G;
+  const int64_t first = int64_t(blockIdx.x) * kGroups * kRows + threadIdx.x / G;
+  float v[kRows][V];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = first + int64_t(r) * kGroups;
+    Vec<T, V> in{};
+    if (row < rows) in = reinterpret_cast<const Vec<T, V>*>(x + row * d)[lane];
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[r][e] = to_f<T>(in.v[e]);
+  }
+  Vec<T, V> wv, bv;
+  if (w) wv = reinterpret_cast<const Vec<T, V>*>(w)[lane];
+  if (b) bv = reinterpret_cast<const Vec<T, V>*>(b)[lane];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t row = first + int64_t(r) * kGroups;
+    float mean = 0.0f;
+    if (!rms) {
+      // statistics of x - (the row's first element): exact differences, no
+      // cancellation for rows far from zero
+      const float shift = __shfl_sync(0xffffffffu, v[r][0], threadIdx.x % 32 / G * G);
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        v[r][e] -= shift;
+        mean += v[r][e];
+      }
+      for (int off = G / 2; off > 0; off /= 2) mean += __shfl_xor_sync(0xffffffffu, mean, off);
+      mean /= float(d);
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int e = 0; e < V; ++e) ss += (v[r][e] - mean) * (v[r][e] - mean);
+    for (int off = G / 2; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if (row >= rows) continue;
+    const float inv = rsqrtf(ss / float(d) + eps);
+    Vec<T, V> o;
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      float y = (v[r][e] - mean) * inv;
+      if (w) y *= to_f<T>(wv.v[e]);
+      if (b) y += to_f<T>(bv.v[e]);
+      o.v[e] = from_f<T>(y);
+    }
+    reinterpret_cast<Vec<T, V>*>(out + row * d)[lane] = o;
+  }
+}
+
 template <class T>
 __global__ void softmax_kernel(const T* x, T* out, int64_t c) {
   __shared__ typename cub::BlockReduce<float, kThreads>::TempStorage tmp;
@@ -526,6 +584,14 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     const T *xp = cptr<T>(x), *wp = p(w), *bp = p(b), *sa = p(shift_a), *ca = p(scale_a), *sb = p(shift_b),
             *cb = p(scale_b);
     T* o = mptr<T>(out);
+    auto heads = [&](auto kernel, int g) {  // 4 rows a lane group
+      const int64_t per_block = 256 / g * 4;
+      kernel<<<unsigned((rows + per_block - 1) / per_block), 256, 0, be.stream()>>>(xp, wp, bp, o, rows, eps, rms);
+    };
+    const bool plain = vec && !scale_a && !y;
+    if (plain && nvec == 4) return heads(head_norm_kernel<T, 4, 4>, 4);
+    if (plain && nvec == 8) return heads(head_norm_kernel<T, 8, 4>, 8);
+    if (plain && nvec == 16) return heads(head_norm_kernel<T, 16, 4>, 16);
     Residual<T> res;
     if (y) res = {cptr<T>(*y), p(gate_a), p(gate_b), mptr<T>(*sum)};
     auto groups = [&](auto kernel, int g) {
