@@ -584,14 +584,15 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     const T *xp = cptr<T>(x), *wp = p(w), *bp = p(b), *sa = p(shift_a), *ca = p(scale_a), *sb = p(shift_b),
             *cb = p(scale_b);
     T* o = mptr<T>(out);
-    auto heads = [&](auto kernel, int g) {  // 4 rows a lane group
-      const int64_t per_block = 256 / g * 4;
-      kernel<<<unsigned((rows + per_block - 1) / per_block), 256, 0, be.stream()>>>(xp, wp, bp, o, rows, eps, rms);
+    auto heads = [&]<int G>() {
+      constexpr int kRows = 4, per_block = 256 / G * kRows;
+      head_norm_kernel<T, G, kRows>
+          <<<unsigned((rows + per_block - 1) / per_block), 256, 0, be.stream()>>>(xp, wp, bp, o, rows, eps, rms);
     };
     const bool plain = vec && !scale_a && !y;
-    if (plain && nvec == 4) return heads(head_norm_kernel<T, 4, 4>, 4);
-    if (plain && nvec == 8) return heads(head_norm_kernel<T, 8, 4>, 8);
-    if (plain && nvec == 16) return heads(head_norm_kernel<T, 16, 4>, 16);
+    if (plain && nvec == 4) return heads.template operator()<4>();
+    if (plain && nvec == 8) return heads.template operator()<8>();
+    if (plain && nvec == 16) return heads.template operator()<16>();
     Residual<T> res;
     if (y) res = {cptr<T>(*y), p(gate_a), p(gate_b), mptr<T>(*sum)};
     auto groups = [&](auto kernel, int g) {
