@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend/backend.h"
@@ -66,9 +67,9 @@ class CudaBackend final : public Backend {
       op.seconds += ms * 1e-3;
       op.max_in_use = std::max(op.max_in_use, be_.in_use_);
       if (flop_ > 0) {
-        double& total = work_ == Work::gemm ? p.gemm_flop : work_ == Work::attention ? p.attention_flop : p.conv_flop;
-        double& secs =
-            work_ == Work::gemm ? p.gemm_seconds : work_ == Work::attention ? p.attention_seconds : p.conv_seconds;
+        auto [total, secs] = work_ == Work::gemm        ? std::tie(p.gemm_flop, p.gemm_seconds)
+                             : work_ == Work::attention ? std::tie(p.attention_flop, p.attention_seconds)
+                                                        : std::tie(p.conv_flop, p.conv_seconds);
         total += flop_;
         secs += ms * 1e-3;
         if (!detail_.empty() && std::getenv("PAB_VERBOSE"))

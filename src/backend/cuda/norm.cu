@@ -1,6 +1,8 @@
-// Normalisations: layer norm (optionally fused with adaptive modulation), RMS
-// norm, group norm, softmax. Statistics in float; one block per row for the
-// per-row norms, a split reduction for group norm (few, very large groups).
+// Normalisations: layer norm (optionally fused with adaptive modulation and a
+// residual add), RMS norm, group norm (optionally with a scale, shift and
+// SiLU), softmax. Per-row norms hold a row in registers (a lane group, warp or
+// block per row, by row length); group norm is a split reduction (few, very
+// large groups).
 #include <cub/block/block_reduce.cuh>
 
 #include "backend/cuda/common.cuh"
