@@ -200,5 +200,22 @@ TEST(ReplayCommandBadInput, FailsCleanlyOnEveryRank) {
   EXPECT_NE(log.find("--cfg-parallel needs an even --gpus"), std::string::npos) << log;
 }
 
+// A rank outlives rank 0 when its last exchange is with peers only: it
+// finishes cleanly. A rank waiting on a peer that died stops (no hang), and
+// rank 0 names both.
+TEST(WorldStop, RankOutlivingRankZeroFinishes) {
+  std::string log;
+  EXPECT_EQ(testing::run_command(std::string(PAB_WORLD_PROBE) + " late-peer", &log), 0) << log;
+  EXPECT_EQ(log.find("rank "), std::string::npos) << log;
+}
+
+TEST(WorldStop, RankWaitingOnADeadPeerStops) {
+  std::string log;
+  EXPECT_EQ(testing::run_command(std::string(PAB_WORLD_PROBE) + " dead-peer", &log), 0) << log;
+  EXPECT_NE(log.find("rank 2 stopped with exit status 3"), std::string::npos) << log;
+  EXPECT_NE(log.find("rank 3 stopped with exit status 1"), std::string::npos) << log;
+  EXPECT_NE(log.find("sequence parallel: rank 2 stopped"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace pab

@@ -53,7 +53,9 @@ struct Control {
     std::atomic<uint32_t> phase;
   };
   Barrier barriers[kBarriers];
-  std::atomic<uint32_t> closing;  // set by rank 0 when it stops
+  // Set by a rank when it stops (normally or not), and by rank 0 for a rank
+  // it finds exited: a barrier waiting on a stopped member can never finish.
+  std::atomic<uint32_t> stopped[kMaxRanks];
   std::atomic<uint64_t> capacity[kMaxRanks];  // bytes in each rank's data memfd
 };
 
@@ -82,6 +84,27 @@ struct Children {
   std::vector<pid_t> pids;  // rank r's pid at r - 1
   std::vector<std::string> logs;
 };
+
+// Rank 0: marks the ranks that have exited as stopped; with fail_on_exit,
+// the first one found fails with what its log says last.
+void reap_children(Control* ctl, Children* children, bool fail_on_exit) {
+  for (size_t i = 0; i < children->pids.size(); ++i) {
+    int status = 0;
+    if (children->pids[i] < 0 || ::waitpid(children->pids[i], &status, WNOHANG) != children->pids[i]) continue;
+    children->pids[i] = -1;
+    ctl->stopped[i + 1].store(1);
+    const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (clean) {
+      std::remove(children->logs[i].c_str());
+      continue;
+    }
+    std::string why = last_line_of(children->logs[i]);
+    std::string how = WIFEXITED(status) ? cat("with exit status ", WEXITSTATUS(status)) : cat("by signal ", WTERMSIG(status));
+    if (fail_on_exit) fail("sequence parallel: rank ", i + 1, " stopped ", how, why.empty() ? "" : ": " + why);
+    std::cerr << "pab: warning: rank " << i + 1 << " stopped " << how << " (" << children->logs[i] << ")"
+              << (why.empty() ? "" : ": " + why) << "\n";
+  }
+}
 
 // Exchanges through host shared memory: each rank owns a data memfd that it
 // grows as needed and writes its outgoing blocks to; after a barrier every
@@ -182,8 +205,8 @@ class HostCommunicator final : public Communicator {
     return m.ptr;
   }
 
-  // Sense-reversing barrier over all ranks; fails (instead of waiting
-  // forever) when rank 0 has stopped or, on rank 0, a rank has exited.
+  // Sense-reversing barrier over the group's ranks; fails (instead of
+  // waiting forever) when a member has stopped before arriving.
   void barrier() {
     Control::Barrier& b = ctl_->barriers[barrier_];
     const uint32_t phase = b.phase.load();
@@ -197,26 +220,18 @@ class HostCommunicator final : public Communicator {
         std::this_thread::yield();
         continue;
       }
-      if (spin % 1024 == 0) check_peers();
+      if (spin % 1024 == 0) check_peers(b, phase);
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
 
-  void check_peers() {
-    if (world_rank_ != 0) {
-      if (ctl_->closing.load()) fail("sequence parallel: rank 0 stopped");
-      return;
-    }
-    for (size_t i = 0; i < children_->pids.size(); ++i) {
-      int status = 0;
-      if (::waitpid(children_->pids[i], &status, WNOHANG) == children_->pids[i]) {
-        children_->pids[i] = -1;
-        std::string why = last_line_of(children_->logs[i]);
-        fail("sequence parallel: rank ", i + 1, " stopped",
-             WIFEXITED(status) ? cat(" with exit status ", WEXITSTATUS(status)) : cat(" by signal ", WTERMSIG(status)),
-             why.empty() ? "" : ": " + why);
-      }
-    }
+  // A member that stopped after the barrier completed (the phase is read
+  // after its flag) was not waited for: only one that stopped before fails it.
+  void check_peers(const Control::Barrier& b, uint32_t phase) {
+    if (world_rank_ == 0) reap_children(ctl_, children_, true);
+    for (int m : members_)
+      if (m != world_rank_ && ctl_->stopped[m].load() && b.phase.load() == phase)
+        fail("sequence parallel: rank ", m, " stopped");
   }
 
   std::vector<int> members_;
@@ -293,19 +308,14 @@ class World {
       (void)sequence_.release();
       (void)cfg_.release();
     }
-    if (!ctl_ || is_secondary_rank()) return;
-    ctl_->closing.store(1);  // ranks still waiting on rank 0 stop
-    for (size_t i = 0; i < children_.pids.size(); ++i) {
-      if (children_.pids[i] < 0) continue;
-      int status = 0;
-      ::waitpid(children_.pids[i], &status, 0);
-      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        std::string why = last_line_of(children_.logs[i]);
-        std::cerr << "pab: warning: rank " << i + 1 << " failed (" << children_.logs[i] << ")"
-                  << (why.empty() ? "" : ": " + why) << "\n";
-      } else {
-        std::remove(children_.logs[i].c_str());
-      }
+    if (!ctl_) return;
+    ctl_->stopped[rank_].store(1);  // ranks still waiting on this one stop
+    if (rank_ != 0) return;
+    // Ranks that exit here are marked stopped too, so that a rank waiting on
+    // one that died by a signal stops as well.
+    while (std::any_of(children_.pids.begin(), children_.pids.end(), [](pid_t p) { return p >= 0; })) {
+      reap_children(ctl_, &children_, false);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
 
@@ -372,6 +382,7 @@ class World {
   }
 
   void connect(int rank, const std::string& comm, int ctl_fd, const std::vector<int>& fds, const std::string& id) {
+    rank_ = rank;
     ctl_ = static_cast<Control*>(map_fd(ctl_fd, sizeof(Control)));
     if (comm == "nccl") {
       uses_nccl_ = true;
@@ -389,7 +400,7 @@ class World {
     }
   }
 
-  int size_;
+  int size_, rank_ = 0;
   Device device_;
   Control* ctl_ = nullptr;
   Children children_;
