@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "models/transformer.h"
 #include "pab/pab.h"
+#include "parallel/world.h"
 #include "pipeline/video_pipeline.h"
 
 namespace pab {
@@ -26,16 +27,19 @@ Status guarded(F&& f) {
       if (c == '\n' || c == '\r') c = ' ';
     return m;
   };
+  std::string message;
   try {
     f();
     return Status::success();
   } catch (const Error& e) {
-    return Status::error(one_line(e.what()));
+    message = one_line(e.what());
   } catch (const std::bad_alloc&) {
-    return Status::error("out of memory");
+    message = "out of memory";
   } catch (const std::exception& e) {
-    return Status::error(one_line(cat("unexpected error: ", e.what())));
+    message = one_line(cat("unexpected error: ", e.what()));
   }
+  note_world_error(message);  // the other ranks that stop with it are not reported again
+  return Status::error(message);
 }
 
 }  // namespace pab

@@ -85,22 +85,34 @@ struct Children {
   std::vector<std::string> logs;
 };
 
-// Rank 0: marks the ranks that have exited as stopped; with fail_on_exit,
-// the first one found fails with what its log says last.
-void reap_children(Control* ctl, Children* children, bool fail_on_exit) {
+// A rank's last words ("<program>: error: <message>") that only repeat rank
+// 0's own error or follow from it.
+bool follows(const std::string& why, const std::string& own_error) {
+  if (own_error.empty() || why.empty()) return false;
+  const size_t at = why.find(": error: ");
+  const std::string message = at == std::string::npos ? why : why.substr(at + 9);
+  return message == "sequence parallel: rank 0 stopped" || own_error.find(message) != std::string::npos ||
+         message.find(own_error) != std::string::npos;
+}
+
+// Rank 0: marks the ranks that have exited as stopped. Waiting in a barrier
+// (own_error null), the first one found to have failed fails this rank with
+// what its log says last; at exit, each is reported unless it only repeats
+// rank 0's own error.
+void reap_children(Control* ctl, Children* children, const std::string* own_error) {
   for (size_t i = 0; i < children->pids.size(); ++i) {
     int status = 0;
     if (children->pids[i] < 0 || ::waitpid(children->pids[i], &status, WNOHANG) != children->pids[i]) continue;
     children->pids[i] = -1;
     ctl->stopped[i + 1].store(1);
     const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    if (clean) {
+    std::string why = clean ? "" : last_line_of(children->logs[i]);
+    if (clean || (own_error && follows(why, *own_error))) {  // nothing to read in its log
       std::remove(children->logs[i].c_str());
       continue;
     }
-    std::string why = last_line_of(children->logs[i]);
     std::string how = WIFEXITED(status) ? cat("with exit status ", WEXITSTATUS(status)) : cat("by signal ", WTERMSIG(status));
-    if (fail_on_exit) fail("sequence parallel: rank ", i + 1, " stopped ", how, why.empty() ? "" : ": " + why);
+    if (!own_error) fail("sequence parallel: rank ", i + 1, " stopped ", how, why.empty() ? "" : ": " + why);
     std::cerr << "pab: warning: rank " << i + 1 << " stopped " << how << " (" << children->logs[i] << ")"
               << (why.empty() ? "" : ": " + why) << "\n";
   }
@@ -228,7 +240,7 @@ class HostCommunicator final : public Communicator {
   // A member that stopped after the barrier completed (the phase is read
   // after its flag) was not waited for: only one that stopped before fails it.
   void check_peers(const Control::Barrier& b, uint32_t phase) {
-    if (world_rank_ == 0) reap_children(ctl_, children_, true);
+    if (world_rank_ == 0) reap_children(ctl_, children_, nullptr);
     for (int m : members_)
       if (m != world_rank_ && ctl_->stopped[m].load() && b.phase.load() == phase)
         fail("sequence parallel: rank ", m, " stopped");
@@ -314,10 +326,12 @@ class World {
     // Ranks that exit here are marked stopped too, so that a rank waiting on
     // one that died by a signal stops as well.
     while (std::any_of(children_.pids.begin(), children_.pids.end(), [](pid_t p) { return p >= 0; })) {
-      reap_children(ctl_, &children_, false);
+      reap_children(ctl_, &children_, &own_error_);
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
+
+  void note_error(const std::string& message) { own_error_ = message; }
 
   bool same(const WorldOptions& o) const {
     return size_ == o.ranks && device_ == o.device && cfg_parallel_ == o.cfg_parallel;
@@ -407,7 +421,13 @@ class World {
   bool cfg_parallel_;
   std::unique_ptr<Communicator> comm_, sequence_, cfg_;
   bool uses_nccl_ = false;
+  std::string own_error_;  // rank 0's, if it stops on one
 };
+
+std::unique_ptr<World>& the_world() {
+  static std::unique_ptr<World> world;
+  return world;
+}
 
 }  // namespace
 
@@ -425,13 +445,17 @@ std::string new_nccl_id() {
   return nccl_hooks().make_id();
 }
 
+void note_world_error(const std::string& message) {
+  if (the_world()) the_world()->note_error(message);
+}
+
 bool is_secondary_rank() {
   const char* r = std::getenv(kRankVar);
   return r && std::strcmp(r, "0") != 0;
 }
 
 ParallelGroups join_world(const WorldOptions& opts) {
-  static std::unique_ptr<World> world;
+  std::unique_ptr<World>& world = the_world();
   if (opts.ranks < 1 || opts.ranks > kMaxRanks) fail("--gpus must be between 1 and ", kMaxRanks, ", got ", opts.ranks);
   if (opts.cfg_parallel && opts.ranks % 2 != 0)
     fail("--cfg-parallel needs an even --gpus (the two CFG branches split the ranks), got ", opts.ranks);

@@ -38,6 +38,10 @@ ParallelGroups join_world(const WorldOptions& opts);
 // True in a rank started by join_world (not rank 0).
 bool is_secondary_rank();
 
+// Rank 0's own error: ranks that stop with the same error, or because rank 0
+// stopped, are then not reported again when rank 0 exits.
+void note_world_error(const std::string& message);
+
 // The program's arguments, for starting copies of it (main() records them).
 void set_program_arguments(int argc, char** argv);
 
