@@ -204,7 +204,8 @@ TEST(ReplayCommandBadInput, FailsCleanlyOnEveryRank) {
 
 // A rank outlives rank 0 when its last exchange is with peers only: it
 // finishes cleanly. A rank waiting on a peer that died stops (no hang), and
-// rank 0 names both.
+// rank 0 names both. Rank 0 stopping on an error does not wait for ranks
+// that never notice.
 TEST(WorldStop, RankOutlivingRankZeroFinishes) {
   std::string log;
   EXPECT_EQ(testing::run_command(std::string(PAB_WORLD_PROBE) + " late-peer", &log), 0) << log;
@@ -220,6 +221,13 @@ TEST(WorldStop, RankWaitingOnADeadPeerStops) {
   // The ranks' logs, kept for the user and named in the warnings, go with the test.
   for (size_t at = log.find("(/"); at != std::string::npos; at = log.find("(/", at + 1))
     std::filesystem::remove(log.substr(at + 1, log.find(')', at) - at - 1));
+}
+
+TEST(WorldStop, RankZeroFailingStopsRanksThatDoNotNotice) {
+  std::string log;
+  EXPECT_EQ(testing::run_command("timeout 60 " + std::string(PAB_WORLD_PROBE) + " stuck-peer", &log), 1) << log;
+  EXPECT_NE(log.find("world_probe: error: rank 0 gave up"), std::string::npos) << log;
+  EXPECT_EQ(log.find("rank 1"), std::string::npos) << log;  // killed by rank 0: not reported
 }
 
 }  // namespace

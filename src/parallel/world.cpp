@@ -83,6 +83,7 @@ std::string last_line_of(const std::string& path) {
 struct Children {
   std::vector<pid_t> pids;  // rank r's pid at r - 1
   std::vector<std::string> logs;
+  bool killed = false;  // rank 0 stopped on an error and killed the ranks left
 };
 
 // A rank's last words ("<program>: error: <message>") that only repeat rank
@@ -107,7 +108,7 @@ void reap_children(Control* ctl, Children* children, const std::string* own_erro
     ctl->stopped[i + 1].store(1);
     const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     std::string why = clean ? "" : last_line_of(children->logs[i]);
-    if (clean || (own_error && follows(why, *own_error))) {  // nothing to read in its log
+    if (clean || (own_error && (follows(why, *own_error) || children->killed))) {  // nothing to read in its log
       std::remove(children->logs[i].c_str());
       continue;
     }
@@ -324,9 +325,17 @@ class World {
     ctl_->stopped[rank_].store(1);  // ranks still waiting on this one stop
     if (rank_ != 0) return;
     // Ranks that exit here are marked stopped too, so that a rank waiting on
-    // one that died by a signal stops as well.
+    // one that died by a signal stops as well. When rank 0 stops on an error,
+    // ranks that have not noticed within the grace period (one inside an NCCL
+    // collective never does) are killed: the run has failed either way.
+    const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(3);
     while (std::any_of(children_.pids.begin(), children_.pids.end(), [](pid_t p) { return p >= 0; })) {
       reap_children(ctl_, &children_, &own_error_);
+      if (!own_error_.empty() && !children_.killed && std::chrono::steady_clock::now() > grace) {
+        for (pid_t p : children_.pids)
+          if (p >= 0) ::kill(p, SIGKILL);
+        children_.killed = true;
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
