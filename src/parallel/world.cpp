@@ -86,13 +86,16 @@ struct Children {
   bool killed = false;  // rank 0 stopped on an error and killed the ranks left
 };
 
+// What a rank says when a peer it waits on has stopped.
+std::string peer_stopped(int rank) { return cat("sequence parallel: rank ", rank, " stopped"); }
+
 // A rank's last words ("<program>: error: <message>") that only repeat rank
 // 0's own error or follow from it.
 bool follows(const std::string& why, const std::string& own_error) {
   if (own_error.empty() || why.empty()) return false;
   const size_t at = why.find(": error: ");
   const std::string message = at == std::string::npos ? why : why.substr(at + 9);
-  return message == "sequence parallel: rank 0 stopped" || own_error.find(message) != std::string::npos ||
+  return message == peer_stopped(0) || own_error.find(message) != std::string::npos ||
          message.find(own_error) != std::string::npos;
 }
 
@@ -113,7 +116,7 @@ void reap_children(Control* ctl, Children* children, const std::string* own_erro
       continue;
     }
     std::string how = WIFEXITED(status) ? cat("with exit status ", WEXITSTATUS(status)) : cat("by signal ", WTERMSIG(status));
-    if (!own_error) fail("sequence parallel: rank ", i + 1, " stopped ", how, why.empty() ? "" : ": " + why);
+    if (!own_error) fail(peer_stopped(int(i) + 1), " ", how, why.empty() ? "" : ": " + why);
     std::cerr << "pab: warning: rank " << i + 1 << " stopped " << how << " (" << children->logs[i] << ")"
               << (why.empty() ? "" : ": " + why) << "\n";
   }
@@ -244,7 +247,7 @@ class HostCommunicator final : public Communicator {
     if (world_rank_ == 0) reap_children(ctl_, children_, nullptr);
     for (int m : members_)
       if (m != world_rank_ && ctl_->stopped[m].load() && b.phase.load() == phase)
-        fail("sequence parallel: rank ", m, " stopped");
+        fail(peer_stopped(m));
   }
 
   std::vector<int> members_;
