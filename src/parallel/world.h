@@ -38,8 +38,9 @@ ParallelGroups join_world(const WorldOptions& opts);
 // True in a rank started by join_world (not rank 0).
 bool is_secondary_rank();
 
-// Rank 0's own error: ranks that stop with the same error, or because rank 0
-// stopped, are then not reported again when rank 0 exits.
+// Rank 0's own error. When rank 0 then exits, ranks that stopped with the same
+// error or because rank 0 stopped are not reported again, and ranks still
+// running a few seconds later are killed.
 void note_world_error(const std::string& message);
 
 // The program's arguments, for starting copies of it (main() records them).
