@@ -1,5 +1,6 @@
-// Video files through libavformat/libavcodec/libswscale and PNG frames
-// through libpng's simplified API (no setjmp across C++ frames).
+// Video files through libavformat/libavcodec/libswscale (GIF palettes through
+// libavfilter) and PNG frames through libpng's simplified API (no setjmp
+// across C++ frames).
 #include "io/video.h"
 
 #include <png.h>
@@ -8,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <regex>
@@ -17,7 +19,11 @@
 #if PAB_HAVE_LIBAV
 extern "C" {
 #include <libavcodec/avcodec.h>
+#include <libavfilter/avfilter.h>
+#include <libavfilter/buffersink.h>
+#include <libavfilter/buffersrc.h>
 #include <libavformat/avformat.h>
+#include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 }
@@ -28,6 +34,33 @@ namespace pab {
 namespace fs = std::filesystem;
 
 namespace {
+
+// What each output format is made of.
+struct FormatSpec {
+  VideoFormat format;
+  const char* extension;
+  const char* name;     // for messages
+  const char* muxer;    // libavformat's name
+  const char* encoder;  // libavcodec's name
+  int max_crf;          // the encoder's quality scale (0: none)
+  int default_crf;
+};
+constexpr FormatSpec kFormats[] = {
+    {VideoFormat::mp4, ".mp4", "H.264", "mp4", "libx264", 51, 18},
+    {VideoFormat::webm, ".webm", "VP9", "webm", "libvpx-vp9", 63, 24},
+    {VideoFormat::gif, ".gif", "GIF", "gif", "gif", 0, 0},
+};
+
+const FormatSpec& spec_of(VideoFormat f) {
+  for (const FormatSpec& s : kFormats)
+    if (s.format == f) return s;
+  PAB_ASSERT(false, "unknown video format ", int(f));
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
 
 #if PAB_HAVE_LIBAV
 // ------------------------------------------------------------------ libav helpers
@@ -51,6 +84,15 @@ void quiet_libav() {
   (void)once;
 }
 
+// Why this build cannot write `s` ("" when it can).
+std::string missing_for(const FormatSpec& s) {
+  if (!av_guess_format(s.muxer, nullptr, nullptr)) return cat("libavformat has no ", s.muxer, " muxer");
+  if (!avcodec_find_encoder_by_name(s.encoder)) return cat("libavcodec has no ", s.encoder, " encoder");
+  if (s.format == VideoFormat::gif && (!avfilter_get_by_name("palettegen") || !avfilter_get_by_name("paletteuse")))
+    return "libavfilter has no palettegen/paletteuse filters";
+  return "";
+}
+
 struct OutputContextDeleter {
   void operator()(AVFormatContext* c) const {
     if (c->pb && !(c->oformat->flags & AVFMT_NOFILE)) avio_closep(&c->pb);
@@ -72,6 +114,12 @@ struct PacketDeleter {
 struct SwsDeleter {
   void operator()(SwsContext* s) const { sws_freeContext(s); }
 };
+struct GraphDeleter {
+  void operator()(AVFilterGraph* g) const { avfilter_graph_free(&g); }
+};
+struct InOutDeleter {
+  void operator()(AVFilterInOut* io) const { avfilter_inout_free(&io); }
+};
 struct DictGuard {
   AVDictionary* d = nullptr;
   ~DictGuard() { av_dict_free(&d); }
@@ -83,10 +131,31 @@ using CodecContext = std::unique_ptr<AVCodecContext, CodecContextDeleter>;
 using Frame = std::unique_ptr<AVFrame, FrameDeleter>;
 using Packet = std::unique_ptr<AVPacket, PacketDeleter>;
 using Sws = std::unique_ptr<SwsContext, SwsDeleter>;
+using Graph = std::unique_ptr<AVFilterGraph, GraphDeleter>;
+using InOut = std::unique_ptr<AVFilterInOut, InOutDeleter>;
 
-#endif
+// A frame of `format` with libav's own padded buffers: swscale's vector code
+// reads past the end of a row, which a tightly packed buffer does not allow.
+Frame padded_frame(AVPixelFormat format, int width, int height, const std::string& path) {
+  Frame f(av_frame_alloc());
+  if (!f) fail(path, ": out of memory for a frame");
+  f->format = format;
+  f->width = width;
+  f->height = height;
+  check_av(av_frame_get_buffer(f.get(), 0), path, "frame buffer");
+  // The padding is read too (by swscale's vector code); zeroed, it reads the same on every run.
+  for (int i = 0; i < AV_NUM_DATA_POINTERS && f->buf[i]; ++i) std::memset(f->buf[i]->data, 0, f->buf[i]->size);
+  return f;
+}
 
-#if PAB_HAVE_LIBAV
+// Copies frame `index` of `v` into an RGB24 frame of libav's (padded rows).
+void fill_rgb(AVFrame* dst, const Rgb8Video& v, int index, const std::string& path) {
+  check_av(av_frame_make_writable(dst), path, "frame buffer");
+  const size_t row = size_t(v.width) * 3;
+  for (int y = 0; y < v.height; ++y)
+    std::memcpy(dst->data[0] + size_t(y) * size_t(dst->linesize[0]), v.frame(index) + size_t(y) * row, row);
+}
+
 // Replicates the last column and row so both sizes are even (4:2:0 chroma).
 Rgb8Video pad_to_even(const Rgb8Video& v) {
   Rgb8Video out = v;
@@ -101,15 +170,7 @@ Rgb8Video pad_to_even(const Rgb8Video& v) {
       }
   return out;
 }
-#endif
 
-void check_video(const Rgb8Video& v, const std::string& path) {
-  if (v.frames < 1 || v.height < 1 || v.width < 1)
-    fail(path, ": nothing to write (", v.frames, " frames of ", v.width, "x", v.height, ")");
-  PAB_ASSERT(v.rgb.size() == size_t(v.frames) * v.height * v.width * 3, "RGB buffer of ", v.rgb.size(), " bytes");
-}
-
-#if PAB_HAVE_LIBAV
 // Sends one frame (or the flush, frame = null) and writes what the encoder returns.
 void encode(AVCodecContext* enc, AVFrame* frame, AVFormatContext* oc, AVStream* st, AVPacket* pkt,
             const std::string& path) {
@@ -123,7 +184,158 @@ void encode(AVCodecContext* enc, AVFrame* frame, AVFormatContext* oc, AVStream* 
     check_av(av_interleaved_write_frame(oc, pkt), path, "writing a packet");
   }
 }
+
+// The frames of `v` as the GIF encoder takes them: one palette for the whole
+// video (palettegen over every frame) and each frame mapped onto it with
+// dithering (paletteuse), as `ffmpeg -vf "split[a][b];[a]palettegen[p];[b][p]paletteuse"`.
+std::vector<Frame> gif_frames(const Rgb8Video& v, AVRational time_base, const std::string& path) {
+  Graph graph(avfilter_graph_alloc());
+  if (!graph) fail(path, ": out of memory for a filter graph");
+  graph->nb_threads = 1;  // the same bytes on every machine
+  AVFilterContext *src = nullptr, *sink = nullptr;
+  const std::string args = cat("video_size=", v.width, "x", v.height, ":pix_fmt=", int(AV_PIX_FMT_RGB24),
+                               ":time_base=", time_base.num, "/", time_base.den, ":pixel_aspect=1/1");
+  check_av(avfilter_graph_create_filter(&src, avfilter_get_by_name("buffer"), "in", args.c_str(), nullptr, graph.get()),
+           path, "GIF palette: the frame source");
+  check_av(avfilter_graph_create_filter(&sink, avfilter_get_by_name("buffersink"), "out", nullptr, nullptr, graph.get()),
+           path, "GIF palette: the frame sink");
+  InOut outputs(avfilter_inout_alloc()), inputs(avfilter_inout_alloc());
+  if (!outputs || !inputs) fail(path, ": out of memory for a filter graph");
+  outputs->name = av_strdup("in");
+  outputs->filter_ctx = src;
+  inputs->name = av_strdup("out");
+  inputs->filter_ctx = sink;
+  AVFilterInOut *in_raw = inputs.release(), *out_raw = outputs.release();
+  const int parsed = avfilter_graph_parse_ptr(
+      graph.get(), "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a", &in_raw,
+      &out_raw, nullptr);
+  inputs.reset(in_raw);
+  outputs.reset(out_raw);
+  check_av(parsed, path, "GIF palette: the filter graph");
+  check_av(avfilter_graph_config(graph.get(), nullptr), path, "GIF palette: the filter graph");
+
+  std::vector<Frame> out;
+  Frame rgb = padded_frame(AV_PIX_FMT_RGB24, v.width, v.height, path);
+  auto drain = [&] {
+    for (;;) {
+      Frame f(av_frame_alloc());
+      const int ret = av_buffersink_get_frame(sink, f.get());
+      if (ret == AVERROR(EAGAIN) || ret == AVERROR_EOF) return;
+      check_av(ret, path, "GIF palette: mapping a frame");
+      out.push_back(std::move(f));
+    }
+  };
+  for (int i = 0; i < v.frames; ++i) {
+    fill_rgb(rgb.get(), v, i, path);
+    rgb->pts = i;
+    check_av(av_buffersrc_add_frame_flags(src, rgb.get(), AV_BUFFERSRC_FLAG_KEEP_REF), path, "GIF palette: a frame");
+    drain();
+  }
+  check_av(av_buffersrc_add_frame(src, nullptr), path, "GIF palette: the last frame");
+  drain();
+  if (int(out.size()) != v.frames) fail(path, ": GIF palette: ", out.size(), " frames came out of ", v.frames);
+  return out;
+}
+
+// Encodes `input` into `file` (created already, written from its start) in `format`.
+VideoWriteReport encode_video(const std::string& path, const std::string& file, VideoFormat format,
+                              const Rgb8Video& input, const VideoWriteOptions& opts) {
+  const FormatSpec& spec = spec_of(format);
+  VideoWriteReport report;
+  // yuv420p needs even sizes; GIF takes any.
+  const bool pad = format != VideoFormat::gif && ((input.width | input.height) & 1);
+  const Rgb8Video padded = pad ? pad_to_even(input) : Rgb8Video{};
+  const Rgb8Video& v = pad ? padded : input;
+  if (pad)
+    report.warnings.push_back(cat(path, ": ", input.width, "x", input.height, " padded to ", v.width, "x", v.height,
+                                  " (", spec.name, " in yuv420p needs even sizes)"));
+  report.width = v.width;
+  report.height = v.height;
+  report.encoder = spec.encoder;
+
+  const AVOutputFormat* muxer = av_guess_format(spec.muxer, nullptr, nullptr);
+  const AVCodec* codec = avcodec_find_encoder_by_name(spec.encoder);
+  PAB_ASSERT(muxer && codec, path, ": format checked before writing");
+  AVFormatContext* raw = nullptr;
+  check_av(avformat_alloc_output_context2(&raw, muxer, nullptr, file.c_str()), path, "cannot set up the container");
+  OutputContext oc(raw);
+  oc->flags |= AVFMT_FLAG_BITEXACT;  // no random ids (WebM's segment UID) or version strings in the file
+
+  const AVRational rate = av_d2q(opts.fps, 1 << 16);
+  CodecContext enc(avcodec_alloc_context3(codec));
+  enc->width = v.width;
+  enc->height = v.height;
+  enc->time_base = av_inv_q(rate);
+  enc->framerate = rate;
+  enc->sample_aspect_ratio = AVRational{1, 1};
+  enc->thread_count = 1;  // the same bytes on every machine
+  if (oc->oformat->flags & AVFMT_GLOBALHEADER) enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+  DictGuard codec_opts;
+  if (format == VideoFormat::gif) {
+    enc->pix_fmt = AV_PIX_FMT_PAL8;
+  } else {
+    enc->pix_fmt = AV_PIX_FMT_YUV420P;
+    // swscale's default RGB -> YUV conversion: BT.601 matrix, limited range; say so in the stream.
+    enc->colorspace = AVCOL_SPC_SMPTE170M;
+    enc->color_range = AVCOL_RANGE_MPEG;
+    const int crf = opts.crf.value_or(spec.default_crf);
+    if (format == VideoFormat::mp4) {
+      av_dict_set(&codec_opts.d, "preset", "medium", 0);
+      // libx264 0.164's AVX-512 macroblock-tree code reads memory it never
+      // wrote (the bytes then depend on what the process did before; valgrind,
+      // without AVX-512, sees nothing): without the tree the same frames give
+      // the same bytes on every machine.
+      av_dict_set(&codec_opts.d, "x264-params", "mbtree=0", 0);
+    } else {  // VP9 in constant-quality mode
+      enc->bit_rate = 0;
+      av_dict_set(&codec_opts.d, "deadline", "good", 0);
+      av_dict_set_int(&codec_opts.d, "cpu-used", 4, 0);
+    }
+    av_dict_set_int(&codec_opts.d, "crf", crf, 0);
+  }
+  check_av(avcodec_open2(enc.get(), codec, &codec_opts.d), path, "cannot open the encoder");
+
+  AVStream* st = avformat_new_stream(oc.get(), nullptr);
+  if (!st) fail(path, ": cannot add a video stream");
+  check_av(avcodec_parameters_from_context(st->codecpar, enc.get()), path, "encoder parameters");
+  st->time_base = enc->time_base;
+  st->avg_frame_rate = rate;
+
+  if (!(oc->oformat->flags & AVFMT_NOFILE))
+    check_av(avio_open(&oc->pb, file.c_str(), AVIO_FLAG_WRITE), path, "cannot create the file");
+  DictGuard mux_opts;
+  if (format == VideoFormat::mp4) av_dict_set(&mux_opts.d, "movflags", "+faststart", 0);
+  check_av(avformat_write_header(oc.get(), &mux_opts.d), path, "cannot write the header");
+
+  Packet pkt(av_packet_alloc());
+  if (format == VideoFormat::gif) {
+    for (Frame& f : gif_frames(v, enc->time_base, path)) encode(enc.get(), f.get(), oc.get(), st, pkt.get(), path);
+  } else {
+    Sws sws(sws_getContext(v.width, v.height, AV_PIX_FMT_RGB24, v.width, v.height, AV_PIX_FMT_YUV420P,
+                           SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr, nullptr));
+    if (!sws) fail(path, ": cannot set up the RGB to YUV conversion");
+    Frame rgb = padded_frame(AV_PIX_FMT_RGB24, v.width, v.height, path);
+    Frame yuv = padded_frame(enc->pix_fmt, v.width, v.height, path);
+    for (int f = 0; f < v.frames; ++f) {
+      fill_rgb(rgb.get(), v, f, path);
+      check_av(av_frame_make_writable(yuv.get()), path, "frame buffer");
+      sws_scale(sws.get(), rgb->data, rgb->linesize, 0, v.height, yuv->data, yuv->linesize);
+      yuv->pts = f;
+      encode(enc.get(), yuv.get(), oc.get(), st, pkt.get(), path);
+    }
+  }
+  encode(enc.get(), nullptr, oc.get(), st, pkt.get(), path);
+  check_av(av_write_trailer(oc.get()), path, "cannot finish the file");
+  if (!(oc->oformat->flags & AVFMT_NOFILE)) check_av(avio_closep(&oc->pb), path, "cannot close the file");
+  return report;
+}
 #endif
+
+void check_video(const Rgb8Video& v, const std::string& path) {
+  if (v.frames < 1 || v.height < 1 || v.width < 1)
+    fail(path, ": nothing to write (", v.frames, " frames of ", v.width, "x", v.height, ")");
+  PAB_ASSERT(v.rgb.size() == size_t(v.frames) * v.height * v.width * 3, "RGB buffer of ", v.rgb.size(), " bytes");
+}
 
 // ------------------------------------------------------------------ PNG helpers
 
@@ -170,27 +382,6 @@ void read_png(const std::string& file, Rgb8Video* v) {
   ++v->frames;
 }
 
-// A temporary folder beside the target, removed unless released.
-class TempDir {
- public:
-  explicit TempDir(const fs::path& target)
-      : path_(target.parent_path() / ("." + target.filename().string() + ".tmp" + std::to_string(::getpid()))) {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-    if (!fs::create_directory(path_, ec)) fail(target.string(), ": cannot create a folder beside it: ", ec.message());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!released_) fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  void release() { released_ = true; }
-
- private:
-  fs::path path_;
-  bool released_ = false;
-};
-
 bool holds_only_frames(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir))
     if (!e.is_regular_file() || !std::regex_match(e.path().filename().string(), frame_pattern())) return false;
@@ -230,6 +421,7 @@ Rgb8Video decode_file(const std::string& path) {
   AVRational rate = st->avg_frame_rate.num ? st->avg_frame_rate : st->r_frame_rate;
   v.fps = rate.num ? av_q2d(rate) : 0;
   Frame frame(av_frame_alloc());
+  Frame rgb;
   Packet pkt(av_packet_alloc());
   Sws sws;
   auto receive = [&] {
@@ -248,14 +440,16 @@ Rgb8Video decode_file(const std::string& path) {
         const int full = frame->color_range == AVCOL_RANGE_JPEG;
         sws_setColorspaceDetails(sws.get(), sws_getCoefficients(cs), full, sws_getCoefficients(SWS_CS_DEFAULT), 1, 0,
                                  1 << 16, 1 << 16);
+        rgb = padded_frame(AV_PIX_FMT_RGB24, v.width, v.height, path);
       } else if (frame->width != v.width || frame->height != v.height) {
         fail(path, ": frame ", v.frames, " changes size to ", frame->width, "x", frame->height);
       }
-      const size_t offset = v.rgb.size();
-      v.rgb.resize(offset + size_t(v.width) * v.height * 3);
-      uint8_t* dst[1] = {v.rgb.data() + offset};
-      int dst_stride[1] = {v.width * 3};
-      sws_scale(sws.get(), frame->data, frame->linesize, 0, v.height, dst, dst_stride);
+      check_av(av_frame_make_writable(rgb.get()), path, "frame buffer");
+      sws_scale(sws.get(), frame->data, frame->linesize, 0, v.height, rgb->data, rgb->linesize);
+      const size_t row = size_t(v.width) * 3, offset = v.rgb.size();
+      v.rgb.resize(offset + row * size_t(v.height));
+      for (int y = 0; y < v.height; ++y)
+        std::memcpy(v.rgb.data() + offset + size_t(y) * row, rgb->data[0] + size_t(y) * size_t(rgb->linesize[0]), row);
       ++v.frames;
       av_frame_unref(frame.get());
     }
@@ -286,6 +480,47 @@ Rgb8Video decode_file(const std::string& path) { no_codecs(path); }
 #endif
 
 }  // namespace
+
+// ------------------------------------------------------------------ formats
+
+std::string writable_video_formats() {
+  std::string out;
+#if PAB_HAVE_LIBAV
+  for (const FormatSpec& s : kFormats)
+    if (missing_for(s).empty()) out += cat(out.empty() ? "" : ", ", s.extension, " (", s.name, ")");
+#endif
+  return out.empty() ? "none (use --frames-dir for PNG frames)" : out;
+}
+
+VideoFormat video_format_of(const std::string& path) {
+  const std::string ext = lower(fs::path(path).extension().string());
+  for (const FormatSpec& s : kFormats) {
+    if (ext != s.extension) continue;
+#if PAB_HAVE_LIBAV
+    if (const std::string why = missing_for(s); !why.empty())
+      fail(path, ": cannot write ", s.name, " here: ", why, "; this build writes ", writable_video_formats());
+    return s.format;
+#else
+    fail(path, ": this build of pab has no video codecs (built with PAB_VIDEO=OFF); use --frames-dir for PNG frames");
+#endif
+  }
+  std::string all;
+  for (const FormatSpec& s : kFormats) all += cat(all.empty() ? "" : ", ", s.extension, " (", s.name, ")");
+  const std::string hint = ext == ".png" ? "; for PNG frames give a folder with --frames-dir" : "";
+  fail(path, ": ", ext.empty() ? "no file extension" : cat("unsupported video format '", ext, "'"),
+       ": expected one of ", all, hint);
+}
+
+void check_video_target(const std::string& path, const VideoWriteOptions& opts) {
+  const FormatSpec& spec = spec_of(video_format_of(path));
+  check_writable(path);
+  if (!(opts.fps > 0) || opts.fps > 1000) fail(path, ": frame rate ", opts.fps, " is not in (0, 1000]");
+  if (opts.crf) {
+    if (spec.max_crf == 0) fail(path, ": ", spec.name, " has no quality setting (crf)");
+    if (*opts.crf < 0 || *opts.crf > spec.max_crf)
+      fail(path, ": crf ", *opts.crf, " is not in [0, ", spec.max_crf, "] (", spec.encoder, ")");
+  }
+}
 
 // ------------------------------------------------------------------ conversions
 
@@ -323,97 +558,12 @@ Tensor frames_from_rgb8(const Rgb8Video& v) {
 // ------------------------------------------------------------------ video files
 
 #if PAB_HAVE_LIBAV
-VideoWriteReport write_video(const std::string& path, const Rgb8Video& input, const VideoWriteOptions& opts) {
-  check_video(input, path);
-  check_writable(path);
-  if (!(opts.fps > 0) || opts.fps > 1000) fail(path, ": frame rate ", opts.fps, " is not in (0, 1000]");
-  if (opts.crf < 0 || opts.crf > 51) fail(path, ": crf ", opts.crf, " is not in [0, 51]");
+VideoWriteReport write_video(const std::string& path, const Rgb8Video& video, const VideoWriteOptions& opts) {
+  check_video(video, path);
+  check_video_target(path, opts);
   quiet_libav();
-
-  VideoWriteReport report;
-  const Rgb8Video padded = (input.width | input.height) & 1 ? pad_to_even(input) : Rgb8Video{};
-  const Rgb8Video& v = padded.frames ? padded : input;
-  if (padded.frames)
-    report.warnings.push_back(cat(path, ": ", input.width, "x", input.height, " padded to ", v.width, "x", v.height,
-                                  " (yuv420p needs even sizes)"));
-  report.width = v.width;
-  report.height = v.height;
-
-  const AVCodec* codec = avcodec_find_encoder_by_name(opts.encoder.c_str());
-  if (!codec) {
-    codec = avcodec_find_encoder_by_name("mpeg4");
-    if (!codec) fail(path, ": neither the ", opts.encoder, " nor the mpeg4 encoder is available in libavcodec");
-    report.warnings.push_back(cat(path, ": encoder ", opts.encoder,
-                                  " is not available in this libavcodec; wrote MPEG-4 Part 2 (mpeg4) instead"));
-  }
-  report.encoder = codec->name;
-
-  const AVOutputFormat* format = av_guess_format(nullptr, path.c_str(), nullptr);
-  if (!format) format = av_guess_format("mp4", nullptr, nullptr);
-  if (!format) fail(path, ": libavformat has no mp4 muxer");
-
-  AtomicFile file(path);  // declared before the context so the temporary is closed before it is removed
-  AVFormatContext* raw = nullptr;
-  check_av(avformat_alloc_output_context2(&raw, format, nullptr, file.temp_path().c_str()), path,
-           "cannot set up the container");
-  OutputContext oc(raw);
-
-  const AVRational rate = av_d2q(opts.fps, 1 << 16);
-  CodecContext enc(avcodec_alloc_context3(codec));
-  enc->width = v.width;
-  enc->height = v.height;
-  enc->pix_fmt = AV_PIX_FMT_YUV420P;
-  enc->time_base = av_inv_q(rate);
-  enc->framerate = rate;
-  enc->sample_aspect_ratio = AVRational{1, 1};
-  // swscale's default RGB -> YUV conversion: BT.601 matrix, limited range; say so in the stream.
-  enc->colorspace = AVCOL_SPC_SMPTE170M;
-  enc->color_range = AVCOL_RANGE_MPEG;
-  if (oc->oformat->flags & AVFMT_GLOBALHEADER) enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-  DictGuard codec_opts;
-  if (report.encoder == "libx264") {
-    av_dict_set(&codec_opts.d, "preset", "medium", 0);
-    av_dict_set_int(&codec_opts.d, "crf", opts.crf, 0);
-  } else {
-    enc->flags |= AV_CODEC_FLAG_QSCALE;
-    enc->global_quality = FF_QP2LAMBDA * 2;  // near-transparent fixed quantiser
-  }
-  check_av(avcodec_open2(enc.get(), codec, &codec_opts.d), path, "cannot open the encoder");
-
-  AVStream* st = avformat_new_stream(oc.get(), nullptr);
-  if (!st) fail(path, ": cannot add a video stream");
-  check_av(avcodec_parameters_from_context(st->codecpar, enc.get()), path, "encoder parameters");
-  st->time_base = enc->time_base;
-  st->avg_frame_rate = rate;
-
-  if (!(oc->oformat->flags & AVFMT_NOFILE))
-    check_av(avio_open(&oc->pb, file.temp_path().c_str(), AVIO_FLAG_WRITE), path, "cannot create the file");
-  DictGuard mux_opts;
-  const std::string muxer = oc->oformat->name;
-  if (muxer.find("mp4") != std::string::npos || muxer.find("mov") != std::string::npos)
-    av_dict_set(&mux_opts.d, "movflags", "+faststart", 0);
-  check_av(avformat_write_header(oc.get(), &mux_opts.d), path, "cannot write the header");
-
-  Sws sws(sws_getContext(v.width, v.height, AV_PIX_FMT_RGB24, v.width, v.height, AV_PIX_FMT_YUV420P,
-                         SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INP, nullptr, nullptr, nullptr));
-  if (!sws) fail(path, ": cannot set up the RGB to YUV conversion");
-  Frame frame(av_frame_alloc());
-  frame->format = enc->pix_fmt;
-  frame->width = v.width;
-  frame->height = v.height;
-  check_av(av_frame_get_buffer(frame.get(), 0), path, "frame buffer");
-  Packet pkt(av_packet_alloc());
-  for (int f = 0; f < v.frames; ++f) {
-    check_av(av_frame_make_writable(frame.get()), path, "frame buffer");
-    const uint8_t* src[1] = {v.frame(f)};
-    const int src_stride[1] = {v.width * 3};
-    sws_scale(sws.get(), src, src_stride, 0, v.height, frame->data, frame->linesize);
-    frame->pts = f;
-    encode(enc.get(), frame.get(), oc.get(), st, pkt.get(), path);
-  }
-  encode(enc.get(), nullptr, oc.get(), st, pkt.get(), path);
-  check_av(av_write_trailer(oc.get()), path, "cannot finish the file");
-  if (!(oc->oformat->flags & AVFMT_NOFILE)) check_av(avio_closep(&oc->pb), path, "cannot close the file");
+  AtomicFile file(path);
+  VideoWriteReport report = encode_video(path, file.temp_path(), video_format_of(path), video, opts);
   file.commit();
   return report;
 }
@@ -466,8 +616,8 @@ void check_png_frames_target(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(parent, ec)) fail(dir, ": the folder ", parent.string(), " does not exist");
   if (::access(parent.c_str(), W_OK) != 0) fail(dir, ": the folder ", parent.string(), " is not writable");
-  if (fs::exists(target, ec)) {
-    if (!fs::is_directory(target, ec)) fail(dir, ": exists and is not a folder");
+  if (fs::exists(fs::symlink_status(target, ec))) {
+    if (!fs::is_directory(fs::symlink_status(target, ec))) fail(dir, ": exists and is not a folder");
     if (!holds_only_frames(target)) fail(dir, ": exists and holds files other than frame_NNNN.png; not replacing it");
   }
 }
@@ -475,29 +625,10 @@ void check_png_frames_target(const std::string& dir) {
 void write_png_frames(const std::string& dir, const Rgb8Video& v) {
   check_video(v, dir);
   check_png_frames_target(dir);
-  const fs::path target = frames_target(dir);
-  const fs::path parent = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-  std::error_code ec;
-
-  TempDir temp(target);
-  for (int f = 0; f < v.frames; ++f) write_png((temp.path() / frame_name(f)).string(), v.frame(f), v.width, v.height);
-
-  // Swap the finished folder in; a previous one is moved aside first (rename
-  // cannot replace a non-empty folder) and removed after.
-  const fs::path old = parent / ("." + target.filename().string() + ".old" + std::to_string(::getpid()));
-  const bool replacing = fs::exists(target, ec);
-  if (replacing) {
-    fs::rename(target, old, ec);
-    if (ec) fail(dir, ": cannot move the previous frames aside: ", ec.message());
-  }
-  fs::rename(temp.path(), target, ec);
-  if (ec) {
-    std::error_code restore;
-    if (replacing) fs::rename(old, target, restore);
-    fail(dir, ": cannot move the finished frames into place: ", ec.message());
-  }
-  temp.release();
-  if (replacing) fs::remove_all(old, ec);
+  AtomicFolder folder(frames_target(dir).string());
+  for (int f = 0; f < v.frames; ++f)
+    folder.write(frame_name(f), [&](const std::string& file) { write_png(file, v.frame(f), v.width, v.height); });
+  folder.commit();
 }
 
 void write_png_frames(const std::string& dir, const Tensor& frames) {

@@ -1,10 +1,12 @@
 // Video output and input: generated frames (F x 3 x H x W floats in [0, 1],
-// as the pipelines return them) to an H.264 mp4 (libavcodec/libavformat) or
-// to a folder of PNG frames (libpng), both written atomically; and reading an
-// mp4 (any container and codec libavformat decodes) or a PNG folder back.
+// as the pipelines return them) to an H.264 mp4, a VP9 WebM or a GIF
+// (libavcodec/libavformat/libavfilter) or to a folder of PNG frames (libpng),
+// all written atomically; and reading a video (any container and codec
+// libavformat decodes) or a PNG folder back.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,22 +31,41 @@ Rgb8Video quantize_frames(const Tensor& frames);
 // 8 bit -> [F, 3, H, W] f32 on the CPU, v / 255.
 Tensor frames_from_rgb8(const Rgb8Video& video);
 
-struct VideoWriteOptions {
-  double fps = 8;                   // CogVideoX and Latte are shown at 8 fps, Open-Sora at 24
-  int crf = 18;                     // libx264 constant rate factor (0 lossless .. 51)
-  std::string encoder = "libx264";  // falls back to mpeg4 (with a warning) when unavailable
+// The video files pab writes, chosen by the file's extension.
+enum class VideoFormat : uint8_t {
+  mp4,   // .mp4: H.264 (libx264), yuv420p
+  webm,  // .webm: VP9 (libvpx-vp9), yuv420p
+  gif,   // .gif: one palette for the whole video (libavfilter's palettegen), dithered
 };
+
+// The format `path`'s extension names (any letter case). Fails, listing the
+// formats, for any other extension, and when this build's libav* lacks the
+// format's encoder, muxer or filters.
+VideoFormat video_format_of(const std::string& path);
+// ".mp4 (H.264), .webm (VP9), .gif (GIF)": the formats this build can write.
+std::string writable_video_formats();
+
+struct VideoWriteOptions {
+  double fps = 8;          // CogVideoX and Latte are shown at 8 fps, Open-Sora at 24
+  std::optional<int> crf;  // constant quality: H.264 0..51 (default 18), VP9 0..63 (default 24); GIF has none
+};
+
+// Every check write_video makes before encoding (the format, a writable
+// path, the frame rate and quality in range), so that a caller can fail
+// before any work. Creates nothing.
+void check_video_target(const std::string& path, const VideoWriteOptions& opts);
 
 struct VideoWriteReport {
   std::string encoder;                // the encoder used
-  int width = 0, height = 0;          // as stored: odd sizes are padded to even (yuv420p)
-  std::vector<std::string> warnings;  // fallback encoder, padding
+  int width = 0, height = 0;          // as stored: odd sizes are padded to even for yuv420p
+  std::vector<std::string> warnings;  // padding
 };
 
-// Writes an H.264 yuv420p video (BT.601 limited range, as ffmpeg's default RGB
-// conversion) at `path`; the container follows the extension (mp4 when it has
-// none; mp4/mov get +faststart). The file appears only when complete. Fails
-// with a message naming the path if it cannot be written.
+// Writes `video` at `path` in the format its extension names (yuv420p in
+// BT.601 limited range, as ffmpeg's default RGB conversion, for H.264 and
+// VP9; mp4 gets +faststart). The same frames give the same bytes. The file
+// appears only when complete. Fails with a message naming the path if it
+// cannot be written.
 VideoWriteReport write_video(const std::string& path, const Rgb8Video& video, const VideoWriteOptions& opts = {});
 VideoWriteReport write_video(const std::string& path, const Tensor& frames, const VideoWriteOptions& opts = {});
 

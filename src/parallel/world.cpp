@@ -397,6 +397,9 @@ class World {
     if (pid == 0) {  // only async-signal-safe calls until exec
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);
+      sigset_t none;  // the interrupt cleanup's blocked signals would survive exec
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
       ::dup2(out, 1);
       ::dup2(err, 2);
       ::execve("/proc/self/exe", argv.data(), envp.data());
