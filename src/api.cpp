@@ -10,6 +10,7 @@
 #include "parallel/world.h"
 #include "pab/pab.h"
 #include "pipeline/bench.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/pab_report.h"
 #include "pipeline/replay.h"
 
@@ -35,10 +36,15 @@ LoadOptions load_options(const ComputeOptions& c) {
     fail("unknown dtype '", c.dtype, "' (expected f32, bf16 or f16)");
   }
   if (o.device == Device::cpu && o.dtype != DType::f32) fail("the CPU backend computes in f32 only");
+  o.allow_unused_weights = c.allow_unused_weights;
   ParallelGroups groups = join_world({c.gpus, o.device, c.comm, c.cfg_parallel});
   o.comm = groups.sequence;
   o.cfg_comm = groups.cfg;
   return o;
+}
+
+Status parse_memory_size(const std::string& text, uint64_t* bytes) {
+  return guarded([&] { *bytes = pab::parse_memory_size(text, ""); });
 }
 
 Status replay(const ReplayOptions& opts, std::string* summary) {

@@ -1,9 +1,11 @@
 // The public API of `pab calibrate`.
+#include <cmath>
 #include <filesystem>
 
 #include "api_internal.h"
 #include "io/atomic_file.h"
 #include "pipeline/calibrate.h"
+#include "pipeline/prompt_text.h"
 
 namespace pab {
 
@@ -12,12 +14,19 @@ Status calibrate(const CalibrateOptions& opts, std::string* report) {
     const bool by_case = !opts.case_dir.empty(), by_model = !opts.model_dir.empty();
     if (by_case == by_model) fail("calibrate: give either a case folder (--case) or a model folder (--model)");
     if (by_model && opts.prompt.empty()) fail("calibrate: --model needs --prompt");
+    if (!by_model && opts.steps) fail("calibrate: --steps goes with --model; a case has its own schedule");
     if (by_case && !opts.prompt.empty()) fail("calibrate: --prompt goes with --model; a case has its own inputs");
-    if (opts.target_speedup < 0 || (opts.target_speedup > 0 && opts.target_speedup < 1))
-      fail("calibrate: --target-speedup must be >= 1, got ", opts.target_speedup);
+    if (opts.target_speedup && !(*opts.target_speedup >= 1 && std::isfinite(*opts.target_speedup)))
+      fail("calibrate: --target-speedup ", *opts.target_speedup, ": expected a finite number >= 1");
     if (opts.max_range < 2) fail("calibrate: --max-range must be >= 2, got ", opts.max_range);
+    if (opts.steps && *opts.steps < 1) fail("calibrate: --steps ", *opts.steps, ": expected at least 1");
+    if (by_model) {
+      check_prompt_utf8(opts.prompt, "the prompt (--prompt)");
+      check_prompt_utf8(opts.negative_prompt, "the negative prompt (--negative-prompt)");
+      if (is_blank(opts.prompt)) fail("calibrate: empty prompt: give the text to calibrate on (--prompt)");
+    }
     CalibrationOptions co;
-    if (opts.target_speedup > 0) co.target_speedup = opts.target_speedup;
+    co.target_speedup = opts.target_speedup;
     if (opts.counting == "diffusers") {
       co.counting = Counting::diffusers;
     } else if (opts.counting == "videosys") {

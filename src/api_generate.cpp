@@ -1,6 +1,8 @@
 // The public API's generate (pab generate): checks, the pipeline, the video
 // files. Part of the pab_media library (it writes video through libav*).
 #include <chrono>
+#include <cmath>
+#include <filesystem>
 #include <optional>
 
 #include "api_internal.h"
@@ -8,7 +10,9 @@
 #include "cache/pab_config.h"
 #include "io/atomic_file.h"
 #include "io/video.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/pab_report.h"
+#include "pipeline/prompt_text.h"
 #include "pipeline/video_pipeline.h"
 
 namespace pab {
@@ -28,6 +32,45 @@ std::string skipped_summary(const PabStats& stats) {
   return out.empty() ? "nothing" : out;
 }
 
+// The request's own values, checked before any file is read: each given
+// value in its range, the outputs writable, distinct and of a known format.
+void check_request(const GenerateOptions& o) {
+  if (o.model_dir.empty()) fail("no model folder given (--model)");
+  check_prompt_utf8(o.prompt, "the prompt (--prompt)");
+  check_prompt_utf8(o.negative_prompt, "the negative prompt (--negative-prompt)");
+  if (is_blank(o.prompt)) fail("empty prompt: give the text to generate from (--prompt)");
+  auto at_least_one = [](const char* flag, const std::optional<int>& v) {
+    if (v && *v < 1) fail(flag, " ", *v, ": expected at least 1");
+  };
+  at_least_one("--steps", o.steps);
+  at_least_one("--frames", o.frames);
+  at_least_one("--height", o.height);
+  at_least_one("--width", o.width);
+  at_least_one("--max-sequence-length", o.max_sequence_length);
+  if (o.guidance && !std::isfinite(*o.guidance))
+    fail("--guidance ", *o.guidance, ": expected a finite number (1 or less: no CFG)");
+  if (!(o.fps > 0) || o.fps > 1000) fail("--fps ", o.fps, ": expected a frame rate in (0, 1000]");
+  if (o.compute.max_memory && *o.compute.max_memory == 0) fail("--max-memory 0: expected a positive size");
+
+  if (o.output.empty() && o.frames_dir.empty()) fail("no output: give a video file (-o) and/or --frames-dir");
+  VideoWriteOptions wo;
+  wo.fps = o.fps;
+  if (!o.output.empty()) check_video_target(o.output, wo);
+  if (!o.frames_dir.empty()) check_png_frames_target(o.frames_dir);
+  if (!o.pab_report.empty()) {
+    check_writable(o.pab_report);
+    if (std::filesystem::path(o.pab_report).extension() != ".png")
+      fail(o.pab_report, ": the PAB report is a PNG picture; give a path ending in .png");
+  }
+  // Two outputs at one path would overwrite each other.
+  const std::vector<std::string> paths = {o.output, o.frames_dir, o.pab_report};
+  for (size_t i = 0; i < paths.size(); ++i)
+    for (size_t j = i + 1; j < paths.size(); ++j)
+      if (!paths[i].empty() && !paths[j].empty() &&
+          std::filesystem::weakly_canonical(paths[i]) == std::filesystem::weakly_canonical(paths[j]))
+        fail(paths[i], ": given as two outputs; each output needs its own path");
+}
+
 }  // namespace
 
 Status generate(const GenerateOptions& o, GenerateResult* result, const GenerateCallback& progress) {
@@ -39,11 +82,7 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     };
 
     // Everything that can be checked without loading weights, before any work.
-    if (o.output.empty() && o.frames_dir.empty()) fail("no output: give a video file (-o) and/or --frames-dir");
-    if (!o.output.empty()) check_writable(o.output);
-    if (!o.frames_dir.empty()) check_png_frames_target(o.frames_dir);
-    if (!o.pab_report.empty()) check_writable(o.pab_report);
-    if (!(o.fps > 0) || o.fps > 1000) fail("fps ", o.fps, ": expected a frame rate in (0, 1000]");
+    check_request(o);
     const TilingChoice tiling = parse_tiling(o.tiling);
     const LoadOptions lo = load_options(o.compute);
     auto pipe = VideoPipeline::open(o.model_dir, lo);
@@ -51,20 +90,24 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     VideoRequest req;
     req.prompt = o.prompt;
     req.negative_prompt = o.negative_prompt;
-    if (o.steps != 0) req.steps = o.steps;
-    if (o.guidance >= 0) req.guidance = o.guidance;
-    if (o.frames != 0) req.frames = o.frames;
-    if (o.height != 0) req.height = o.height;
-    if (o.width != 0) req.width = o.width;
-    if (o.max_sequence_length != 0) req.max_sequence_length = o.max_sequence_length;
+    req.steps = o.steps;
+    req.guidance = o.guidance;
+    req.frames = o.frames;
+    req.height = o.height;
+    req.width = o.width;
+    req.max_sequence_length = o.max_sequence_length;
     req.dynamic_cfg = o.dynamic_cfg;
     const VideoPlan plan = pipe->plan(req);
-    if (plan.prompt.empty()) fail("empty prompt: give the text to generate from (--prompt)");
 
-    const PabConfig pab_config = o.pab.any() ? resolve_pab_choice(o.pab.preset, o.pab.file, pipe->transformer_class())
-                                             : default_pab_config(pipe->transformer_class());
+    const PabConfig pab_config = resolve_pab_choice(o.pab.preset, o.pab.file, pipe->transformer_class());
+    pipe->check_cache_settings(pab_config);
+    if (!o.pab_report.empty() && !pab_config.any())
+      fail(o.pab_report, ": no PAB report without PAB (--pab off); leave out --pab-report or turn PAB on");
     std::optional<PabPolicy> policy;
     if (pab_config.any()) policy.emplace(pab_config);
+
+    const MemoryEstimate memory = pipe->estimate_memory(plan, pab_config, tiling);
+    check_memory(memory, memory_limit(lo.device, o.compute.max_memory));
 
     GenerateResult r;
     r.pipeline = pipe->class_name();
@@ -78,7 +121,8 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
       r.warnings.push_back(cat(r.pipeline, " decodes frame by frame with an image VAE; tiling does not apply"));
     emit({GenerateEvent::Kind::plan,
           cat(r.pipeline, ": ", plan.describe(), ", seed ", o.seed, ", PAB ", r.pab, ", on ",
-              backend(lo.device).device_description(), " ", o.compute.dtype),
+              backend(lo.device).device_description(), " ", o.compute.dtype, ", about ",
+              format_bytes(memory.peak()), " at most"),
           0, 0, 0, 0});
     for (const std::string& w : r.warnings) emit({GenerateEvent::Kind::warning, w, 0, 0, 0, 0});
 
@@ -100,13 +144,17 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     r.tiled = video.tiled;
     r.pab_skipped = policy ? skipped_summary(video.stats) : "nothing (PAB off)";
 
+    // Every output is written under a temporary name, then all are moved
+    // into place together: a run leaves all of them or none.
     const auto write_started = clock::now();
+    OutputGroup outputs;
     const Rgb8Video rgb = quantize_frames(video.frames);
+    std::vector<std::string> warnings;
     if (!o.output.empty()) {
       VideoWriteOptions wo;
       wo.fps = o.fps;
       VideoWriteReport w = write_video(o.output, rgb, wo);
-      for (const std::string& warning : w.warnings) events.on_warning(warning);
+      warnings = w.warnings;
       r.written.push_back(o.output);
     }
     if (!o.frames_dir.empty()) {
@@ -114,10 +162,11 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
       r.written.push_back(o.frames_dir);
     }
     if (!o.pab_report.empty()) {
-      if (!policy) fail(o.pab_report, ": no PAB report without PAB (--pab off)");
       write_broadcast_map(o.pab_report, video.stats, "PAB " + pab_config.describe());
       r.written.push_back(o.pab_report);
     }
+    outputs.commit();
+    for (const std::string& w : warnings) events.on_warning(w);
     r.write_seconds = std::chrono::duration<double>(clock::now() - write_started).count();
     emit({GenerateEvent::Kind::phase, "write", 0, 0, 0, r.write_seconds});
     r.total_seconds = std::chrono::duration<double>(clock::now() - started).count();

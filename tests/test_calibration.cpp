@@ -219,7 +219,7 @@ TEST(Calibration, ProposalIsTheBruteForceOptimum) {
     // The cuts separate every pair of neighbouring timesteps, so the brute
     // force sees every choice the proposer has.
     EXPECT_NEAR(prop.best.deviation, best, 1e-12) << "target " << target << ": " << prop.best.config.describe();
-    EXPECT_NO_THROW(prop.best.config.validate({SiteKind::spatial, SiteKind::cross}));
+    EXPECT_NO_THROW(prop.best.config.validate(SiteLayout{{{SiteKind::spatial, 2}, {SiteKind::cross, 2}}}));
   }
 }
 
@@ -371,7 +371,7 @@ TEST_F(LatteCalibration, ProposalIsValidAndDoesWhatItPredicts) {
   const CalibrationResult& r = *result_;
   ASSERT_TRUE(r.proposal.reached);
   const PabConfig& config = r.proposal.best.config;
-  EXPECT_NO_THROW(config.validate(gen_->kinds));
+  EXPECT_NO_THROW(config.validate(gen_->sites));
   EXPECT_TRUE(config.any());
   EXPECT_GE(r.proposal.best.speedup, 1.12 - 1e-12);
   ASSERT_TRUE(r.verify.has_value());

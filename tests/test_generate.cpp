@@ -264,13 +264,13 @@ TEST(GenerateBadInput, ImpossibleFrameCountOrSize) {
   e = error_of(o, &events);
   EXPECT_NE(e.find("height 30"), std::string::npos) << e;
   EXPECT_NE(e.find("multiple of 16"), std::string::npos) << e;
-  o.height = 0;
+  o.height.reset();
   o.width = -16;
   EXPECT_NE(error_of(o).find("width -16"), std::string::npos);
-  o.width = 0;
+  o.width.reset();
   o.max_sequence_length = 20;
   EXPECT_NE(error_of(o).find("max_text_seq_length"), std::string::npos);
-  o.max_sequence_length = 0;
+  o.max_sequence_length.reset();
   o.steps = -2;
   EXPECT_NE(error_of(o).find("steps -2"), std::string::npos);
   EXPECT_TRUE(events.empty()) << "errors come before any work";
@@ -282,7 +282,7 @@ TEST(GenerateBadInput, ImpossibleFrameCountOrSize) {
   e = error_of(latte);
   EXPECT_NE(e.find("frames 5"), std::string::npos) << e;
   EXPECT_NE(e.find("video_length"), std::string::npos) << e;
-  latte.frames = 0;
+  latte.frames.reset();
   latte.dynamic_cfg = true;
   EXPECT_NE(error_of(latte).find("dynamic CFG"), std::string::npos);
 }
@@ -297,7 +297,8 @@ TEST(GenerateBadInput, UnwritableOutputFailsBeforeAnyWork) {
   EXPECT_NE(e.find("/nonexistent-pab-dir/out.mp4"), std::string::npos) << e;
   EXPECT_NE(e.find("does not exist"), std::string::npos) << e;
   EXPECT_TRUE(events.empty());
-  o.output = dir.path.string();  // a folder
+  fs::create_directory(dir.path / "folder.mp4");
+  o.output = dir / "folder.mp4";
   EXPECT_NE(error_of(o).find("is a directory"), std::string::npos);
   o.output = "";
   o.frames_dir = "/nonexistent-pab-dir/frames";

@@ -214,10 +214,21 @@ TEST(LatteLoad, UnsupportedConfigValuesAreClearErrors) {
   // A shape that disagrees with the config names the tensor.
   std::string shape = load_error(edited_copy("caption_channels", 7));
   EXPECT_NE(shape.find("caption_projection.linear_1.weight"), std::string::npos) << shape;
-  // Without cross attention the weights' attn2 tensors are unused and the model has no cross sites.
-  auto model = load_transformer(edited_copy("cross_attention_dim", nullptr));
+  // Without cross attention the weights' attn2 tensors are unused: an error
+  // naming them, or with allow_unused_weights a warning, and the model has no cross sites.
+  const std::string no_cross = edited_copy("cross_attention_dim", nullptr);
+  std::string unused = load_error(no_cross);
+  EXPECT_NE(unused.find("24 tensors that LatteTransformer3DModel does not use"), std::string::npos) << unused;
+  EXPECT_NE(unused.find("transformer_blocks.0.attn2."), std::string::npos) << unused;
+  LoadOptions allow;
+  allow.allow_unused_weights = true;
+  std::vector<std::string> warnings;
+  allow.on_warning = [&](const std::string& w) { warnings.push_back(w); };
+  auto model = load_transformer(no_cross, allow);
   auto kinds = model->site_kinds();
   EXPECT_EQ(std::count(kinds.begin(), kinds.end(), SiteKind::cross), 0);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("attn2"), std::string::npos) << warnings[0];
 }
 
 }  // namespace

@@ -131,7 +131,7 @@ TEST(VideoSysDefaults, DefaultPabReproducesThePublishedRuns) {
     auto model = load_transformer(dir + "/transformer");
     c.pab = default_pab_config(model->class_name());
     EXPECT_EQ(c.pab.counting, Counting::videosys);
-    c.pab.validate(model->site_kinds());
+    c.pab.validate(model->site_layout());
     PabPolicy policy(c.pab);
     ReplayRun run = run_replay(*model, c, &policy);
     Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
@@ -336,8 +336,8 @@ TEST(VideoSysLoad, ClassesAndSiteKinds) {
   EXPECT_EQ(v120->site_kinds(), (std::vector<SiteKind>{SiteKind::spatial, SiteKind::cross}));
   // The original has no temporal attention or MLP broadcast in v1.2: such settings are refused.
   PabConfig temporal = default_pab_config("LatteT2V");
-  EXPECT_THROW(temporal.validate(v120->site_kinds()), Error);
-  EXPECT_NO_THROW(temporal.validate(v110->site_kinds()));
+  EXPECT_THROW(temporal.validate(v120->site_layout()), Error);
+  EXPECT_NO_THROW(temporal.validate(v110->site_layout()));
 }
 
 }  // namespace

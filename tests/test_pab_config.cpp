@@ -298,12 +298,12 @@ TEST(PabConfigDefaults, PublishedSettingsPerModel) {
     EXPECT_NE(std::string(e.what()).find("UNet2DModel"), std::string::npos) << e.what();
   }
   // the command line's choice
-  expect_same_schedule(resolve_pab_choice("default", "", "LatteTransformer3DModel"), latte, "resolve default");
-  EXPECT_FALSE(resolve_pab_choice("off", "", "LatteTransformer3DModel").any());
+  expect_same_schedule(resolve_pab_choice("default", std::nullopt, "LatteTransformer3DModel"), latte, "resolve default");
+  EXPECT_FALSE(resolve_pab_choice("off", std::nullopt, "LatteTransformer3DModel").any());
   EXPECT_THROW(resolve_pab_choice("off", "x.yaml", "LatteTransformer3DModel"), Error);
   // every default fits its model
   auto model = load_transformer(data_path(kLatte + "/transformer"));
-  EXPECT_NO_THROW(latte.validate(model->site_kinds()));
+  EXPECT_NO_THROW(latte.validate(model->site_layout()));
 }
 
 // ---------------------------------------------------------------- CLI

@@ -53,7 +53,7 @@ TEST(PabConfigFormat, ShortForm) {
   EXPECT_EQ(format_pab_short_form(c), "spatial=2@100-800,temporal=3@124.5-374,cross=6@0-1000");
   expect_same(parse_pab_short_form(format_pab_short_form(c)), c);
   EXPECT_EQ(format_pab_short_form(PabConfig{}), "off");
-  EXPECT_FALSE(resolve_pab_choice("off", "", "LatteTransformer3DModel").any());
+  EXPECT_FALSE(resolve_pab_choice("off", std::nullopt, "LatteTransformer3DModel").any());
 }
 
 TEST(PabConfigFormat, DiffusersYaml) {

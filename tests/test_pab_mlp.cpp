@@ -198,7 +198,7 @@ TEST(PabMlpLatte, BroadcastEqualsManualReconstruction) {
   PabConfig cfg = videosys(R"({"mlp_broadcast": true,
       "mlp_spatial_broadcast_config": {"832": {"block": [0, 2], "skip_count": 2}},
       "mlp_temporal_broadcast_config": {"666": {"block": [1], "skip_count": 1}}})");
-  ASSERT_NO_THROW(cfg.validate(model->site_kinds()));
+  ASSERT_NO_THROW(cfg.validate(model->site_layout()));
 
   PabPolicy policy(cfg);
   Recorder rec(&policy);

@@ -149,7 +149,7 @@ TEST(PabPolicy, CachesAreFreedWhenNoLaterStepReuses) {
 }
 
 TEST(PabConfig, ValidationErrors) {
-  const std::vector<SiteKind> cog = {SiteKind::spatial};
+  const SiteLayout cog{{{SiteKind::spatial, 30}}};
   EXPECT_NO_THROW(spatial(2, 100, 800).validate(cog));
   EXPECT_THROW(spatial(-1, 100, 800).validate(cog), Error);
   EXPECT_THROW(spatial(2, 800, 100).validate(cog), Error);

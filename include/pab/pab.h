@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,7 @@ struct Status {
   static Status error(std::string m) { return {false, std::move(m)}; }
 };
 
-// Where heavy work runs.
+// Where heavy work runs, and how models load. "Not given" is std::nullopt.
 struct ComputeOptions {
   std::string device = "cpu";  // "cpu" or "cuda"
   std::string dtype = "f32";   // "f32", "bf16" or "f16" (the CPU computes in f32 only)
@@ -26,20 +27,32 @@ struct ComputeOptions {
   int gpus = 1;
   std::string comm = "auto";  // "auto", "nccl" (one GPU per rank) or "host" (shared memory, any device)
   bool cfg_parallel = false;  // the two CFG branches on separate halves of the ranks
+  // The most memory a run may use, in bytes (--max-memory). Before any weight
+  // is loaded, what the run needs is estimated and checked against the
+  // smaller of this and what the device has free (the host's available
+  // memory for the CPU).
+  std::optional<uint64_t> max_memory;
+  // Checkpoint tensors that the model does not use are an error (a sign of the
+  // wrong model or a broken conversion) unless this is set; then a warning.
+  bool allow_unused_weights = false;
 };
+
+// Parses a memory size such as "24G", "24GiB", "512M" or "1.5T" (K, M, G, T:
+// powers of 1024; a plain number is bytes) for ComputeOptions::max_memory.
+Status parse_memory_size(const std::string& text, uint64_t* bytes);
 
 // Describes each component of a diffusers model folder (or a single component
 // folder): class, key config values, tensor and parameter counts, dtypes.
 Status inspect_model(const std::string& dir, std::string* report);
 
-// PAB settings that replace a case's or a pipeline's own; both empty keeps them.
+// PAB settings that replace a case's or a pipeline's own; neither given keeps them.
 struct PabOptions {
   // --pab: "default" (the settings published with the original method for the
   // model), "off", or the short form "spatial=2@100-800,temporal=3@100-800,cross=6@100-900"
-  std::string preset;
+  std::optional<std::string> preset;
   // --pab-config: a YAML or JSON file in the diffusers or the VideoSys dialect
-  std::string file;
-  bool any() const { return !preset.empty() || !file.empty(); }
+  std::optional<std::string> file;
+  bool any() const { return preset.has_value() || file.has_value(); }
 };
 
 struct ReplayOptions {
@@ -67,26 +80,27 @@ struct BenchRequest {
 // Times the workload; `report` gets text or JSON.
 Status bench(const BenchRequest& request, std::string* report);
 
-// Text to video (pab generate). Unset values (0, negative guidance, empty
-// strings) take the pipeline's defaults: diffusers' call defaults and the
-// sizes and frame count in the model folder's configs.
+// Text to video (pab generate). Values not given take the pipeline's
+// defaults: diffusers' call defaults and the sizes and frame count in the
+// model folder's configs. A value given out of range is an error, never
+// replaced by a default.
 struct GenerateOptions {
   std::string model_dir;  // a diffusers pipeline folder (model_index.json): CogVideoX or Latte
   std::string prompt;
-  std::string negative_prompt;            // "" (diffusers' default) when empty
-  int steps = 0;                          // 0: 50
-  double guidance = -1;                   // < 0: CogVideoX 6, Latte 7.5; <= 1 runs without CFG
-  bool dynamic_cfg = false;               // CogVideoX's use_dynamic_cfg
-  int frames = 0, height = 0, width = 0;  // 0: from the model's configs
-  int max_sequence_length = 0;            // CogVideoX prompt tokens; 0: the transformer's max_text_seq_length
-  uint64_t seed = 42;                     // as torch.Generator("cpu").manual_seed(seed) in diffusers
-  std::string output;                     // video file (H.264 mp4); empty: none
-  std::string frames_dir;                 // folder of frame_NNNN.png files; empty: none
-  std::string pab_report;                 // PNG picture of what PAB computed and broadcast; empty: none
-  double fps = 8;
+  std::string negative_prompt;                   // diffusers' default: ""
+  std::optional<int> steps;                      // >= 1; default 50
+  std::optional<double> guidance;                // finite; default CogVideoX 6, Latte 7.5; <= 1 runs without CFG
+  bool dynamic_cfg = false;                      // CogVideoX's use_dynamic_cfg
+  std::optional<int> frames, height, width;      // >= 1; default from the model's configs
+  std::optional<int> max_sequence_length;        // CogVideoX prompt tokens; default the transformer's max_text_seq_length
+  uint64_t seed = 42;                            // as torch.Generator("cpu").manual_seed(seed) in diffusers
+  std::string output;                            // video file: .mp4 (H.264), .webm (VP9) or .gif; empty: none
+  std::string frames_dir;                        // folder of frame_NNNN.png files; empty: none
+  std::string pab_report;                        // PNG picture of what PAB computed and broadcast; empty: none
+  double fps = 8;                                // in (0, 1000]
   std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
   ComputeOptions compute;
-  PabOptions pab;  // both empty: --pab default (the settings published for the model)
+  PabOptions pab;  // neither given: --pab default (the settings published for the model)
 };
 
 // Progress while generating.
@@ -122,9 +136,9 @@ struct CalibrateOptions {
   std::string case_dir;           // --case: a transformer fixture case (case.json, inputs, transformer/)
   std::string model_dir, prompt;  // --model, --prompt: a pipeline folder and a prompt
   std::string negative_prompt;
-  int steps = 0;  // pipeline steps; 0: the pipeline's default
+  std::optional<int> steps;  // pipeline steps; default: the pipeline's
   uint64_t seed = 42;
-  double target_speedup = 0;               // 0: the predicted speed-up of the settings published for the model
+  std::optional<double> target_speedup;    // >= 1; default: the predicted speed-up of the settings published for the model
   std::string counting = "diffusers";      // the proposal's counting rule: diffusers or videosys
   int max_range = 8;                       // the largest range tried
   bool verify = false;                     // run the proposal and report measured speed-up and quality

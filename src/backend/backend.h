@@ -9,6 +9,7 @@
 
 #include <array>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -63,6 +64,10 @@ class Backend {
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
   virtual MemoryStats memory_stats() const { return {}; }
+  // Bytes a run could still allocate on this device (free device memory plus
+  // what the allocator holds unused; the host's available memory for the
+  // CPU); nullopt where unknown.
+  virtual std::optional<uint64_t> memory_available() const { return std::nullopt; }
   virtual void reset_peak_memory() {}
   virtual std::string device_description() const = 0;
   // Devices of this kind visible to the process.

@@ -40,7 +40,28 @@ bool PabConfig::any() const {
   return !mlp_spatial.empty() || !mlp_temporal.empty();
 }
 
-void PabConfig::validate(const std::vector<SiteKind>& model_kinds, double max_timestep) const {
+std::vector<SiteKind> SiteLayout::site_kinds() const {
+  std::vector<SiteKind> out;
+  for (const auto& [kind, blocks] : kinds) out.push_back(kind);
+  return out;
+}
+
+int SiteLayout::blocks(SiteKind kind) const {
+  for (const auto& [k, blocks] : kinds)
+    if (k == kind) return blocks;
+  return 0;
+}
+
+void PabConfig::validate(const SiteLayout& model, double max_timestep) const {
+  auto check_blocks = [&](const std::vector<int>& blocks, SiteKind kind, const std::string& what) {
+    const int n = model.blocks(kind);
+    for (int b : blocks) {
+      if (b < 0) fail(what, ": negative block index ", b);
+      if (b >= n)
+        fail(what, ": block ", b, " is beyond this model's ", n, " ", site_kind_name(kind), " blocks (0 to ", n - 1,
+             ")");
+    }
+  };
   for (int i = 0; i < 3; ++i) {
     const BroadcastRule& r = rules[size_t(i)];
     const char* name = kKindNames[i];
@@ -49,19 +70,20 @@ void PabConfig::validate(const std::vector<SiteKind>& model_kinds, double max_ti
     if (!(r.lo < r.hi)) fail("PAB ", name, ": timestep window (", r.lo, ", ", r.hi, ") is empty or inverted");
     if (r.lo < 0 || r.hi > max_timestep)
       fail("PAB ", name, ": timestep window (", r.lo, ", ", r.hi, ") is outside [0, ", max_timestep, "]");
-    for (int b : r.blocks)
-      if (b < 0) fail("PAB ", name, ": negative block index ", b);
-    if (std::find(model_kinds.begin(), model_kinds.end(), SiteKind(i)) == model_kinds.end())
+    if (model.blocks(SiteKind(i)) == 0)
       fail("PAB ", name, " broadcast is configured but this model has no ", name, " attention");
+    check_blocks(r.blocks, SiteKind(i), cat("PAB ", name));
   }
   auto check_mlp = [&](const std::vector<MlpBroadcast>& entries, SiteKind kind) {
     if (entries.empty()) return;
     if (counting != Counting::videosys) fail("PAB MLP broadcast needs the videosys counting rule");
-    if (std::find(model_kinds.begin(), model_kinds.end(), kind) == model_kinds.end())
+    if (model.blocks(kind) == 0)
       fail("PAB ", site_kind_name(kind), " broadcast is configured but this model has no such MLP");
     for (const MlpBroadcast& e : entries) {
-      if (e.skip_count < 1) fail("PAB ", site_kind_name(kind), " at timestep ", e.timestep, ": skip_count must be >= 1");
-      if (e.blocks.empty()) fail("PAB ", site_kind_name(kind), " at timestep ", e.timestep, ": no blocks listed");
+      const std::string what = cat("PAB ", site_kind_name(kind), " at timestep ", e.timestep);
+      if (e.skip_count < 1) fail(what, ": skip_count must be >= 1");
+      if (e.blocks.empty()) fail(what, ": no blocks listed");
+      check_blocks(e.blocks, kind, what);
     }
   };
   check_mlp(mlp_spatial, SiteKind::mlp_spatial);

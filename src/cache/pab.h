@@ -56,9 +56,10 @@ struct PabConfig {
   BroadcastRule& rule(SiteKind k) { return rules[size_t(k)]; }
   const BroadcastRule& rule(SiteKind k) const { return rules[size_t(k)]; }
   bool any() const;
-  // Checks ranges and windows (0 <= lo < hi <= max_timestep) and that every
-  // configured kind is one of `model_kinds`; fails with a one-line message.
-  void validate(const std::vector<SiteKind>& model_kinds, double max_timestep = 1000) const;
+  // Checks ranges and windows (0 <= lo < hi <= max_timestep), that every
+  // configured kind is one of the model's and every listed block one of its
+  // blocks of that kind; fails with a one-line message.
+  void validate(const SiteLayout& model, double max_timestep = 1000) const;
   std::string describe() const;  // "spatial 2 in (100, 800), cross 6 in (100, 900)"
 };
 

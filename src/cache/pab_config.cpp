@@ -428,12 +428,18 @@ PabConfig default_pab_config(const std::string& model_class) {
   fail("--pab default: no published PAB settings for '", model_class, "' (known: ", known, ")");
 }
 
-PabConfig resolve_pab_choice(const std::string& preset, const std::string& file, const std::string& model_class) {
-  if (!preset.empty() && !file.empty()) fail("give --pab or --pab-config, not both");
-  if (!file.empty()) return load_pab_config_file(file);
-  if (preset == "default") return default_pab_config(model_class);
-  if (preset == "off" || preset == "none") return PabConfig{};
-  return parse_pab_short_form(preset);
+PabConfig resolve_pab_choice(const std::optional<std::string>& preset, const std::optional<std::string>& file,
+                             const std::string& model_class) {
+  if (preset && file) fail("give --pab or --pab-config, not both");
+  if (file) {
+    if (file->empty()) fail("--pab-config '': expected the path of a YAML or JSON file");
+    return load_pab_config_file(*file);
+  }
+  if (!preset || *preset == "default") return default_pab_config(model_class);
+  if (trim(*preset).empty())
+    fail("--pab '", *preset, "': expected default, off, or kind=range[@low-high],... (e.g. spatial=2@100-800)");
+  if (*preset == "off" || *preset == "none") return PabConfig{};
+  return parse_pab_short_form(*preset);
 }
 
 }  // namespace pab

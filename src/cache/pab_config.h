@@ -15,6 +15,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "cache/pab.h"
@@ -62,7 +63,9 @@ std::string format_pab_short_form(const PabConfig& c);
 std::string format_pab_yaml(const PabConfig& c, PabDialect dialect);
 
 // The command line's choice: `preset` is "default", "off" or the short form
-// (--pab), `file` a configuration file (--pab-config); at most one is set.
-PabConfig resolve_pab_choice(const std::string& preset, const std::string& file, const std::string& model_class);
+// (--pab), `file` a configuration file (--pab-config); at most one is given,
+// and one given empty is an error. Neither given: the model's default.
+PabConfig resolve_pab_choice(const std::optional<std::string>& preset, const std::optional<std::string>& file,
+                             const std::string& model_class);
 
 }  // namespace pab

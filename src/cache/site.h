@@ -21,6 +21,14 @@ struct SiteId {
   int block;  // index of the block within the model's blocks of this kind
 };
 
+// The sites a model has: each kind with its number of blocks (a kind's
+// blocks are numbered 0 .. blocks - 1), known from the model's config alone.
+struct SiteLayout {
+  std::vector<std::pair<SiteKind, int>> kinds;
+  std::vector<SiteKind> site_kinds() const;
+  int blocks(SiteKind kind) const;  // 0 where the model has no such site
+};
+
 // What a site produces: one or more tensors (CogVideoX's joint attention
 // returns the video and the text stream).
 using SiteOutput = std::vector<Tensor>;

@@ -18,7 +18,10 @@ std::string shape_str(const Shape& s) {
 
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    if (d < 0) fail("shape ", shape_str(s), ": a negative dimension");
+    if (__builtin_mul_overflow(n, d, &n)) fail("shape ", shape_str(s), ": more than 2^63 elements");
+  }
   return n;
 }
 
@@ -30,7 +33,9 @@ Tensor::Tensor(std::shared_ptr<Storage> storage, size_t offset_bytes, Shape shap
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  size_t bytes = size_t(shape_numel(shape)) * dtype_size(dtype);
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(size_t(shape_numel(shape)), dtype_size(dtype), &bytes))
+    fail("shape ", shape_str(shape), " of ", dtype_name(dtype), ": more than 2^64 bytes");
   return Tensor(backend(device).alloc(bytes), 0, shape, dtype);
 }
 

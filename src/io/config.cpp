@@ -13,8 +13,10 @@ JsonConfig JsonConfig::load(const std::string& path) {
 }
 
 void JsonConfig::require_positive(std::initializer_list<std::pair<const char*, int>> values) const {
-  for (const auto& [key, v] : values)
+  for (const auto& [key, v] : values) {
     if (v < 1) unsupported(key, "must be >= 1");
+    if (v > kMaxConfigSize) unsupported(key, cat("must be at most ", kMaxConfigSize, " (a larger size is a broken config)"));
+  }
 }
 
 void JsonConfig::unsupported(const std::string& key, const std::string& why) const {

@@ -45,7 +45,9 @@ class JsonConfig {
   }
   // Fails with "<file>: key '<key>' = <value>: <why>".
   [[noreturn]] void unsupported(const std::string& key, const std::string& why) const;
-  // Fails with unsupported(key, "must be >= 1") for the first value below 1.
+  // Sizes in a config (widths, counts, sample sizes): fails with
+  // unsupported(key, ...) for the first value outside [1, kMaxConfigSize].
+  static constexpr int kMaxConfigSize = 1 << 24;
   void require_positive(std::initializer_list<std::pair<const char*, int>> values) const;
 
  private:

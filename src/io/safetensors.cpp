@@ -303,8 +303,51 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
+uint64_t Checkpoint::bytes_as(DType dtype, const std::vector<std::string>& skip) const {
+  uint64_t total = 0;
+  for (const auto& [name, file] : index_) {
+    if (std::any_of(skip.begin(), skip.end(), [&](const std::string& p) { return name.starts_with(p); })) continue;
+    const TensorEntry& e = entry(name);
+    // Tensors of other kinds (integer buffers) keep their own dtype.
+    const DType as = is_float(e.dtype) ? dtype : e.dtype;
+    total += uint64_t(shape_numel(e.shape)) * dtype_size(as);
+  }
+  return total;
+}
+
 Tensor Checkpoint::load(const std::string& name, DType dtype, Device device) const {
   return file_of(name).load(entry(name), dtype, device);
+}
+
+// ------------------------------------------------------------------ WeightUse
+
+Tensor WeightUse::load(const std::string& name, const Shape& expected, DType dtype, Device device) const {
+  Tensor t = inner_.load(name, expected, dtype, device);
+  loaded_.insert(name);
+  return t;
+}
+
+std::vector<std::string> WeightUse::unused() const {
+  std::vector<std::string> out;
+  for (const std::string& name : inner_.names()) {
+    if (loaded_.count(name)) continue;
+    if (std::any_of(skipped_.begin(), skipped_.end(), [&](const std::string& p) { return name.starts_with(p); }))
+      continue;
+    out.push_back(name);
+  }
+  return out;
+}
+
+std::string WeightUse::check_all_used(const std::string& model, bool allow) const {
+  const std::vector<std::string> left = unused();
+  if (left.empty()) return "";
+  std::string names;
+  for (size_t i = 0; i < left.size() && i < 3; ++i) names += cat(i ? ", " : "", left[i]);
+  if (left.size() > 3) names += ", ...";
+  const std::string what = cat(where(), ": ", left.size(), left.size() == 1 ? " tensor" : " tensors", " that ", model,
+                               " does not use (", names, "): the wrong model or a broken conversion?");
+  if (!allow) fail(what, " (--allow-unused-weights loads it anyway)");
+  return what;
 }
 
 Tensor Checkpoint::load(const std::string& name, const Shape& expected, DType dtype, Device device) const {

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,14 @@ class WeightSource {
   // fails naming the source if it is missing or has another shape.
   virtual Tensor load(const std::string& name, const Shape& expected, DType dtype, Device device) const = 0;
   virtual const std::string& where() const = 0;
+  // Every tensor's name; empty where the source makes any name it is asked for.
+  virtual std::vector<std::string> names() const { return {}; }
+  // The bytes of every tensor not under one of `skip` (name prefixes), were
+  // all loaded as `dtype`; 0 where the source does not know its tensors.
+  virtual uint64_t bytes_as(DType dtype, const std::vector<std::string>& skip = {}) const { return 0; }
+  // Tells a source that tracks use (WeightUse) that the tensors under
+  // `prefix` are left unloaded on purpose (a VAE's encoder, a tied copy).
+  virtual void not_needed(const std::string& prefix) const {}
 };
 
 // The weights of one model component: one .safetensors file, or the shards an
@@ -79,7 +88,8 @@ class Checkpoint final : public WeightSource {
   bool has(const std::string& name) const override { return index_.count(name) != 0; }
   const TensorEntry& entry(const std::string& name) const;
   const SafetensorsFile& file_of(const std::string& name) const;
-  std::vector<std::string> names() const;
+  std::vector<std::string> names() const override;
+  uint64_t bytes_as(DType dtype, const std::vector<std::string>& skip = {}) const override;
   size_t size() const { return index_.size(); }
   const std::vector<std::string>& files() const { return file_paths_; }
   // A tensor converted to `dtype` on `device`; fails naming the checkpoint if missing.
@@ -96,6 +106,34 @@ class Checkpoint final : public WeightSource {
   std::vector<std::string> file_paths_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> index_;  // tensor name -> file
+};
+
+// A weight source that records which tensors a model loads, so that the
+// tensors of a checkpoint that the model never asks for can be reported: a
+// sign of the wrong model or a broken conversion.
+class WeightUse final : public WeightSource {
+ public:
+  explicit WeightUse(const WeightSource& inner) : inner_(inner) {}
+  bool has(const std::string& name) const override { return inner_.has(name); }
+  Tensor load(const std::string& name, const Shape& expected, DType dtype, Device device) const override;
+  const std::string& where() const override { return inner_.where(); }
+  std::vector<std::string> names() const override { return inner_.names(); }
+  uint64_t bytes_as(DType dtype, const std::vector<std::string>& skip = {}) const override {
+    return inner_.bytes_as(dtype, skip);
+  }
+  void not_needed(const std::string& prefix) const override { skipped_.push_back(prefix); }
+
+  // The source's tensors that were neither loaded nor declared not needed.
+  std::vector<std::string> unused() const;
+  // Fails unless every tensor was used: "<where>: 3 tensors that <model>
+  // does not use (a, b, ...): ...". With `allow`, returns that as a warning
+  // instead ("" when all were used).
+  std::string check_all_used(const std::string& model, bool allow) const;
+
+ private:
+  const WeightSource& inner_;
+  mutable std::set<std::string> loaded_;
+  mutable std::vector<std::string> skipped_;
 };
 
 // Writes tensors (any dtype, any device) to `path` atomically: a temporary file

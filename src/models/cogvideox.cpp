@@ -45,7 +45,7 @@ struct CogVideoXConfig {
   bool rotary = false, learned_positions = false;
   bool patch_bias = true;
 
-  int inner() const { return heads * head_dim; }
+  int64_t inner() const { return int64_t(heads) * head_dim; }
 };
 
 CogVideoXConfig parse_config(const JsonConfig& j) {
@@ -102,6 +102,10 @@ CogVideoXConfig parse_config(const JsonConfig& j) {
     j.unsupported("patch_size_t", "temporal patches need use_rotary_positional_embeddings");
   if (c.rotary && c.head_dim % 8 != 0) j.unsupported("attention_head_dim", "rotary embeddings need a multiple of 8");
   return c;
+}
+
+SiteLayout layout_of(const CogVideoXConfig& c) {
+  return {{{SiteKind::spatial, c.num_layers}}};
 }
 
 struct TimestepMlp {  // diffusers TimestepEmbedding: linear_1, SiLU, linear_2
@@ -184,7 +188,7 @@ class CogVideoX final : public DiffusionTransformer {
   LatentLayout layout() const override { return LatentLayout::bfchw; }
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
-  std::vector<SiteKind> site_kinds() const override { return {SiteKind::spatial}; }
+  SiteLayout site_layout() const override { return layout_of(c_); }
   bool sequence_parallel() const override { return true; }
 
   Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
@@ -407,6 +411,31 @@ class CogVideoX final : public DiffusionTransformer {
 };
 
 }  // namespace
+
+SiteLayout cogvideox_site_layout(const JsonConfig& config) {
+  return layout_of(parse_config(config));
+}
+
+ForwardFootprint cogvideox_footprint(const JsonConfig& config, const ForwardShape& shape) {
+  const CogVideoXConfig c = parse_config(config);
+  if (shape.latents.size() != 5) fail("CogVideoX: latents must be [B, F, C, H, W], got ", shape_str(shape.latents));
+  const int64_t bsz = shape.latents[0], p = c.patch_size, pt = std::max(1, c.patch_size_t);
+  const int64_t video = shape_numel({shape.latents[1] / pt, shape.latents[3] / p, shape.latents[4] / p});
+  const int64_t tokens = shape.text_length + video, d = c.inner();
+  const char* what = "CogVideoX activations";
+  ForwardFootprint f;
+  // Inside a block, attention holds the joint states, their norm, the stacked
+  // q/k/v, q and k after norm and rotary, the attention's output and its
+  // projection, and (on the CPU) regrouped copies of k and v: eleven
+  // [B, L + N, D]; the feed-forward at most five and its own width. The
+  // positions (sincos [N, D] or rotary cos/sin [N, Dh] in f32) persist.
+  const int64_t widths = std::max(11 * d, 5 * d + feed_forward_width(c.activation, 4 * d, shape.device));
+  f.activations = token_bytes(bsz, tokens, widths, shape.dtype, 1, what);
+  f.activations += c.rotary ? token_bytes(1, video, 2 * c.head_dim, DType::f32, 1, what)
+                            : token_bytes(1, video, d, shape.dtype, 1, what);
+  f.site[size_t(SiteKind::spatial)] = token_bytes(bsz, tokens, d, shape.dtype, 1, what);
+  return f;
+}
 
 std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
                                                      const LoadOptions& opts) {

@@ -47,7 +47,7 @@ struct LatteConfig {
   float norm_eps = 1e-5f;
   int caption_channels = 0;
 
-  int inner() const { return heads * head_dim; }
+  int64_t inner() const { return int64_t(heads) * head_dim; }
   // diffusers: max(sample_size // 64, 1)
   double interpolation_scale() const { return std::max(sample_size / 64, 1); }
 };
@@ -90,6 +90,14 @@ LatteConfig parse_config(const JsonConfig& j) {
     j.unsupported("cross_attention_dim",
                   cat("must equal heads x head_dim = ", c.inner(), " (the caption projection's width) or be null"));
   return c;
+}
+
+SiteLayout layout_of(const LatteConfig& c) {
+  SiteLayout l{{{SiteKind::spatial, c.num_layers}, {SiteKind::temporal, c.num_layers}}};
+  if (c.cross_attention) l.kinds.push_back({SiteKind::cross, c.num_layers});
+  l.kinds.push_back({SiteKind::mlp_spatial, c.num_layers});
+  l.kinds.push_back({SiteKind::mlp_temporal, c.num_layers});
+  return l;
 }
 
 struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
@@ -141,13 +149,7 @@ class Latte final : public DiffusionTransformer {
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
   bool sequence_parallel() const override { return true; }
-  std::vector<SiteKind> site_kinds() const override {
-    std::vector<SiteKind> k = {SiteKind::spatial, SiteKind::temporal};
-    if (c_.cross_attention) k.push_back(SiteKind::cross);
-    k.push_back(SiteKind::mlp_spatial);
-    k.push_back(SiteKind::mlp_temporal);
-    return k;
-  }
+  SiteLayout site_layout() const override { return layout_of(c_); }
 
   Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
     const Tensor& x = in.latents;
@@ -364,6 +366,30 @@ class Latte final : public DiffusionTransformer {
 };
 
 }  // namespace
+
+SiteLayout latte_site_layout(const JsonConfig& config) {
+  return layout_of(parse_config(config));
+}
+
+ForwardFootprint latte_footprint(const JsonConfig& config, const ForwardShape& shape) {
+  const LatteConfig c = parse_config(config);
+  if (shape.latents.size() != 5) fail("Latte: latents must be [B, C, F, H, W], got ", shape_str(shape.latents));
+  const int64_t bsz = shape.latents[0], p = c.patch_size, d = c.inner();
+  const int64_t tokens = shape_numel({shape.latents[2], shape.latents[3] / p, shape.latents[4] / p});
+  const char* what = "Latte activations";
+  ForwardFootprint f;
+  // Attention holds the states, their norm, the stacked q/k/v, the output,
+  // its projection and (on the CPU) regrouped copies of k and v, with the
+  // residual and gated states around it: ten [B*F, N, D]; the feed-forward
+  // six and a half (the states, attention and cross outputs, the sum and
+  // its norm) and its own width. The projected caption [B, L, D] persists.
+  const int64_t widths = std::max(10 * d, 13 * d / 2 + feed_forward_width(c.activation, 4 * d, shape.device));
+  f.activations = token_bytes(bsz, tokens, widths, shape.dtype, 1, what) +
+                  token_bytes(bsz, shape.text_length, 2 * d, shape.dtype, 1, what);
+  // Every site's output is [B*F, N, D] (the MLP's with its [1, D] gate).
+  for (SiteKind k : layout_of(c).site_kinds()) f.site[size_t(k)] = token_bytes(bsz, tokens, d, shape.dtype, 1, what);
+  return f;
+}
 
 std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const WeightSource& weights,
                                                  const LoadOptions& opts) {

@@ -71,4 +71,26 @@ FeedForward::Act FeedForward::parse(const std::string& name, const std::string& 
        "' (supported: gelu, gelu-approximate, geglu, geglu-approximate)");
 }
 
+uint64_t token_bytes(int64_t batch, int64_t tokens, int64_t width, DType dtype, int64_t count, const char* what) {
+  uint64_t n = 1;
+  for (int64_t f : {batch, tokens, width, count, int64_t(dtype_size(dtype))}) {
+    if (f < 0) fail(what, ": a negative size");
+    if (__builtin_mul_overflow(n, uint64_t(f), &n)) fail(what, ": a size beyond 2^64 bytes");
+  }
+  return n;
+}
+
+int64_t feed_forward_width(FeedForward::Act act, int64_t inner, Device device) {
+  switch (act) {
+    case FeedForward::Act::geglu:
+      return 4 * inner;  // hidden and gate (2 x inner), the activated gate, their product
+    case FeedForward::Act::gelu_sigmoid:
+      return 3 * inner;  // projection, scaled copy, sigmoid
+    case FeedForward::Act::gelu:
+    case FeedForward::Act::gelu_tanh:
+      break;
+  }
+  return device == Device::cpu ? 2 * inner : inner;
+}
+
 }  // namespace pab

@@ -99,4 +99,13 @@ struct FeedForward {
   static Act parse(const std::string& name, const std::string& where);
 };
 
+// Memory estimates of the DiT families (their *_footprint functions): the
+// bytes of `count` tensors [batch, tokens, width] in `dtype`, with overflow
+// checked (a size beyond 64 bits fails naming `what`).
+uint64_t token_bytes(int64_t batch, int64_t tokens, int64_t width, DType dtype, int64_t count, const char* what);
+// The feed-forward's own live width at its peak for a hidden width `inner`:
+// the projection's output and its activation (one tensor on the GPU, whose
+// GEMM applies the GELU, two on the CPU), more where gated.
+int64_t feed_forward_width(FeedForward::Act act, int64_t inner, Device device);
+
 }  // namespace pab

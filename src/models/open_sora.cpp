@@ -84,6 +84,16 @@ StDiT3Config parse_config(const JsonConfig& j) {
   return c;
 }
 
+// Cross attention runs in spatial and temporal blocks alike: block i's are
+// cross sites 2i (spatial) and 2i + 1 (temporal), as VideoSys counts them.
+SiteLayout layout_of(const StDiT3Config& c) {
+  return {{{SiteKind::spatial, c.depth},
+           {SiteKind::temporal, c.depth},
+           {SiteKind::cross, 2 * c.depth},
+           {SiteKind::mlp_spatial, c.depth},
+           {SiteKind::mlp_temporal, c.depth}}};
+}
+
 struct SelfAttention {  // OpenSoraAttention: qkv, q_norm, k_norm (RMS), proj
   Linear q, k, v, proj;
   Tensor q_norm, k_norm;  // [Dh], undefined without QK norm
@@ -148,9 +158,7 @@ class StDiT3 final : public DiffusionTransformer {
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
   bool sequence_parallel() const override { return true; }
-  std::vector<SiteKind> site_kinds() const override {
-    return {SiteKind::spatial, SiteKind::temporal, SiteKind::cross, SiteKind::mlp_spatial, SiteKind::mlp_temporal};
-  }
+  SiteLayout site_layout() const override { return layout_of(c_); }
   Tensor null_text() const override { return null_text_; }
 
   Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
@@ -404,6 +412,27 @@ class StDiT3 final : public DiffusionTransformer {
 };
 
 }  // namespace
+
+SiteLayout open_sora_site_layout(const JsonConfig& config) {
+  return layout_of(parse_config(config));
+}
+
+ForwardFootprint open_sora_footprint(const JsonConfig& config, const ForwardShape& shape) {
+  const StDiT3Config c = parse_config(config);
+  if (shape.latents.size() != 5) fail("STDiT3: latents must be [B, C, F, H, W], got ", shape_str(shape.latents));
+  const int64_t bsz = shape.latents[0], d = c.hidden;
+  const int64_t tokens =
+      shape_numel({shape.latents[2] / c.patch[0], shape.latents[3] / c.patch[1], shape.latents[4] / c.patch[2]});
+  const char* what = "STDiT3 activations";
+  ForwardFootprint f;
+  // As Latte's blocks: ten [B, T*S, D] around attention, four and the MLP's
+  // hidden width around the MLP; the projected caption persists.
+  const int64_t widths = std::max<int64_t>(10 * d, 4 * d + c.mlp_hidden);
+  f.activations = token_bytes(bsz, tokens, widths, shape.dtype, 1, what) +
+                  token_bytes(bsz, shape.text_length, 2 * d, shape.dtype, 1, what);
+  for (SiteKind k : layout_of(c).site_kinds()) f.site[size_t(k)] = token_bytes(bsz, tokens, d, shape.dtype, 1, what);
+  return f;
+}
 
 std::unique_ptr<DiffusionTransformer> load_open_sora(const JsonConfig& config, const WeightSource& weights,
                                                      const LoadOptions& opts) {

@@ -54,7 +54,7 @@ struct PlanConfig {
   // v1.2 (rotary scales of t, h, w)
   double interpolation_t = 1, interpolation_h = 1, interpolation_w = 1;
 
-  int inner() const { return heads * head_dim; }
+  int64_t inner() const { return int64_t(heads) * head_dim; }
 };
 
 // What both versions read the same way.
@@ -107,6 +107,36 @@ PlanConfig parse_common(const JsonConfig& j) {
   if (j.get<int>("cross_attention_dim") != c.inner())
     j.unsupported("cross_attention_dim", cat("must equal heads x head_dim = ", c.inner()));
   return c;
+}
+
+// v1.1: spatial blocks with cross attention, temporal blocks without.
+SiteLayout v110_layout(const PlanConfig& c) {
+  return {{{SiteKind::spatial, c.num_layers},
+           {SiteKind::temporal, c.num_layers},
+           {SiteKind::cross, c.num_layers},
+           {SiteKind::mlp_spatial, c.num_layers},
+           {SiteKind::mlp_temporal, c.num_layers}}};
+}
+// v1.2: full attention over every frame's patches, then cross attention.
+SiteLayout v120_layout(const PlanConfig& c) {
+  return {{{SiteKind::spatial, c.num_layers}, {SiteKind::cross, c.num_layers}}};
+}
+
+// Both versions' blocks hold what Latte's do: ten [B*F, N, D] around
+// attention (v1.2's rotary q and k one more), four and the feed-forward's
+// width around it; the projected caption persists.
+ForwardFootprint plan_footprint(const PlanConfig& c, const SiteLayout& layout, const ForwardShape& shape,
+                                const char* what) {
+  if (shape.latents.size() != 5) fail(what, ": latents must be [B, C, F, H, W], got ", shape_str(shape.latents));
+  const int64_t bsz = shape.latents[0], p = c.patch_size, d = c.inner();
+  const int64_t tokens = shape_numel({shape.latents[2], shape.latents[3] / p, shape.latents[4] / p});
+  const int64_t attention = layout.blocks(SiteKind::temporal) > 0 ? 10 : 11;
+  const int64_t widths = std::max(attention * d, 4 * d + feed_forward_width(c.activation, 4 * d, shape.device));
+  ForwardFootprint f;
+  f.activations = token_bytes(bsz, tokens, widths, shape.dtype, 1, what) +
+                  token_bytes(bsz, shape.text_length, 2 * d, shape.dtype, 1, what);
+  for (SiteKind k : layout.site_kinds()) f.site[size_t(k)] = token_bytes(bsz, tokens, d, shape.dtype, 1, what);
+  return f;
 }
 
 PlanConfig parse_v110(const JsonConfig& j) {
@@ -203,6 +233,9 @@ class PlanBase : public DiffusionTransformer {
     t_modulation_ = Linear(wl, "adaln_single.linear", d, 6 * d);
     caption_1_ = Linear(wl, "caption_projection.linear_1", c_.caption_channels, d);
     caption_2_ = Linear(wl, "caption_projection.linear_2", d, d);
+    // The learned null caption of PixArt's CaptionProjection serves caption
+    // dropout in training; the original's sampling encodes a negative prompt.
+    ckpt.not_needed("caption_projection.y_embedding");
     scale_shift_table_ = wl.get("scale_shift_table", {2, d});
     proj_out_ = Linear(wl, "proj_out", d, int64_t(p) * p * c_.out_channels);
   }
@@ -333,9 +366,7 @@ class LatteT2V final : public PlanBase {
   }
 
   std::string class_name() const override { return "LatteT2V"; }
-  std::vector<SiteKind> site_kinds() const override {
-    return {SiteKind::spatial, SiteKind::temporal, SiteKind::cross, SiteKind::mlp_spatial, SiteKind::mlp_temporal};
-  }
+  SiteLayout site_layout() const override { return v110_layout(c_); }
 
   Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
     Prepared r = prepare(in);
@@ -486,7 +517,7 @@ class OpenSoraT2V final : public PlanBase {
   }
 
   std::string class_name() const override { return "OpenSoraT2V"; }
-  std::vector<SiteKind> site_kinds() const override { return {SiteKind::spatial, SiteKind::cross}; }
+  SiteLayout site_layout() const override { return v120_layout(c_); }
 
   Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
     Prepared r = prepare(in);
@@ -543,6 +574,21 @@ class OpenSoraT2V final : public PlanBase {
 };
 
 }  // namespace
+
+SiteLayout open_sora_plan_v110_site_layout(const JsonConfig& config) {
+  return v110_layout(parse_v110(config));
+}
+SiteLayout open_sora_plan_v120_site_layout(const JsonConfig& config) {
+  return v120_layout(parse_v120(config));
+}
+ForwardFootprint open_sora_plan_v110_footprint(const JsonConfig& config, const ForwardShape& shape) {
+  const PlanConfig c = parse_v110(config);
+  return plan_footprint(c, v110_layout(c), shape, "LatteT2V activations");
+}
+ForwardFootprint open_sora_plan_v120_footprint(const JsonConfig& config, const ForwardShape& shape) {
+  const PlanConfig c = parse_v120(config);
+  return plan_footprint(c, v120_layout(c), shape, "OpenSoraT2V activations");
+}
 
 std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v110(const JsonConfig& config, const WeightSource& weights,
                                                                const LoadOptions& opts) {

@@ -11,28 +11,34 @@
 
 namespace pab {
 
-// Defined in the model files.
-std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, const WeightSource& weights,
-                                                     const LoadOptions& opts);
-std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const WeightSource& weights,
-                                                 const LoadOptions& opts);
-std::unique_ptr<DiffusionTransformer> load_open_sora(const JsonConfig& config, const WeightSource& weights,
-                                                     const LoadOptions& opts);
-std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v110(const JsonConfig& config, const WeightSource& weights,
-                                                               const LoadOptions& opts);
-std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v120(const JsonConfig& config, const WeightSource& weights,
-                                                               const LoadOptions& opts);
+// Defined in the model files: each family's loader, its sites and the
+// footprint of one forward pass, from the config alone.
+#define PAB_TRANSFORMER_FAMILY(name)                                                                             \
+  std::unique_ptr<DiffusionTransformer> load_##name(const JsonConfig& config, const WeightSource& weights,      \
+                                                    const LoadOptions& opts);                                  \
+  SiteLayout name##_site_layout(const JsonConfig& config);                                                     \
+  ForwardFootprint name##_footprint(const JsonConfig& config, const ForwardShape& shape);
+PAB_TRANSFORMER_FAMILY(cogvideox)
+PAB_TRANSFORMER_FAMILY(latte)
+PAB_TRANSFORMER_FAMILY(open_sora)
+PAB_TRANSFORMER_FAMILY(open_sora_plan_v110)
+PAB_TRANSFORMER_FAMILY(open_sora_plan_v120)
+#undef PAB_TRANSFORMER_FAMILY
 
 namespace {
-using Loader = std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&,
-                                                                   const LoadOptions&)>;
-const std::map<std::string, Loader>& loaders() {
-  static const std::map<std::string, Loader> m = {
-      {"CogVideoXTransformer3DModel", load_cogvideox},
-      {"LatteTransformer3DModel", load_latte},
-      {"STDiT3", load_open_sora},
-      {"LatteT2V", load_open_sora_plan_v110},
-      {"OpenSoraT2V", load_open_sora_plan_v120},
+struct Family {
+  std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&, const LoadOptions&)>
+      load;
+  std::function<SiteLayout(const JsonConfig&)> site_layout;
+  std::function<ForwardFootprint(const JsonConfig&, const ForwardShape&)> footprint;
+};
+const std::map<std::string, Family>& families() {
+  static const std::map<std::string, Family> m = {
+      {"CogVideoXTransformer3DModel", {load_cogvideox, cogvideox_site_layout, cogvideox_footprint}},
+      {"LatteTransformer3DModel", {load_latte, latte_site_layout, latte_footprint}},
+      {"STDiT3", {load_open_sora, open_sora_site_layout, open_sora_footprint}},
+      {"LatteT2V", {load_open_sora_plan_v110, open_sora_plan_v110_site_layout, open_sora_plan_v110_footprint}},
+      {"OpenSoraT2V", {load_open_sora_plan_v120, open_sora_plan_v120_site_layout, open_sora_plan_v120_footprint}},
   };
   return m;
 }
@@ -47,7 +53,7 @@ class CfgParallel final : public DiffusionTransformer {
   LatentLayout layout() const override { return inner_->layout(); }
   int in_channels() const override { return inner_->in_channels(); }
   int out_channels() const override { return inner_->out_channels(); }
-  std::vector<SiteKind> site_kinds() const override { return inner_->site_kinds(); }
+  SiteLayout site_layout() const override { return inner_->site_layout(); }
   Tensor null_text() const override { return inner_->null_text(); }
   bool sequence_parallel() const override { return inner_->sequence_parallel(); }
 
@@ -78,7 +84,31 @@ std::string class_name_of(const JsonConfig& config) {
   }
   return config.get<std::string>("_class_name");
 }
+
+const Family& family_of(const JsonConfig& config) {
+  const std::string cls = class_name_of(config);
+  auto it = families().find(cls);
+  if (it == families().end()) {
+    std::string known;
+    for (const auto& [name, f] : families()) known += (known.empty() ? "" : ", ") + name;
+    fail(config.where(), ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
+  }
+  return it->second;
+}
 }  // namespace
+
+void check_weights_used(const WeightUse& use, const std::string& model, const LoadOptions& opts) {
+  const std::string warning = use.check_all_used(model, opts.allow_unused_weights);
+  if (!warning.empty() && opts.on_warning) opts.on_warning(warning);
+}
+
+SiteLayout transformer_site_layout(const JsonConfig& config) {
+  return family_of(config).site_layout(config);
+}
+
+ForwardFootprint transformer_footprint(const JsonConfig& config, const ForwardShape& shape) {
+  return family_of(config).footprint(config, shape);
+}
 
 std::string transformer_class_name(const std::string& dir) {
   return class_name_of(JsonConfig::load((std::filesystem::path(dir) / "config.json").string()));
@@ -86,14 +116,10 @@ std::string transformer_class_name(const std::string& dir) {
 
 std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
                                                       const LoadOptions& opts) {
-  std::string cls = class_name_of(config);
-  auto it = loaders().find(cls);
-  if (it == loaders().end()) {
-    std::string known;
-    for (const auto& [name, l] : loaders()) known += (known.empty() ? "" : ", ") + name;
-    fail(config.where(), ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
-  }
-  auto model = it->second(config, weights, opts);
+  const std::string cls = class_name_of(config);
+  WeightUse use(weights);
+  auto model = family_of(config).load(config, use, opts);
+  check_weights_used(use, cls, opts);
   if (opts.comm && opts.comm->size() > 1 && !model->sequence_parallel())
     fail(cls, " does not run sequence-parallel yet (--gpus ", opts.comm->size(),
          "); CogVideoX, Latte and Open-Sora do, other models run on one GPU");

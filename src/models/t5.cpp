@@ -9,6 +9,7 @@
 
 #include "backend/ops.h"
 #include "io/safetensors.h"
+#include "models/layers.h"
 
 namespace pab {
 
@@ -34,7 +35,7 @@ bool activation_from_name(const std::string& name, Unary* act) {
 T5Config T5Config::from_json(const JsonConfig& c) {
   T5Config t;
   auto positive = [&](const char* key, int value) {
-    if (value <= 0) c.unsupported(key, "expected a positive integer");
+    c.require_positive({{key, value}});
     return value;
   };
   const std::string model_type = c.get_or<std::string>("model_type", "t5");
@@ -89,7 +90,8 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const std::string& dir, const LoadOpt
   return load(config, Checkpoint::open_dir(dir), opts);
 }
 
-std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const WeightSource& ck, const LoadOptions& opts) {
+std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const WeightSource& source, const LoadOptions& opts) {
+  WeightUse ck(source);
   auto enc = std::unique_ptr<T5Encoder>(new T5Encoder());
   enc->cfg_ = T5Config::from_json(config);
   enc->opts_ = opts;
@@ -103,6 +105,7 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const Weigh
                                                                    : nullptr;
   if (!embed_name) fail(ck.where(), ": missing the token embedding ('shared.weight' or 'encoder.embed_tokens.weight')");
   enc->embed_ = load(embed_name, {c.vocab_size, c.d_model});
+  ck.not_needed("encoder.embed_tokens.weight");  // the tied copy of shared.weight, where both are stored
   enc->relative_bias_ = ck.load("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
                                 {c.num_buckets, c.num_heads}, DType::f32, Device::cpu);
 
@@ -126,11 +129,23 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const Weigh
     b.wo = load(ff + "DenseReluDense.wo.weight", {c.d_model, c.d_ff});
     enc->blocks_.push_back(std::move(b));
   }
-  // (A checkpoint only: generated weights have every name.)
-  if (dynamic_cast<const Checkpoint*>(&ck) && ck.has(cat("encoder.block.", c.num_layers, ".layer.0.layer_norm.weight")))
+  // (A checkpoint only: generated weights have every name and list none.)
+  if (!ck.names().empty() && ck.has(cat("encoder.block.", c.num_layers, ".layer.0.layer_norm.weight")))
     fail(ck.where(), ": holds more encoder blocks than num_layers = ", c.num_layers, " in config.json");
   enc->final_norm_ = load("encoder.final_layer_norm.weight", {c.d_model});
+  check_weights_used(ck, "T5EncoderModel", opts);
   return enc;
+}
+
+uint64_t T5Encoder::activation_bytes(const T5Config& c, int64_t length, DType dtype) {
+  const char* what = "T5 encoder activations";
+  const int64_t inner = int64_t(c.num_heads) * c.d_kv;
+  // Attention: the states, their norm and output, q, k, v and the attention's
+  // output, and the copies of k and v it regroups; the feed-forward: the
+  // states and norm, its projections, activation and product.
+  const int64_t width = std::max(3 * int64_t(c.d_model) + 6 * inner, 3 * int64_t(c.d_model) + 4 * int64_t(c.d_ff));
+  return token_bytes(1, length, width, dtype, 1, what) +
+         token_bytes(int64_t(c.num_heads), length, length, DType::f32, 2, what);
 }
 
 Tensor T5Encoder::position_bias(int64_t length) const {

@@ -41,6 +41,10 @@ class T5Encoder {
                                          const LoadOptions& opts);
 
   const T5Config& config() const { return cfg_; }
+  // What encode holds besides the weights for one prompt of `length` tokens
+  // in `dtype`: the states of a block and the [H, L, L] position bias (f32,
+  // on the host and on the device); overflow fails.
+  static uint64_t activation_bytes(const T5Config& c, int64_t length, DType dtype);
   Device device() const { return opts_.device; }
 
   // ids: i64 [B, L]; mask: optional [B, L] (i64 or f32, 0 = padding key not

@@ -3,6 +3,8 @@
 // models/registry.cpp by its diffusers `_class_name`.
 #pragma once
 
+#include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +29,22 @@ struct TransformerInputs {
   double fps = 0, height_px = 0, width_px = 0;
 };
 
+// What one forward pass holds on the device besides the weights, estimated
+// from the config and the input's shape.
+struct ForwardFootprint {
+  uint64_t activations = 0;                // bytes live at the pass's peak
+  std::array<uint64_t, kSiteKinds> site{};  // bytes one site's output holds, per kind
+};
+
+// The input a footprint is asked for: latents [B, ...] in the model's
+// layout, the text length, the compute dtype and the device.
+struct ForwardShape {
+  Shape latents;
+  int64_t text_length = 0;
+  DType dtype = DType::f32;
+  Device device = Device::cpu;
+};
+
 class DiffusionTransformer {
  public:
   virtual ~DiffusionTransformer() = default;
@@ -34,8 +52,9 @@ class DiffusionTransformer {
   virtual LatentLayout layout() const = 0;
   virtual int in_channels() const = 0;
   virtual int out_channels() const = 0;
-  // The attention (and MLP) site kinds this model declares; PAB configures only these.
-  virtual std::vector<SiteKind> site_kinds() const = 0;
+  // The attention (and MLP) sites this model declares; PAB configures only these.
+  virtual SiteLayout site_layout() const = 0;
+  std::vector<SiteKind> site_kinds() const { return site_layout().site_kinds(); }
   // One denoising forward pass; `sites` decides compute or reuse at each
   // attention site (null: always compute). Returns [B, ...] with out_channels.
   virtual Tensor forward(const TransformerInputs& in, SiteRunner* sites) = 0;
@@ -58,7 +77,16 @@ struct LoadOptions {
   // With CFG parallelism: this rank and its peer computing the other half of
   // the batch (the other guidance branch); null: every rank computes all.
   Communicator* cfg_comm = nullptr;
+  // Checkpoint tensors a model does not load are an error unless this is
+  // set; then they are reported through on_warning.
+  bool allow_unused_weights = false;
+  std::function<void(const std::string&)> on_warning;
 };
+
+class WeightUse;
+// After a model loaded through `use`: fails naming the tensors `model` left
+// unused, or with allow_unused_weights passes them to on_warning.
+void check_weights_used(const WeightUse& use, const std::string& model, const LoadOptions& opts);
 
 // Loads the transformer in `dir` (config.json + weights), choosing the class
 // from `_class_name`; unknown classes and unsupported config values are errors.
@@ -69,6 +97,12 @@ class WeightSource;
 // As above, from a parsed config and any weight source (e.g. generated weights).
 std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
                                                       const LoadOptions& opts);
+
+// The sites of the transformer class `config` names, from the config alone;
+// fails like load_transformer for unknown classes and bad config values.
+SiteLayout transformer_site_layout(const JsonConfig& config);
+// The footprint of one forward pass of the transformer `config` describes.
+ForwardFootprint transformer_footprint(const JsonConfig& config, const ForwardShape& shape);
 
 // The class named by `dir`/config.json: diffusers' `_class_name`, or the first
 // of transformers' `architectures` (Open-Sora's STDiT3).

@@ -10,6 +10,7 @@
 #include "backend/ops.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "models/layers.h"
 
 namespace pab {
 
@@ -258,11 +259,13 @@ CogVideoXVaeConfig parse_config(const JsonConfig& c) {
   if (act != "silu" && act != "swish") c.unsupported("act_fn", "only silu (swish) is supported");
 
   cfg.block_out_channels = c.get_or<std::vector<int>>("block_out_channels", cfg.block_out_channels);
-  if (cfg.block_out_channels.empty()) c.unsupported("block_out_channels", "expected at least one block");
+  // Each block but the last doubles the size: eight blocks already upsample 128x.
+  if (cfg.block_out_channels.empty() || cfg.block_out_channels.size() > 8)
+    c.unsupported("block_out_channels", "expected 1 to 8 blocks");
   cfg.norm_num_groups = c.get_or<int>("norm_num_groups", cfg.norm_num_groups);
-  if (cfg.norm_num_groups <= 0) c.unsupported("norm_num_groups", "expected a positive integer");
+  c.require_positive({{"norm_num_groups", cfg.norm_num_groups}});
   for (int ch : cfg.block_out_channels) {
-    if (ch <= 0) c.unsupported("block_out_channels", "expected positive channel counts");
+    c.require_positive({{"block_out_channels", ch}});
     if (ch % cfg.norm_num_groups != 0)
       c.unsupported("norm_num_groups", cat("must divide every block_out_channels entry (", ch, " does not)"));
   }
@@ -274,11 +277,11 @@ CogVideoXVaeConfig parse_config(const JsonConfig& c) {
     if (t != "CogVideoXUpBlock3D") c.unsupported("up_block_types", "only CogVideoXUpBlock3D is supported");
 
   cfg.latent_channels = c.get_or<int>("latent_channels", cfg.latent_channels);
-  if (cfg.latent_channels <= 0) c.unsupported("latent_channels", "expected a positive integer");
   cfg.out_channels = c.get_or<int>("out_channels", cfg.out_channels);
-  if (cfg.out_channels <= 0) c.unsupported("out_channels", "expected a positive integer");
   cfg.layers_per_block = c.get_or<int>("layers_per_block", cfg.layers_per_block);
-  if (cfg.layers_per_block < 0) c.unsupported("layers_per_block", "expected a non-negative integer");
+  c.require_positive({{"latent_channels", cfg.latent_channels}, {"out_channels", cfg.out_channels}});
+  if (cfg.layers_per_block < 0 || cfg.layers_per_block > 64)
+    c.unsupported("layers_per_block", "expected 0 to 64 resnets per block");
 
   double ratio = c.get_or<double>("temporal_compression_ratio", 4.0);
   int level = 0;
@@ -290,8 +293,7 @@ CogVideoXVaeConfig parse_config(const JsonConfig& c) {
 
   cfg.sample_height = c.get_or<int>("sample_height", cfg.sample_height);
   cfg.sample_width = c.get_or<int>("sample_width", cfg.sample_width);
-  if (cfg.sample_height <= 0) c.unsupported("sample_height", "expected a positive integer");
-  if (cfg.sample_width <= 0) c.unsupported("sample_width", "expected a positive integer");
+  c.require_positive({{"sample_height", cfg.sample_height}, {"sample_width", cfg.sample_width}});
   cfg.scaling_factor = c.get_or<double>("scaling_factor", cfg.scaling_factor);
   if (!(cfg.scaling_factor > 0)) c.unsupported("scaling_factor", "expected a positive number");
   cfg.use_post_quant_conv = c.get_or<bool>("use_post_quant_conv", false);
@@ -314,8 +316,12 @@ std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const std::string& dir, const L
   return load(json, Checkpoint::open_dir(dir), opts);
 }
 
-std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const JsonConfig& json, const WeightSource& weights,
+std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const JsonConfig& json, const WeightSource& source,
                                                  const LoadOptions& opts) {
+  // Only the decoder runs: the encoder and its quantisation conv stay unloaded.
+  WeightUse weights(source);
+  weights.not_needed("encoder.");
+  weights.not_needed("quant_conv.");
   std::unique_ptr<CogVideoXVae> vae(new CogVideoXVae());
   vae->config_ = parse_config(json);
   vae->opts_ = opts;
@@ -352,6 +358,7 @@ std::unique_ptr<CogVideoXVae> CogVideoXVae::load(const JsonConfig& json, const W
   d->norm_out = d->norm(l, "decoder.norm_out", channels, zq);
   d->conv_out = d->causal(l, "decoder.conv_out", channels, cfg.out_channels);
   vae->decoder_ = std::move(d);
+  check_weights_used(weights, "AutoencoderKLCogVideoX (decoder)", opts);
   return vae;
 }
 
@@ -367,6 +374,23 @@ int64_t CogVideoXVaeConfig::decoded_frames(int64_t latent_frames) const {
   int64_t batches = std::max<int64_t>(latent_frames / kLatentFramesPerBatch, 1);
   int64_t first = std::min(latent_frames, kLatentFramesPerBatch + latent_frames % kLatentFramesPerBatch);
   return through_decoder(first) + (batches - 1) * through_decoder(kLatentFramesPerBatch);
+}
+
+uint64_t CogVideoXVaeConfig::decode_bytes(int64_t latent_frames, int64_t height, int64_t width, bool tiled,
+                                          DType dtype, Device device) const {
+  const char* what = "CogVideoX VAE decode";
+  // A frame batch's decoded frames at full resolution in the widest channel
+  // count there, six such activations at once (resnet input, norm,
+  // convolution output, the causal caches; twelve on the GPU, whose
+  // convolutions also hold channels-last copies); a tile where tiled. The
+  // decoded video is held twice (its frame batches, joined).
+  const int64_t batch_frames = decoded_frames(std::min<int64_t>(latent_frames, kLatentFramesPerBatch + 1));
+  const int64_t h = tiled ? std::min<int64_t>(height, sample_height / 2) : height;
+  const int64_t w = tiled ? std::min<int64_t>(width, sample_width / 2) : width;
+  const int64_t frames = decoded_frames(latent_frames);
+  const int64_t copies = device == Device::cpu ? 6 : 12;
+  return token_bytes(copies * batch_frames, h * w, block_out_channels.front(), dtype, 1, what) +
+         token_bytes(2 * frames, height * width, out_channels, dtype, tiled ? 2 : 1, what);
 }
 
 // AutoencoderKLCogVideoX._decode without tiling: frame batches, each seeing

@@ -32,6 +32,11 @@ struct CogVideoXVaeConfig {
   int spatial_factor() const { return 1 << (int(block_out_channels.size()) - 1); }
   // Frames decode produces for `latent_frames` (see CogVideoXVae::decoded_frames).
   int64_t decoded_frames(int64_t latent_frames) const;
+  // What decode holds on `device` besides the weights for `latent_frames`
+  // latent frames of height x width pixels, tiled as diffusers' defaults tile
+  // or not, in `dtype` (overflow fails).
+  uint64_t decode_bytes(int64_t latent_frames, int64_t height, int64_t width, bool tiled, DType dtype,
+                        Device device) const;
 };
 
 // Tiled decoding as diffusers' enable_tiling(...) configures it; zero values

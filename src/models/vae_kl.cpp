@@ -11,6 +11,7 @@
 #include "backend/ops.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "models/layers.h"
 
 namespace pab {
 
@@ -148,11 +149,13 @@ KlVaeConfig parse_config(const JsonConfig& c) {
   if (act != "silu" && act != "swish") c.unsupported("act_fn", "only silu (swish) is supported");
 
   cfg.block_out_channels = c.get_or<std::vector<int>>("block_out_channels", cfg.block_out_channels);
-  if (cfg.block_out_channels.empty()) c.unsupported("block_out_channels", "expected at least one block");
+  // Each block but the last doubles the size: eight blocks already upsample 128x.
+  if (cfg.block_out_channels.empty() || cfg.block_out_channels.size() > 8)
+    c.unsupported("block_out_channels", "expected 1 to 8 blocks");
   cfg.norm_num_groups = c.get_or<int>("norm_num_groups", cfg.norm_num_groups);
-  if (cfg.norm_num_groups <= 0) c.unsupported("norm_num_groups", "expected a positive integer");
+  c.require_positive({{"norm_num_groups", cfg.norm_num_groups}});
   for (int ch : cfg.block_out_channels) {
-    if (ch <= 0) c.unsupported("block_out_channels", "expected positive channel counts");
+    c.require_positive({{"block_out_channels", ch}});
     if (ch % cfg.norm_num_groups != 0)
       c.unsupported("norm_num_groups", cat("must divide every block_out_channels entry (", ch, " does not)"));
   }
@@ -164,11 +167,11 @@ KlVaeConfig parse_config(const JsonConfig& c) {
     if (t != "UpDecoderBlock2D") c.unsupported("up_block_types", "only UpDecoderBlock2D is supported");
 
   cfg.latent_channels = c.get_or<int>("latent_channels", cfg.latent_channels);
-  if (cfg.latent_channels <= 0) c.unsupported("latent_channels", "expected a positive integer");
   cfg.out_channels = c.get_or<int>("out_channels", cfg.out_channels);
-  if (cfg.out_channels <= 0) c.unsupported("out_channels", "expected a positive integer");
   cfg.layers_per_block = c.get_or<int>("layers_per_block", cfg.layers_per_block);
-  if (cfg.layers_per_block < 0) c.unsupported("layers_per_block", "expected a non-negative integer");
+  c.require_positive({{"latent_channels", cfg.latent_channels}, {"out_channels", cfg.out_channels}});
+  if (cfg.layers_per_block < 0 || cfg.layers_per_block > 64)
+    c.unsupported("layers_per_block", "expected 0 to 64 resnets per block");
   cfg.mid_block_add_attention = c.get_or<bool>("mid_block_add_attention", true);
   cfg.use_post_quant_conv = c.get_or<bool>("use_post_quant_conv", true);
   cfg.scaling_factor = c.get_or<double>("scaling_factor", cfg.scaling_factor);
@@ -188,7 +191,22 @@ std::unique_ptr<KlVae> KlVae::load(const std::string& dir, const LoadOptions& op
   return load(json, Checkpoint::open_dir(dir), opts);
 }
 
-std::unique_ptr<KlVae> KlVae::load(const JsonConfig& json, const WeightSource& weights, const LoadOptions& opts) {
+uint64_t KlVaeConfig::decode_bytes(int64_t images, int64_t height, int64_t width, DType dtype, Device device) const {
+  // Six activations of the images at full resolution in the widest channel
+  // count there (resnet input, norm, convolution output, the upsampled copy;
+  // twelve on the GPU, whose convolutions also hold channels-last copies),
+  // and the decoded images.
+  const char* what = "VAE decode";
+  const int64_t copies = device == Device::cpu ? 6 : 12;
+  return token_bytes(copies * images, height * width, block_out_channels.front(), dtype, 1, what) +
+         token_bytes(images, height * width, out_channels, dtype, 1, what);
+}
+
+std::unique_ptr<KlVae> KlVae::load(const JsonConfig& json, const WeightSource& source, const LoadOptions& opts) {
+  // Only the decoder runs: the encoder and its quantisation conv stay unloaded.
+  WeightUse weights(source);
+  weights.not_needed("encoder.");
+  weights.not_needed("quant_conv.");
   std::unique_ptr<KlVae> vae(new KlVae());
   vae->config_ = parse_config(json);
   vae->opts_ = opts;
@@ -233,6 +251,7 @@ std::unique_ptr<KlVae> KlVae::load(const JsonConfig& json, const WeightSource& w
   d->norm_out_b = l.get("decoder.conv_norm_out.bias", {channels});
   d->conv_out = l.conv("decoder.conv_out", {cfg.out_channels, channels, 3, 3});
   vae->decoder_ = std::move(d);
+  check_weights_used(weights, "AutoencoderKL (decoder)", opts);
   return vae;
 }
 

@@ -26,6 +26,9 @@ struct KlVaeConfig {
 
   // Spatial upsampling factor of the decoder: 2^(blocks - 1).
   int spatial_factor() const { return 1 << (int(block_out_channels.size()) - 1); }
+  // What decoding `images` images of height x width pixels at once holds on
+  // `device` besides the weights, in `dtype` (overflow fails).
+  uint64_t decode_bytes(int64_t images, int64_t height, int64_t width, DType dtype, Device device) const;
 };
 
 class KlVae {

@@ -147,7 +147,7 @@ BenchReport run_bench(const BenchOptions& opts) {
   JsonConfig config(w.config, "workload " + w.name);
   RandomWeights weights(0x5eed, "generated weights for " + w.name);
   auto model = load_transformer(config, weights, opts.load);
-  w.pab.validate(model->site_kinds());
+  w.pab.validate(model->site_layout());
   // Inputs as torch.randn draws them, N(0, 1): the same loops on inputs of
   // about 1e-3 (weight-like draws) ran 2-5% faster on an H100 (less power).
   TorchNoise inputs(42);
@@ -160,10 +160,16 @@ BenchReport run_bench(const BenchOptions& opts) {
   r.workload = w.name;
   r.device = be.device_description() + ranks_note(opts.load);
   r.steps = int(w.timesteps.size());
+  auto estimate = [&](const PabConfig& cache) {
+    return size_t(denoise_memory(config, r.weights_bytes, {w.latents, w.text[1], opts.load.dtype, opts.load.device}, cache)
+                      .total());
+  };
   r.runs.push_back(run_loop(*model, w, latents, text, nullptr, be));
+  r.runs.back().estimate_bytes = estimate(PabConfig{});
   if (opts.pab) {
     PabPolicy policy(w.pab);
     r.runs.push_back(run_loop(*model, w, latents, text, &policy, be));
+    r.runs.back().estimate_bytes = estimate(w.pab);
   }
   if (opts.profile) {
     // One profiled forward without PAB: achieved rates of GEMMs and attention.
@@ -188,7 +194,8 @@ std::string bench_text(const BenchReport& r) {
   for (const BenchRun& run : r.runs) {
     os << (run.pab ? "  PAB:    " : "  no PAB: ") << run.total_seconds << " s total, "
        << std::setprecision(3) << run.total_seconds / std::max<size_t>(run.step_seconds.size(), 1) << " s/step, peak "
-       << std::setprecision(2) << double(run.peak_bytes) / double(1 << 30) << " GiB";
+       << std::setprecision(2) << double(run.peak_bytes) / double(1 << 30) << " GiB (estimated "
+       << double(run.estimate_bytes) / double(1 << 30) << ")";
     if (run.pab) os << "\n          " << run.stats.summary();
     os << "\n";
   }
@@ -226,6 +233,7 @@ std::string bench_json(const BenchReport& r) {
     k["total_s"] = run.total_seconds;
     k["per_step_s"] = run.step_seconds;
     k["peak_gib"] = double(run.peak_bytes) / double(1 << 30);
+    k["estimate_gib"] = double(run.estimate_bytes) / double(1 << 30);
     if (run.pab) {
       for (int kind = 0; kind < kSiteKinds; ++kind) {
         auto c = run.stats.total(SiteKind(kind));
@@ -349,6 +357,14 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
 
   PipelineBenchRun run;
   run.pab = policy != nullptr;
+  // The estimate without weights (generated weights have no header to read
+  // them from): each phase's weights are added as loaded.
+  const MemoryEstimate estimate = pipe->estimate_memory(plan, policy ? policy->config() : PabConfig{}, w.tiling);
+  auto estimated = [&](const std::string& phase, size_t weights) {
+    for (const MemoryEstimate::Phase& p : estimate.phases)
+      if (p.name == phase) return size_t(p.total()) + weights;
+    return weights;
+  };
   // Text: T5 loaded, one warm-up encode, then the pipeline's encodes timed; freed after.
   auto t0 = clock::now();
   const JsonConfig t5_config(w.text_encoder, "workload " + w.name + " (text_encoder)");
@@ -358,6 +374,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   t5->encode(negative_ids);
   run.load_seconds += seconds(t0);
   be.reset_peak_memory();
+  run.text_estimate = text_memory(t5->config(), be.memory_stats().in_use, plan.text_length, load.dtype).total();
   t0 = clock::now();
   PromptEmbeddings embeds;
   embeds.prompt = t5->encode(prompt_ids);
@@ -380,6 +397,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   }
   run.load_seconds += seconds(t0);
   be.reset_peak_memory();
+  run.denoise_estimate = estimated("denoise", be.memory_stats().in_use);
   t0 = clock::now();
   DenoiseResult denoised = pipe->denoise(plan, embeds, latents, policy, &noise);
   run.denoise_seconds = seconds(t0);
@@ -393,6 +411,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   pipe->load_vae();
   run.load_seconds += seconds(t0);
   be.reset_peak_memory();
+  run.decode_estimate = estimated("decode", be.memory_stats().in_use);
   t0 = clock::now();
   Tensor frames = pipe->decode(plan, denoised.latents, w.tiling);
   run.decode_seconds = seconds(t0);
@@ -445,7 +464,8 @@ std::string pipeline_bench_text(const PipelineBenchReport& r) {
     os << (run.pab ? "  PAB:    " : "  no PAB: ") << "T5 encode " << run.text_seconds << " s, denoise "
        << run.denoise_seconds << " s, VAE decode " << run.decode_seconds << " s, total " << run.total_seconds
        << " s; peak " << gib(run.peak) << " GiB (text " << gib(run.text_peak) << ", denoise " << gib(run.denoise_peak)
-       << ", decode " << gib(run.decode_peak) << ")\n";
+       << ", decode " << gib(run.decode_peak) << "; estimated " << gib(run.text_estimate) << ", "
+       << gib(run.denoise_estimate) << ", " << gib(run.decode_estimate) << ")\n";
     if (run.pab) os << "          " << run.stats.summary() << "\n";
   }
   if (r.runs.size() == 2)
@@ -471,6 +491,9 @@ std::string pipeline_bench_json(const PipelineBenchReport& r) {
                         {"text_peak_gib", gib(run.text_peak)},
                         {"denoise_peak_gib", gib(run.denoise_peak)},
                         {"decode_peak_gib", gib(run.decode_peak)},
+                        {"text_estimate_gib", gib(run.text_estimate)},
+                        {"denoise_estimate_gib", gib(run.denoise_estimate)},
+                        {"decode_estimate_gib", gib(run.decode_estimate)},
                         {"load_s", run.load_seconds}};
     if (run.pab) k["pab"] = run.stats.summary();
     j[run.pab ? "pab" : "no_pab"] = k;

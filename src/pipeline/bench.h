@@ -32,7 +32,8 @@ struct BenchRun {
   bool pab = false;
   double total_seconds = 0;
   std::vector<double> step_seconds;
-  size_t peak_bytes = 0;  // device memory in use at the peak of the loop
+  size_t peak_bytes = 0;      // device memory in use at the peak of the loop
+  size_t estimate_bytes = 0;  // what the memory estimate said before the loop (weights as loaded)
   PabStats stats;
   OpProfile profile;  // from one extra profiled step
 };
@@ -84,6 +85,8 @@ struct PipelineBenchRun {
   double load_seconds = 0;  // generating and moving the weights, all three components
   // Device memory in use at the peak of each phase (weights included), and overall.
   size_t text_peak = 0, denoise_peak = 0, decode_peak = 0, peak = 0;
+  // What the memory estimate said of each phase (the weights as loaded: generated weights have no header).
+  size_t text_estimate = 0, denoise_estimate = 0, decode_estimate = 0;
   PabStats stats;
 };
 

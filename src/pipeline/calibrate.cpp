@@ -72,7 +72,7 @@ Generation replay_generation(const std::string& case_dir, const LoadOptions& opt
   Generation g;
   g.description = cat(model->class_name(), ", case ", case_dir);
   g.model_class = model->class_name();
-  g.kinds = model->site_kinds();
+  g.sites = model->site_layout();
   g.device = opts.device;
   g.known_configs.push_back({"case.json pab", c->pab});
   const Device device = opts.device;
@@ -116,7 +116,7 @@ CalibrationResult run_calibration(const Generation& gen, const CalibrationOption
   std::optional<PabConfig> published_config;
   try {
     PabConfig c = default_pab_config(gen.model_class);
-    c.validate(gen.kinds);
+    c.validate(gen.sites);
     published_config = c;
   } catch (const Error&) {
     // No published settings for this class (or none that fit it): nothing to compare with.
@@ -126,7 +126,7 @@ CalibrationResult run_calibration(const Generation& gen, const CalibrationOption
     r.references.push_back({"published (--pab default)", *published});
   }
   for (const auto& [label, config] : gen.known_configs) {
-    config.validate(gen.kinds);
+    config.validate(gen.sites);
     r.references.push_back({label, predict_pab(config, r.table, r.cost)});
   }
   if (opts.target_speedup) {
@@ -144,7 +144,7 @@ CalibrationResult run_calibration(const Generation& gen, const CalibrationOption
   po.counting = opts.counting;
   po.max_range = opts.max_range;
   r.proposal = propose_pab(r.table, r.cost, po);
-  r.proposal.best.config.validate(gen.kinds);
+  r.proposal.best.config.validate(gen.sites);
 
   if (opts.verify) {
     VerifyReport v;

@@ -36,7 +36,7 @@ using GenerationFn = std::function<GenerationOutput(SteppedSiteRunner* sites)>;
 struct Generation {
   std::string description;      // e.g. "LatteTransformer3DModel, case tests/.../latte"
   std::string model_class;      // the transformer's class (for the published PAB settings)
-  std::vector<SiteKind> kinds;  // the model's site kinds
+  SiteLayout sites;             // the model's sites
   Device device = Device::cpu;
   GenerationFn run;
   // Configurations to predict alongside the proposal (e.g. a case's own),
@@ -51,7 +51,7 @@ Generation replay_generation(const std::string& case_dir, const LoadOptions& opt
 // The text-to-video pipeline's generation (calibrate_generate.cpp).
 struct PipelineGenerationRequest {
   std::string model_dir, prompt, negative_prompt;
-  int steps = 0;  // 0: the pipeline's default
+  std::optional<int> steps;  // default: the pipeline's
   uint64_t seed = 42;
 };
 Generation pipeline_generation(const PipelineGenerationRequest& request, const LoadOptions& opts);

@@ -15,7 +15,7 @@ Generation pipeline_generation(const PipelineGenerationRequest& request, const L
   VideoRequest vr;
   vr.prompt = request.prompt;
   vr.negative_prompt = request.negative_prompt;
-  if (request.steps > 0) vr.steps = request.steps;
+  vr.steps = request.steps;
   auto plan = std::make_shared<VideoPlan>(pipe->plan(vr));
   auto embeds = std::make_shared<PromptEmbeddings>(pipe->encode_prompt(*plan));
   pipe->release_text_encoder();
@@ -25,7 +25,7 @@ Generation pipeline_generation(const PipelineGenerationRequest& request, const L
   g.description = cat(pipe->class_name(), " (", model.class_name(), "), ", request.model_dir, ", \"", request.prompt,
                       "\", ", plan->steps, " steps");
   g.model_class = model.class_name();
-  g.kinds = model.site_kinds();
+  g.sites = model.site_layout();
   g.device = opts.device;
   const uint64_t seed = request.seed;
   const Device device = opts.device;

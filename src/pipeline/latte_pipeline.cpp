@@ -107,6 +107,16 @@ class LattePipeline final : public VideoPipeline {
  protected:
   double guidance_at(const VideoPlan& plan, int, int64_t) const override { return plan.guidance; }
 
+  MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice) const override {
+    const uint64_t images = vae_config_.decode_bytes(std::min<int64_t>(plan.frames, kDecodeChunkSize), plan.height,
+                                                     plan.width, opts_.dtype, opts_.device);
+    // The decoded video as decode_latents returns it, and as f32 frames.
+    const uint64_t video = element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), opts_.dtype, "video") +
+                           element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), DType::f32, "frames");
+    return {"decode",
+            {{"weights", parts_.vae.weights->bytes_as(opts_.dtype, {"encoder.", "quant_conv."})},
+             {"activations", add_bytes(images, video, "decode")}}};
+  }
   // noise_pred.chunk(2, dim=1)[0]: the variance channels are not used by DDIM.
   Tensor scheduler_input(const Tensor& guided) const override { return ops::slice(guided, 1, 0, facts_.in_channels); }
 

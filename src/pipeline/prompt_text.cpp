@@ -50,7 +50,7 @@ bool is_python_space(uint32_t cp) {
          (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
-std::vector<uint32_t> decode(const std::string& s) {
+std::vector<uint32_t> decode(const std::string& s, const std::string& what = "prompt text") {
   std::vector<uint32_t> out;
   for (size_t pos = 0; pos < s.size();) {
     const uint8_t b0 = uint8_t(s[pos]);
@@ -63,7 +63,7 @@ std::vector<uint32_t> decode(const std::string& s) {
     }
     static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
     if (!ok || cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      fail("prompt text is not valid UTF-8 (byte ", pos, ")");
+      fail(what, " is not valid UTF-8 (byte ", pos, ")");
     out.push_back(cp);
     pos += n;
   }
@@ -100,6 +100,15 @@ bool final_sigma(const std::vector<uint32_t>& cps, size_t i) {
 }
 
 }  // namespace
+
+void check_prompt_utf8(const std::string& text, const std::string& what) {
+  decode(text, what);
+}
+
+bool is_blank(const std::string& text) {
+  const std::vector<uint32_t> cps = decode(text);
+  return std::all_of(cps.begin(), cps.end(), is_python_space);
+}
 
 std::string python_lower_strip(const std::string& text) {
   const std::vector<uint32_t> cps = decode(text);

@@ -13,4 +13,10 @@ namespace pab {
 // is False. Invalid UTF-8 is an error.
 std::string python_lower_strip(const std::string& text);
 
+// Fails with "<what> is not valid UTF-8 (byte N)" unless `text` is valid UTF-8.
+void check_prompt_utf8(const std::string& text, const std::string& what);
+// Whether `text` (valid UTF-8) holds nothing but whitespace, as str.isspace()
+// defines it, or nothing at all.
+bool is_blank(const std::string& text);
+
 }  // namespace pab

@@ -83,7 +83,7 @@ ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSi
 std::map<std::string, Tensor> replay_case(const ReplayCase& c0, const LoadOptions& opts, std::string* summary,
                                           PabStats* stats) {
   auto model = load_transformer((fs::path(c0.dir) / "transformer").string(), opts);
-  c0.pab.validate(model->site_kinds());
+  c0.pab.validate(model->site_layout());
   ReplayCase c = c0;
   c.latents0 = c0.latents0.to(opts.device).to(opts.dtype);
   c.text = c0.text.to(opts.device).to(opts.dtype);

@@ -129,6 +129,47 @@ void VideoPipeline::check_request(const VideoPlan& plan) const {
   if (!std::isfinite(plan.eta) || plan.eta < 0) fail("eta ", plan.eta, ": expected a number >= 0");
 }
 
+void VideoPipeline::check_cache_settings(const PabConfig& config) const {
+  if (config.any()) config.validate(transformer_site_layout(parts_.transformer.config));
+}
+
+MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype) {
+  // The prompt's embeddings are kept while the negative prompt is encoded.
+  return {"text encoder",
+          {{"weights", weight_bytes},
+           {"activations", add_bytes(T5Encoder::activation_bytes(t5, length, dtype),
+                                     element_bytes(int64_t(t5.d_model) * length, dtype, "text"), "text")}}};
+}
+
+MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
+                                     const PabConfig& cache) {
+  const ForwardFootprint f = transformer_footprint(transformer, shape);
+  uint64_t cached = 0;
+  for (const auto& [kind, blocks] : transformer_site_layout(transformer).kinds) {
+    const bool broadcasts = int(kind) < 3 ? cache.rule(kind).enabled()
+                                          : !(kind == SiteKind::mlp_spatial ? cache.mlp_spatial : cache.mlp_temporal).empty();
+    if (broadcasts) cached = add_bytes(cached, uint64_t(blocks) * f.site[size_t(kind)], "PAB cache");
+  }
+  // The f32 latents: the loop's, the scheduler's step and the guided output.
+  const uint64_t loop = element_bytes(shape_numel(shape.latents), DType::f32, "latents") * 4;
+  return {"denoise",
+          {{"weights", weight_bytes}, {"activations", add_bytes(f.activations, loop, "denoise")}, {"PAB cache", cached}}};
+}
+
+MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const PabConfig& cache, TilingChoice tiling) const {
+  const DType dtype = opts_.dtype;
+  MemoryEstimate e;
+  if (parts_.text_encoder)
+    e.phases.push_back(text_memory(T5Config::from_json(parts_.text_encoder->config),
+                                   parts_.text_encoder->weights->bytes_as(dtype), plan.text_length, dtype));
+  Shape latents = plan.latents;
+  latents[0] = plan.cfg ? 2 : 1;
+  e.phases.push_back(denoise_memory(parts_.transformer.config, parts_.transformer.weights->bytes_as(dtype),
+                                    {latents, plan.text_length, dtype, opts_.device}, cache));
+  e.phases.push_back(decode_memory(plan, tiling));
+  return e;
+}
+
 void VideoPipeline::check_components(const std::string& transformer_class, int latent_channels, int in_channels,
                                      int text_width, const char* text_key) const {
   if (transformer_class_ != transformer_class)
@@ -196,7 +237,7 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   if (!embeds.prompt.defined() || (plan.cfg && !embeds.negative.defined()))
     fail(class_name(), ": prompt embeddings missing", plan.cfg ? " (CFG needs the negative prompt's too)" : "");
   PabPolicy* policy = dynamic_cast<PabPolicy*>(pab);
-  if (policy) policy->config().validate(model.site_kinds());
+  if (policy) policy->config().validate(model.site_layout());
 
   scheduler_->set_timesteps(plan.steps);
   DenoiseResult result;

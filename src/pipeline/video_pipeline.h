@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "models/t5.h"
 #include "models/transformer.h"
+#include "pipeline/memory_plan.h"
 #include "pipeline/noise.h"
 #include "pipeline/schedulers/scheduler.h"
 #include "pipeline/tokenizer.h"
@@ -111,6 +112,8 @@ class VideoPipeline {
   virtual ~VideoPipeline();
 
   const std::string& class_name() const { return parts_.pipeline_class; }
+  // Where warnings of loading (unused checkpoint tensors, when allowed) go.
+  void on_warning(std::function<void(const std::string&)> f) { opts_.on_warning = std::move(f); }
   const std::string& transformer_class() const { return transformer_class_; }
   const LoadOptions& load_options() const { return opts_; }
   Scheduler& scheduler() { return *scheduler_; }
@@ -118,6 +121,13 @@ class VideoPipeline {
   // Fills in defaults and checks the request against the model: frame count,
   // size, steps, text length. Fails with one line naming the constraint.
   virtual VideoPlan plan(const VideoRequest& request) const = 0;
+
+  // Checks cache settings against the transformer's sites (kinds and blocks,
+  // from its config) before any work; fails with one line.
+  void check_cache_settings(const PabConfig& config) const;
+  // What the generation will hold in memory, phase by phase, from the
+  // configs, the checkpoints' headers and the plan (memory_plan.h).
+  MemoryEstimate estimate_memory(const VideoPlan& plan, const PabConfig& cache, TilingChoice tiling) const;
 
   // The pipeline's encode_prompt: tokenize, encode, and for CFG the negative
   // prompt. Loads the text encoder on first use.
@@ -150,6 +160,10 @@ class VideoPipeline {
 
  protected:
   VideoPipeline(PipelineParts parts, const LoadOptions& opts);
+
+  // The decode phase of estimate_memory: the VAE's weights, its activations
+  // and the frames it returns.
+  virtual MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice tiling) const = 0;
 
   // The guidance scale at step i (timestep t).
   virtual double guidance_at(const VideoPlan& plan, int i, int64_t t) const = 0;
@@ -189,6 +203,15 @@ class VideoPipeline {
   std::unique_ptr<DiffusionTransformer> transformer_;
   std::unique_ptr<T5Encoder> text_encoder_;
 };
+
+// The text encoder's part of a memory estimate: `weight_bytes` of weights
+// and the encoding of prompts of `length` tokens.
+MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype);
+// The denoising loop's part of a memory estimate: `weight_bytes` of weights,
+// one forward pass of `shape` (the CFG batch included), the cache of every
+// site kind `cache` broadcasts and the loop's latents.
+MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
+                                     const PabConfig& cache);
 
 // A whole generation's progress, for a display.
 struct GenerationEvents {

@@ -19,11 +19,13 @@ void register_calibrate(CLI::App& app) {
   by_case->excludes(by_model);
   cmd->add_option("--prompt", opts->prompt, "The prompt to calibrate on (with --model)");
   cmd->add_option("--negative-prompt", opts->negative_prompt, "Negative prompt (with --model)");
-  cmd->add_option("--steps", opts->steps, "Denoising steps (with --model; default: the pipeline's)");
-  cmd->add_option("--seed", opts->seed, "Seed of the initial noise (with --model)")->capture_default_str();
+  cmd->add_option("--steps", opts->steps, "Denoising steps (with --model; default: the pipeline's)")
+      ->check(pab::cli::at_least(1));
+  pab::cli::add_seed_option(cmd, &opts->seed, "Seed of the initial noise (with --model)");
   cmd->add_option("--target-speedup", opts->target_speedup,
-                  "Predicted speed-up to reach (count-based, from the measured site costs); default: that of the "
-                  "settings published for the model");
+                  "Predicted speed-up to reach, >= 1 (count-based, from the measured site costs); default: that of "
+                  "the settings published for the model")
+      ->check(pab::cli::finite_number(">= 1"));
   cmd->add_option("--counting", opts->counting, "Counting rule of the proposal: diffusers or videosys")
       ->capture_default_str();
   cmd->add_option("--max-range", opts->max_range, "Largest broadcast range tried")->capture_default_str();
@@ -34,6 +36,7 @@ void register_calibrate(CLI::App& app) {
   cmd->add_flag("--json", opts->json, "Print JSON instead of text");
   cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
+  pab::cli::add_unused_weights_option(cmd, &opts->compute);
   cmd->callback([opts] {
     std::string report;
     pab::Status s = pab::calibrate(*opts, &report);

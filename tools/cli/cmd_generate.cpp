@@ -76,33 +76,43 @@ void register_generate(CLI::App& app) {
   auto tiling_off = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
       "generate",
-      "Text to video with a diffusers pipeline folder (CogVideoX or Latte): a prompt in, an H.264 mp4 "
-      "and/or PNG frames out, with Pyramid Attention Broadcast (the model's published settings unless "
+      "Text to video with a diffusers pipeline folder (CogVideoX or Latte): a prompt in, a video (mp4, webm or "
+      "gif) and/or PNG frames out, with Pyramid Attention Broadcast (the model's published settings unless "
       "--pab says otherwise)");
   cmd->add_option("-m,--model", o->model_dir, "Pipeline folder (model_index.json and its components)")->required();
-  cmd->add_option("-p,--prompt", o->prompt, "What to generate")->required();
-  cmd->add_option("--negative-prompt", o->negative_prompt, "What to steer away from (CFG's unconditional text)");
-  cmd->add_option("-o,--output", o->output, "Video file to write (.mp4, H.264)");
+  cmd->add_option("-p,--prompt", o->prompt, "What to generate")->required()->check(pab::cli::not_blank());
+  cmd->add_option("--negative-prompt", o->negative_prompt,
+                  "What to steer away from (CFG's unconditional text; default: empty, as diffusers)");
+  cmd->add_option("-o,--output", o->output,
+                  "Video file to write, its format from the extension: .mp4 (H.264), .webm (VP9) or .gif");
   cmd->add_option("--frames-dir", o->frames_dir, "Folder to write frame_NNNN.png files into");
   cmd->add_option("--pab-report", o->pab_report,
                   "PNG picture of what PAB computed and what it broadcast: blocks by steps, one panel per kind");
-  cmd->add_option("--steps", o->steps, "Denoising steps (default 50)");
-  cmd->add_option("--guidance", o->guidance, "CFG scale (default: CogVideoX 6, Latte 7.5; 1 or less: no CFG)");
+  cmd->add_option("--steps", o->steps, "Denoising steps (default 50)")->check(pab::cli::at_least(1));
+  cmd->add_option("--guidance", o->guidance, "CFG scale (default: CogVideoX 6, Latte 7.5; 1 or less: no CFG)")
+      ->check(pab::cli::finite_number("1 or less: no CFG"));
   cmd->add_flag("--dynamic-cfg", o->dynamic_cfg, "CogVideoX: raise the guidance scale along the schedule");
-  cmd->add_option("--frames", o->frames, "Frames (default: the model's; CogVideoX makes 8k+1: 9, 17, ..., 49)");
-  cmd->add_option("--height", o->height, "Height in pixels (default: the model's sample size)");
-  cmd->add_option("--width", o->width, "Width in pixels (default: the model's sample size)");
-  cmd->add_option("--seed", o->seed, "Seed, as torch.Generator('cpu').manual_seed(seed) in diffusers")
-      ->capture_default_str();
+  cmd->add_option("--frames", o->frames, "Frames (default: the model's; CogVideoX makes 8k+1: 9, 17, ..., 49)")
+      ->check(pab::cli::at_least(1));
+  cmd->add_option("--height", o->height, "Height in pixels (default: the model's sample size)")
+      ->check(pab::cli::at_least(1));
+  cmd->add_option("--width", o->width, "Width in pixels (default: the model's sample size)")
+      ->check(pab::cli::at_least(1));
+  pab::cli::add_seed_option(cmd, &o->seed, "Seed, as torch.Generator('cpu').manual_seed(seed) in diffusers");
   cmd->add_option("--max-sequence-length", o->max_sequence_length,
-                  "CogVideoX prompt tokens (default: the transformer's max_text_seq_length)");
-  cmd->add_option("--fps", o->fps, "Frame rate of the video file")->capture_default_str();
+                  "CogVideoX prompt tokens (default: the transformer's max_text_seq_length)")
+      ->check(pab::cli::at_least(1));
+  cmd->add_option("--fps", o->fps, "Frame rate of the video file, in (0, 1000]")
+      ->capture_default_str()
+      ->check(pab::cli::finite_number());
   auto* on = cmd->add_flag("--tiling", *tiling_on, "Always decode the VAE in tiles");
   auto* off = cmd->add_flag("--no-tiling", *tiling_off, "Never tile (default: tiles frames above 480x720 pixels, above half that in f32)");
   on->excludes(off);
   cmd->add_option("--device", o->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", o->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
   pab::cli::add_parallel_options(cmd, &o->compute);
+  pab::cli::add_max_memory_option(cmd, &o->compute);
+  pab::cli::add_unused_weights_option(cmd, &o->compute);
   pab::cli::add_pab_options(cmd, &o->pab);
   cmd->callback([o, tiling_on, tiling_off] {
     o->tiling = *tiling_on ? "on" : *tiling_off ? "off" : "auto";

@@ -15,6 +15,7 @@ void register_replay(CLI::App& app) {
   cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
   pab::cli::add_parallel_options(cmd, &opts->compute);
+  pab::cli::add_unused_weights_option(cmd, &opts->compute);
   pab::cli::add_pab_options(cmd, &opts->pab);  // replaces the case's own PAB settings
   cmd->add_option("--pab-report", opts->pab_report,
                   "PNG picture of the PAB run: what was computed and what was broadcast, blocks by steps, per kind");

@@ -19,6 +19,17 @@ void report(const Status& s);
 void add_pab_options(CLI::App* cmd, PabOptions* opts);
 // Adds --gpus, --comm and --cfg-parallel.
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts);
+// Adds --max-memory (a size such as 24G).
+void add_max_memory_option(CLI::App* cmd, ComputeOptions* opts);
+// Adds --allow-unused-weights.
+void add_unused_weights_option(CLI::App* cmd, ComputeOptions* opts);
+// Adds --seed: an integer from 0 to 2^64 - 1 (a sign or anything beyond is refused).
+CLI::Option* add_seed_option(CLI::App* cmd, uint64_t* seed, const std::string& help);
+
+// Validators whose messages name the allowed range (CLI11 puts the flag first).
+CLI::Validator at_least(int lo);
+CLI::Validator finite_number(const std::string& meaning = "");
+CLI::Validator not_blank();
 
 struct AutoRegister {
   explicit AutoRegister(Register r) { registry().push_back(std::move(r)); }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -44,7 +45,53 @@ std::shared_ptr<Storage> CpuBackend::alloc(size_t bytes) {
   size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) fail("out of host memory allocating ", bytes, " bytes");
-  return std::make_shared<Storage>(p, bytes, Device::cpu, [](void* q) { std::free(q); });
+  count(int64_t(rounded));
+
+  return std::make_shared<Storage>(p, bytes, Device::cpu, [this, rounded](void* q) {
+    std::free(q);
+    count(-int64_t(rounded));
+  });
+}
+
+void CpuBackend::count(int64_t bytes) {
+  const int64_t now = in_use_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  int64_t peak = peak_.load(std::memory_order_relaxed);
+  while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+
+MemoryStats CpuBackend::memory_stats() const {
+  const size_t in_use = size_t(in_use_.load());
+  return {in_use, size_t(peak_.load()), in_use};
+}
+
+void CpuBackend::reset_peak_memory() { peak_.store(in_use_.load()); }
+
+std::optional<uint64_t> CpuBackend::memory_available() const {
+  // MemAvailable: what the kernel could give without swapping.
+  std::optional<uint64_t> available;
+  if (std::FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    unsigned long long kib = 0;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1) available = uint64_t(kib) * 1024;
+    std::fclose(f);
+  }
+  // A container's cgroup (v2) may allow less than the host has.
+  auto read_u64 = [](const char* path) -> std::optional<uint64_t> {
+    std::FILE* f = std::fopen(path, "r");
+    if (!f) return std::nullopt;
+    unsigned long long v = 0;
+    const bool ok = std::fscanf(f, "%llu", &v) == 1;  // "max" reads as no number
+    std::fclose(f);
+    return ok ? std::optional<uint64_t>(v) : std::nullopt;
+  };
+  const auto limit = read_u64("/sys/fs/cgroup/memory.max"), used = read_u64("/sys/fs/cgroup/memory.current");
+  if (limit && used) {
+    const uint64_t room = *limit > *used ? *limit - *used : 0;
+    available = available ? std::min(*available, room) : room;
+  }
+  return available;
 }
 
 void CpuBackend::memset_zero(void* data, size_t bytes) { std::memset(data, 0, bytes); }

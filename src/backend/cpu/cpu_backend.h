@@ -1,6 +1,8 @@
 // The CPU reference backend: fp32, OpenMP threads, OpenBLAS for GEMM.
 #pragma once
 
+#include <atomic>
+
 #include "backend/backend.h"
 
 namespace pab {
@@ -11,6 +13,9 @@ class CpuBackend final : public Backend {
   std::string device_description() const override;
 
   std::shared_ptr<Storage> alloc(size_t bytes) override;
+  MemoryStats memory_stats() const override;
+  void reset_peak_memory() override;
+  std::optional<uint64_t> memory_available() const override;
   void memset_zero(void* data, size_t bytes) override;
   Tensor cast(const Tensor& x, DType dtype) override;
   void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
@@ -41,6 +46,10 @@ class CpuBackend final : public Backend {
 
   Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
+
+ private:
+  void count(int64_t bytes);
+  std::atomic<int64_t> in_use_{0}, peak_{0};  // bytes of live tensors (sizes as allocated)
 };
 
 }  // namespace pab

@@ -126,6 +126,13 @@ MemoryStats CudaBackend::memory_stats() const {
   return {in_use_, peak_, reserved_};
 }
 
+std::optional<uint64_t> CudaBackend::memory_available() const {
+  size_t free = 0, total = 0;
+  PAB_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  std::lock_guard<std::mutex> lock(mu_);
+  return uint64_t(free) + (reserved_ - in_use_);  // cached buffers are reused before cudaMalloc
+}
+
 void CudaBackend::reset_peak_memory() {
   std::lock_guard<std::mutex> lock(mu_);
   peak_ = in_use_;

@@ -33,6 +33,7 @@ class CudaBackend final : public Backend {
   void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) override;
   void synchronize() override;
   MemoryStats memory_stats() const override;
+  std::optional<uint64_t> memory_available() const override;
   void reset_peak_memory() override;
   std::string device_description() const override;
   int device_count() const override;

@@ -182,7 +182,8 @@ SchedulerConfig parse_scheduler_config(const JsonConfig& j) {
   const bool ddim = c.kind == SchedulerKind::ddim;
 
   c.num_train_timesteps = j.get_or<int64_t>("num_train_timesteps", 1000);
-  if (c.num_train_timesteps < 2) j.unsupported("num_train_timesteps", "expected at least 2");
+  if (c.num_train_timesteps < 2 || c.num_train_timesteps > JsonConfig::kMaxConfigSize)
+    j.unsupported("num_train_timesteps", cat("expected 2 to ", JsonConfig::kMaxConfigSize));
   c.beta_start = j.get_or<double>("beta_start", d.beta_start);
   c.beta_end = j.get_or<double>("beta_end", d.beta_end);
   c.beta_schedule = parse_enum<BetaSchedule>(j, "beta_schedule", d.beta_schedule,
