@@ -131,6 +131,7 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
       r.warnings.push_back(w);
       emit({GenerateEvent::Kind::warning, w, 0, 0, 0, 0});
     };
+    pipe->on_warning(events.on_warning);
     events.on_phase = [&](const std::string& phase, double s) {
       emit({GenerateEvent::Kind::phase, phase, 0, 0, 0, s});
     };

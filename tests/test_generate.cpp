@@ -5,12 +5,15 @@
 // sizes, outputs that cannot be written, a failure part-way leaving no file).
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "io/video.h"
+#include "pipeline/tokenizer.h"
 #include "pab/pab.h"
 #include "support/testing.h"
 
@@ -239,7 +242,10 @@ TEST(GenerateBadInput, TooLongPromptIsTruncatedWithAWarning) {
   ASSERT_TRUE(generate(o, &r, [&](const GenerateEvent& e) { events.push_back(e); }).ok);
   ASSERT_EQ(r.warnings.size(), 1u);
   EXPECT_NE(r.warnings[0].find("truncated to 16 tokens"), std::string::npos) << r.warnings[0];
-  EXPECT_NE(r.warnings[0].find("bamboo forest"), std::string::npos) << r.warnings[0];
+  // How many tokens went, not the text again (a long prompt made a long line).
+  const size_t dropped = T5Tokenizer::load(kModel + "/tokenizer")->encode(o.prompt).size() - 16;
+  EXPECT_NE(r.warnings[0].find(cat("its last ", dropped, " tokens were dropped")), std::string::npos) << r.warnings[0];
+  EXPECT_EQ(r.warnings[0].find("bamboo"), std::string::npos) << r.warnings[0];
   bool warned = false;
   for (const GenerateEvent& e : events) warned |= e.kind == GenerateEvent::Kind::warning;
   EXPECT_TRUE(warned);
@@ -247,6 +253,53 @@ TEST(GenerateBadInput, TooLongPromptIsTruncatedWithAWarning) {
   o.prompt = "a cat";
   ASSERT_TRUE(generate(o, &r).ok);
   EXPECT_TRUE(r.warnings.empty());
+}
+
+// A value given is used or refused, never replaced by the default: each is
+// an error naming it and its range, before any work.
+TEST(GenerateBadInput, GivenValuesAreCheckedNotReplaced) {
+  TempDir dir("given");
+  struct Case {
+    std::function<void(GenerateOptions&)> set;
+    std::string needle;
+  };
+  const std::string blank = " \t\u3000";  // an ideographic space too
+  const std::string not_utf8 = "\xFF";
+  for (const Case& c : std::vector<Case>{
+           {[](GenerateOptions& o) { o.steps = 0; }, "--steps 0: expected at least 1"},
+           {[](GenerateOptions& o) { o.frames = 0; }, "--frames 0: expected at least 1"},
+           {[](GenerateOptions& o) { o.width = 0; }, "--width 0: expected at least 1"},
+           {[](GenerateOptions& o) { o.height = 0; }, "--height 0: expected at least 1"},
+           {[](GenerateOptions& o) { o.max_sequence_length = 0; }, "--max-sequence-length 0: expected at least 1"},
+           {[](GenerateOptions& o) { o.guidance = std::nan(""); }, "--guidance nan: expected a finite number"},
+           {[](GenerateOptions& o) { o.guidance = INFINITY; }, "--guidance inf: expected a finite number"},
+           {[](GenerateOptions& o) { o.fps = 0; }, "--fps 0: expected a frame rate in (0, 1000]"},
+           {[](GenerateOptions& o) { o.pab.preset = ""; }, "--pab '': expected default, off"},
+           {[](GenerateOptions& o) { o.pab.file = ""; }, "--pab-config '': expected the path"},
+           {[](GenerateOptions& o) { o.compute.max_memory = 0; }, "--max-memory 0: expected a positive size"},
+           {[&](GenerateOptions& o) { o.prompt = blank; }, "empty prompt"},
+           {[](GenerateOptions& o) { o.prompt = "bad \xC3\x28"; }, "the prompt (--prompt) is not valid UTF-8 (byte 4)"},
+           {[&](GenerateOptions& o) { o.negative_prompt = not_utf8; },
+            "the negative prompt (--negative-prompt) is not valid UTF-8 (byte 0)"},
+       }) {
+    GenerateOptions o = small_run(dir / "out.mp4");
+    c.set(o);
+    std::vector<GenerateEvent> events;
+    const std::string e = error_of(o, &events);
+    EXPECT_NE(e.find(c.needle), std::string::npos) << c.needle << ": " << e;
+    EXPECT_TRUE(events.empty()) << c.needle;
+  }
+  EXPECT_FALSE(fs::exists(dir / "out.mp4"));
+  // Guidance of 1 or less runs without CFG; a value not given takes the pipeline's 6.
+  GenerateOptions o = small_run(dir / "out.mp4");
+  o.guidance = -5;
+  std::vector<GenerateEvent> events;
+  ASSERT_EQ(error_of(o, &events), "");
+  EXPECT_NE(events.front().message.find("guidance -5 (no CFG)"), std::string::npos) << events.front().message;
+  o.guidance.reset();
+  events.clear();
+  ASSERT_EQ(error_of(o, &events), "");
+  EXPECT_NE(events.front().message.find("guidance 6,"), std::string::npos) << events.front().message;
 }
 
 TEST(GenerateBadInput, ImpossibleFrameCountOrSize) {
@@ -308,6 +361,101 @@ TEST(GenerateBadInput, UnwritableOutputFailsBeforeAnyWork) {
   EXPECT_NE(error_of(o).find("other than frame_NNNN.png"), std::string::npos);
   o.frames_dir = "";
   EXPECT_NE(error_of(o).find("no output"), std::string::npos);
+}
+
+// model_index.json decides the classes, as in diffusers: a scheduler is built
+// as the class it names from scheduler_config.json; a model whose config.json
+// declares another class than the index names is refused with both names.
+TEST(GenerateFolder, ModelIndexClassesAreHonouredOrTheMismatchRefused) {
+  auto frames_of = [](const std::string& model, const std::string& out) {
+    GenerateOptions o = small_run("");
+    o.frames_dir = out;
+    o.model_dir = model;
+    o.pab.preset = "off";
+    GenerateResult r;
+    Status s = generate(o, &r);
+    EXPECT_TRUE(s.ok) << s.message;
+    return s.ok ? read_video(out).rgb : std::vector<uint8_t>{};
+  };
+  // Index and config say DDIMScheduler (both), the index alone, the config alone.
+  ModelCopy both("both"), by_index("by_index"), by_config("by_config");
+  for (const ModelCopy* m : {&both, &by_index})
+    m->edit_index([](nlohmann::json& j) { j["scheduler"][1] = "DDIMScheduler"; });
+  for (const ModelCopy* m : {&both, &by_config}) {
+    const fs::path sc = m->path / "model" / "scheduler" / "scheduler_config.json";
+    nlohmann::json cfg = nlohmann::json::parse(std::ifstream(sc));
+    ASSERT_EQ(cfg["_class_name"], "CogVideoXDDIMScheduler");
+    cfg["_class_name"] = "DDIMScheduler";
+    std::ofstream(sc) << cfg.dump(1);
+  }
+  const auto original = frames_of(kModel, both / "original");
+  const auto ddim = frames_of(both.model(), both / "frames");
+  EXPECT_TRUE(ddim != original) << "the two schedulers give other frames, so the test can fail";
+  EXPECT_TRUE(frames_of(by_index.model(), by_index / "frames") == ddim);
+  EXPECT_TRUE(frames_of(by_config.model(), by_config / "frames") == original);
+
+  ModelCopy m("mismatch");
+  m.edit_index([](nlohmann::json& j) { j["transformer"][1] = "LatteTransformer3DModel"; });
+  GenerateOptions o = small_run(m / "out.mp4");
+  o.model_dir = m.model();
+  std::string e = error_of(o);
+  EXPECT_NE(e.find("model_index.json: key 'transformer' names LatteTransformer3DModel"), std::string::npos) << e;
+  EXPECT_NE(e.find("is a CogVideoXTransformer3DModel"), std::string::npos) << e;
+  m.edit_index([](nlohmann::json& j) {
+    j["transformer"][1] = "CogVideoXTransformer3DModel";
+    j["tokenizer"][1] = "CLIPTokenizer";
+  });
+  e = error_of(o);
+  EXPECT_NE(e.find("key 'tokenizer' names CLIPTokenizer"), std::string::npos) << e;
+}
+
+// A pipeline saved by diffusers 0.42 with transformers 5 has tokenizer.json
+// and no spiece.model: it generates the frames of the folder that has both.
+TEST(GenerateFolder, TokenizerJsonWithoutSpieceModelGivesTheSameFrames) {
+  ModelCopy m("no_spiece");
+  fs::remove(m.path / "model" / "tokenizer" / "spiece.model");
+  GenerateOptions o = small_run("");
+  o.prompt = "A panda, dressed in a small, red jacket, sits on a wooden stool.";
+  o.frames_dir = m / "json_only";
+  o.model_dir = m.model();
+  ASSERT_EQ(error_of(o), "");
+  o.frames_dir = m / "both";
+  o.model_dir = kModel;
+  ASSERT_EQ(error_of(o), "");
+  EXPECT_TRUE(read_video(m / "json_only").rgb == read_video(m / "both").rgb);
+}
+
+// A checkpoint tensor no model loads (here a stray one beside the
+// transformer's) stops the run naming it, before the transformer runs; with
+// allow_unused_weights the run goes on and says so.
+TEST(GenerateFolder, UnusedCheckpointTensorsAreAnErrorUnlessAllowed) {
+  ModelCopy m("unused");
+  const fs::path weights = m.path / "model" / "transformer" / "diffusion_pytorch_model.safetensors";
+  Checkpoint ck = Checkpoint::open_file(weights.string());
+  std::map<std::string, Tensor> tensors;
+  for (const std::string& name : ck.names()) tensors[name] = ck.load(name, ck.entry(name).dtype);
+  tensors["transformer_blocks.9.attn1.to_q.weight"] = Tensor::zeros({4, 4});
+  fs::remove(weights);
+  write_safetensors(weights.string(), tensors);
+
+  GenerateOptions o = small_run(m / "out.mp4");
+  o.model_dir = m.model();
+  std::vector<GenerateEvent> events;
+  std::string e = error_of(o, &events);
+  EXPECT_NE(e.find("1 tensor that CogVideoXTransformer3DModel does not use (transformer_blocks.9.attn1.to_q.weight)"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("--allow-unused-weights"), std::string::npos) << e;
+  for (const GenerateEvent& ev : events) EXPECT_NE(ev.kind, GenerateEvent::Kind::step) << "no step ran";
+  EXPECT_FALSE(fs::exists(o.output));
+
+  o.compute.allow_unused_weights = true;
+  events.clear();
+  EXPECT_EQ(error_of(o, &events), "");
+  int warned = 0;
+  for (const GenerateEvent& ev : events)
+    warned += ev.kind == GenerateEvent::Kind::warning && ev.message.find("transformer_blocks.9") != std::string::npos;
+  EXPECT_EQ(warned, 1);
 }
 
 // The VAE's weights lack a tensor: the run fails at decoding, after the loop,

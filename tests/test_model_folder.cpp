@@ -167,7 +167,7 @@ TEST_F(BrokenPipeline, MalformedIndex) {
 }
 
 TEST_F(BrokenPipeline, NotAModelFolder) {
-  EXPECT_TRUE(fails_with([&] { open_model_folder(tmp_ / "absent"); }, tmp_ / "absent: not a directory"));
+  EXPECT_TRUE(fails_with([&] { open_model_folder(tmp_ / "absent"); }, tmp_ / "absent: no such folder"));
   fs::create_directory(tmp_ / "empty");
   EXPECT_TRUE(fails_with([&] { open_model_folder(tmp_ / "empty"); }, tmp_ / "empty: not a model folder"));
 }

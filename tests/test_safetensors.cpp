@@ -363,6 +363,28 @@ TEST_F(CorruptFile, OffsetsOutOfBoundsInvertedOrOverlapping) {
                              "data bytes [4, 40) after the last tensor belong to no tensor"));
 }
 
+// A name given twice: JSON readers keep one or the other (nlohmann and
+// Python the last, others the first), so the file means two things. Before,
+// the first pair below opened as one tensor "a" of F32 (the BF16 entry
+// dropped), and the second failed on a hole "before tensor a".
+TEST_F(CorruptFile, DuplicateTensorNames) {
+  EXPECT_TRUE(rejects_header(
+      R"({"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+      "header: key \"a\" appears twice", "abcd"));
+  EXPECT_TRUE(rejects_header(
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+      "header: key \"a\" appears twice", std::string(8, '\0')));
+  EXPECT_TRUE(rejects_header(R"({"__metadata__":{"k":"v"},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                             R"("__metadata__":{"k":"w"}})",
+                             "key \"__metadata__\" appears twice", "abcd"));
+  // Names repeated at other depths are fine: metadata values, shapes.
+  std::string path = tmp_ / "nested.safetensors";
+  testing::write_bytes(path, testing::safetensors_bytes(
+                                 R"({"__metadata__":{"a":"a"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                                 "abcd"));
+  EXPECT_EQ(SafetensorsFile::open(path)->entries().size(), 1u);
+}
+
 TEST_F(CorruptFile, SizeMismatch) {
   EXPECT_TRUE(rejects_header(valid_header().replace(valid_header().find("[2,2]"), 5, "[2,3]"),
                              "16 bytes for shape [2, 3] of F32 (expected 6 x 4)"));

@@ -88,6 +88,77 @@ TEST(Tokenizer, NormalisationCornerCasesMatchTransformers) {
   }
 }
 
+// A folder as transformers 5 saves it (tokenizer.json and
+// tokenizer_config.json, no spiece.model) gives the ids of the SentencePiece
+// model: every corner case of tokenizer_cases and the shared fixture's prompts.
+TEST(Tokenizer, TokenizerJsonAloneGivesTheIdsOfSpieceModel) {
+  nlohmann::json c = read_json(testing::data_path("tokenizer_cases/cases.json"));
+  const fs::path source = testing::data_path(c["json_folder"].get<std::string>());
+  TempDir dir("json_only");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(source / f, dir.path / f);
+  auto json_only = T5Tokenizer::load(dir.path.string());
+  auto with_spm = T5Tokenizer::load(source.string());
+  EXPECT_EQ(json_only->vocab_size(), with_spm->vocab_size());
+  EXPECT_EQ(json_only->eos_id(), with_spm->eos_id());
+  EXPECT_EQ(json_only->pad_id(), with_spm->pad_id());
+  int mismatches = 0;
+  const auto& prompts = c["prompts"];
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto ids = json_only->encode(prompts[i].get<std::string>());
+    EXPECT_EQ(ids, c["ids_json"][i].get<std::vector<int64_t>>()) << "prompt " << i << ": " << prompts[i].dump();
+    mismatches += ids != c["ids_json"][i].get<std::vector<int64_t>>();
+  }
+  EXPECT_EQ(mismatches, 0) << "of " << prompts.size();
+
+  const std::string fixture = testing::data_path("fixtures/components/tokenizer");
+  nlohmann::json f = read_json(fixture + "/case.json");
+  Checkpoint ref = Checkpoint::open_file(fixture + "/reference.safetensors");
+  for (size_t i = 0; i < f["prompts"].size(); ++i) {
+    TokenizedText t = json_only->tokenize(f["prompts"][i].get<std::string>(), f["max_length"].get<int64_t>());
+    EXPECT_EQ(t.ids, ids_of(ref.load(cat("ids_", i), DType::i64))) << "prompt " << i;
+    EXPECT_EQ(t.ids_untruncated, ids_of(ref.load(cat("ids_untruncated_", i), DType::i64))) << "prompt " << i;
+  }
+}
+
+// tokenizer.json layouts that tokenize differently are refused naming the part.
+TEST(Tokenizer, OtherTokenizerJsonLayoutsAreRefused) {
+  nlohmann::json c = read_json(testing::data_path("tokenizer_cases/cases.json"));
+  const fs::path source = fs::path(testing::data_path(c["json_folder"].get<std::string>())) / "tokenizer.json";
+  const nlohmann::json good = read_json(source.string());
+  TempDir dir("json_layouts");
+  auto error_with = [&](const std::function<void(nlohmann::json&)>& edit) -> std::string {
+    nlohmann::json j = good;
+    edit(j);
+    std::ofstream(dir.path / "tokenizer.json") << j.dump();
+    try {
+      T5Tokenizer::load(dir.path.string());
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_with([](nlohmann::json&) {}), "");  // can pass
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["model"]["type"] = "BPE"; }).find("tokenizer.json: model {"),
+            std::string::npos);
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["model"]["byte_fallback"] = true; }).find("byte_fallback"),
+            std::string::npos);
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }).find("pre_tokenizer"),
+            std::string::npos);
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["normalizer"] = {{"type", "Lowercase"}}; }).find("normalizer"),
+            std::string::npos);
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["normalizer"]["precompiled_charsmap"] = "***"; }).find("base64"),
+            std::string::npos);
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["model"]["unk_id"] = 100000; }).find("unk_id"), std::string::npos);
+  EXPECT_NE(error_with([](nlohmann::json& j) { j["model"]["vocab"][5] = 3; }).find("vocab entry"), std::string::npos);
+  // The collapse of repeated spaces beside Precompiled, as older converters wrote it, tokenizes the same.
+  const std::string with_replace = error_with([](nlohmann::json& j) {
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers",
+                        {j["normalizer"], {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}}}}};
+  });
+  EXPECT_EQ(with_replace, "");
+}
+
 TEST(Tokenizer, Errors) {
   auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
     try {
@@ -98,7 +169,7 @@ TEST(Tokenizer, Errors) {
     }
   };
   TempDir dir("errors");
-  expect_error([&] { T5Tokenizer::load(dir.path.string()); }, "spiece.model");
+  expect_error([&] { T5Tokenizer::load(dir.path.string()); }, "no spiece.model or tokenizer.json");
   std::ofstream(dir.path / "spiece.model") << "this is not a protobuf";
   expect_error([&] { T5Tokenizer::load(dir.path.string()); }, "spiece.model");
   // A truncated model.

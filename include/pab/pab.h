@@ -75,7 +75,12 @@ struct BenchRequest {
   bool json = false;
   // The pipeline workload's VAE decode: on (default: ANCHORS.md's tiled run), off or auto
   std::string tiling = "on";
-  ComputeOptions compute{"cuda", "bf16"};
+  ComputeOptions compute;  // default: cuda, bf16
+
+  BenchRequest() {
+    compute.device = "cuda";
+    compute.dtype = "bf16";
+  }
 };
 // Times the workload; `report` gets text or JSON.
 Status bench(const BenchRequest& request, std::string* report);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "io/atomic_file.h"
+#include "io/config.h"
 
 namespace pab {
 
@@ -345,8 +346,7 @@ PabConfig load_pab_config_file(const std::string& path) {
   std::string text = read_file(path);
   ojson j;
   if (std::filesystem::path(path).extension() == ".json") {
-    j = ojson::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) fail(path, ": not valid JSON");
+    j = parse_ordered_json(path, text);
   } else {
     YAML::Node root;
     try {

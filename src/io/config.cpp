@@ -1,6 +1,7 @@
 #include "io/config.h"
 
 #include <algorithm>
+#include <set>
 
 #include "io/atomic_file.h"
 
@@ -97,9 +98,15 @@ std::string json_brief(const nlohmann::json& v, size_t max_chars) {
   return out;
 }
 
-nlohmann::json parse_json(const std::string& where, std::string_view text) {
+namespace {
+
+// Parses `text` as Json (nlohmann::json or ordered_json) with `callback`,
+// failing with the line and column of a syntax error.
+template <class Json>
+Json parse_with_position(const std::string& where, std::string_view text,
+                         typename Json::parser_callback_t callback = nullptr) {
   try {
-    return nlohmann::json::parse(text.begin(), text.end());
+    return Json::parse(text.begin(), text.end(), callback);
   } catch (const nlohmann::json::parse_error& e) {
     size_t pos = std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, text.size());  // e.byte counts from 1
     size_t line = 1, column = 1;
@@ -122,6 +129,23 @@ nlohmann::json parse_json(const std::string& where, std::string_view text) {
   } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
     fail(where, ": not valid JSON (", printable(e.what()), ")");
   }
+}
+
+}  // namespace
+
+nlohmann::json parse_json(const std::string& where, std::string_view text, bool unique_keys) {
+  std::set<std::string> keys;
+  nlohmann::json::parser_callback_t check_keys = [&](int depth, nlohmann::json::parse_event_t event,
+                                                      nlohmann::json& parsed) {
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key && !keys.insert(parsed.get<std::string>()).second)
+      fail(where, ": key ", json_brief(parsed, 80), " appears twice");
+    return true;
+  };
+  return parse_with_position<nlohmann::json>(where, text, unique_keys ? check_keys : nullptr);
+}
+
+nlohmann::ordered_json parse_ordered_json(const std::string& where, std::string_view text) {
+  return parse_with_position<nlohmann::ordered_json>(where, text);
 }
 
 }  // namespace pab

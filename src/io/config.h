@@ -60,7 +60,11 @@ class JsonConfig {
 const char* json_type_name(const nlohmann::json& v);
 
 // Parses JSON text; fails with "<where>: not valid JSON (line L, column C: why)".
-nlohmann::json parse_json(const std::string& where, std::string_view text);
+// With `unique_keys`, a key given twice in the top-level object fails too
+// (JSON readers disagree on which of the two they keep).
+nlohmann::json parse_json(const std::string& where, std::string_view text, bool unique_keys = false);
+// As parse_json, keeping objects' keys in their order.
+nlohmann::ordered_json parse_ordered_json(const std::string& where, std::string_view text);
 
 // A value written on one line and cut to about `max_chars` (for messages).
 std::string json_brief(const nlohmann::json& v, size_t max_chars = 60);

@@ -1,6 +1,10 @@
 #include "io/model_folder.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 namespace pab {
@@ -28,7 +32,29 @@ bool plain_name(const std::string& s) {
   return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos && s.find('\0') == std::string::npos;
 }
 
+// A JSON file that a folder is supposed to hold but that is a folder itself.
+void refuse_folder_for_file(const fs::path& file, const char* what) {
+  std::error_code ec;
+  if (fs::is_directory(file, ec)) fail(file.string(), ": is a folder, expected ", what);
+}
+
 }  // namespace
+
+void check_folder(const std::string& dir, const std::string& what) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (ec == std::errc::too_many_symbolic_link_levels) fail(dir, ": a loop of symbolic links, expected ", what);
+  if (ec == std::errc::permission_denied) fail(dir, ": cannot be read (permission denied)");
+  if (ec && ec != std::errc::no_such_file_or_directory) fail(dir, ": cannot be read (", ec.message(), ")");
+  if (!fs::exists(st)) {
+    std::error_code lec;
+    if (fs::is_symlink(fs::symlink_status(dir, lec)))
+      fail(dir, ": a symbolic link to ", fs::read_symlink(dir, lec).string(), ", which does not exist");
+    fail(dir, ": no such folder, expected ", what);
+  }
+  if (!fs::is_directory(st)) fail(dir, ": is a file, expected ", what);
+  if (::access(dir.c_str(), R_OK | X_OK) != 0) fail(dir, ": cannot be read (", std::strerror(errno), ")");
+}
 
 const Component* ModelFolder::find(const std::string& name) const {
   for (const Component& c : components)
@@ -83,10 +109,12 @@ std::string config_class_name(const JsonConfig& config) {
 }
 
 ModelFolder open_model_folder(const std::string& dir) {
-  if (!is_dir(dir)) fail(dir, ": not a directory");
+  check_folder(dir, "a model folder (a diffusers pipeline with model_index.json, or one component)");
   ModelFolder m;
   m.dir = dir;
   fs::path index = fs::path(dir) / "model_index.json";
+  refuse_folder_for_file(index, "the pipeline's JSON file");
+  refuse_folder_for_file(fs::path(dir) / "config.json", "the component's JSON file");
   if (!is_file(index)) {
     if (component_kind(dir) == ComponentKind::other)
       fail(dir, ": not a model folder (no model_index.json, config.json, scheduler_config.json or tokenizer files)");
@@ -115,6 +143,8 @@ ModelFolder open_model_folder(const std::string& dir) {
     Component c{key, v[0].get<std::string>(), v[1].get<std::string>(), (fs::path(dir) / key).string()};
     if (!is_dir(c.dir))
       fail(what, ": the ", c.library, " ", c.class_name, " component's folder ", c.dir, " is missing");
+    check_folder(c.dir, "the component's folder");
+    refuse_folder_for_file(fs::path(c.dir) / "config.json", "the component's JSON file");
     m.components.push_back(std::move(c));
   }
   if (m.components.empty()) fail(m.index_path, ": lists no components");

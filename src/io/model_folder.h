@@ -31,6 +31,11 @@ struct ModelFolder {
   const Component& component(const std::string& name) const;
 };
 
+// Fails with a message of its own unless `dir` is a folder that can be read:
+// no such path, a file, a dangling symbolic link, a loop of links, no
+// permission. `what` says what was expected ("a model folder").
+void check_folder(const std::string& dir, const std::string& what);
+
 // Reads `dir` as a pipeline folder when it holds model_index.json, else as a single
 // component folder. Fails with one line naming the file and key for a malformed
 // model_index.json, a missing component folder, or a folder that is neither.

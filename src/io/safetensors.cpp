@@ -49,7 +49,8 @@ void SafetensorsFile::validate(const std::string& name, const uint8_t* bytes, si
         cat("header length ", n, " exceeds the format's limit of ", kMaxHeader, " bytes (not a safetensors file?)"));
   if (n > size - 8)
     bad(name, cat("truncated: the header says ", n, " bytes of JSON but only ", size - 8, " bytes follow"));
-  json header = parse_json(name + ": header", std::string_view(reinterpret_cast<const char*>(bytes) + 8, size_t(n)));
+  json header =
+      parse_json(name + ": header", std::string_view(reinterpret_cast<const char*>(bytes) + 8, size_t(n)), true);
   if (!header.is_object()) bad(name, cat("header: expected a JSON object, got ", json_type_name(header)));
   const uint64_t data_size = size - 8 - n;
 

@@ -374,7 +374,7 @@ struct T5Tokenizer::Impl {
     int64_t id = -1;
   };
 
-  std::string where;                // spiece.model path, for messages
+  std::string where;                // spiece.model or tokenizer.json, for messages
   std::vector<std::string> pieces;  // id -> piece (model pieces, then extra ids)
   std::vector<double> scores;
   std::unordered_map<std::string_view, int64_t> piece_ids;  // views into `pieces`
@@ -383,7 +383,7 @@ struct T5Tokenizer::Impl {
   Charsmap charsmap;
   std::vector<AddedToken> added;
   std::unordered_map<int64_t, std::string> added_text;  // ids beyond the vocabulary, for decode
-  int64_t eos = 1, pad = 0;
+  int64_t eos = 1, pad = 0, unk = kUnkId;
 
   int64_t id_of(std::string_view piece) const {
     auto it = piece_ids.find(piece);
@@ -456,7 +456,7 @@ struct T5Tokenizer::Impl {
         offer(start + len, scores[size_t(id)], id);
         if (len == char_len) has_single = true;
       }
-      if (!has_single) offer(start + char_len, unk_score, kUnkId);
+      if (!has_single) offer(start + char_len, unk_score, unk);
       start += char_len;
     }
     // Back from the end; runs of unknowns become one token.
@@ -468,7 +468,7 @@ struct T5Tokenizer::Impl {
     };
     for (size_t end = n; end > 0;) {
       const Node& node = best[end];
-      if (node.id == kUnkId) {
+      if (node.id == unk) {
         if (unk_begin == std::string::npos) unk_end = end;
         unk_begin = node.start;
       } else {
@@ -480,7 +480,7 @@ struct T5Tokenizer::Impl {
     flush_unk();
     for (auto it = tokens.rbegin(); it != tokens.rend(); ++it) {
       const int64_t id = id_of(*it);
-      ids->push_back(id >= 0 ? id : kUnkId);
+      ids->push_back(id >= 0 ? id : unk);
     }
   }
 
@@ -532,35 +532,170 @@ struct T5Tokenizer::Impl {
 T5Tokenizer::T5Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 T5Tokenizer::~T5Tokenizer() = default;
 
-std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
-  auto m = std::make_unique<Impl>();
-  m->where = (fs::path(dir) / "spiece.model").string();
-  std::error_code ec;
-  if (!fs::is_regular_file(m->where, ec)) fail(m->where, ": missing (the T5 tokenizer needs its SentencePiece model)");
+namespace {
+
+// What a tokenizer file holds: the unigram vocabulary, the unknown piece, the
+// normalizer's charsmap and the tokens it declares added (beside the special
+// ones every T5 tokenizer has).
+struct Vocabulary {
+  std::vector<std::string> pieces;
+  std::vector<double> scores;
+  int64_t unk = kUnkId;
+  std::string charsmap;
+  std::vector<T5Tokenizer::Impl::AddedToken> added;
+  bool holds_extra_ids = false;  // tokenizer.json lists the sentinels; spiece.model leaves them to extra_ids
+};
+
+Vocabulary read_spiece(const std::string& path) {
   sentencepiece::SentencePieceProcessor sp;
-  if (const auto status = sp.Load(m->where); !status.ok()) {
+  if (const auto status = sp.Load(path); !status.ok()) {
     std::string why = status.message();
     if (why.find("ParseFromArray") != std::string::npos) why = "the file does not parse as a model";
-    fail(m->where, ": not a valid SentencePiece model (", why, ")");
+    fail(path, ": not a valid SentencePiece model (", why, ")");
   }
   const std::string proto = sp.serialized_model_proto();
-  const ProtoFields fields = read_proto_fields(proto, m->where);
+  const ProtoFields fields = read_proto_fields(proto, path);
   const int size = sp.GetPieceSize();
   if (size <= int(kUnkId) || size_t(size) != fields.piece_types.size())
-    fail(m->where, ": unexpected vocabulary (", size, " pieces)");
-  m->charsmap = Charsmap(fields.charsmap, m->where);
+    fail(path, ": unexpected vocabulary (", size, " pieces)");
+  Vocabulary v;
+  v.charsmap = fields.charsmap;
+  for (int i = 0; i < size; ++i) {
+    v.pieces.push_back(sp.IdToPiece(i));
+    v.scores.push_back(double(sp.GetScore(i)));
+    // Control and user-defined pieces are cut out of the text whole.
+    const int type = fields.piece_types[size_t(i)];
+    if (type == 3 || type == 4) v.added.push_back({v.pieces.back(), i});
+  }
+  return v;
+}
+
+// RFC 4648 base64, as tokenizers stores the charsmap; fails naming `where`.
+std::string base64_decode(std::string_view text, const std::string& where) {
+  std::string out;
+  uint32_t bits = 0;
+  int count = 0;
+  for (char c : text) {
+    int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
+          : c == '+' ? 62 : c == '/' ? 63 : c == '=' ? -2 : -1;
+    if (v == -2) break;
+    if (v < 0) fail(where, ": precompiled_charsmap is not base64");
+    bits = (bits << 6) | uint32_t(v);
+    if ((count += 6) >= 8) {
+      count -= 8;
+      out.push_back(char((bits >> count) & 0xFF));
+    }
+  }
+  return out;
+}
+
+// tokenizer.json as transformers 5 writes a T5 tokenizer: a Unigram model,
+// the Precompiled normalizer (alone or followed by the collapse of repeated
+// spaces, which the whitespace split makes moot), WhitespaceSplit then
+// Metaspace, and </s> appended. Other layouts tokenize differently and are
+// refused naming the part.
+Vocabulary read_tokenizer_json(const std::string& path) {
+  const JsonConfig j = JsonConfig::load(path);
+  const nlohmann::json& root = j.json();
+  auto bad = [&](const std::string& what, const nlohmann::json& v) -> void {
+    fail(path, ": ", what, " ", json_brief(v), " is not the T5 layout pab reads (a Unigram model, the Precompiled "
+         "normalizer, WhitespaceSplit then Metaspace); an spiece.model beside it is read instead");
+  };
+  const nlohmann::json& model = root.value("model", nlohmann::json());
+  if (!model.is_object() || model.value("type", "") != "Unigram") bad("model", model);
+  if (model.value("byte_fallback", false)) bad("model.byte_fallback", model.at("byte_fallback"));
+  Vocabulary v;
+  const nlohmann::json& vocab = model.value("vocab", nlohmann::json());
+  if (!vocab.is_array() || vocab.size() <= size_t(kUnkId)) bad("model.vocab", vocab);
+  for (const nlohmann::json& e : vocab) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number()) bad("a model.vocab entry", e);
+    v.pieces.push_back(e[0].get<std::string>());
+    v.scores.push_back(e[1].get<double>());
+  }
+  const nlohmann::json& unk = model.value("unk_id", nlohmann::json());
+  if (!unk.is_number_unsigned() || unk.get<uint64_t>() >= v.pieces.size()) bad("model.unk_id", unk);
+  v.unk = int64_t(unk.get<uint64_t>());
+
+  // The normalizer: Precompiled, possibly in a Sequence with Replace(" {2,}", " ").
+  auto precompiled = [&](const nlohmann::json& n) {
+    const nlohmann::json& map = n.value("precompiled_charsmap", nlohmann::json());
+    if (map.is_null()) return;
+    if (!map.is_string()) bad("normalizer.precompiled_charsmap", map);
+    v.charsmap = base64_decode(map.get<std::string>(), path);
+  };
+  const nlohmann::json& norm = root.value("normalizer", nlohmann::json());
+  if (norm.is_object() && norm.value("type", "") == "Precompiled") {
+    precompiled(norm);
+  } else if (norm.is_object() && norm.value("type", "") == "Sequence" && norm.value("normalizers", nlohmann::json()).is_array()) {
+    bool seen = false;
+    for (const nlohmann::json& n : norm.at("normalizers")) {
+      const std::string type = n.is_object() ? n.value("type", "") : "";
+      const bool collapse = type == "Replace" && n.value("content", "") == " " && n.contains("pattern") &&
+                            n.at("pattern").value("Regex", "") == " {2,}";
+      if (type == "Precompiled" && !seen) {
+        precompiled(n);
+        seen = true;
+      } else if (!collapse) {
+        bad("normalizer", n);
+      }
+    }
+  } else if (!norm.is_null()) {
+    bad("normalizer", norm);
+  }
+
+  const nlohmann::json& pre = root.value("pre_tokenizer", nlohmann::json());
+  const nlohmann::json& steps = pre.is_object() ? pre.value("pretokenizers", nlohmann::json()) : nlohmann::json();
+  const bool layout = pre.is_object() && pre.value("type", "") == "Sequence" && steps.is_array() && steps.size() == 2 &&
+                      steps[0].is_object() && steps[0].value("type", "") == "WhitespaceSplit" && steps[1].is_object() &&
+                      steps[1].value("type", "") == "Metaspace" &&
+                      steps[1].value("replacement", "") == std::string(kMetaspace) &&
+                      steps[1].value("prepend_scheme", "") == "always" && steps[1].value("split", false);
+  if (!layout) bad("pre_tokenizer", pre);
+
+  const nlohmann::json& added = root.value("added_tokens", nlohmann::json::array());
+  if (!added.is_array()) bad("added_tokens", added);
+  for (const nlohmann::json& t : added) {
+    if (!t.is_object() || !t.value("id", nlohmann::json()).is_number_unsigned() ||
+        !t.value("content", nlohmann::json()).is_string())
+      bad("an added_tokens entry", t);
+    if (t.value("single_word", false)) bad("an added_tokens entry with single_word", t);
+    v.added.push_back({t.at("content").get<std::string>(), int64_t(t.at("id").get<uint64_t>()), t.value("lstrip", false),
+                       t.value("rstrip", false), t.value("normalized", false)});
+  }
+  v.holds_extra_ids = true;
+  return v;
+}
+
+}  // namespace
+
+std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
+  auto m = std::make_unique<Impl>();
+  std::error_code ec;
+  const fs::path spiece = fs::path(dir) / "spiece.model", json = fs::path(dir) / "tokenizer.json";
+  Vocabulary v;
+  if (fs::is_regular_file(spiece, ec)) {
+    m->where = spiece.string();
+    v = read_spiece(m->where);
+  } else if (fs::is_regular_file(json, ec)) {
+    m->where = json.string();
+    v = read_tokenizer_json(m->where);
+  } else {
+    fail(dir, ": no spiece.model or tokenizer.json (the T5 tokenizer needs its vocabulary from one of them)");
+  }
+  m->charsmap = Charsmap(v.charsmap, m->where);
+  m->unk = v.unk;
+  m->pieces = std::move(v.pieces);
+  m->scores = std::move(v.scores);
+  const int64_t size = int64_t(m->pieces.size());
 
   std::optional<JsonConfig> cfg;
   const fs::path cfg_path = fs::path(dir) / "tokenizer_config.json";
   if (fs::exists(cfg_path, ec)) cfg = JsonConfig::load(cfg_path.string());
-  const int extra_ids = cfg ? cfg->get_or<int>("extra_ids", 100) : 100;
-  if (extra_ids < 0) cfg->unsupported("extra_ids", "expected a non-negative count");
-
-  // The vocabulary: the model's pieces, then the sentinels <extra_id_{N-1}> ... <extra_id_0>.
-  for (int i = 0; i < size; ++i) {
-    m->pieces.push_back(sp.IdToPiece(i));
-    m->scores.push_back(double(sp.GetScore(i)));
-  }
+  // The sentinels <extra_id_{N-1}> ... <extra_id_0> follow the model's
+  // pieces; tokenizer.json lists them in its vocabulary already.
+  const int extra_ids = v.holds_extra_ids ? 0 : cfg ? cfg->get_or<int>("extra_ids", 100) : 100;
+  if (extra_ids < 0 || extra_ids > JsonConfig::kMaxConfigSize)
+    cfg->unsupported("extra_ids", "expected a count from 0 to 16777216");
   for (int i = extra_ids - 1; i >= 0; --i) {
     m->pieces.push_back(cat("<extra_id_", i, ">"));
     m->scores.push_back(0.0);
@@ -573,15 +708,18 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
   }
   m->unk_score = min_score - kUnkPenalty;
 
-  // Added tokens: control and user-defined pieces, the named special tokens,
-  // the sentinels, then whatever tokenizer_config.json declares.
-  auto add = [&](const std::string& content, int64_t id) {
+  // Added tokens: those the file declares, the named special tokens, the
+  // sentinels, then whatever tokenizer_config.json declares.
+  auto add = [&](const Impl::AddedToken& token) {
     for (auto& t : m->added)
-      if (t.content == content) return;
-    m->added.push_back({content, id});
+      if (t.content == token.content) return;
+    m->added.push_back(token);
+    if (token.id >= int64_t(m->pieces.size())) m->added_text[token.id] = token.content;
   };
-  for (int i = 0; i < size; ++i)
-    if (fields.piece_types[size_t(i)] == 3 || fields.piece_types[size_t(i)] == 4) add(m->pieces[size_t(i)], i);
+  for (Impl::AddedToken t : v.added) {
+    if (t.normalized) t.content = m->charsmap.normalize(t.content);
+    add(t);
+  }
   std::string names[3] = {"</s>", "<pad>", "<unk>"};
   const char* keys[3] = {"eos_token", "pad_token", "unk_token"};
   for (int k = 0; k < 3; ++k) {
@@ -591,11 +729,11 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
       if (cfg) cfg->unsupported(keys[k], "not a piece of " + m->where);
       fail(m->where, ": has no piece '", names[k], "'");
     }
-    add(names[k], id);
+    add({names[k], id});
   }
   m->eos = m->id_of(names[0]);
   m->pad = m->id_of(names[1]);
-  for (int i = 0; i < extra_ids; ++i) add(cat("<extra_id_", i, ">"), size + extra_ids - 1 - i);
+  for (int i = 0; i < extra_ids; ++i) add({cat("<extra_id_", i, ">"), size + extra_ids - 1 - i});
   if (cfg && cfg->has("added_tokens_decoder")) {
     const nlohmann::json& decoder = cfg->json().at("added_tokens_decoder");
     if (!decoder.is_object()) cfg->unsupported("added_tokens_decoder", "expected an object of id -> token");

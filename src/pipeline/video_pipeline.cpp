@@ -24,12 +24,24 @@ std::unique_ptr<VideoPipeline> make_latte_pipeline(PipelineParts parts, const Lo
 
 namespace {
 
+// A model component whose class model_index.json names: diffusers would build
+// that class from the component's config, so one config.json declaring
+// another class is refused with both names.
 ComponentSource read_component(const ModelFolder& folder, const std::string& name) {
   const Component& c = folder.component(name);
   const fs::path config = fs::path(c.dir) / "config.json";
   if (!fs::is_regular_file(config)) fail(c.dir, ": the ", name, " folder has no config.json");
-  return {JsonConfig::load(config.string()), std::make_shared<Checkpoint>(Checkpoint::open_dir(c.dir))};
+  JsonConfig json = JsonConfig::load(config.string());
+  if (json.has("_class_name") || json.has("architectures")) {
+    const std::string own = config_class_name(json);
+    if (!c.class_name.empty() && own != c.class_name)
+      fail(folder.index_path, ": key '", name, "' names ", c.class_name, " but ", config.string(), " is a ", own,
+           "; one of the two is wrong");
+  }
+  return {std::move(json), std::make_shared<Checkpoint>(Checkpoint::open_dir(c.dir))};
 }
+
+constexpr const char* kTokenizerClasses[] = {"T5Tokenizer", "T5TokenizerFast"};
 
 // Resets a PAB policy when the loop ends, however it ends: cached outputs
 // are freed and the next generation starts clean.
@@ -52,10 +64,23 @@ PipelineParts read_pipeline_folder(const std::string& dir) {
   p.transformer = read_component(folder, "transformer");
   p.vae = read_component(folder, "vae");
   p.text_encoder = read_component(folder, "text_encoder");
-  p.tokenizer = T5Tokenizer::load(folder.component("tokenizer").dir);
-  const fs::path scheduler = fs::path(folder.component("scheduler").dir) / "scheduler_config.json";
-  if (!fs::is_regular_file(scheduler)) fail(scheduler.parent_path().string(), ": no scheduler_config.json");
+  const Component& tokenizer = folder.component("tokenizer");
+  if (std::find(std::begin(kTokenizerClasses), std::end(kTokenizerClasses), tokenizer.class_name) ==
+      std::end(kTokenizerClasses))
+    fail(folder.index_path, ": key 'tokenizer' names ", tokenizer.class_name,
+         "; pab reads T5 tokenizers (T5Tokenizer, T5TokenizerFast)");
+  p.tokenizer = T5Tokenizer::load(tokenizer.dir);
+  // As diffusers does, the scheduler is the class model_index.json names,
+  // built from scheduler_config.json (whose _class_name may be another's).
+  const Component& sc = folder.component("scheduler");
+  const fs::path scheduler = fs::path(sc.dir) / "scheduler_config.json";
+  if (!fs::is_regular_file(scheduler)) fail(sc.dir, ": no scheduler_config.json");
   p.scheduler = JsonConfig::load(scheduler.string());
+  if (p.scheduler.get_or<std::string>("_class_name", "") != sc.class_name) {
+    nlohmann::json edited = p.scheduler.json();
+    edited["_class_name"] = sc.class_name;
+    p.scheduler = JsonConfig(std::move(edited), cat(scheduler.string(), " (read as model_index.json's ", sc.class_name, ")"));
+  }
   return p;
 }
 
@@ -107,12 +132,9 @@ DiffusionTransformer& VideoPipeline::transformer() {
 Tensor VideoPipeline::encode_text(const std::string& text, int64_t length, bool mask, const std::string& what,
                                   const std::string& limit, std::vector<std::string>* warnings, int64_t* tokens) {
   TokenizedText t = tokenizer().tokenize(text, length);
-  if (t.num_dropped > 0 && warnings) {
-    // diffusers names the tokens from max_length - 1 up to, not including, </s>.
-    std::vector<int64_t> dropped(t.ids_untruncated.begin() + (length - 1), t.ids_untruncated.end() - 1);
-    warnings->push_back(cat("the ", what, " was truncated to ", length, " tokens (", limit, "); dropped: \"",
-                            tokenizer().decode(dropped), "\""));
-  }
+  if (t.num_dropped > 0 && warnings)
+    warnings->push_back(cat("the ", what, " was truncated to ", length, " tokens (", limit, "): its last ",
+                            t.num_dropped, t.num_dropped == 1 ? " token was" : " tokens were", " dropped"));
   if (tokens) {
     *tokens = 0;
     for (int64_t m : t.mask) *tokens += m;
