@@ -51,6 +51,7 @@ Status calibrate(const CalibrateOptions& opts, std::string* report) {
       req.negative_prompt = opts.negative_prompt;
       req.steps = opts.steps;
       req.seed = opts.seed;
+      req.max_memory = opts.compute.max_memory;
       gen = pipeline_generation(req, lo);
     }
     CalibrationResult r = run_calibration(gen, co);

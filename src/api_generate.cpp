@@ -106,7 +106,7 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
     std::optional<PabPolicy> policy;
     if (pab_config.any()) policy.emplace(pab_config);
 
-    const MemoryEstimate memory = pipe->estimate_memory(plan, pab_config, tiling);
+    const MemoryEstimate memory = pipe->estimate_memory(plan, cached_kinds(pab_config), tiling);
     check_memory(memory, memory_limit(lo.device, o.compute.max_memory));
 
     GenerateResult r;

@@ -147,6 +147,7 @@ static void widen(const void* src, float* dst, size_t n) {
 }
 
 void convert_to_f32(const void* src, DType from, float* dst, size_t n) {
+  if (n == 0) return;  // the pointers of empty tensors may be null
   switch (from) {
     case DType::f32: std::memcpy(dst, src, n * 4); return;
     case DType::f16: convert_each<uint16_t>(src, dst, n, f16_to_f32); return;
@@ -169,6 +170,7 @@ void convert_to_f32(const void* src, DType from, float* dst, size_t n) {
 }
 
 void convert_from_f32(const float* src, void* dst, DType to, size_t n) {
+  if (n == 0) return;  // the pointers of empty tensors may be null
   switch (to) {
     case DType::f32: std::memcpy(dst, src, n * 4); return;
     case DType::f16: {

@@ -80,7 +80,7 @@ struct LoadOptions {
   // Checkpoint tensors a model does not load are an error unless this is
   // set; then they are reported through on_warning.
   bool allow_unused_weights = false;
-  std::function<void(const std::string&)> on_warning;
+  std::function<void(const std::string&)> on_warning = {};
 };
 
 class WeightUse;

@@ -161,7 +161,8 @@ BenchReport run_bench(const BenchOptions& opts) {
   r.device = be.device_description() + ranks_note(opts.load);
   r.steps = int(w.timesteps.size());
   auto estimate = [&](const PabConfig& cache) {
-    return size_t(denoise_memory(config, r.weights_bytes, {w.latents, w.text[1], opts.load.dtype, opts.load.device}, cache)
+    return size_t(denoise_memory(config, r.weights_bytes, {w.latents, w.text[1], opts.load.dtype, opts.load.device},
+                                 cached_kinds(cache))
                       .total());
   };
   r.runs.push_back(run_loop(*model, w, latents, text, nullptr, be));
@@ -359,7 +360,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   run.pab = policy != nullptr;
   // The estimate without weights (generated weights have no header to read
   // them from): each phase's weights are added as loaded.
-  const MemoryEstimate estimate = pipe->estimate_memory(plan, policy ? policy->config() : PabConfig{}, w.tiling);
+  const MemoryEstimate estimate = pipe->estimate_memory(plan, cached_kinds(policy ? policy->config() : PabConfig{}), w.tiling);
   auto estimated = [&](const std::string& phase, size_t weights) {
     for (const MemoryEstimate::Phase& p : estimate.phases)
       if (p.name == phase) return size_t(p.total()) + weights;

@@ -53,6 +53,7 @@ struct PipelineGenerationRequest {
   std::string model_dir, prompt, negative_prompt;
   std::optional<int> steps;  // default: the pipeline's
   uint64_t seed = 42;
+  std::optional<uint64_t> max_memory;  // checked against the estimate before any weight is loaded
 };
 Generation pipeline_generation(const PipelineGenerationRequest& request, const LoadOptions& opts);
 

@@ -17,6 +17,12 @@ Generation pipeline_generation(const PipelineGenerationRequest& request, const L
   vr.negative_prompt = request.negative_prompt;
   vr.steps = request.steps;
   auto plan = std::make_shared<VideoPlan>(pipe->plan(vr));
+  // Calibration keeps every site's last output and the transformer through
+  // the decode: the decode phase holds the transformer's weights too.
+  MemoryEstimate memory = pipe->estimate_memory(*plan, pipe->transformer_sites().site_kinds(), TilingChoice::automatic);
+  for (MemoryEstimate::Phase& p : memory.phases)
+    if (p.name == "decode") p.parts.push_back({"transformer weights", memory.part("denoise", "weights")});
+  check_memory(memory, memory_limit(opts.device, request.max_memory));
   auto embeds = std::make_shared<PromptEmbeddings>(pipe->encode_prompt(*plan));
   pipe->release_text_encoder();
   DiffusionTransformer& model = pipe->transformer();

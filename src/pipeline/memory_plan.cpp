@@ -16,6 +16,14 @@ uint64_t MemoryEstimate::Phase::total() const {
   return sum;
 }
 
+uint64_t MemoryEstimate::part(const std::string& phase, const std::string& what) const {
+  for (const Phase& p : phases)
+    if (p.name == phase)
+      for (const Part& part : p.parts)
+        if (part.what == what) return part.bytes;
+  return 0;
+}
+
 const MemoryEstimate::Phase& MemoryEstimate::peak_phase() const {
   PAB_ASSERT(!phases.empty(), "a memory estimate without phases");
   const Phase* best = &phases.front();

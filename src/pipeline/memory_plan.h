@@ -29,6 +29,8 @@ struct MemoryEstimate {
   };
   std::vector<Phase> phases;
 
+  // The bytes of part `what` of phase `phase` (0 where there is none).
+  uint64_t part(const std::string& phase, const std::string& what) const;
   // The largest phase (the first of equals); asserts there is one.
   const Phase& peak_phase() const;
   uint64_t peak() const { return phases.empty() ? 0 : peak_phase().total(); }

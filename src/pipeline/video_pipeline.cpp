@@ -151,8 +151,12 @@ void VideoPipeline::check_request(const VideoPlan& plan) const {
   if (!std::isfinite(plan.eta) || plan.eta < 0) fail("eta ", plan.eta, ": expected a number >= 0");
 }
 
+SiteLayout VideoPipeline::transformer_sites() const {
+  return transformer_site_layout(parts_.transformer.config);
+}
+
 void VideoPipeline::check_cache_settings(const PabConfig& config) const {
-  if (config.any()) config.validate(transformer_site_layout(parts_.transformer.config));
+  if (config.any()) config.validate(transformer_sites());
 }
 
 MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype) {
@@ -163,22 +167,30 @@ MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int
                                      element_bytes(int64_t(t5.d_model) * length, dtype, "text"), "text")}}};
 }
 
+std::vector<SiteKind> cached_kinds(const PabConfig& cache) {
+  std::vector<SiteKind> kinds;
+  for (int k = 0; k < 3; ++k)
+    if (cache.rules[size_t(k)].enabled()) kinds.push_back(SiteKind(k));
+  if (!cache.mlp_spatial.empty()) kinds.push_back(SiteKind::mlp_spatial);
+  if (!cache.mlp_temporal.empty()) kinds.push_back(SiteKind::mlp_temporal);
+  return kinds;
+}
+
 MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
-                                     const PabConfig& cache) {
+                                     const std::vector<SiteKind>& cached) {
   const ForwardFootprint f = transformer_footprint(transformer, shape);
-  uint64_t cached = 0;
-  for (const auto& [kind, blocks] : transformer_site_layout(transformer).kinds) {
-    const bool broadcasts = int(kind) < 3 ? cache.rule(kind).enabled()
-                                          : !(kind == SiteKind::mlp_spatial ? cache.mlp_spatial : cache.mlp_temporal).empty();
-    if (broadcasts) cached = add_bytes(cached, uint64_t(blocks) * f.site[size_t(kind)], "PAB cache");
-  }
+  uint64_t cache = 0;
+  for (const auto& [kind, blocks] : transformer_site_layout(transformer).kinds)
+    if (std::find(cached.begin(), cached.end(), kind) != cached.end())
+      cache = add_bytes(cache, uint64_t(blocks) * f.site[size_t(kind)], "PAB cache");
   // The f32 latents: the loop's, the scheduler's step and the guided output.
   const uint64_t loop = element_bytes(shape_numel(shape.latents), DType::f32, "latents") * 4;
   return {"denoise",
-          {{"weights", weight_bytes}, {"activations", add_bytes(f.activations, loop, "denoise")}, {"PAB cache", cached}}};
+          {{"weights", weight_bytes}, {"activations", add_bytes(f.activations, loop, "denoise")}, {"PAB cache", cache}}};
 }
 
-MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const PabConfig& cache, TilingChoice tiling) const {
+MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const std::vector<SiteKind>& cached,
+                                              TilingChoice tiling) const {
   const DType dtype = opts_.dtype;
   MemoryEstimate e;
   if (parts_.text_encoder)
@@ -187,7 +199,7 @@ MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const PabCo
   Shape latents = plan.latents;
   latents[0] = plan.cfg ? 2 : 1;
   e.phases.push_back(denoise_memory(parts_.transformer.config, parts_.transformer.weights->bytes_as(dtype),
-                                    {latents, plan.text_length, dtype, opts_.device}, cache));
+                                    {latents, plan.text_length, dtype, opts_.device}, cached));
   e.phases.push_back(decode_memory(plan, tiling));
   return e;
 }

@@ -122,12 +122,16 @@ class VideoPipeline {
   // size, steps, text length. Fails with one line naming the constraint.
   virtual VideoPlan plan(const VideoRequest& request) const = 0;
 
-  // Checks cache settings against the transformer's sites (kinds and blocks,
-  // from its config) before any work; fails with one line.
+  // The transformer's sites, from its config (nothing loaded).
+  SiteLayout transformer_sites() const;
+  // Checks cache settings against the transformer's sites (kinds and blocks)
+  // before any work; fails with one line.
   void check_cache_settings(const PabConfig& config) const;
   // What the generation will hold in memory, phase by phase, from the
-  // configs, the checkpoints' headers and the plan (memory_plan.h).
-  MemoryEstimate estimate_memory(const VideoPlan& plan, const PabConfig& cache, TilingChoice tiling) const;
+  // configs, the checkpoints' headers and the plan (memory_plan.h), with the
+  // outputs of the `cached` site kinds held across steps.
+  MemoryEstimate estimate_memory(const VideoPlan& plan, const std::vector<SiteKind>& cached,
+                                 TilingChoice tiling) const;
 
   // The pipeline's encode_prompt: tokenize, encode, and for CFG the negative
   // prompt. Loads the text encoder on first use.
@@ -208,10 +212,12 @@ class VideoPipeline {
 // and the encoding of prompts of `length` tokens.
 MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype);
 // The denoising loop's part of a memory estimate: `weight_bytes` of weights,
-// one forward pass of `shape` (the CFG batch included), the cache of every
-// site kind `cache` broadcasts and the loop's latents.
+// one forward pass of `shape` (the CFG batch included), the outputs of every
+// site of the `cached` kinds and the loop's latents.
 MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
-                                     const PabConfig& cache);
+                                     const std::vector<SiteKind>& cached);
+// The site kinds whose outputs `cache` keeps across steps (those it broadcasts).
+std::vector<SiteKind> cached_kinds(const PabConfig& cache);
 
 // A whole generation's progress, for a display.
 struct GenerationEvents {

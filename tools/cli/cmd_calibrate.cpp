@@ -36,6 +36,7 @@ void register_calibrate(CLI::App& app) {
   cmd->add_flag("--json", opts->json, "Print JSON instead of text");
   cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
+  pab::cli::add_max_memory_option(cmd, &opts->compute);
   pab::cli::add_unused_weights_option(cmd, &opts->compute);
   cmd->callback([opts] {
     std::string report;
