@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "io/safetensors.h"
 #include "pipeline/tokenizer.h"
@@ -157,6 +158,48 @@ TEST(Tokenizer, OtherTokenizerJsonLayoutsAreRefused) {
                         {j["normalizer"], {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}}}}};
   });
   EXPECT_EQ(with_replace, "");
+}
+
+// Random damage to tokenizer.json (bytes flipped, cut, inserted; values of
+// the wrong type) gives a tokenizer or an Error, never a crash (the sanitizer
+// lane runs this too).
+TEST(Tokenizer, DamagedTokenizerJsonIsAnErrorNotACrash) {
+  nlohmann::json c = read_json(testing::data_path("tokenizer_cases/cases.json"));
+  const fs::path source = fs::path(testing::data_path(c["json_folder"].get<std::string>())) / "tokenizer.json";
+  std::string good;
+  {
+    std::ifstream in(source, std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  TempDir dir("json_damage");
+  std::mt19937 rng(17);
+  int loaded = 0, refused = 0;
+  for (int i = 0; i < 120; ++i) {
+    std::string bytes = good;
+    const size_t at = rng() % bytes.size();
+    switch (i % 4) {
+      case 0: bytes[at] = char(rng()); break;
+      case 1: bytes.resize(at); break;
+      case 2: bytes.insert(at, std::string(1 + rng() % 8, char(rng()))); break;
+      case 3: {  // a value of another type in a place that matters
+        nlohmann::json j = nlohmann::json::parse(good);
+        const char* keys[] = {"model", "normalizer", "pre_tokenizer", "added_tokens"};
+        const nlohmann::json values[] = {nullptr, 7, "x", nlohmann::json::array({1, 2}), nlohmann::json::object()};
+        j[keys[rng() % 4]] = values[rng() % 5];
+        bytes = j.dump();
+        break;
+      }
+    }
+    std::ofstream(dir.path / "tokenizer.json", std::ios::binary) << bytes;
+    try {
+      T5Tokenizer::load(dir.path.string())->encode("a red circle moves to the right");
+      ++loaded;
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  EXPECT_EQ(loaded + refused, 120);
+  EXPECT_GT(refused, 40);
 }
 
 TEST(Tokenizer, Errors) {
