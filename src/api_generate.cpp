@@ -63,11 +63,15 @@ void check_request(const GenerateOptions& o) {
       fail(o.pab_report, ": the PAB report is a PNG picture; give a path ending in .png");
   }
   // Two outputs at one path would overwrite each other.
+  auto canonical = [](const std::string& p) {
+    std::error_code ec;
+    const std::filesystem::path c = std::filesystem::weakly_canonical(p, ec);
+    return ec ? std::filesystem::path(p).lexically_normal() : c;
+  };
   const std::vector<std::string> paths = {o.output, o.frames_dir, o.pab_report};
   for (size_t i = 0; i < paths.size(); ++i)
     for (size_t j = i + 1; j < paths.size(); ++j)
-      if (!paths[i].empty() && !paths[j].empty() &&
-          std::filesystem::weakly_canonical(paths[i]) == std::filesystem::weakly_canonical(paths[j]))
+      if (!paths[i].empty() && !paths[j].empty() && canonical(paths[i]) == canonical(paths[j]))
         fail(paths[i], ": given as two outputs; each output needs its own path");
 }
 
@@ -121,8 +125,8 @@ Status generate(const GenerateOptions& o, GenerateResult* result, const Generate
       r.warnings.push_back(cat(r.pipeline, " decodes frame by frame with an image VAE; tiling does not apply"));
     emit({GenerateEvent::Kind::plan,
           cat(r.pipeline, ": ", plan.describe(), ", seed ", o.seed, ", PAB ", r.pab, ", on ",
-              backend(lo.device).device_description(), " ", o.compute.dtype, ", about ",
-              format_bytes(memory.peak()), " at most"),
+              backend(lo.device).device_description(), " ", o.compute.dtype, ", about ", format_bytes(memory.peak()),
+              " at most"),
           0, 0, 0, 0});
     for (const std::string& w : r.warnings) emit({GenerateEvent::Kind::warning, w, 0, 0, 0, 0});
 

@@ -41,11 +41,14 @@ CliRun pab_run(const std::string& args) {
   if (r.rc == 0) return ::testing::AssertionFailure() << "exit status 0: " << r.out;
   if (r.out.find("pab: error: ") != 0 || r.out.find('\n') != r.out.size() - 1)
     return ::testing::AssertionFailure() << "not one error line: " << r.out;
-  if (r.out.find(needle) == std::string::npos) return ::testing::AssertionFailure() << "no '" << needle << "': " << r.out;
+  if (r.out.find(needle) == std::string::npos)
+    return ::testing::AssertionFailure() << "no '" << needle << "': " << r.out;
   return ::testing::AssertionSuccess();
 }
 
-std::string bytes_of(const std::string& path) { return testing::read_bytes(path); }
+std::string bytes_of(const std::string& path) {
+  return testing::read_bytes(path);
+}
 
 TEST(Cli, TheSameCommandGivesTheSameBytesWhateverTheArgumentOrder) {
   testing::TempDir dir;
@@ -104,9 +107,10 @@ TEST(Cli, ValuesOutOfRangeAreRefusedNamingTheFlagAndTheRange) {
 TEST(Cli, OutputsAreCheckedBeforeAnyWork) {
   testing::TempDir dir;
   const std::string run = "generate -m " + kModel + " -p 'a cat' --steps 2 ";
-  EXPECT_TRUE(refused(pab_run(run + "-o " + (dir / "out.png")),
-                      "out.png: unsupported video format '.png': expected one of .mp4 (H.264), .webm (VP9), .gif (GIF); "
-                      "for PNG frames give a folder with --frames-dir"));
+  EXPECT_TRUE(
+      refused(pab_run(run + "-o " + (dir / "out.png")),
+              "out.png: unsupported video format '.png': expected one of .mp4 (H.264), .webm (VP9), .gif (GIF); "
+              "for PNG frames give a folder with --frames-dir"));
   EXPECT_TRUE(refused(pab_run(run + "-o " + (dir / "out.xyz")), "unsupported video format '.xyz'"));
   EXPECT_TRUE(refused(pab_run(run + "-o " + (dir / "out")), "out: no file extension"));
   EXPECT_TRUE(refused(pab_run(run + "-o " + (dir / "out.mp4") + " --pab off --pab-report " + (dir / "map.png")),
@@ -119,8 +123,9 @@ TEST(Cli, OutputsAreCheckedBeforeAnyWork) {
 }
 
 TEST(Cli, CommandsAndFoldersSayWhatIsWrong) {
-  EXPECT_TRUE(refused(pab_run("gnerate -m x"),
-                      "unknown command 'gnerate'; the commands are bench, calibrate, compare, generate, inspect, replay"));
+  EXPECT_TRUE(
+      refused(pab_run("gnerate -m x"),
+              "unknown command 'gnerate'; the commands are bench, calibrate, compare, generate, inspect, replay"));
   EXPECT_TRUE(refused(pab_run(""), "no command given; the commands are"));
   EXPECT_EQ(pab_run("--version").rc, 0);
   CliRun help = pab_run("generate --help");
@@ -157,8 +162,9 @@ TEST(Cli, CommandsAndFoldersSayWhatIsWrong) {
   testing::write_bytes(dir / "pab.json", "{\n  \"spatial_broadcast\": true,,\n}");
   EXPECT_TRUE(refused(pab_run("generate -m " + kModel + run + " --pab-config " + (dir / "pab.json")),
                       "pab.json: not valid JSON (line 2, column 29"));
-  testing::write_bytes(dir / "pab.yaml", "spatial_broadcast: true\nspatial_threshold: [100, 800]\nspatial_range: 2\n"
-                                         "spatial_block: [0, 5]\n");
+  testing::write_bytes(dir / "pab.yaml",
+                       "spatial_broadcast: true\nspatial_threshold: [100, 800]\nspatial_range: 2\n"
+                       "spatial_block: [0, 5]\n");
   EXPECT_TRUE(refused(pab_run("generate -m " + kModel + run + " --pab-config " + (dir / "pab.yaml")),
                       "PAB spatial: block 3 is beyond this model's 3 spatial blocks (0 to 2)"));
   EXPECT_FALSE(fs::exists(dir / "out.mp4"));
@@ -246,7 +252,9 @@ TEST(Cli, AnInterruptWhileWritingLeavesTheEarlierOutputsAndNoTemporary) {
     // as the outputs were being moved into place, which runs to its end) both new.
     const bool old_video = bytes_of(out) == old_mp4, old_pictures = listing(frames) == old_frames;
     EXPECT_EQ(old_video, old_pictures);
-    if (std::string(c.temporary) == ".out.mp4.tmp") EXPECT_TRUE(old_video) << "stopped while encoding";
+    if (std::string(c.temporary) == ".out.mp4.tmp") {
+      EXPECT_TRUE(old_video) << "stopped while encoding";
+    }
   }
 }
 

@@ -7,14 +7,14 @@
 
 #include <cmath>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "io/video.h"
-#include "pipeline/tokenizer.h"
 #include "pab/pab.h"
+#include "pipeline/tokenizer.h"
 #include "support/testing.h"
 
 namespace pab {

@@ -63,12 +63,11 @@ struct Case {
 // it (measured: text 1.0-1.3x, denoise 1.0-1.2x, decode 1.1-1.5x; the tiny
 // models' fixed parts weigh more than in full-size ones).
 TEST(MemoryEstimate, CoversEachPhasesMeasuredPeak) {
-  for (const Case& c : {Case{"cogvideox_ddim", 17, 64, 96, "spatial=2@100-900"},
-                        Case{"cogvideox_ddim", 33, 96, 128, "off"},
-                        Case{"cogvideox_dpm", 9, 96, 64, "off"},
-                        Case{"cogvideox_dpm", 25, 160, 96, "spatial=2@100-900"},
-                        Case{"latte", 4, 128, 96, "spatial=2@100-900,temporal=2@100-900,cross=2@100-900"},
-                        Case{"latte", 3, 192, 160, "off"}}) {
+  for (const Case& c :
+       {Case{"cogvideox_ddim", 17, 64, 96, "spatial=2@100-900"}, Case{"cogvideox_ddim", 33, 96, 128, "off"},
+        Case{"cogvideox_dpm", 9, 96, 64, "off"}, Case{"cogvideox_dpm", 25, 160, 96, "spatial=2@100-900"},
+        Case{"latte", 4, 128, 96, "spatial=2@100-900,temporal=2@100-900,cross=2@100-900"},
+        Case{"latte", 3, 192, 160, "off"}}) {
     SCOPED_TRACE(c.pipeline);
     auto pipe = VideoPipeline::open(data_path("fixtures/pipeline/" + c.pipeline + "/model"), LoadOptions{});
     VideoRequest req;
@@ -161,8 +160,8 @@ TEST(MemoryEstimate, HugeConfigSizesAreRefusedQuickly) {
   const std::vector<int64_t> values = {0, -1, 1000000, (1 << 24) + 1, 2147483647, 2000000000};
   int runs = 0, refused = 0;
   double slowest = 0;
-  for (const char* config : {"transformer/config.json", "vae/config.json", "text_encoder/config.json",
-                             "scheduler/scheduler_config.json"}) {
+  for (const char* config :
+       {"transformer/config.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"}) {
     const fs::path file = fs::path(model) / config;
     const nlohmann::json original = nlohmann::json::parse(testing::read_bytes(file.string()));
     for (auto it = original.begin(); it != original.end(); ++it) {

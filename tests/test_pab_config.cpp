@@ -298,7 +298,8 @@ TEST(PabConfigDefaults, PublishedSettingsPerModel) {
     EXPECT_NE(std::string(e.what()).find("UNet2DModel"), std::string::npos) << e.what();
   }
   // the command line's choice
-  expect_same_schedule(resolve_pab_choice("default", std::nullopt, "LatteTransformer3DModel"), latte, "resolve default");
+  expect_same_schedule(resolve_pab_choice("default", std::nullopt, "LatteTransformer3DModel"), latte,
+                       "resolve default");
   EXPECT_FALSE(resolve_pab_choice("off", std::nullopt, "LatteTransformer3DModel").any());
   EXPECT_THROW(resolve_pab_choice("off", "x.yaml", "LatteTransformer3DModel"), Error);
   // every default fits its model

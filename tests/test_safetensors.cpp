@@ -379,9 +379,9 @@ TEST_F(CorruptFile, DuplicateTensorNames) {
                              "key \"__metadata__\" appears twice", "abcd"));
   // Names repeated at other depths are fine: metadata values, shapes.
   std::string path = tmp_ / "nested.safetensors";
-  testing::write_bytes(path, testing::safetensors_bytes(
-                                 R"({"__metadata__":{"a":"a"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
-                                 "abcd"));
+  testing::write_bytes(
+      path, testing::safetensors_bytes(
+                R"({"__metadata__":{"a":"a"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", "abcd"));
   EXPECT_EQ(SafetensorsFile::open(path)->entries().size(), 1u);
 }
 

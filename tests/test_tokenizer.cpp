@@ -143,9 +143,13 @@ TEST(Tokenizer, OtherTokenizerJsonLayoutsAreRefused) {
             std::string::npos);
   EXPECT_NE(error_with([](nlohmann::json& j) { j["model"]["byte_fallback"] = true; }).find("byte_fallback"),
             std::string::npos);
-  EXPECT_NE(error_with([](nlohmann::json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; }).find("pre_tokenizer"),
+  EXPECT_NE(error_with([](nlohmann::json& j) {
+              j["pre_tokenizer"] = {{"type", "Whitespace"}};
+            }).find("pre_tokenizer"),
             std::string::npos);
-  EXPECT_NE(error_with([](nlohmann::json& j) { j["normalizer"] = {{"type", "Lowercase"}}; }).find("normalizer"),
+  EXPECT_NE(error_with([](nlohmann::json& j) {
+              j["normalizer"] = {{"type", "Lowercase"}};
+            }).find("normalizer"),
             std::string::npos);
   EXPECT_NE(error_with([](nlohmann::json& j) { j["normalizer"]["precompiled_charsmap"] = "***"; }).find("base64"),
             std::string::npos);
@@ -153,9 +157,9 @@ TEST(Tokenizer, OtherTokenizerJsonLayoutsAreRefused) {
   EXPECT_NE(error_with([](nlohmann::json& j) { j["model"]["vocab"][5] = 3; }).find("vocab entry"), std::string::npos);
   // The collapse of repeated spaces beside Precompiled, as older converters wrote it, tokenizes the same.
   const std::string with_replace = error_with([](nlohmann::json& j) {
-    j["normalizer"] = {{"type", "Sequence"},
-                       {"normalizers",
-                        {j["normalizer"], {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}}}}};
+    j["normalizer"] = {
+        {"type", "Sequence"},
+        {"normalizers", {j["normalizer"], {{"type", "Replace"}, {"pattern", {{"Regex", " {2,}"}}}, {"content", " "}}}}};
   });
   EXPECT_EQ(with_replace, "");
 }
@@ -178,9 +182,15 @@ TEST(Tokenizer, DamagedTokenizerJsonIsAnErrorNotACrash) {
     std::string bytes = good;
     const size_t at = rng() % bytes.size();
     switch (i % 4) {
-      case 0: bytes[at] = char(rng()); break;
-      case 1: bytes.resize(at); break;
-      case 2: bytes.insert(at, std::string(1 + rng() % 8, char(rng()))); break;
+      case 0:
+        bytes[at] = char(rng());
+        break;
+      case 1:
+        bytes.resize(at);
+        break;
+      case 2:
+        bytes.insert(at, std::string(1 + rng() % 8, char(rng())));
+        break;
       case 3: {  // a value of another type in a place that matters
         nlohmann::json j = nlohmann::json::parse(good);
         const char* keys[] = {"model", "normalizer", "pre_tokenizer", "added_tokens"};

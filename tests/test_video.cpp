@@ -6,9 +6,9 @@
 
 #include <cmath>
 #include <cstring>
-#include <memory>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "io/safetensors.h"
 #include "io/video.h"

@@ -92,17 +92,17 @@ Status bench(const BenchRequest& request, std::string* report);
 struct GenerateOptions {
   std::string model_dir;  // a diffusers pipeline folder (model_index.json): CogVideoX or Latte
   std::string prompt;
-  std::string negative_prompt;                   // diffusers' default: ""
-  std::optional<int> steps;                      // >= 1; default 50
-  std::optional<double> guidance;                // finite; default CogVideoX 6, Latte 7.5; <= 1 runs without CFG
-  bool dynamic_cfg = false;                      // CogVideoX's use_dynamic_cfg
-  std::optional<int> frames, height, width;      // >= 1; default from the model's configs
-  std::optional<int> max_sequence_length;        // CogVideoX prompt tokens; default the transformer's max_text_seq_length
-  uint64_t seed = 42;                            // as torch.Generator("cpu").manual_seed(seed) in diffusers
-  std::string output;                            // video file: .mp4 (H.264), .webm (VP9) or .gif; empty: none
-  std::string frames_dir;                        // folder of frame_NNNN.png files; empty: none
-  std::string pab_report;                        // PNG picture of what PAB computed and broadcast; empty: none
-  double fps = 8;                                // in (0, 1000]
+  std::string negative_prompt;               // diffusers' default: ""
+  std::optional<int> steps;                  // >= 1; default 50
+  std::optional<double> guidance;            // finite; default CogVideoX 6, Latte 7.5; <= 1 runs without CFG
+  bool dynamic_cfg = false;                  // CogVideoX's use_dynamic_cfg
+  std::optional<int> frames, height, width;  // >= 1; default from the model's configs
+  std::optional<int> max_sequence_length;    // CogVideoX prompt tokens; default the transformer's max_text_seq_length
+  uint64_t seed = 42;                        // as torch.Generator("cpu").manual_seed(seed) in diffusers
+  std::string output;                        // video file: .mp4 (H.264), .webm (VP9) or .gif; empty: none
+  std::string frames_dir;                    // folder of frame_NNNN.png files; empty: none
+  std::string pab_report;                    // PNG picture of what PAB computed and broadcast; empty: none
+  double fps = 8;                            // in (0, 1000]
   std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
   ComputeOptions compute;
   PabOptions pab;  // neither given: --pab default (the settings published for the model)
@@ -143,7 +143,7 @@ struct CalibrateOptions {
   std::string negative_prompt;
   std::optional<int> steps;  // pipeline steps; default: the pipeline's
   uint64_t seed = 42;
-  std::optional<double> target_speedup;    // >= 1; default: the predicted speed-up of the settings published for the model
+  std::optional<double> target_speedup;    // >= 1; default: that of the settings published for the model
   std::string counting = "diffusers";      // the proposal's counting rule: diffusers or videosys
   int max_range = 8;                       // the largest range tried
   bool verify = false;                     // run the proposal and report measured speed-up and quality

@@ -9,8 +9,8 @@
 
 #include <array>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>

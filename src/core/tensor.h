@@ -20,7 +20,7 @@ const char* device_name(Device d);
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);  // "[2, 3, 4]"
-int64_t shape_numel(const Shape& s);  // fails for a negative dimension or overflow
+int64_t shape_numel(const Shape& s);    // fails for a negative dimension or overflow
 
 // A block of memory on one device, released by its deleter.
 class Storage {

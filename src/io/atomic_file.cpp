@@ -104,6 +104,14 @@ void move_into_place(const std::vector<OutputGroup::Entry>& entries) {
     if (!aside[i].empty()) remove_path(aside[i], true);
 }
 
+// Removes a temporary that will not be committed, and forgets it.
+void discard(const std::string& temp, bool folder) {
+  Temporaries& t = temporaries();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  remove_path(temp, folder);
+  t.paths.erase(temp);
+}
+
 [[noreturn]] void remove_temporaries_and_die(int sig) {
   Temporaries& t = temporaries();
   t.mutex.lock();  // never unlocked: nothing is created or committed after this
@@ -132,24 +140,12 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
 }
 
 AtomicFile::~AtomicFile() {
-  if (done_) return;
-  Temporaries& t = temporaries();
-  std::lock_guard<std::mutex> lock(t.mutex);
-  remove_path(temp_, false);
-  t.paths.erase(temp_);
+  if (!done_) discard(temp_, false);
 }
 
 void AtomicFile::commit() {
   PAB_ASSERT(!done_, path_, ": committed twice");
-  if (open_group) {
-    open_group->entries_.push_back({temp_, path_, false});
-    done_ = true;
-    return;
-  }
-  Temporaries& t = temporaries();
-  std::lock_guard<std::mutex> lock(t.mutex);
-  move_into_place({{temp_, path_, false}});
-  t.paths.erase(temp_);
+  OutputGroup::commit_or_defer({temp_, path_, false});
   done_ = true;
 }
 
@@ -166,11 +162,7 @@ AtomicFolder::AtomicFolder(std::string path) : path_(target_of(path)) {
 }
 
 AtomicFolder::~AtomicFolder() {
-  if (done_) return;
-  Temporaries& t = temporaries();
-  std::lock_guard<std::mutex> lock(t.mutex);
-  remove_path(temp_, true);
-  t.paths.erase(temp_);
+  if (!done_) discard(temp_, true);
 }
 
 void AtomicFolder::write(const std::string& name, const std::function<void(const std::string&)>& write) {
@@ -181,15 +173,7 @@ void AtomicFolder::write(const std::string& name, const std::function<void(const
 
 void AtomicFolder::commit() {
   PAB_ASSERT(!done_, path_, ": committed twice");
-  if (open_group) {
-    open_group->entries_.push_back({temp_, path_, true});
-    done_ = true;
-    return;
-  }
-  Temporaries& t = temporaries();
-  std::lock_guard<std::mutex> lock(t.mutex);
-  move_into_place({{temp_, path_, true}});
-  t.paths.erase(temp_);
+  OutputGroup::commit_or_defer({temp_, path_, true});
   done_ = true;
 }
 
@@ -208,6 +192,17 @@ OutputGroup::~OutputGroup() {
     remove_path(e.temp, e.folder);
     t.paths.erase(e.temp);
   }
+}
+
+void OutputGroup::commit_or_defer(const Entry& e) {
+  if (open_group) {
+    open_group->entries_.push_back(e);
+    return;
+  }
+  Temporaries& t = temporaries();
+  std::lock_guard<std::mutex> lock(t.mutex);
+  move_into_place({e});
+  t.paths.erase(e.temp);
 }
 
 void OutputGroup::commit() {

@@ -70,6 +70,8 @@ class OutputGroup {
   };
 
  private:
+  // Adds `e` to the group open on this thread, or moves it into place now.
+  static void commit_or_defer(const Entry& e);
   std::vector<Entry> entries_;
   friend class AtomicFile;
   friend class AtomicFolder;

@@ -16,7 +16,8 @@ JsonConfig JsonConfig::load(const std::string& path) {
 void JsonConfig::require_positive(std::initializer_list<std::pair<const char*, int>> values) const {
   for (const auto& [key, v] : values) {
     if (v < 1) unsupported(key, "must be >= 1");
-    if (v > kMaxConfigSize) unsupported(key, cat("must be at most ", kMaxConfigSize, " (a larger size is a broken config)"));
+    if (v > kMaxConfigSize)
+      unsupported(key, cat("must be at most ", kMaxConfigSize, " (a larger size is a broken config)"));
   }
 }
 
@@ -136,7 +137,7 @@ Json parse_with_position(const std::string& where, std::string_view text,
 nlohmann::json parse_json(const std::string& where, std::string_view text, bool unique_keys) {
   std::set<std::string> keys;
   nlohmann::json::parser_callback_t check_keys = [&](int depth, nlohmann::json::parse_event_t event,
-                                                      nlohmann::json& parsed) {
+                                                     nlohmann::json& parsed) {
     if (depth == 1 && event == nlohmann::json::parse_event_t::key && !keys.insert(parsed.get<std::string>()).second)
       fail(where, ": key ", json_brief(parsed, 80), " appears twice");
     return true;

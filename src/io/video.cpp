@@ -197,8 +197,9 @@ std::vector<Frame> gif_frames(const Rgb8Video& v, AVRational time_base, const st
                                ":time_base=", time_base.num, "/", time_base.den, ":pixel_aspect=1/1");
   check_av(avfilter_graph_create_filter(&src, avfilter_get_by_name("buffer"), "in", args.c_str(), nullptr, graph.get()),
            path, "GIF palette: the frame source");
-  check_av(avfilter_graph_create_filter(&sink, avfilter_get_by_name("buffersink"), "out", nullptr, nullptr, graph.get()),
-           path, "GIF palette: the frame sink");
+  check_av(
+      avfilter_graph_create_filter(&sink, avfilter_get_by_name("buffersink"), "out", nullptr, nullptr, graph.get()),
+      path, "GIF palette: the frame sink");
   InOut outputs(avfilter_inout_alloc()), inputs(avfilter_inout_alloc());
   if (!outputs || !inputs) fail(path, ": out of memory for a filter graph");
   outputs->name = av_strdup("in");
@@ -207,8 +208,8 @@ std::vector<Frame> gif_frames(const Rgb8Video& v, AVRational time_base, const st
   inputs->filter_ctx = sink;
   AVFilterInOut *in_raw = inputs.release(), *out_raw = outputs.release();
   const int parsed = avfilter_graph_parse_ptr(
-      graph.get(), "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a", &in_raw,
-      &out_raw, nullptr);
+      graph.get(), "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse=dither=sierra2_4a", &in_raw, &out_raw,
+      nullptr);
   inputs.reset(in_raw);
   outputs.reset(out_raw);
   check_av(parsed, path, "GIF palette: the filter graph");

@@ -13,10 +13,10 @@ namespace pab {
 
 // Defined in the model files: each family's loader, its sites and the
 // footprint of one forward pass, from the config alone.
-#define PAB_TRANSFORMER_FAMILY(name)                                                                             \
-  std::unique_ptr<DiffusionTransformer> load_##name(const JsonConfig& config, const WeightSource& weights,      \
-                                                    const LoadOptions& opts);                                  \
-  SiteLayout name##_site_layout(const JsonConfig& config);                                                     \
+#define PAB_TRANSFORMER_FAMILY(name)                                                                       \
+  std::unique_ptr<DiffusionTransformer> load_##name(const JsonConfig& config, const WeightSource& weights, \
+                                                    const LoadOptions& opts);                              \
+  SiteLayout name##_site_layout(const JsonConfig& config);                                                 \
   ForwardFootprint name##_footprint(const JsonConfig& config, const ForwardShape& shape);
 PAB_TRANSFORMER_FAMILY(cogvideox)
 PAB_TRANSFORMER_FAMILY(latte)
@@ -27,8 +27,7 @@ PAB_TRANSFORMER_FAMILY(open_sora_plan_v120)
 
 namespace {
 struct Family {
-  std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&, const LoadOptions&)>
-      load;
+  std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&, const LoadOptions&)> load;
   std::function<SiteLayout(const JsonConfig&)> site_layout;
   std::function<ForwardFootprint(const JsonConfig&, const ForwardShape&)> footprint;
 };

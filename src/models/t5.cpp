@@ -90,7 +90,8 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const std::string& dir, const LoadOpt
   return load(config, Checkpoint::open_dir(dir), opts);
 }
 
-std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const WeightSource& source, const LoadOptions& opts) {
+std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const WeightSource& source,
+                                           const LoadOptions& opts) {
   WeightUse ck(source);
   auto enc = std::unique_ptr<T5Encoder>(new T5Encoder());
   enc->cfg_ = T5Config::from_json(config);

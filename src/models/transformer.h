@@ -32,7 +32,7 @@ struct TransformerInputs {
 // What one forward pass holds on the device besides the weights, estimated
 // from the config and the input's shape.
 struct ForwardFootprint {
-  uint64_t activations = 0;                // bytes live at the pass's peak
+  uint64_t activations = 0;                 // bytes live at the pass's peak
   std::array<uint64_t, kSiteKinds> site{};  // bytes one site's output holds, per kind
 };
 

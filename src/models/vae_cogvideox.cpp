@@ -376,8 +376,8 @@ int64_t CogVideoXVaeConfig::decoded_frames(int64_t latent_frames) const {
   return through_decoder(first) + (batches - 1) * through_decoder(kLatentFramesPerBatch);
 }
 
-uint64_t CogVideoXVaeConfig::decode_bytes(int64_t latent_frames, int64_t height, int64_t width, bool tiled,
-                                          DType dtype, Device device) const {
+uint64_t CogVideoXVaeConfig::decode_bytes(int64_t latent_frames, int64_t height, int64_t width, bool tiled, DType dtype,
+                                          Device device) const {
   const char* what = "CogVideoX VAE decode";
   // A frame batch's decoded frames at full resolution in the widest channel
   // count there, six such activations at once (resnet input, norm,

@@ -193,10 +193,10 @@ std::string bench_text(const BenchReport& r) {
   os << r.workload << " on " << r.device << ", " << r.steps << " steps, CFG batch 2, weights "
      << double(r.weights_bytes) / double(1 << 30) << " GiB\n";
   for (const BenchRun& run : r.runs) {
-    os << (run.pab ? "  PAB:    " : "  no PAB: ") << run.total_seconds << " s total, "
-       << std::setprecision(3) << run.total_seconds / std::max<size_t>(run.step_seconds.size(), 1) << " s/step, peak "
-       << std::setprecision(2) << double(run.peak_bytes) / double(1 << 30) << " GiB (estimated "
-       << double(run.estimate_bytes) / double(1 << 30) << ")";
+    os << (run.pab ? "  PAB:    " : "  no PAB: ") << run.total_seconds << " s total, " << std::setprecision(3)
+       << run.total_seconds / std::max<size_t>(run.step_seconds.size(), 1) << " s/step, peak " << std::setprecision(2)
+       << double(run.peak_bytes) / double(1 << 30) << " GiB (estimated " << double(run.estimate_bytes) / double(1 << 30)
+       << ")";
     if (run.pab) os << "\n          " << run.stats.summary();
     os << "\n";
   }
@@ -360,7 +360,8 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   run.pab = policy != nullptr;
   // The estimate without weights (generated weights have no header to read
   // them from): each phase's weights are added as loaded.
-  const MemoryEstimate estimate = pipe->estimate_memory(plan, cached_kinds(policy ? policy->config() : PabConfig{}), w.tiling);
+  const MemoryEstimate estimate =
+      pipe->estimate_memory(plan, cached_kinds(policy ? policy->config() : PabConfig{}), w.tiling);
   auto estimated = [&](const std::string& phase, size_t weights) {
     for (const MemoryEstimate::Phase& p : estimate.phases)
       if (p.name == phase) return size_t(p.total()) + weights;

@@ -134,9 +134,8 @@ class CogVideoXPipeline final : public VideoPipeline {
 
   MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice tiling) const override {
     const int64_t latent_frames = plan.latents[1] - plan.padding_frames;
-    const uint64_t decode =
-        vae_config_.decode_bytes(latent_frames, plan.height, plan.width, tiles(plan, tiling), opts_.dtype,
-                                 opts_.device);
+    const uint64_t decode = vae_config_.decode_bytes(latent_frames, plan.height, plan.width, tiles(plan, tiling),
+                                                     opts_.dtype, opts_.device);
     const uint64_t frames = element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), DType::f32, "frames");
     return {"decode",
             {{"weights", parts_.vae.weights->bytes_as(opts_.dtype, {"encoder.", "quant_conv."})},

@@ -576,8 +576,13 @@ std::string base64_decode(std::string_view text, const std::string& where) {
   uint32_t bits = 0;
   int count = 0;
   for (char c : text) {
-    int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52
-          : c == '+' ? 62 : c == '/' ? 63 : c == '=' ? -2 : -1;
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+            : c >= 'a' && c <= 'z' ? c - 'a' + 26
+            : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '+'             ? 62
+            : c == '/'             ? 63
+            : c == '='             ? -2
+                                   : -1;
     if (v == -2) break;
     if (v < 0) fail(where, ": precompiled_charsmap is not base64");
     bits = (bits << 6) | uint32_t(v);
@@ -598,7 +603,8 @@ Vocabulary read_tokenizer_json(const std::string& path) {
   const JsonConfig j = JsonConfig::load(path);
   const nlohmann::json& root = j.json();
   auto bad = [&](const std::string& what, const nlohmann::json& v) -> void {
-    fail(path, ": ", what, " ", json_brief(v), " is not the T5 layout pab reads (a Unigram model, the Precompiled "
+    fail(path, ": ", what, " ", json_brief(v),
+         " is not the T5 layout pab reads (a Unigram model, the Precompiled "
          "normalizer, WhitespaceSplit then Metaspace); an spiece.model beside it is read instead");
   };
   const nlohmann::json& model = root.value("model", nlohmann::json());
@@ -626,7 +632,8 @@ Vocabulary read_tokenizer_json(const std::string& path) {
   const nlohmann::json& norm = root.value("normalizer", nlohmann::json());
   if (norm.is_object() && norm.value("type", "") == "Precompiled") {
     precompiled(norm);
-  } else if (norm.is_object() && norm.value("type", "") == "Sequence" && norm.value("normalizers", nlohmann::json()).is_array()) {
+  } else if (norm.is_object() && norm.value("type", "") == "Sequence" &&
+             norm.value("normalizers", nlohmann::json()).is_array()) {
     bool seen = false;
     for (const nlohmann::json& n : norm.at("normalizers")) {
       const std::string type = n.is_object() ? n.value("type", "") : "";
@@ -659,8 +666,8 @@ Vocabulary read_tokenizer_json(const std::string& path) {
         !t.value("content", nlohmann::json()).is_string())
       bad("an added_tokens entry", t);
     if (t.value("single_word", false)) bad("an added_tokens entry with single_word", t);
-    v.added.push_back({t.at("content").get<std::string>(), int64_t(t.at("id").get<uint64_t>()), t.value("lstrip", false),
-                       t.value("rstrip", false), t.value("normalized", false)});
+    v.added.push_back({t.at("content").get<std::string>(), int64_t(t.at("id").get<uint64_t>()),
+                       t.value("lstrip", false), t.value("rstrip", false), t.value("normalized", false)});
   }
   v.holds_extra_ids = true;
   return v;

@@ -79,7 +79,8 @@ PipelineParts read_pipeline_folder(const std::string& dir) {
   if (p.scheduler.get_or<std::string>("_class_name", "") != sc.class_name) {
     nlohmann::json edited = p.scheduler.json();
     edited["_class_name"] = sc.class_name;
-    p.scheduler = JsonConfig(std::move(edited), cat(scheduler.string(), " (read as model_index.json's ", sc.class_name, ")"));
+    p.scheduler =
+        JsonConfig(std::move(edited), cat(scheduler.string(), " (read as model_index.json's ", sc.class_name, ")"));
   }
   return p;
 }
@@ -181,12 +182,16 @@ MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t wei
   const ForwardFootprint f = transformer_footprint(transformer, shape);
   uint64_t cache = 0;
   for (const auto& [kind, blocks] : transformer_site_layout(transformer).kinds)
-    if (std::find(cached.begin(), cached.end(), kind) != cached.end())
-      cache = add_bytes(cache, uint64_t(blocks) * f.site[size_t(kind)], "PAB cache");
+    if (std::find(cached.begin(), cached.end(), kind) != cached.end()) {
+      uint64_t bytes = 0;
+      if (__builtin_mul_overflow(uint64_t(blocks), f.site[size_t(kind)], &bytes)) fail("PAB cache: beyond 2^64 bytes");
+      cache = add_bytes(cache, bytes, "PAB cache");
+    }
   // The f32 latents: the loop's, the scheduler's step and the guided output.
   const uint64_t loop = element_bytes(shape_numel(shape.latents), DType::f32, "latents") * 4;
-  return {"denoise",
-          {{"weights", weight_bytes}, {"activations", add_bytes(f.activations, loop, "denoise")}, {"PAB cache", cache}}};
+  return {
+      "denoise",
+      {{"weights", weight_bytes}, {"activations", add_bytes(f.activations, loop, "denoise")}, {"PAB cache", cache}}};
 }
 
 MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const std::vector<SiteKind>& cached,

@@ -130,8 +130,7 @@ class VideoPipeline {
   // What the generation will hold in memory, phase by phase, from the
   // configs, the checkpoints' headers and the plan (memory_plan.h), with the
   // outputs of the `cached` site kinds held across steps.
-  MemoryEstimate estimate_memory(const VideoPlan& plan, const std::vector<SiteKind>& cached,
-                                 TilingChoice tiling) const;
+  MemoryEstimate estimate_memory(const VideoPlan& plan, const std::vector<SiteKind>& cached, TilingChoice tiling) const;
 
   // The pipeline's encode_prompt: tokenize, encode, and for CFG the negative
   // prompt. Loads the text encoder on first use.

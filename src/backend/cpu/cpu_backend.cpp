@@ -65,7 +65,9 @@ MemoryStats CpuBackend::memory_stats() const {
   return {in_use, size_t(peak_.load()), in_use};
 }
 
-void CpuBackend::reset_peak_memory() { peak_.store(in_use_.load()); }
+void CpuBackend::reset_peak_memory() {
+  peak_.store(in_use_.load());
+}
 
 std::optional<uint64_t> CpuBackend::memory_available() const {
   // MemAvailable: what the kernel could give without swapping.
