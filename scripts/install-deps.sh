@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev
       libavcodec-dev libavformat-dev libavfilter-dev libavutil-dev libswscale-dev
-      libyaml-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libpng-dev
+      libyaml-cpp-dev libgtest-dev libgmock-dev libpng-dev
       libcairo2-dev fonts-dejavu-core)
 missing=()
 for p in "${pkgs[@]}"; do

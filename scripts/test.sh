@@ -16,7 +16,7 @@ ctest --test-dir build -j2 --output-on-failure
 if [ "${PAB_SANITIZE_LANE:-1}" != 0 ]; then
   generator=()
   if [ ! -f build-asan/CMakeCache.txt ] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
-  cmake -S . -B build-asan "${generator[@]}" -DPAB_SANITIZE=ON -DPAB_CUDA=OFF -DPAB_BENCH=OFF
+  cmake -S . -B build-asan "${generator[@]}" -DPAB_SANITIZE=ON -DPAB_CUDA=OFF
   cmake --build build-asan -j "${PAB_JOBS:-$(nproc)}"
   ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -15,6 +15,7 @@
 // of the rank count (30 heads run on 4 ranks).
 #include <cmath>
 
+#include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
@@ -441,5 +442,7 @@ std::unique_ptr<DiffusionTransformer> load_cogvideox(const JsonConfig& config, c
                                                      const LoadOptions& opts) {
   return std::make_unique<CogVideoX>(config, weights, opts);
 }
+
+PAB_REGISTER(TransformerFamily, "CogVideoXTransformer3DModel", {load_cogvideox, cogvideox_site_layout, cogvideox_footprint});
 
 }  // namespace pab

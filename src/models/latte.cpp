@@ -26,6 +26,7 @@
 #include <cmath>
 #include <optional>
 
+#include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
@@ -395,5 +396,7 @@ std::unique_ptr<DiffusionTransformer> load_latte(const JsonConfig& config, const
                                                  const LoadOptions& opts) {
   return std::make_unique<Latte>(config, weights, opts);
 }
+
+PAB_REGISTER(TransformerFamily, "LatteTransformer3DModel", {load_latte, latte_site_layout, latte_footprint});
 
 }  // namespace pab

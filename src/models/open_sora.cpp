@@ -24,6 +24,7 @@
 // a share of the spatial positions and back (see models/latte.cpp).
 #include <cmath>
 
+#include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
@@ -438,5 +439,7 @@ std::unique_ptr<DiffusionTransformer> load_open_sora(const JsonConfig& config, c
                                                      const LoadOptions& opts) {
   return std::make_unique<StDiT3>(config, weights, opts);
 }
+
+PAB_REGISTER(TransformerFamily, "STDiT3", {load_open_sora, open_sora_site_layout, open_sora_footprint});
 
 }  // namespace pab

@@ -25,6 +25,7 @@
 // modulation and gate); v1.2 keeps it before the gate, as the original does.
 #include <cmath>
 
+#include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
@@ -599,5 +600,8 @@ std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v120(const JsonConfig&
                                                                const LoadOptions& opts) {
   return std::make_unique<OpenSoraT2V>(config, weights, opts);
 }
+
+PAB_REGISTER(TransformerFamily, "LatteT2V", {load_open_sora_plan_v110, open_sora_plan_v110_site_layout, open_sora_plan_v110_footprint});
+PAB_REGISTER(TransformerFamily, "OpenSoraT2V", {load_open_sora_plan_v120, open_sora_plan_v120_site_layout, open_sora_plan_v120_footprint});
 
 }  // namespace pab

@@ -1,9 +1,9 @@
-// Maps diffusers `_class_name` values (transformers' `architectures[0]` for
-// STDiT3) to the model files that implement them.
+// The transformer families by class name (diffusers' `_class_name`,
+// transformers' `architectures[0]` for STDiT3): each model file registers its
+// own TransformerFamily; this file looks them up and wraps CFG parallelism.
 #include <filesystem>
-#include <functional>
-#include <map>
 
+#include "core/registry.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/transformer.h"
@@ -11,37 +11,7 @@
 
 namespace pab {
 
-// Defined in the model files: each family's loader, its sites and the
-// footprint of one forward pass, from the config alone.
-#define PAB_TRANSFORMER_FAMILY(name)                                                                       \
-  std::unique_ptr<DiffusionTransformer> load_##name(const JsonConfig& config, const WeightSource& weights, \
-                                                    const LoadOptions& opts);                              \
-  SiteLayout name##_site_layout(const JsonConfig& config);                                                 \
-  ForwardFootprint name##_footprint(const JsonConfig& config, const ForwardShape& shape);
-PAB_TRANSFORMER_FAMILY(cogvideox)
-PAB_TRANSFORMER_FAMILY(latte)
-PAB_TRANSFORMER_FAMILY(open_sora)
-PAB_TRANSFORMER_FAMILY(open_sora_plan_v110)
-PAB_TRANSFORMER_FAMILY(open_sora_plan_v120)
-#undef PAB_TRANSFORMER_FAMILY
-
 namespace {
-struct Family {
-  std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&, const LoadOptions&)> load;
-  std::function<SiteLayout(const JsonConfig&)> site_layout;
-  std::function<ForwardFootprint(const JsonConfig&, const ForwardShape&)> footprint;
-};
-const std::map<std::string, Family>& families() {
-  static const std::map<std::string, Family> m = {
-      {"CogVideoXTransformer3DModel", {load_cogvideox, cogvideox_site_layout, cogvideox_footprint}},
-      {"LatteTransformer3DModel", {load_latte, latte_site_layout, latte_footprint}},
-      {"STDiT3", {load_open_sora, open_sora_site_layout, open_sora_footprint}},
-      {"LatteT2V", {load_open_sora_plan_v110, open_sora_plan_v110_site_layout, open_sora_plan_v110_footprint}},
-      {"OpenSoraT2V", {load_open_sora_plan_v120, open_sora_plan_v120_site_layout, open_sora_plan_v120_footprint}},
-  };
-  return m;
-}
-
 // CFG parallelism: each rank of the pair runs its half of the batch (its
 // guidance branch) and the halves are gathered, in pair order.
 class CfgParallel final : public DiffusionTransformer {
@@ -84,15 +54,12 @@ std::string class_name_of(const JsonConfig& config) {
   return config.get<std::string>("_class_name");
 }
 
-const Family& family_of(const JsonConfig& config) {
+const TransformerFamily& family_of(const JsonConfig& config) {
   const std::string cls = class_name_of(config);
-  auto it = families().find(cls);
-  if (it == families().end()) {
-    std::string known;
-    for (const auto& [name, f] : families()) known += (known.empty() ? "" : ", ") + name;
-    fail(config.where(), ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", known, ")");
-  }
-  return it->second;
+  const auto& families = Registry<TransformerFamily>::get();
+  if (const TransformerFamily* f = families.find(cls)) return *f;
+  fail(config.where(), ": key '_class_name': unsupported transformer class '", cls, "' (supported: ", families.list(),
+       ")");
 }
 }  // namespace
 

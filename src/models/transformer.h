@@ -1,6 +1,6 @@
 // The denoising transformer as pipelines and `pab replay` see it. Each model
-// family is one file (cogvideox.cpp, latte.cpp, ...) registered in
-// models/registry.cpp by its diffusers `_class_name`.
+// family is one file (cogvideox.cpp, latte.cpp, ...) that registers itself
+// (TransformerFamily below) by its diffusers `_class_name`.
 #pragma once
 
 #include <array>
@@ -83,17 +83,29 @@ struct LoadOptions {
   std::function<void(const std::string&)> on_warning = {};
 };
 
+class JsonConfig;
+class WeightSource;
 class WeightUse;
 // After a model loaded through `use`: fails naming the tensors `model` left
 // unused, or with allow_unused_weights passes them to on_warning.
 void check_weights_used(const WeightUse& use, const std::string& model, const LoadOptions& opts);
 
+// A transformer family as it registers itself, in its own file, by the
+// class name its config.json gives (diffusers' `_class_name`, or the first of
+// transformers' `architectures`):
+//   PAB_REGISTER(TransformerFamily, "LatteTransformer3DModel", {load_latte, latte_site_layout, latte_footprint});
+struct TransformerFamily {
+  // Builds the model from its config and weights; unsupported config values fail.
+  std::function<std::unique_ptr<DiffusionTransformer>(const JsonConfig&, const WeightSource&, const LoadOptions&)> load;
+  // The sites and the footprint of one forward pass, from the config alone.
+  std::function<SiteLayout(const JsonConfig&)> site_layout;
+  std::function<ForwardFootprint(const JsonConfig&, const ForwardShape&)> footprint;
+};
+
 // Loads the transformer in `dir` (config.json + weights), choosing the class
 // from `_class_name`; unknown classes and unsupported config values are errors.
 std::unique_ptr<DiffusionTransformer> load_transformer(const std::string& dir, const LoadOptions& opts = {});
 
-class JsonConfig;
-class WeightSource;
 // As above, from a parsed config and any weight source (e.g. generated weights).
 std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
                                                       const LoadOptions& opts);
