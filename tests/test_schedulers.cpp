@@ -8,7 +8,8 @@
 #include <map>
 
 #include "io/safetensors.h"
-#include "pipeline/schedulers/scheduler.h"
+#include "core/registry.h"
+#include "pipeline/schedulers/ddpm.h"
 #include "support/testing.h"
 
 namespace pab {
@@ -22,13 +23,14 @@ using testing::data_path;
 // computes them, so they agree to a few f32 roundings.
 constexpr double kStepTol = 1e-6;
 
-std::vector<int64_t> as_i64(const Tensor& t) {
-  return std::vector<int64_t>(t.i64(), t.i64() + t.numel());
+// An i64 tensor's values as the interface holds timesteps.
+std::vector<double> as_f64(const Tensor& t) {
+  return std::vector<double>(t.i64(), t.i64() + t.numel());
 }
 
 struct Case {
   std::unique_ptr<SafetensorsFile> file;
-  SchedulerConfig config;
+  JsonConfig config{nlohmann::json::object(), ""};
   int steps = 0;
   double eta = 0;
 
@@ -45,7 +47,7 @@ Case load_case(const std::string& name) {
   Case c;
   c.file = SafetensorsFile::open(data_path("schedulers/" + name + ".safetensors"));
   const auto& meta = c.file->metadata();
-  c.config = parse_scheduler_config(JsonConfig(nlohmann::json::parse(meta.at("config")), c.file->path()));
+  c.config = JsonConfig(nlohmann::json::parse(meta.at("config")), c.file->path());
   c.steps = std::stoi(meta.at("num_inference_steps"));
   c.eta = std::stod(meta.at("eta"));
   return c;
@@ -76,7 +78,7 @@ StepOutput run_step(Scheduler& s, const Case& c, int k, int64_t t, ReplayNoise* 
     std::optional<int64_t> back;
     if (c.has(cat("old_pred_original_sample_", k))) {
       old = c.f32(cat("old_pred_original_sample_", k));
-      back = s.timesteps()[size_t(k - 1)];
+      back = int64_t(s.timesteps()[size_t(k - 1)]);
     }
     return dpm->step_at(t, back, mo, old.defined() ? &old : nullptr, x, noise);
   }
@@ -99,23 +101,24 @@ TEST_P(SchedulerStep, MatchesDiffusers) {
   Case c = load_case(GetParam());
   auto s = make_scheduler(c.config);
   s->set_timesteps(c.steps);
-  ASSERT_EQ(s->timesteps(), as_i64(c.raw("timesteps")));
+  ASSERT_EQ(s->timesteps(), as_f64(c.raw("timesteps")));
+  const auto& ddpm = dynamic_cast<const DdpmScheduler&>(*s);
 
   // The noise table holds what diffusers holds (f32 or f64), bit for bit except
   // where torch's f32 sqrt (not correctly rounded) feeds the zero-SNR rescale:
   // values in [0, 1], compared absolutely.
   Tensor table = c.raw("alphas_cumprod");
-  ASSERT_EQ(table.numel(), int64_t(s->alphas_cumprod().size()));
+  ASSERT_EQ(table.numel(), int64_t(ddpm.alphas_cumprod().size()));
   double table_err = 0;
   const double* ref = static_cast<const double*>(table.raw());
   for (int64_t t = 0; t < table.numel(); ++t)
-    table_err = std::max(table_err, std::fabs(s->alphas_cumprod()[size_t(t)] - ref[t]));
+    table_err = std::max(table_err, std::fabs(ddpm.alphas_cumprod()[size_t(t)] - ref[t]));
   EXPECT_LE(table_err, 1e-6) << "alphas_cumprod";
 
   double worst = 0;
   int neighbour_mismatches = 0;
   for (int k = 0; k < c.steps; ++k) {
-    const int64_t t = s->timesteps()[size_t(k)];
+    const auto t = int64_t(s->timesteps()[size_t(k)]);
     ReplayNoise noise = recorded_noise(c, k);
     StepOutput out = run_step(*s, c, k, t, &noise);
     EXPECT_EQ(noise.drawn(), noise.size()) << "step " << k << ": noise draws";
@@ -125,7 +128,7 @@ TEST_P(SchedulerStep, MatchesDiffusers) {
     worst = std::max({worst, compare(out.prev_sample, prev).rel(), compare(out.pred_original_sample, x0).rel()});
 
     // Can fail: the same inputs stepped from the neighbouring timestep miss the reference.
-    const int64_t other = s->timesteps()[size_t(k + 1 < c.steps ? k + 1 : k - 1)];
+    const auto other = int64_t(s->timesteps()[size_t(k + 1 < c.steps ? k + 1 : k - 1)]);
     // (a step to t < 0 draws once where the others draw twice: repeat the last draw)
     ReplayNoise recorded = recorded_noise(c, k);
     std::vector<Tensor> draws;
@@ -153,9 +156,9 @@ TEST(SchedulerTimesteps, MatchDiffusersForManyStepCounts) {
     const std::string spacing = name.substr(0, o);
     const int offset = std::stoi(name.substr(o + 2, n - o - 2)), steps = std::stoi(name.substr(n + 2));
     JsonConfig json({{"_class_name", "DDIMScheduler"}, {"timestep_spacing", spacing}, {"steps_offset", offset}}, name);
-    DdimScheduler s(parse_scheduler_config(json));
-    std::vector<int64_t> expected = as_i64(file->load(entry, DType::i64));
-    const bool outside = std::any_of(expected.begin(), expected.end(), [](int64_t t) { return t < 0 || t >= 1000; });
+    DdimScheduler s(DdimConfig::from_json(json));
+    std::vector<double> expected = as_f64(file->load(entry, DType::i64));
+    const bool outside = std::any_of(expected.begin(), expected.end(), [](double t) { return t < 0 || t >= 1000; });
     if (outside) {
       EXPECT_THROW(s.set_timesteps(steps), Error) << name;
       ++rejected;
@@ -184,7 +187,7 @@ TEST(SchedulerTimesteps, MatchPipelineFixtures) {
     auto s = load_scheduler(dir + "/model/scheduler/scheduler_config.json");
     s->set_timesteps(case_steps(dir));
     auto ref = SafetensorsFile::open(dir + "/reference.safetensors");
-    EXPECT_EQ(s->timesteps(), as_i64(ref->load(*ref->find("timesteps"), DType::i64))) << name;
+    EXPECT_EQ(s->timesteps(), as_f64(ref->load(*ref->find("timesteps"), DType::i64))) << name;
   }
 }
 
@@ -214,7 +217,7 @@ TEST(SchedulerChain, ReproducesPipelineFixtures) {
       std::vector<Tensor> latents;
       Tensor x = inputs.load("latents");
       for (int i = 0; i < n; ++i) {
-        x = s->step(i, rec.load(cat("model_output_", i)), s->scale_model_input(x, s->timesteps()[size_t(i)]), opts)
+        x = s->step(i, rec.load(cat("model_output_", i)), s->scale_model_input(x, i), opts)
                 .prev_sample;
         latents.push_back(x);
       }
@@ -254,8 +257,8 @@ std::string error_of(const std::function<void()>& fn) {
   return "";
 }
 
-SchedulerConfig parse(nlohmann::json j) {
-  return parse_scheduler_config(JsonConfig(std::move(j), "dir/scheduler_config.json"));
+std::unique_ptr<Scheduler> parse(nlohmann::json j) {
+  return make_scheduler(JsonConfig(std::move(j), "dir/scheduler_config.json"));
 }
 
 TEST(SchedulerConfigErrors, NameFileAndKey) {
@@ -284,11 +287,12 @@ TEST(SchedulerConfigErrors, NameFileAndKey) {
 }
 
 TEST(SchedulerConfigErrors, MissingKeysTakeDiffusersDefaults) {
-  SchedulerConfig ddim = parse({{"_class_name", "DDIMScheduler"}});
+  DdimConfig ddim = DdimConfig::from_json(JsonConfig({{"_class_name", "DDIMScheduler"}}, "ddim"));
   EXPECT_EQ(ddim.beta_schedule, BetaSchedule::linear);
   EXPECT_TRUE(ddim.clip_sample);
   EXPECT_EQ(ddim.timestep_spacing, TimestepSpacing::leading);
-  SchedulerConfig cog = parse({{"_class_name", "CogVideoXDPMScheduler"}, {"trained_betas", nullptr}});
+  CogVideoXSchedulerConfig cog = CogVideoXSchedulerConfig::from_json(
+      JsonConfig({{"_class_name", "CogVideoXDPMScheduler"}, {"trained_betas", nullptr}}, "cog"));
   EXPECT_EQ(cog.beta_schedule, BetaSchedule::scaled_linear);
   EXPECT_EQ(cog.snr_shift_scale, 3.0);
   EXPECT_TRUE(cog.trained_betas.empty());
@@ -297,7 +301,7 @@ TEST(SchedulerConfigErrors, MissingKeysTakeDiffusersDefaults) {
 
 TEST(SchedulerStepErrors, AreClear) {
   Tensor x = testing::random_tensor({1, 2, 3}, 1), y = testing::random_tensor({1, 2, 3}, 2);
-  auto dpm = make_scheduler(parse({{"_class_name", "CogVideoXDPMScheduler"}}));
+  auto dpm = parse({{"_class_name", "CogVideoXDPMScheduler"}});
   EXPECT_THROW(dpm->step(0, x, y), Error);  // before set_timesteps
   dpm->set_timesteps(4);
   EXPECT_NE(error_of([&] { dpm->step(0, x, y); }).find("noise source"), std::string::npos);
@@ -312,7 +316,7 @@ TEST(SchedulerStepErrors, AreClear) {
   dpm->step(0, x, y, opts);
   EXPECT_NE(error_of([&] { dpm->step(1, x, y, opts); }).find("only 1 were recorded"), std::string::npos);
 
-  auto ddim = make_scheduler(parse({{"_class_name", "DDIMScheduler"}}));
+  auto ddim = parse({{"_class_name", "DDIMScheduler"}});
   ddim->set_timesteps(4);
   StepOptions stochastic;
   stochastic.eta = 0.5;

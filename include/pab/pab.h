@@ -114,7 +114,7 @@ struct GenerateEvent {
   Kind kind = Kind::plan;
   std::string message;      // plan: what will run; warning: the text; phase: "text", "denoise", "decode", "write"
   int step = 0, steps = 0;  // step: 0-based index and count
-  int64_t timestep = 0;
+  double timestep = 0;      // step: the timestep the model ran at (integer for DDPM schedulers)
   double seconds = 0;  // step or phase time
 };
 using GenerateCallback = std::function<void(const GenerateEvent&)>;

@@ -14,6 +14,7 @@
 #include "models/t5.h"
 #include "parallel/comm.h"
 #include "pipeline/noise.h"
+#include "pipeline/schedulers/scheduler.h"
 
 namespace pab {
 
@@ -27,18 +28,27 @@ std::string ranks_note(const LoadOptions& load) {
   return cat(", ", sp * cfg, " ranks (", cfg > 1 ? "CFG-parallel, " : "", c.description(), ")");
 }
 
-std::vector<double> trailing(int steps) {  // DDIM "trailing": 999, 979, ... for 50 steps
-  std::vector<double> t;
-  double ratio = 1000.0 / steps;
-  for (int i = 0; i < steps; ++i) t.push_back(std::round(1000.0 - i * ratio) - 1);
-  return t;
+// CogVideoX-2b's scheduler_config.json (5b's differs in class and snr_shift_scale only).
+nlohmann::json cogvideox_scheduler(bool big) {
+  return {{"_class_name", big ? "CogVideoXDPMScheduler" : "CogVideoXDDIMScheduler"},
+          {"beta_end", 0.012},
+          {"beta_schedule", "scaled_linear"},
+          {"beta_start", 0.00085},
+          {"clip_sample", false},
+          {"num_train_timesteps", 1000},
+          {"prediction_type", "v_prediction"},
+          {"rescale_betas_zero_snr", true},
+          {"set_alpha_to_one", true},
+          {"snr_shift_scale", big ? 1.0 : 3.0},
+          {"steps_offset", 0},
+          {"timestep_spacing", "trailing"}};
 }
 
-std::vector<double> leading(int steps, int offset) {  // DDIM "leading" + steps_offset: 981, 961, ..., 1
-  std::vector<double> t;
-  int ratio = 1000 / steps;
-  for (int i = steps - 1; i >= 0; --i) t.push_back(double(i * ratio + offset));
-  return t;
+// The timesteps the workload's scheduler gives for `steps` steps.
+std::vector<double> scheduler_timesteps(const nlohmann::json& config, const std::string& workload, int steps) {
+  auto s = make_scheduler(JsonConfig(config, "workload " + workload + " (scheduler)"));
+  s->set_timesteps(steps);
+  return s->timesteps();
 }
 
 BroadcastRule rule(int range) { return BroadcastRule{range, 100, 800, {}}; }
@@ -64,7 +74,7 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
                 {"use_rotary_positional_embeddings", big}};
     w.latents = {2, 13, 16, 60, 90};
     w.text = {2, 226, 4096};
-    w.timesteps = trailing(steps);
+    w.scheduler = cogvideox_scheduler(big);
     w.pab.rule(SiteKind::spatial) = rule(2);
   } else if (name == "latte-1") {
     w.config = {{"_class_name", "LatteTransformer3DModel"},
@@ -86,7 +96,15 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
                 {"num_embeds_ada_norm", 1000}};
     w.latents = {2, 4, 16, 64, 64};
     w.text = {2, 120, 4096};
-    w.timesteps = leading(steps, 1);
+    // Latte-1's DDIMScheduler: "leading" spacing with steps_offset 1 (981, 961, ..., 1 for 50 steps)
+    w.scheduler = {{"_class_name", "DDIMScheduler"},
+                   {"beta_schedule", "linear"},
+                   {"beta_start", 0.0001},
+                   {"beta_end", 0.02},
+                   {"clip_sample", false},
+                   {"prediction_type", "epsilon"},
+                   {"steps_offset", 1},
+                   {"timestep_spacing", "leading"}};
     w.pab.rule(SiteKind::spatial) = rule(2);
     w.pab.rule(SiteKind::temporal) = rule(3);
     w.pab.rule(SiteKind::cross) = rule(6);
@@ -95,6 +113,7 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     for (const auto& n : bench_workload_names()) names += (names.empty() ? "" : ", ") + n;
     fail("unknown workload '", name, "' (expected one of ", names, ")");
   }
+  w.timesteps = scheduler_timesteps(w.scheduler, name, steps);
   return w;
 }
 
@@ -300,19 +319,7 @@ PipelineBenchWorkload pipeline_bench_workload(const std::string& name, int steps
            {"sample_width", 720},
            {"scaling_factor", 1.15258426},
            {"use_post_quant_conv", false}};
-  // CogVideoX-2b's scheduler_config.json
-  w.scheduler = {{"_class_name", "CogVideoXDDIMScheduler"},
-                 {"beta_end", 0.012},
-                 {"beta_schedule", "scaled_linear"},
-                 {"beta_start", 0.00085},
-                 {"clip_sample", false},
-                 {"num_train_timesteps", 1000},
-                 {"prediction_type", "v_prediction"},
-                 {"rescale_betas_zero_snr", true},
-                 {"set_alpha_to_one", true},
-                 {"snr_shift_scale", 3.0},
-                 {"steps_offset", 0},
-                 {"timestep_spacing", "trailing"}};
+  w.scheduler = cogvideox_scheduler(false);
   w.request.frames = 49;
   w.request.height = 480;
   w.request.width = 720;

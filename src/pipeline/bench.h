@@ -20,7 +20,8 @@ struct BenchWorkload {
   nlohmann::json config;        // diffusers config.json of the transformer
   Shape latents;                // [2, ...] in the model's layout (CFG batch)
   Shape text;                   // [2, L, D]
-  std::vector<double> timesteps;
+  nlohmann::json scheduler;     // the model's scheduler_config.json
+  std::vector<double> timesteps;  // the scheduler's for the workload's step count
   PabConfig pab;
 };
 

@@ -46,7 +46,7 @@ Generation pipeline_generation(const PipelineGenerationRequest& request, const L
     GenerationOutput out;
     out.loop_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     out.latents = run.latents;
-    out.timesteps.assign(run.timesteps.begin(), run.timesteps.end());
+    out.timesteps = run.timesteps;
     out.stats = run.stats;
     out.frames = pipe->decode(*plan, run.latents, TilingChoice::automatic);
     return out;

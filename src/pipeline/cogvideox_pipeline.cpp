@@ -145,10 +145,10 @@ class CogVideoXPipeline final : public VideoPipeline {
  protected:
   // diffusers' use_dynamic_cfg formula, which takes the timestep's value (not
   // the step index) as its progress variable.
-  double guidance_at(const VideoPlan& plan, int, int64_t t) const override {
+  double guidance_at(const VideoPlan& plan, int, double t) const override {
     if (!plan.dynamic_cfg) return plan.guidance;
     const double n = plan.steps;
-    return 1 + plan.guidance * ((1 - std::cos(std::numbers::pi * std::pow((n - double(t)) / n, 5.0))) / 2);
+    return 1 + plan.guidance * ((1 - std::cos(std::numbers::pi * std::pow((n - t) / n, 5.0))) / 2);
   }
 
   // `latents = latents.to(prompt_embeds.dtype)` after every step.

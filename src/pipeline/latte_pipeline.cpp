@@ -105,7 +105,7 @@ class LattePipeline final : public VideoPipeline {
   }
 
  protected:
-  double guidance_at(const VideoPlan& plan, int, int64_t) const override { return plan.guidance; }
+  double guidance_at(const VideoPlan& plan, int, double) const override { return plan.guidance; }
 
   MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice) const override {
     const uint64_t images = vae_config_.decode_bytes(std::min<int64_t>(plan.frames, kDecodeChunkSize), plan.height,

@@ -1,6 +1,7 @@
 #include "pipeline/replay.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <set>
 
@@ -194,8 +195,16 @@ std::map<std::string, Tensor> replay_pipeline_case(const PipelineCase& c, const 
     out[cat("latents_final_", tag)] = to_host(run.latents);
     out[cat("frames_", tag)] = pipe->decode(plan, run.latents, TilingChoice::off);
     if (!out.count("timesteps")) {
-      Tensor t = Tensor::empty({int64_t(run.timesteps.size())}, DType::i64);
-      std::copy(run.timesteps.begin(), run.timesteps.end(), t.i64());
+      // i64 as diffusers holds DDPM timesteps; f64 when a schedule has fractional ones.
+      const bool integral = std::all_of(run.timesteps.begin(), run.timesteps.end(),
+                                        [](double t) { return t == std::trunc(t); });
+      Tensor t = Tensor::empty({int64_t(run.timesteps.size())}, integral ? DType::i64 : DType::f64);
+      for (size_t i = 0; i < run.timesteps.size(); ++i) {
+        if (integral)
+          t.i64()[i] = int64_t(run.timesteps[i]);
+        else
+          static_cast<double*>(t.raw())[i] = run.timesteps[i];
+      }
       out["timesteps"] = t;
     }
     if (with_pab) stats = run.stats.summary();

@@ -52,6 +52,17 @@ struct ResetOnExit {
   }
 };
 
+// What a schedule may depend on: the video's size in the compute dtype
+// (RFlow's resolution- and length-dependent shift); each scheduler reads what it needs.
+TimestepOptions timestep_options(const VideoPlan& plan, const LoadOptions& opts) {
+  TimestepOptions t;
+  t.height = plan.height;
+  t.width = plan.width;
+  t.frames = plan.frames;
+  t.size_dtype = opts.dtype;
+  return t;
+}
+
 }  // namespace
 
 PipelineParts read_pipeline_folder(const std::string& dir) {
@@ -106,7 +117,7 @@ std::unique_ptr<VideoPipeline> VideoPipeline::create(PipelineParts parts, const 
 
 VideoPipeline::VideoPipeline(PipelineParts parts, const LoadOptions& opts) : parts_(std::move(parts)), opts_(opts) {
   PAB_ASSERT(parts_.transformer.weights && parts_.vae.weights, parts_.where, ": transformer and VAE weights needed");
-  scheduler_ = make_scheduler(parse_scheduler_config(parts_.scheduler));
+  scheduler_ = make_scheduler(parts_.scheduler);
   transformer_class_ = config_class_name(parts_.transformer.config);
   if (parts_.text_encoder) T5Config::from_json(parts_.text_encoder->config);  // config errors before any work
 }
@@ -147,7 +158,7 @@ Tensor VideoPipeline::encode_text(const std::string& text, int64_t length, bool 
 
 void VideoPipeline::check_request(const VideoPlan& plan) const {
   if (plan.steps < 1) fail("steps ", plan.steps, ": at least 1 step is needed");
-  make_scheduler(scheduler_->config())->set_timesteps(plan.steps);  // the scheduler's own limits
+  make_scheduler(parts_.scheduler)->set_timesteps(plan.steps, timestep_options(plan, opts_));  // its own limits
   if (!std::isfinite(plan.guidance)) fail("guidance ", plan.guidance, ": expected a finite number");
   if (!std::isfinite(plan.eta) || plan.eta < 0) fail("eta ", plan.eta, ": expected a number >= 0");
 }
@@ -278,11 +289,11 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   PabPolicy* policy = dynamic_cast<PabPolicy*>(pab);
   if (policy) policy->config().validate(model.site_layout());
 
-  scheduler_->set_timesteps(plan.steps);
+  scheduler_->set_timesteps(plan.steps, timestep_options(plan, opts_));
   DenoiseResult result;
   result.timesteps = scheduler_->timesteps();
   ResetOnExit reset_on_exit{pab};
-  if (pab) pab->reset(std::vector<double>(result.timesteps.begin(), result.timesteps.end()));
+  if (pab) pab->reset(result.timesteps);
 
   // The CFG pair is one batch, unconditional first, as the pipelines concatenate it.
   Tensor text = plan.cfg ? ops::concat({embeds.negative, embeds.prompt}, 0) : embeds.prompt;  // [B, L, D]
@@ -297,14 +308,14 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
 
   for (int i = 0; i < plan.steps; ++i) {
     const auto started = clock::now();
-    const int64_t t = result.timesteps[size_t(i)];
-    if (pab) pab->begin_step(i, double(t));
-    Tensor input = scheduler_->scale_model_input(latents, t);
+    const double t = result.timesteps[size_t(i)];
+    if (pab) pab->begin_step(i, t);
+    Tensor input = scheduler_->scale_model_input(latents, i);
     if (plan.cfg) input = ops::concat({input, input}, 0);
     TransformerInputs in;
     in.latents = input.dtype() == opts_.dtype ? input : input.to(opts_.dtype);
     in.text = text;
-    in.timestep = double(t);
+    in.timestep = t;
     Tensor out = model.forward(in, pab);
     if (out.dtype() != DType::f32) out = out.to(DType::f32);
     const double g = guidance_at(plan, i, t);

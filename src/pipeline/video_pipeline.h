@@ -91,7 +91,7 @@ struct PromptEmbeddings {
 // After every step of the loop.
 struct StepReport {
   int step = 0, steps = 0;
-  int64_t timestep = 0;
+  double timestep = 0;
   double guidance = 1;              // the scale used (dynamic CFG changes it per step)
   double seconds = 0;               // of this step, the device synchronised
   const Tensor* latents = nullptr;  // after the step: f32 [1, ...] on the compute device
@@ -100,7 +100,7 @@ using StepCallback = std::function<void(const StepReport&)>;
 
 struct DenoiseResult {
   Tensor latents;  // f32 [1, ...] after the last step, on the compute device
-  std::vector<int64_t> timesteps;
+  std::vector<double> timesteps;
   PabStats stats;  // empty without a policy
 };
 
@@ -169,7 +169,7 @@ class VideoPipeline {
   virtual MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice tiling) const = 0;
 
   // The guidance scale at step i (timestep t).
-  virtual double guidance_at(const VideoPlan& plan, int i, int64_t t) const = 0;
+  virtual double guidance_at(const VideoPlan& plan, int i, double t) const = 0;
   // The scheduler's input from the guided model output (Latte drops its
   // learned-sigma channels), f32.
   virtual Tensor scheduler_input(const Tensor& guided) const { return guided; }

@@ -50,7 +50,8 @@ class Progress {
     } else {
       line << "  step ";
     }
-    line << done << "/" << e.steps << "  t=" << e.timestep << "  " << std::setprecision(3) << e.seconds << " s/step";
+    line << done << "/" << e.steps << "  t=" << std::defaultfloat << e.timestep << std::fixed << "  "
+         << std::setprecision(3) << e.seconds << " s/step";
     if (tty_) {
       const double eta = total_ / done * (e.steps - done);
       line << ", " << std::setprecision(1) << eta << " s left  ";

@@ -3,13 +3,14 @@
 // x_prev = a_t * x + b_t * x_0 (no clipping, eta unused).
 #include <cmath>
 
+#include "core/registry.h"
 #include "pipeline/schedulers/step_math.h"
 
 namespace pab {
 
-CogVideoXDdimScheduler::CogVideoXDdimScheduler(SchedulerConfig config) : Scheduler(std::move(config)) {
-  PAB_ASSERT(config_.kind == SchedulerKind::cogvideox_ddim);
-}
+CogVideoXDdimScheduler::CogVideoXDdimScheduler(CogVideoXSchedulerConfig config)
+    : DdpmScheduler(config, ddpm_alphas_cumprod(config, config.f64_table(), config.snr_shift_scale),
+                    config.f64_table()) {}
 
 StepOutput CogVideoXDdimScheduler::step(int i, const Tensor& model_output, const Tensor& sample, const StepOptions&) {
   return step_at(timestep_at(i), model_output, sample);
@@ -28,8 +29,13 @@ StepOutput CogVideoXDdimScheduler::step_at(int64_t t, const Tensor& model_output
     const T b = std::sqrt(alpha_prev) - std::sqrt(alpha) * a;
     return Coefs{std::sqrt(alpha), std::sqrt(T(1) - alpha), a, b};
   });
-  Tensor x0 = sched::predict_original_sample(config_.prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
+  Tensor x0 = sched::predict_original_sample(ddpm_config().prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
   return {sched::scaled_sum(sample, c.a, x0, c.b), x0};
 }
+
+PAB_REGISTER(SchedulerEntry, "CogVideoXDDIMScheduler",
+             {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
+               return std::make_unique<CogVideoXDdimScheduler>(CogVideoXSchedulerConfig::from_json(j));
+             }});
 
 }  // namespace pab

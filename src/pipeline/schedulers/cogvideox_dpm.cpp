@@ -3,21 +3,22 @@
 // first step, extrapolates x_0 from this step's and the previous step's.
 #include <cmath>
 
+#include "core/registry.h"
 #include "pipeline/schedulers/step_math.h"
 
 namespace pab {
 
-CogVideoXDpmScheduler::CogVideoXDpmScheduler(SchedulerConfig config) : Scheduler(std::move(config)) {
-  PAB_ASSERT(config_.kind == SchedulerKind::cogvideox_dpm);
-}
+CogVideoXDpmScheduler::CogVideoXDpmScheduler(CogVideoXSchedulerConfig config)
+    : DdpmScheduler(config, ddpm_alphas_cumprod(config, config.f64_table(), config.snr_shift_scale),
+                    config.f64_table()) {}
 
 StepOutput CogVideoXDpmScheduler::step(int i, const Tensor& model_output, const Tensor& sample,
                                        const StepOptions& opts) {
   const int64_t t = timestep_at(i);
-  PAB_ASSERT(i == next_step_, class_name(), ": steps must run in order (got step ", i, ", expected ", next_step_, ")");
+  check_in_order(i, next_step_);
   // The pipeline looks back to the previous entry of the timesteps.
   std::optional<int64_t> back;
-  if (i > 0) back = timesteps_[size_t(i - 1)];
+  if (i > 0) back = int64_t(timesteps_[size_t(i - 1)]);
   StepOutput out =
       step_at(t, back, model_output, old_pred_original_sample_.defined() ? &old_pred_original_sample_ : nullptr, sample,
               opts.noise);
@@ -57,7 +58,7 @@ StepOutput CogVideoXDpmScheduler::step_at(int64_t t, std::optional<int64_t> t_ba
     return k;
   });
 
-  Tensor x0 = sched::predict_original_sample(config_.prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
+  Tensor x0 = sched::predict_original_sample(ddpm_config().prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
   StepOptions opts;
   opts.noise = noise;
   // The first-order update's noise is drawn even when the second-order update replaces it.
@@ -74,5 +75,10 @@ StepOutput CogVideoXDpmScheduler::step_at(int64_t t, std::optional<int64_t> t_ba
   Tensor prev = ops::add(sched::scaled_diff(sample, c.m1, denoised, c.m2), ops::scale(second_noise, float(c.m_noise)));
   return {prev, x0};
 }
+
+PAB_REGISTER(SchedulerEntry, "CogVideoXDPMScheduler",
+             {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
+               return std::make_unique<CogVideoXDpmScheduler>(CogVideoXSchedulerConfig::from_json(j));
+             }});
 
 }  // namespace pab

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/registry.h"
 #include "pipeline/schedulers/step_math.h"
 
 namespace pab {
@@ -58,9 +59,22 @@ struct DdimCoefs {
 
 }  // namespace
 
-DdimScheduler::DdimScheduler(SchedulerConfig config) : Scheduler(std::move(config)) {
-  PAB_ASSERT(config_.kind == SchedulerKind::ddim);
+DdimConfig DdimConfig::from_json(const JsonConfig& j) {
+  DdimConfig c;
+  static_cast<DdpmConfig&>(c) = parse_ddpm_config(j, {0.0001, 0.02, BetaSchedule::linear});
+  c.clip_sample = j.get_or<bool>("clip_sample", true);
+  c.clip_sample_range = j.get_or<double>("clip_sample_range", 1.0);
+  c.sample_max_value = j.get_or<double>("sample_max_value", 1.0);
+  c.thresholding = j.get_or<bool>("thresholding", false);
+  c.dynamic_thresholding_ratio = j.get_or<double>("dynamic_thresholding_ratio", 0.995);
+  if (c.thresholding && !(c.dynamic_thresholding_ratio >= 0 && c.dynamic_thresholding_ratio <= 1))
+    j.unsupported("dynamic_thresholding_ratio", "expected a quantile in [0, 1]");
+  return c;
 }
+
+// DDIMScheduler keeps every table in f32.
+DdimScheduler::DdimScheduler(DdimConfig config)
+    : DdpmScheduler(config, ddpm_alphas_cumprod(config, false), false), config_(std::move(config)) {}
 
 StepOutput DdimScheduler::step(int i, const Tensor& model_output, const Tensor& sample, const StepOptions& opts) {
   return step_at(timestep_at(i), model_output, sample, opts);
@@ -103,5 +117,10 @@ StepOutput DdimScheduler::step_at(int64_t t, const Tensor& model_output, const T
   if (eta > 0) prev = ops::add(prev, ops::scale(draw_noise(opts, model_output), float(c.std_dev)));
   return {prev, x0};
 }
+
+PAB_REGISTER(SchedulerEntry, "DDIMScheduler",
+             {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
+               return std::make_unique<DdimScheduler>(DdimConfig::from_json(j));
+             }});
 
 }  // namespace pab
