@@ -126,7 +126,12 @@ class RFlowScheduler final : public Scheduler {
     const float space = r(std::sqrt(r(r(height * width) / float(512 * 512))));
     const float latent_frames = frames == 1.0f ? 1.0f : r(r(floor_divide(frames, 17.0f)) * 5.0f);
     const float time = r(std::sqrt(r(latent_frames / 1.0f)));
-    return r(r(space * time) * 1.0f);
+    const float ratio = r(r(space * time) * 1.0f);
+    if (!std::isfinite(ratio))
+      fail(where(), ": use_timestep_transform: ", o.height, "x", o.width, " overflows ", dtype_name(o.size_dtype),
+           " (VideoSys computes the shift in the sizes' dtype and its timesteps are then NaN); hold the sizes in F32 "
+           "or BF16");
+    return ratio;
   }
 
   RFlowConfig c_;
