@@ -93,8 +93,9 @@ Run run_steps(Scheduler& s, const CaseFile& f, const FlowCase& c) {
   Tensor sample = f.f32(c.name + ".sample_0");
   for (int k = 0; k < c.steps; ++k) {
     const std::string p = cat(c.name, ".");
-    ReplayNoise noise(f.has(cat(p, "noise_", k)) ? std::vector<Tensor>{f.f32(cat(p, "noise_", k))} : std::vector<Tensor>{},
-                      cat(c.name, " step ", k));
+    ReplayNoise noise(
+        f.has(cat(p, "noise_", k)) ? std::vector<Tensor>{f.f32(cat(p, "noise_", k))} : std::vector<Tensor>{},
+        cat(c.name, " step ", k));
     StepOptions opts;
     opts.noise = &noise;
     const Tensor expected = f.f32(cat(p, "prev_sample_", k));
@@ -146,7 +147,8 @@ void check_file(const std::string& file_name, const char* cls, bool has_sigmas) 
     // Can fail: step 0 under the schedule of one more step misses the reference.
     auto longer = build(c.config, c.name);
     longer->set_timesteps(c.steps + 1, c.options);
-    ReplayNoise noise(f.has(c.name + ".noise_0") ? std::vector<Tensor>{f.f32(c.name + ".noise_0")} : std::vector<Tensor>{});
+    ReplayNoise noise(f.has(c.name + ".noise_0") ? std::vector<Tensor>{f.f32(c.name + ".noise_0")}
+                                                 : std::vector<Tensor>{});
     StepOptions opts;
     opts.noise = &noise;
     const Tensor first =
@@ -183,16 +185,17 @@ TEST(RFlow, MatchesVideoSysOverWholeSchedules) {
 // Multistep state is per run: a second run of the same scheduler repeats the first.
 TEST(UniPcMultistep, SetTimestepsResetsTheHistory) {
   CaseFile f("unipc_multistep.safetensors");
-  const FlowCase& c = *std::find_if(f.cases.begin(), f.cases.end(), [](const FlowCase& x) { return x.name == "wan_n50"; });
+  const FlowCase& c =
+      *std::find_if(f.cases.begin(), f.cases.end(), [](const FlowCase& x) { return x.name == "wan_n50"; });
   auto s = build(c.config, c.name);
   for (int run = 0; run < 2; ++run) {
     s->set_timesteps(c.steps, c.options);
     EXPECT_EQ(run_steps(*s, f, c).mismatched, 0) << "run " << run;
   }
   s->set_timesteps(c.steps);
-  EXPECT_NE(error_of([&] { s->step(1, f.f32(c.name + ".model_output_1"), f.f32(c.name + ".sample_0")); })
-                .find("in order"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { s->step(1, f.f32(c.name + ".model_output_1"), f.f32(c.name + ".sample_0")); }).find("in order"),
+      std::string::npos);
 }
 
 // ---------------------------------------------------------------- errors

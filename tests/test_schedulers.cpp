@@ -7,8 +7,8 @@
 #include <fstream>
 #include <map>
 
-#include "io/safetensors.h"
 #include "core/registry.h"
+#include "io/safetensors.h"
 #include "pipeline/schedulers/ddpm.h"
 #include "support/testing.h"
 
@@ -217,8 +217,7 @@ TEST(SchedulerChain, ReproducesPipelineFixtures) {
       std::vector<Tensor> latents;
       Tensor x = inputs.load("latents");
       for (int i = 0; i < n; ++i) {
-        x = s->step(i, rec.load(cat("model_output_", i)), s->scale_model_input(x, i), opts)
-                .prev_sample;
+        x = s->step(i, rec.load(cat("model_output_", i)), s->scale_model_input(x, i), opts).prev_sample;
         latents.push_back(x);
       }
       EXPECT_EQ(noise.drawn(), noise.size()) << name << ": every recorded draw used";

@@ -196,8 +196,8 @@ std::map<std::string, Tensor> replay_pipeline_case(const PipelineCase& c, const 
     out[cat("frames_", tag)] = pipe->decode(plan, run.latents, TilingChoice::off);
     if (!out.count("timesteps")) {
       // i64 as diffusers holds DDPM timesteps; f64 when a schedule has fractional ones.
-      const bool integral = std::all_of(run.timesteps.begin(), run.timesteps.end(),
-                                        [](double t) { return t == std::trunc(t); });
+      const bool integral =
+          std::all_of(run.timesteps.begin(), run.timesteps.end(), [](double t) { return t == std::trunc(t); });
       Tensor t = Tensor::empty({int64_t(run.timesteps.size())}, integral ? DType::i64 : DType::f64);
       for (size_t i = 0; i < run.timesteps.size(); ++i) {
         if (integral)

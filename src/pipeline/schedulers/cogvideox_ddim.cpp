@@ -29,12 +29,12 @@ StepOutput CogVideoXDdimScheduler::step_at(int64_t t, const Tensor& model_output
     const T b = std::sqrt(alpha_prev) - std::sqrt(alpha) * a;
     return Coefs{std::sqrt(alpha), std::sqrt(T(1) - alpha), a, b};
   });
-  Tensor x0 = sched::predict_original_sample(ddpm_config().prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
+  Tensor x0 =
+      sched::predict_original_sample(ddpm_config().prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
   return {sched::scaled_sum(sample, c.a, x0, c.b), x0};
 }
 
-PAB_REGISTER(SchedulerEntry, "CogVideoXDDIMScheduler",
-             {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
+PAB_REGISTER(SchedulerEntry, "CogVideoXDDIMScheduler", {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
                return std::make_unique<CogVideoXDdimScheduler>(CogVideoXSchedulerConfig::from_json(j));
              }});
 

@@ -58,7 +58,8 @@ StepOutput CogVideoXDpmScheduler::step_at(int64_t t, std::optional<int64_t> t_ba
     return k;
   });
 
-  Tensor x0 = sched::predict_original_sample(ddpm_config().prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
+  Tensor x0 =
+      sched::predict_original_sample(ddpm_config().prediction_type, model_output, sample, c.sqrt_alpha, c.sqrt_beta);
   StepOptions opts;
   opts.noise = noise;
   // The first-order update's noise is drawn even when the second-order update replaces it.
@@ -76,8 +77,7 @@ StepOutput CogVideoXDpmScheduler::step_at(int64_t t, std::optional<int64_t> t_ba
   return {prev, x0};
 }
 
-PAB_REGISTER(SchedulerEntry, "CogVideoXDPMScheduler",
-             {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
+PAB_REGISTER(SchedulerEntry, "CogVideoXDPMScheduler", {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
                return std::make_unique<CogVideoXDpmScheduler>(CogVideoXSchedulerConfig::from_json(j));
              }});
 

@@ -118,8 +118,7 @@ StepOutput DdimScheduler::step_at(int64_t t, const Tensor& model_output, const T
   return {prev, x0};
 }
 
-PAB_REGISTER(SchedulerEntry, "DDIMScheduler",
-             {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
+PAB_REGISTER(SchedulerEntry, "DDIMScheduler", {[](const JsonConfig& j) -> std::unique_ptr<Scheduler> {
                return std::make_unique<DdimScheduler>(DdimConfig::from_json(j));
              }});
 

@@ -120,9 +120,9 @@ int64_t round_half_even(double x) {
 
 }  // namespace
 
-
 std::vector<double> ddpm_alphas_cumprod(const DdpmConfig& config, bool f64, std::optional<double> snr_shift_scale) {
-  return f64 ? make_alphas_cumprod<double>(config, snr_shift_scale) : make_alphas_cumprod<float>(config, snr_shift_scale);
+  return f64 ? make_alphas_cumprod<double>(config, snr_shift_scale)
+             : make_alphas_cumprod<float>(config, snr_shift_scale);
 }
 
 DdpmConfig parse_ddpm_config(const JsonConfig& j, const DdpmDefaults& d) {
@@ -168,10 +168,7 @@ CogVideoXSchedulerConfig CogVideoXSchedulerConfig::from_json(const JsonConfig& j
 }
 
 DdpmScheduler::DdpmScheduler(const DdpmConfig& config, std::vector<double> alphas_cumprod, bool f64_table)
-    : Scheduler(config.where),
-      f64_table_(f64_table),
-      ddpm_(config),
-      alphas_cumprod_(std::move(alphas_cumprod)) {
+    : Scheduler(config.where), f64_table_(f64_table), ddpm_(config), alphas_cumprod_(std::move(alphas_cumprod)) {
   final_alpha_cumprod_ = ddpm_.set_alpha_to_one ? 1.0 : alphas_cumprod_.front();
 }
 

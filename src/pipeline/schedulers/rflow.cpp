@@ -48,8 +48,8 @@ struct RFlowConfig {
     c.use_discrete_timesteps = j.get_or<bool>("use_discrete_timesteps", false);
     c.use_timestep_transform = j.get_or<bool>("use_timestep_transform", false);
     // Training-only settings, checked as RFlowScheduler's constructor checks them.
-    const bool logit_normal = sched::parse_enum<bool>(j, "sample_method", false,
-                                                      {{"uniform", false}, {"logit-normal", true}});
+    const bool logit_normal =
+        sched::parse_enum<bool>(j, "sample_method", false, {{"uniform", false}, {"logit-normal", true}});
     if (logit_normal && c.use_discrete_timesteps)
       j.unsupported("sample_method", "discrete timesteps need uniform sampling");
     j.get_or<double>("loc", 0.0);

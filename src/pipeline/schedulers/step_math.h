@@ -93,8 +93,8 @@ enum class TimeShiftType { exponential, linear };
 // stretch to a terminal value, as FlowMatchEulerDiscreteScheduler and UniPC
 // (use_flow_sigmas) configure them.
 struct FlowShift {
-  double shift = 1.0;            // the static shift (shift, flow_shift)
-  bool dynamic = false;          // use_dynamic_shifting: shift by the caller's mu instead
+  double shift = 1.0;    // the static shift (shift, flow_shift)
+  bool dynamic = false;  // use_dynamic_shifting: shift by the caller's mu instead
   TimeShiftType type = TimeShiftType::exponential;
   std::optional<double> terminal;  // shift_terminal (unset for null or 0, as diffusers tests its truth)
 
@@ -104,8 +104,9 @@ struct FlowShift {
     FlowShift f;
     f.shift = shift;
     f.dynamic = j.get_or<bool>("use_dynamic_shifting", false);
-    f.type = parse_enum<TimeShiftType>(j, "time_shift_type", TimeShiftType::exponential,
-                                       {{"exponential", TimeShiftType::exponential}, {"linear", TimeShiftType::linear}});
+    f.type =
+        parse_enum<TimeShiftType>(j, "time_shift_type", TimeShiftType::exponential,
+                                  {{"exponential", TimeShiftType::exponential}, {"linear", TimeShiftType::linear}});
     if (auto t = j.get_optional<double>("shift_terminal"); t && *t != 0) {
       if (!(*t < 1)) j.unsupported("shift_terminal", "expected a value below 1");
       f.terminal = *t;
@@ -119,8 +120,9 @@ struct FlowShift {
   void apply(std::vector<double>& s, std::optional<double> mu, const std::string& where) const {
     if (dynamic) {
       if (!mu)
-        fail(where, ": use_dynamic_shifting is set: the schedule needs mu (the pipeline's resolution-dependent "
-                    "shift), and none was given");
+        fail(where,
+             ": use_dynamic_shifting is set: the schedule needs mu (the pipeline's resolution-dependent "
+             "shift), and none was given");
       const double e = std::exp(*mu);
       for (double& v : s) v = type == TimeShiftType::exponential ? e / (e + (1 / v - 1)) : *mu / (*mu + (1 / v - 1));
     } else {

@@ -75,15 +75,17 @@ struct UniPcConfig {
     c.final_sigma_min = sched::parse_enum<bool>(j, "final_sigmas_type", false, {{"zero", false}, {"sigma_min", true}});
     // Settings whose last step diffusers computes as NaN or inf (0 * inf, or divisions by a zero-length step).
     if (!c.final_sigma_min && c.solver_type == SolverType::bh1)
-      j.unsupported("solver_type", "bh1 makes the last step (to sigma 0) NaN in diffusers; use final_sigmas_type "
-                                   "sigma_min or bh2");
+      j.unsupported("solver_type",
+                    "bh1 makes the last step (to sigma 0) NaN in diffusers; use final_sigmas_type "
+                    "sigma_min or bh2");
     if (!c.final_sigma_min && !c.predict_x0)
-      j.unsupported("predict_x0", "false makes the last step (to sigma 0) NaN in diffusers; use final_sigmas_type "
-                                  "sigma_min or predict_x0 true");
+      j.unsupported("predict_x0",
+                    "false makes the last step (to sigma 0) NaN in diffusers; use final_sigmas_type "
+                    "sigma_min or predict_x0 true");
     if (!c.lower_order_final && c.solver_order >= (c.final_sigma_min ? 3 : 2))
-      j.unsupported("lower_order_final", cat("false with solver_order ", c.solver_order, " and final_sigmas_type ",
-                                             c.final_sigma_min ? "sigma_min" : "zero",
-                                             " makes the last step NaN or inf in diffusers"));
+      j.unsupported("lower_order_final",
+                    cat("false with solver_order ", c.solver_order, " and final_sigmas_type ",
+                        c.final_sigma_min ? "sigma_min" : "zero", " makes the last step NaN or inf in diffusers"));
     sched::refuse_sigma_variants(j, kName);
     sched::refuse_true(j, "thresholding", "not implemented for UniPCMultistepScheduler");
     if (j.has("solver_p")) j.unsupported("solver_p", "a solver_p scheduler is not supported (expected null)");
@@ -301,9 +303,9 @@ class UniPcScheduler final : public Scheduler {
     }
     const Update u = update(t, s0, m0, history, outputs, order);
     Tensor x_t = first_order(t, s0, last_sample, m0, u.h_phi_1);
-    std::vector<float> rhos =
-        order == 1 ? std::vector<float>{0.5f}
-                   : solve(powers(u.rks, size_t(order)), std::vector<double>(u.b.begin(), u.b.end()));
+    std::vector<float> rhos = order == 1
+                                  ? std::vector<float>{0.5f}
+                                  : solve(powers(u.rks, size_t(order)), std::vector<double>(u.b.begin(), u.b.end()));
     Tensor correction = ops::scale(ops::sub(this_output, m0), rhos.back());
     if (!u.d1.empty()) correction = ops::add(weighted(rhos, u.d1), correction);
     const float coef = (c_.predict_x0 ? t.alpha : t.sigma) * u.b_h;
