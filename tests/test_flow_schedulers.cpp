@@ -305,7 +305,7 @@ TEST(SchedulerRegistry, EveryRegisteredClassHasReferenceCases) {
       for (const auto& c : nlohmann::json::parse(meta.at("cases"))) covered.insert(c.at("config").at("_class_name"));
   }
   const std::vector<std::string> registered = scheduler_class_names();
-  EXPECT_EQ(registered.size(), 6u);
+  EXPECT_GE(registered.size(), 6u);  // the six of today, linked whole
   for (const std::string& name : registered) EXPECT_TRUE(covered.count(name)) << name << " has no reference cases";
 }
 

@@ -66,7 +66,7 @@ PipelineCase load_pipeline_case(const std::string& dir);
 
 // The pipeline in `dir`/model run from the case's latents and noise, without
 // and with PAB (the prompt encoded once), keyed as the reference:
-// prompt_embeds, negative_prompt_embeds, timesteps (i64),
+// prompt_embeds, negative_prompt_embeds, timesteps (i64; f64 for a schedule with fractional ones),
 // latents_step_{i}_{nopab|pab}, latents_final_{nopab|pab}, frames_{nopab|pab}
 // (f32 on the CPU; frames F x C x H x W in [0, 1]).
 std::map<std::string, Tensor> replay_pipeline_case(const PipelineCase& c, const LoadOptions& opts,

@@ -22,9 +22,6 @@ struct FlowMatchEulerConfig {
   std::string where;
   int64_t num_train_timesteps = 1000;
   sched::FlowShift shift;  // shift, use_dynamic_shifting, time_shift_type, shift_terminal
-  // What a pipeline computes mu from (diffusers' calculate_shift); the scheduler itself does not use them.
-  double base_shift = 0.5, max_shift = 1.15;
-  int64_t base_image_seq_len = 256, max_image_seq_len = 4096;
   bool invert_sigmas = false;
   bool stochastic_sampling = false;
 
@@ -37,10 +34,11 @@ struct FlowMatchEulerConfig {
     const double shift = j.get_or<double>("shift", 1.0);
     if (!(shift > 0) || !std::isfinite(shift)) j.unsupported("shift", "expected a positive number");
     c.shift = sched::FlowShift::from_json(j, shift);
-    c.base_shift = j.get_or<double>("base_shift", 0.5);
-    c.max_shift = j.get_or<double>("max_shift", 1.15);
-    c.base_image_seq_len = j.get_or<int64_t>("base_image_seq_len", 256);
-    c.max_image_seq_len = j.get_or<int64_t>("max_image_seq_len", 4096);
+    // What a pipeline computes mu from (diffusers' calculate_shift, reading the config): checked here only.
+    j.get_or<double>("base_shift", 0.5);
+    j.get_or<double>("max_shift", 1.15);
+    j.get_or<int64_t>("base_image_seq_len", 256);
+    j.get_or<int64_t>("max_image_seq_len", 4096);
     c.invert_sigmas = j.get_or<bool>("invert_sigmas", false);
     c.stochastic_sampling = j.get_or<bool>("stochastic_sampling", false);
     sched::refuse_sigma_variants(j, kName);

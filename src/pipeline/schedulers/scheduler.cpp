@@ -21,8 +21,9 @@ void check_step_inputs(const char* who, const Tensor& model_output, const Tensor
 }  // namespace sched
 
 void Scheduler::set_timesteps(int n, const TimestepOptions& options) {
-  if (n < 1 || n > JsonConfig::kMaxConfigSize)
-    fail(where_, ": ", n, " inference steps: expected 1 to ", JsonConfig::kMaxConfigSize);
+  if (n < 1) fail(where_, ": ", n, " inference steps: at least 1 is needed");
+  if (n > JsonConfig::kMaxConfigSize)
+    fail(where_, ": ", n, " inference steps: expected at most ", JsonConfig::kMaxConfigSize);
   Schedule s = make_schedule(n, options);
   PAB_ASSERT(s.timesteps.size() >= size_t(n), class_name(), ": ", s.timesteps.size(), " timesteps for ", n, " steps");
   timesteps_ = std::move(s.timesteps);

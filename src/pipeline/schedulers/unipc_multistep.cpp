@@ -93,8 +93,9 @@ struct UniPcConfig {
   }
 };
 
-// x0 = ... of the order-K systems, solved in f64 by Gaussian elimination with
-// partial pivoting and rounded to f32 (torch.linalg.solve on f32 tensors).
+// The solution of a K x K system of the order conditions, by Gaussian
+// elimination with partial pivoting in f64, rounded to f32 (for
+// torch.linalg.solve on f32 tensors).
 std::vector<float> solve(std::vector<std::vector<double>> a, std::vector<double> b) {
   const size_t n = b.size();
   for (size_t col = 0; col < n; ++col) {
