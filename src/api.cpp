@@ -37,10 +37,25 @@ LoadOptions load_options(const ComputeOptions& c) {
   }
   if (o.device == Device::cpu && o.dtype != DType::f32) fail("the CPU backend computes in f32 only");
   o.allow_unused_weights = c.allow_unused_weights;
-  ParallelGroups groups = join_world({c.gpus, o.device, c.comm, c.cfg_parallel});
-  o.comm = groups.sequence;
-  o.cfg_comm = groups.cfg;
   return o;
+}
+
+void join_ranks(const ComputeOptions& c, LoadOptions* load) {
+  ParallelGroups groups = join_world({c.gpus, load->device, c.comm, c.cfg_parallel});
+  load->comm = groups.sequence;
+  load->cfg_comm = groups.cfg;
+}
+
+// The options of a command that runs on the ranks it asks for.
+LoadOptions load_options_with_ranks(const ComputeOptions& c) {
+  LoadOptions o = load_options(c);
+  join_ranks(c, &o);
+  return o;
+}
+
+void init_program(int argc, char** argv) {
+  install_interrupt_cleanup();
+  set_program_arguments(argc, argv);
 }
 
 Status parse_memory_size(const std::string& text, uint64_t* bytes) {
@@ -51,22 +66,26 @@ Status replay(const ReplayOptions& opts, std::string* summary) {
   return guarded([&] {
     check_writable(opts.output);
     if (!opts.pab_report.empty()) check_writable(opts.pab_report);
-    LoadOptions lo = load_options(opts.compute);
+    if (opts.pab.method != "pab")
+      fail("replay compares with PAB references: the cache method is pab, not '", opts.pab.method, "'");
+    LoadOptions lo = load_options_with_ranks(opts.compute);
     if (is_pipeline_case(opts.case_dir)) {
       PipelineCase c = load_pipeline_case(opts.case_dir);
       if (opts.pab.any())
         c.pab =
             resolve_pab_choice(opts.pab.preset, opts.pab.file,
                                transformer_class_name((std::filesystem::path(c.dir) / "model/transformer").string()));
-      write_safetensors(opts.output, replay_pipeline_case(c, lo, summary));
+      auto tensors = replay_pipeline_case(c, lo, summary);
+      if (!is_secondary_rank()) write_safetensors(opts.output, tensors);
       return;
     }
     ReplayCase c = load_replay_case(opts.case_dir);
     if (opts.pab.any())
       c.pab = resolve_pab_choice(opts.pab.preset, opts.pab.file,
                                  transformer_class_name((std::filesystem::path(c.dir) / "transformer").string()));
-    PabStats stats;
+    CacheStats stats;
     auto tensors = replay_case(c, lo, summary, &stats);
+    if (is_secondary_rank()) return;  // rank 0 writes
     write_safetensors(opts.output, tensors);
     if (!opts.pab_report.empty()) write_broadcast_map(opts.pab_report, stats, "PAB " + c.pab.describe());
   });
@@ -86,7 +105,7 @@ Status bench(const BenchRequest& request, std::string* report) {
     if (std::find(pipelines.begin(), pipelines.end(), request.workload) != pipelines.end()) {
       PipelineBenchWorkload w = pipeline_bench_workload(request.workload, request.steps);
       w.tiling = parse_tiling(request.tiling);
-      PipelineBenchReport r = run_pipeline_bench(w, load_options(request.compute), request.pab);
+      PipelineBenchReport r = run_pipeline_bench(w, load_options_with_ranks(request.compute), request.pab);
       *report = request.json ? pipeline_bench_json(r) : pipeline_bench_text(r);
       return;
     }
@@ -94,7 +113,7 @@ Status bench(const BenchRequest& request, std::string* report) {
     o.workload = request.workload;
     o.pab = request.pab;
     o.steps = request.steps;
-    o.load = load_options(request.compute);
+    o.load = load_options_with_ranks(request.compute);
     BenchReport r = run_bench(o);
     *report = request.json ? bench_json(r) : bench_text(r);
   });

@@ -40,7 +40,7 @@ Status calibrate(const CalibrateOptions& opts, std::string* report) {
     const std::filesystem::path out(opts.output_dir);
     check_writable((std::filesystem::is_directory(out) ? out / "changes.csv" : out).string());
 
-    LoadOptions lo = load_options(opts.compute);
+    LoadOptions lo = load_options_with_ranks(opts.compute);
     Generation gen;
     if (by_case) {
       gen = replay_generation(opts.case_dir, lo);
@@ -55,7 +55,8 @@ Status calibrate(const CalibrateOptions& opts, std::string* report) {
       gen = pipeline_generation(req, lo);
     }
     CalibrationResult r = run_calibration(gen, co);
-    std::vector<std::string> written = write_calibration_files(r, opts.output_dir);
+    std::vector<std::string> written;
+    if (!is_secondary_rank()) written = write_calibration_files(r, opts.output_dir);  // rank 0 writes
     if (opts.json) {
       nlohmann::json j = calibration_json(r);
       j["written"] = written;

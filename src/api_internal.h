@@ -14,8 +14,14 @@
 namespace pab {
 
 // The device and compute dtype the options name; fails for unknown names, a
-// backend not built, or a dtype the device does not compute in.
+// backend not built, or a dtype the device does not compute in. Starts no
+// process: see join_ranks.
 LoadOptions load_options(const ComputeOptions& c);
+// Starts (or, in a started rank, joins) the sequence-parallel ranks `c` asks
+// for and sets `load`'s communicators; nothing for one rank.
+void join_ranks(const ComputeOptions& c, LoadOptions* load);
+// load_options, then join_ranks: for the commands that run on all ranks.
+LoadOptions load_options_with_ranks(const ComputeOptions& c);
 // "auto" (or empty), "on", "off"; fails naming the value otherwise.
 TilingChoice parse_tiling(const std::string& s);
 

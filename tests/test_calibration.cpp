@@ -65,7 +65,7 @@ TEST(ChangeRecorder, RecordsRelativeChangeFromThePreviousStep) {
     for (int b = 0; b < 2; ++b) rec.run({SiteKind::spatial, b}, [&] { return constant_output(s + b); });
   }
   ASSERT_EQ(rec.calls().size(), 8u);
-  for (const SiteCall& c : rec.calls()) {
+  for (const RecordedCall& c : rec.calls()) {
     EXPECT_EQ(c.timestep, schedule[size_t(c.step)]);
     EXPECT_TRUE(c.computed);
     EXPECT_GE(c.seconds, 0);
@@ -116,7 +116,7 @@ TEST(ChangeRecorder, WrapsAPolicy) {
   }
   // diffusers counting, range 2: C B C B; a broadcast repeats the output (change 0)
   EXPECT_EQ(computed, 2);
-  EXPECT_EQ(policy.stats().total(SiteKind::spatial).broadcast, 2);
+  EXPECT_EQ(policy.stats().total(SiteKind::spatial).reused, 2);
   const auto& calls = rec.calls();
   EXPECT_TRUE(calls[0].computed && !calls[1].computed && calls[2].computed && !calls[3].computed);
   EXPECT_EQ(calls[1].change, 0);
@@ -152,14 +152,14 @@ TEST(Calibration, DeviationIsTheChainBoundOverBroadcasts) {
 }
 
 TEST(Calibration, CostModelSpeedupByHand) {
-  PabStats s;
+  CacheStats s;
   s.per_step.resize(1);
   s.per_step[0][size_t(SiteKind::spatial)] = {6, 4};  // 40% broadcast
   s.per_step[0][size_t(SiteKind::cross)] = {2, 8};    // 80% broadcast
   s.per_step[0][size_t(SiteKind::mlp_spatial)] = {10, 0};
   EXPECT_NEAR(fixed_cost().speedup(s), 1 / (1 - 0.2 * 0.4 - 0.1 * 0.8), 1e-12);
   // measured fractions: 1 s of spatial and 0.5 s of cross in a 4 s loop of which 0.5 s was overhead
-  std::vector<SiteCall> calls(3);
+  std::vector<RecordedCall> calls(3);
   calls[0].seconds = 0.6;
   calls[1].seconds = 0.4;
   calls[2].site.kind = SiteKind::cross;
@@ -243,7 +243,7 @@ TEST(Calibration, ProposalForARealSizedModel) {
   Proposal prop = propose_pab(t, fixed_cost(), opts);
   ASSERT_TRUE(prop.reached);
   EXPECT_GE(prop.best.speedup, 1.25 - 1e-12);
-  EXPECT_EQ(prop.best.stats.total().computed + prop.best.stats.total().broadcast, 3 * 30 * 50);
+  EXPECT_EQ(prop.best.stats.total().computed + prop.best.stats.total().reused, 3 * 30 * 50);
   // the windows keep out of the steep ends of the U
   for (SiteKind kind : {SiteKind::spatial, SiteKind::temporal, SiteKind::cross}) {
     const BroadcastRule& r = prop.best.config.rule(kind);
@@ -382,7 +382,7 @@ TEST_F(LatteCalibration, ProposalIsValidAndDoesWhatItPredicts) {
   for (size_t s = 0; s < m.stats.per_step.size(); ++s)
     for (int k = 0; k < kSiteKinds; ++k) {
       EXPECT_EQ(m.stats.per_step[s][size_t(k)].computed, r.proposal.best.stats.per_step[s][size_t(k)].computed);
-      EXPECT_EQ(m.stats.per_step[s][size_t(k)].broadcast, r.proposal.best.stats.per_step[s][size_t(k)].broadcast);
+      EXPECT_EQ(m.stats.per_step[s][size_t(k)].reused, r.proposal.best.stats.per_step[s][size_t(k)].reused);
     }
   // Broadcasting changes the result a little, as the fixture's own PAB run does (2e-3).
   EXPECT_GT(m.latents_rel_l2, 0);
@@ -438,7 +438,7 @@ TEST_F(LatteCalibration, PlotsAreReadableImages) {
   int computed = 0, broadcast = 0;
   for (SiteKind k : {SiteKind::spatial, SiteKind::temporal, SiteKind::cross}) {
     computed += r.verify->proposal.stats.total(k).computed;
-    broadcast += r.verify->proposal.stats.total(k).broadcast;
+    broadcast += r.verify->proposal.stats.total(k).reused;
   }
   EXPECT_NEAR(double(broadcast_px) / (computed_px + broadcast_px), double(broadcast) / (computed + broadcast), 0.08);
 

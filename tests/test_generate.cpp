@@ -54,6 +54,46 @@ std::string error_of(const GenerateOptions& o, std::vector<GenerateEvent>* event
   return s.ok ? "" : s.message;
 }
 
+// A model opened once makes many videos, each as a one-shot generate makes
+// it: nothing of one generation (PAB's cache, released weights, the
+// scheduler's state) leaks into the next.
+TEST(Model, OpenedOnceGeneratesManyVideosEachAsAlone) {
+  TempDir dir("model");
+  GenerateOptions once = small_run("");
+  once.frames_dir = dir / "once";
+  once.seed = 42;
+  ASSERT_TRUE(generate(once, nullptr).ok);
+
+  std::unique_ptr<Model> model;
+  Status s = Model::open(kModel, ComputeOptions{}, &model);
+  ASSERT_TRUE(s.ok) << s.message;
+  EXPECT_EQ(model->pipeline(), "CogVideoXPipeline");
+  GenerateRequest req = once;
+  req.frames_dir = dir / "first";
+  ASSERT_TRUE(model->generate(req, nullptr).ok);
+  GenerateRequest other = req;
+  other.frames_dir = dir / "other";
+  other.prompt = "a dog on a beach";
+  other.seed = 7;
+  other.cache.preset = "spatial=2@0-1000";
+  GenerateResult r;
+  ASSERT_TRUE(model->generate(other, &r).ok);
+  EXPECT_NE(r.cache_skipped, "nothing") << "the other video reuses attention";
+  req.frames_dir = dir / "again";
+  ASSERT_TRUE(model->generate(req, nullptr).ok);
+
+  const Rgb8Video a = read_video(once.frames_dir), first = read_video(dir / "first"),
+                  again = read_video(dir / "again"), o = read_video(dir / "other");
+  EXPECT_EQ(first.rgb, a.rgb);
+  EXPECT_EQ(again.rgb, a.rgb);
+  EXPECT_NE(o.rgb, a.rgb) << "the test can fail: another prompt and seed give other frames";
+  // A request's errors leave the model usable.
+  GenerateRequest bad = req;
+  bad.steps = 0;
+  EXPECT_FALSE(model->generate(bad, nullptr).ok);
+  EXPECT_TRUE(model->generate(req, nullptr).ok);
+}
+
 // The seeded diffusers reference (dev/fixtures/make_seeded_pipelines.py), written
 // through the public API without PAB: the PNGs hold diffusers' frames quantized
 // (a level off at most where the value sits on a rounding boundary), the mp4 the
@@ -67,7 +107,7 @@ TEST(Generate, WritesMp4AndPngFramesOfDiffusersFrames) {
   o.steps = 4;
   o.guidance = 6;
   o.seed = 42;
-  o.pab.preset = "off";
+  o.cache.preset = "off";
   std::vector<GenerateEvent> events;
   GenerateResult r;
   Status s = generate(o, &r, [&](const GenerateEvent& e) { events.push_back(e); });
@@ -102,7 +142,7 @@ TEST(Generate, WritesMp4AndPngFramesOfDiffusersFrames) {
 
   EXPECT_EQ(r.frames, 9);
   EXPECT_EQ(r.written, (std::vector<std::string>{o.output, o.frames_dir}));
-  EXPECT_EQ(r.pab, "off");
+  EXPECT_EQ(r.cache, "off");
   int steps = 0;
   std::vector<std::string> phases;
   for (const GenerateEvent& e : events) {
@@ -163,8 +203,8 @@ TEST(Generate, PabIsOnByDefaultAndSaysWhatItSkipped) {
   o.steps = 12;
   Status s = generate(o, &r);
   ASSERT_TRUE(s.ok) << s.message;
-  EXPECT_NE(r.pab.find("spatial 2"), std::string::npos) << r.pab;
-  EXPECT_NE(r.pab_skipped.find("spatial attention calls"), std::string::npos) << r.pab_skipped;
+  EXPECT_NE(r.cache.find("spatial 2"), std::string::npos) << r.cache;
+  EXPECT_NE(r.cache_skipped.find("spatial attention calls"), std::string::npos) << r.cache_skipped;
   // The broadcast map of that run: a PNG picture
   o.pab_report = dir / "map.png";
   ASSERT_TRUE(generate(o, &r).ok);
@@ -172,11 +212,11 @@ TEST(Generate, PabIsOnByDefaultAndSaysWhatItSkipped) {
   char magic[8] = {};
   png.read(magic, 8);
   EXPECT_EQ(std::string(magic + 1, 3), "PNG");
-  o.pab.preset = "off";
+  o.cache.preset = "off";
   EXPECT_FALSE(generate(o, &r).ok);  // no map without PAB
   o.pab_report.clear();
   ASSERT_TRUE(generate(o, &r).ok);
-  EXPECT_EQ(r.pab_skipped, "nothing (PAB off)");
+  EXPECT_EQ(r.cache_skipped, "nothing (PAB off)");
 }
 
 TEST(Generate, CommandLine) {
@@ -274,8 +314,8 @@ TEST(GenerateBadInput, GivenValuesAreCheckedNotReplaced) {
            {[](GenerateOptions& o) { o.guidance = std::nan(""); }, "--guidance nan: expected a finite number"},
            {[](GenerateOptions& o) { o.guidance = INFINITY; }, "--guidance inf: expected a finite number"},
            {[](GenerateOptions& o) { o.fps = 0; }, "--fps 0: expected a frame rate in (0, 1000]"},
-           {[](GenerateOptions& o) { o.pab.preset = ""; }, "--pab '': expected default, off"},
-           {[](GenerateOptions& o) { o.pab.file = ""; }, "--pab-config '': expected the path"},
+           {[](GenerateOptions& o) { o.cache.preset = ""; }, "--pab '': expected default, off"},
+           {[](GenerateOptions& o) { o.cache.file = ""; }, "--pab-config '': expected the path"},
            {[](GenerateOptions& o) { o.compute.max_memory = 0; }, "--max-memory 0: expected a positive size"},
            {[&](GenerateOptions& o) { o.prompt = blank; }, "empty prompt"},
            {[](GenerateOptions& o) { o.prompt = "bad \xC3\x28"; }, "the prompt (--prompt) is not valid UTF-8 (byte 4)"},
@@ -371,7 +411,7 @@ TEST(GenerateFolder, ModelIndexClassesAreHonouredOrTheMismatchRefused) {
     GenerateOptions o = small_run("");
     o.frames_dir = out;
     o.model_dir = model;
-    o.pab.preset = "off";
+    o.cache.preset = "off";
     GenerateResult r;
     Status s = generate(o, &r);
     EXPECT_TRUE(s.ok) << s.message;

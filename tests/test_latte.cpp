@@ -64,7 +64,7 @@ TEST(LatteParity, EachAttentionKindMatters) {
     PabPolicy policy(partial.pab);
     ReplayRun run = run_replay(*model, partial, &policy);
     EXPECT_FALSE(close_rel(run.latents, ref.load("latents_final_pab"), kTol)) << site_kind_name(k);
-    EXPECT_EQ(run.stats.total(k).broadcast, 0);
+    EXPECT_EQ(run.stats.total(k).reused, 0);
   }
 }
 

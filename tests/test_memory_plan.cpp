@@ -80,7 +80,8 @@ TEST(MemoryEstimate, CoversEachPhasesMeasuredPeak) {
     const PabConfig pab = resolve_pab_choice(std::string(c.pab), std::nullopt, pipe->transformer_class());
     std::optional<PabPolicy> policy;
     if (pab.any()) policy.emplace(pab);
-    const MemoryEstimate e = pipe->estimate_memory(plan, cached_kinds(pab), TilingChoice::automatic);
+    const MemoryEstimate e =
+        pipe->estimate_memory(plan, policy ? policy->held_kinds() : std::vector<SiteKind>{}, TilingChoice::automatic);
     const Measured m = measure(*pipe, plan, policy ? &*policy : nullptr);
     for (auto [name, measured] : {std::pair{"text encoder", m.text}, {"denoise", m.denoise}, {"decode", m.decode}}) {
       const uint64_t estimated = phase(e, name).total();

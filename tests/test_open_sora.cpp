@@ -90,12 +90,12 @@ TEST_P(VideoSysParity, EachBroadcastKindMatters) {
     PabPolicy policy(partial.pab);
     ReplayRun run = run_replay(*model, partial, &policy);
     EXPECT_FALSE(close_rel(run.latents, ref.load("latents_final_pab"), kTol)) << site_kind_name(k);
-    EXPECT_EQ(run.stats.total(k).broadcast, 0) << site_kind_name(k);
+    EXPECT_EQ(run.stats.total(k).reused, 0) << site_kind_name(k);
   }
   // and the full configuration broadcasts every one of them
   PabPolicy policy(c.pab);
   ReplayRun run = run_replay(*model, c, &policy);
-  for (SiteKind k : kinds) EXPECT_GT(run.stats.total(k).broadcast, 0) << site_kind_name(k);
+  for (SiteKind k : kinds) EXPECT_GT(run.stats.total(k).reused, 0) << site_kind_name(k);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, VideoSysParity, ::testing::ValuesIn(kCases),
@@ -333,7 +333,9 @@ TEST(VideoSysLoad, ClassesAndSiteKinds) {
   EXPECT_EQ(v110->class_name(), "LatteT2V");
   EXPECT_EQ(v120->class_name(), "OpenSoraT2V");
   EXPECT_EQ(os->out_channels(), 8);
-  EXPECT_EQ(v120->site_kinds(), (std::vector<SiteKind>{SiteKind::spatial, SiteKind::cross}));
+  EXPECT_EQ(v120->site_layout().layer_kinds(), (std::vector<SiteKind>{SiteKind::spatial, SiteKind::cross}));
+  EXPECT_EQ(v120->site_layout().blocks(SiteKind::block), 3);
+  EXPECT_EQ(v110->site_layout().blocks(SiteKind::block), 2 * v110->site_layout().blocks(SiteKind::spatial));
   // The original has no temporal attention or MLP broadcast in v1.2: such settings are refused.
   PabConfig temporal = default_pab_config("LatteT2V");
   EXPECT_THROW(temporal.validate(v120->site_layout()), Error);

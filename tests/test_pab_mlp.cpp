@@ -30,7 +30,7 @@ Sources run_stand_in(const PabConfig& config, SiteKind kind, int blocks, const s
   for (size_t step = 0; step < schedule.size(); ++step) {
     policy.begin_step(int(step), schedule[step]);
     for (int b = 0; b < blocks; ++b) {
-      Tensor out = run_site1(&policy, {kind, b}, [&] { return Tensor::scalar(float(step * 100 + size_t(b))); });
+      Tensor out = policy.run({kind, b}, [&] { return SiteOutput{Tensor::scalar(float(step * 100 + size_t(b)))}; }).at(0);
       int v = int(out.to_vector()[0]);
       EXPECT_EQ(v % 100, b) << "block " << b << " got another block's output";
       src[size_t(b)][step] = v / 100;
@@ -124,59 +124,87 @@ TEST(PabMlpStandIn, IntegerTimestepsAndAbsentEntries) {
 
 const std::string kLatte = "fixtures/transformer/latte";
 
-// Forwards to `inner` (or computes) and records, per step, kind and block,
-// whether the call computed.
-class Recorder final : public SiteRunner {
+// A test policy that counts nothing itself and holds nothing across steps;
+// block and step sites compute (or go to `inner`).
+class TestPolicy : public CachePolicy {
  public:
-  explicit Recorder(SiteRunner* inner) : inner_(inner) {}
-  int step = 0;
-  std::map<std::tuple<int, int, int>, bool> computed;  // (step, kind, block)
-  SiteOutput run(SiteId id, const SiteCompute& compute) override {
-    bool ran = false;
-    SiteOutput out = run_site(inner_, id, [&] {
-      ran = true;
-      return compute();
-    });
-    computed[{step, int(id.kind), id.block}] = ran;
-    return out;
+  explicit TestPolicy(CachePolicy* inner = nullptr) : inner_(inner) {}
+  std::string name() const override { return "test"; }
+  std::string describe() const override { return "test"; }
+  void reset(std::vector<double> timesteps) override {
+    if (inner_) inner_->reset(std::move(timesteps));
   }
+  std::vector<SiteKind> held_kinds() const override { return {}; }
+  const CacheStats& stats() const override { return stats_; }
+  int step = 0;
+
+ protected:
+  CachePolicy* inner_;
 
  private:
-  SiteRunner* inner_;
+  void on_begin_step(const StepContext& s) override {
+    step = s.step;
+    if (inner_) inner_->begin_step(s);
+  }
+  SiteOutput on_site(const SiteCall& call, const SiteCompute& compute) override {
+    if (!is_layer_site(call.id.kind)) return inner_ ? inner_->run_call(call, compute) : compute();
+    return layer_site(call, compute);
+  }
+  virtual SiteOutput layer_site(const SiteCall& call, const SiteCompute& compute) = 0;
+  CacheStats stats_;
+};
+
+// Forwards to `inner` (or computes) and records, per step, kind and block,
+// whether the call computed.
+class Recorder final : public TestPolicy {
+ public:
+  explicit Recorder(CachePolicy* inner) : TestPolicy(inner) {}
+  std::map<std::tuple<int, int, int>, bool> computed;  // (step, kind, block)
+
+ private:
+  SiteOutput layer_site(const SiteCall& call, const SiteCompute& compute) override {
+    bool ran = false;
+    auto counted = [&] {
+      ran = true;
+      return compute();
+    };
+    SiteOutput out = inner_ ? inner_->run_call(call, counted) : counted();
+    computed[{step, int(call.id.kind), call.id.block}] = ran;
+    return out;
+  }
 };
 
 // The reconstruction: reuses, at the listed (kind, step, block), the output
 // that the site computed at the given earlier step; computes everything else.
-class Manual final : public SiteRunner {
+class Manual final : public TestPolicy {
  public:
-  int step = 0;
   std::map<std::tuple<int, int, int>, int> reuse_from;  // (kind, step, block) -> source step
-  SiteOutput run(SiteId id, const SiteCompute& compute) override {
+
+ private:
+  SiteOutput layer_site(const SiteCall& call, const SiteCompute& compute) override {
+    const SiteId id = call.id;
     auto it = reuse_from.find({int(id.kind), step, id.block});
     if (it != reuse_from.end()) return kept_.at({int(id.kind), it->second, id.block});
     SiteOutput out = compute();
     kept_[{int(id.kind), step, id.block}] = out;
     return out;
   }
-
- private:
   std::map<std::tuple<int, int, int>, SiteOutput> kept_;
 };
 
-// The case's loop with a runner that is told the step.
-template <class Runner>
-std::vector<Tensor> replay_with(DiffusionTransformer& model, const ReplayCase& c, Runner& runner, PabPolicy* policy) {
-  if (policy) policy->reset(c.timesteps);
+// The case's loop with a policy that is told the schedule and the step.
+std::vector<Tensor> replay_with(DiffusionTransformer& model, const ReplayCase& c, CachePolicy& policy) {
+  policy.reset(c.timesteps);
   std::vector<Tensor> outs;
   Tensor x = c.latents0;
   for (size_t i = 0; i < c.timesteps.size(); ++i) {
-    if (policy) policy->begin_step(int(i), c.timesteps[i]);
-    runner.step = int(i);
+    const StepContext step{int(i), c.timesteps[i], CfgBranch::both};
+    policy.begin_step(step);
     TransformerInputs in;
     in.latents = ops::concat({x, x}, 0);
     in.text = c.text;
     in.timestep = c.timesteps[i];
-    Tensor out = model.forward(in, &runner);
+    Tensor out = forward_step(model, in, &policy, step);
     outs.push_back(out);
     Tensor eps = ops::slice(out, 1, 0, model.in_channels());
     Tensor uncond = eps.narrow0(0, 1), cond = eps.narrow0(1, 1);
@@ -202,7 +230,7 @@ TEST(PabMlpLatte, BroadcastEqualsManualReconstruction) {
 
   PabPolicy policy(cfg);
   Recorder rec(&policy);
-  std::vector<Tensor> pab = replay_with(*model, c, rec, &policy);
+  std::vector<Tensor> pab = replay_with(*model, c, rec);
 
   // which calls computed
   const int ms = int(SiteKind::mlp_spatial), mt = int(SiteKind::mlp_temporal);
@@ -215,16 +243,16 @@ TEST(PabMlpLatte, BroadcastEqualsManualReconstruction) {
     ++calls;
   }
   EXPECT_EQ(calls, 12 * 3 * 5);  // steps x blocks x (spatial, temporal, cross, two MLPs)
-  EXPECT_EQ(policy.stats().total(SiteKind::mlp_spatial).broadcast, 4);
-  EXPECT_EQ(policy.stats().total(SiteKind::mlp_temporal).broadcast, 1);
+  EXPECT_EQ(policy.stats().total(SiteKind::mlp_spatial).reused, 4);
+  EXPECT_EQ(policy.stats().total(SiteKind::mlp_temporal).reused, 1);
 
   Manual manual;
   manual.reuse_from = {{{ms, 3, 0}, 2}, {{ms, 4, 0}, 2}, {{ms, 3, 2}, 2}, {{ms, 4, 2}, 2}, {{mt, 5, 1}, 4}};
-  expect_equal_runs(pab, replay_with(*model, c, manual, nullptr), "manual");
+  expect_equal_runs(pab, replay_with(*model, c, manual), "manual");
 
   // The test can fail: without the broadcast the outputs differ from step 3 on.
   Recorder plain(nullptr);
-  std::vector<Tensor> nopab = replay_with(*model, c, plain, nullptr);
+  std::vector<Tensor> nopab = replay_with(*model, c, plain);
   for (size_t i = 0; i < nopab.size(); ++i) {
     double diff = testing::compare(pab[i], nopab[i]).max_abs;
     if (i < 3) {
@@ -244,7 +272,7 @@ TEST(PabMlpLatte, SpatialBlockSpanEqualsManualReconstruction) {
 
   PabPolicy policy(cfg);
   Recorder rec(&policy);
-  std::vector<Tensor> pab = replay_with(*model, c, rec, &policy);
+  std::vector<Tensor> pab = replay_with(*model, c, rec);
   // In the window (steps 3..10: 749 .. 166) every odd call reuses the previous step's output.
   const int sp = int(SiteKind::spatial);
   Manual manual;
@@ -254,15 +282,15 @@ TEST(PabMlpLatte, SpatialBlockSpanEqualsManualReconstruction) {
     auto [step, kind, block] = key;
     EXPECT_EQ(ran, manual.reuse_from.count({kind, step, block}) == 0) << "step " << step << " block " << block;
   }
-  EXPECT_EQ(policy.stats().total(SiteKind::spatial).broadcast, 8);
-  expect_equal_runs(pab, replay_with(*model, c, manual, nullptr), "manual");
+  EXPECT_EQ(policy.stats().total(SiteKind::spatial).reused, 8);
+  expect_equal_runs(pab, replay_with(*model, c, manual), "manual");
 
   // Without the span every block broadcasts: a different result.
   cfg.rule(SiteKind::spatial).blocks.clear();
   PabPolicy all(cfg);
   Recorder rec_all(&all);
-  std::vector<Tensor> every = replay_with(*model, c, rec_all, &all);
-  EXPECT_EQ(all.stats().total(SiteKind::spatial).broadcast, 12);
+  std::vector<Tensor> every = replay_with(*model, c, rec_all);
+  EXPECT_EQ(all.stats().total(SiteKind::spatial).reused, 12);
   EXPECT_GT(testing::compare(every.back(), pab.back()).max_abs, 1e-6);
 }
 

@@ -55,8 +55,8 @@ TEST(PabPolicy, DiffusersRuleRange2) {
   auto pat = drive(p, kSchedule, SiteKind::spatial, 3);
   for (int b = 0; b < 3; ++b) EXPECT_EQ(pat[b], "CCCBCBCBCC");
   EXPECT_EQ(p.stats().total(SiteKind::spatial).computed, 21);
-  EXPECT_EQ(p.stats().total(SiteKind::spatial).broadcast, 9);
-  EXPECT_EQ(p.stats().per_step[3][size_t(SiteKind::spatial)].broadcast, 3);
+  EXPECT_EQ(p.stats().total(SiteKind::spatial).reused, 9);
+  EXPECT_EQ(p.stats().per_step[3][size_t(SiteKind::spatial)].reused, 3);
 }
 
 TEST(PabPolicy, DiffusersRuleRange3WiderWindow) {
@@ -183,7 +183,7 @@ TEST_F(PabOnCogVideoX, ResetBetweenGenerationsGivesIdenticalResults) {
   ReplayRun b = run_replay(*model_, c_, &p);  // run_replay resets the policy
   EXPECT_EQ(testing::compare(a.latents, b.latents).max_abs, 0.0);
   EXPECT_EQ(a.stats.summary(), b.stats.summary());
-  EXPECT_GT(a.stats.total(SiteKind::spatial).broadcast, 0);
+  EXPECT_GT(a.stats.total(SiteKind::spatial).reused, 0);
 }
 
 TEST_F(PabOnCogVideoX, EmptyWindowEqualsNoPab) {
@@ -191,7 +191,7 @@ TEST_F(PabOnCogVideoX, EmptyWindowEqualsNoPab) {
   ReplayRun with = run_replay(*model_, c_, &p);
   ReplayRun without = run_replay(*model_, c_, nullptr);
   EXPECT_EQ(testing::compare(with.latents, without.latents).max_abs, 0.0);
-  EXPECT_EQ(with.stats.total(SiteKind::spatial).broadcast, 0);
+  EXPECT_EQ(with.stats.total(SiteKind::spatial).reused, 0);
   // and a window that does hold steps changes the result
   PabPolicy q(spatial(2, 100, 800));
   EXPECT_GT(testing::compare(run_replay(*model_, c_, &q).latents, without.latents).max_abs, 0.0);

@@ -80,7 +80,7 @@ TEST(PipelineBench, RunsOnTinyConfigs) {
     EXPECT_NEAR(run.total_seconds, run.text_seconds + run.denoise_seconds + run.decode_seconds, 1e-12);
   }
   // Trailing timesteps 999, 499: the second step is inside (100, 800), every block broadcasts.
-  EXPECT_EQ(r.runs[1].stats.total(SiteKind::spatial).broadcast, 3);
+  EXPECT_EQ(r.runs[1].stats.total(SiteKind::spatial).reused, 3);
   std::string text = pipeline_bench_text(r);
   EXPECT_NE(text.find("T5 encode"), std::string::npos) << text;
   EXPECT_NE(text.find("PAB speed-up"), std::string::npos) << text;

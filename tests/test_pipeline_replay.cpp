@@ -107,7 +107,7 @@ TEST(PipelinePab, PolicyIsResetAfterSuccessAndFailure) {
       pipe->denoise(plan, embeds, pipe->initial_latents(plan, given), &policy, &noise,
                     [&](const StepReport&) { cached_during = std::max(cached_during, policy.cached_bytes()); });
   EXPECT_GT(cached_during, 0u);
-  EXPECT_GT(ok.stats.total().broadcast, 0);
+  EXPECT_GT(ok.stats.total().reused, 0);
   EXPECT_EQ(policy.cached_bytes(), 0u);
   EXPECT_TRUE(policy.stats().per_step.empty());
 

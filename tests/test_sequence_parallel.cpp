@@ -94,7 +94,7 @@ TEST_P(SequenceParallel, EveryStepMatchesTheReferenceAndPabSkipsExchanges) {
 
   ThreadGroup group(ranks);
   std::vector<std::map<std::string, Tensor>> outs(static_cast<size_t>(ranks));
-  std::vector<PabStats> stats(static_cast<size_t>(ranks));
+  std::vector<CacheStats> stats(static_cast<size_t>(ranks));
   group.run([&](Communicator& comm) {
     LoadOptions opts;
     opts.comm = &comm;
@@ -115,9 +115,9 @@ TEST_P(SequenceParallel, EveryStepMatchesTheReferenceAndPabSkipsExchanges) {
   const int steps = int(c.timesteps.size());
   const bool joint = GetParam().fixture.find("cogvideox") != std::string::npos;
   const SiteKind exchanging = joint ? SiteKind::spatial : SiteKind::temporal;
-  const PabStats::Counts pab = stats[0].total(exchanging);
-  ASSERT_GT(pab.broadcast, 0) << "the case's PAB settings broadcast nothing";
-  const int every_step = pab.computed + pab.broadcast;
+  const CacheStats::Counts pab = stats[0].total(exchanging);
+  ASSERT_GT(pab.reused, 0) << "the case's PAB settings broadcast nothing";
+  const int every_step = pab.computed + pab.reused;
   const CommStats& cs = group.comm(0).stats();
   EXPECT_EQ(cs.all_to_all, 2 * (every_step + pab.computed));
   EXPECT_EQ(cs.all_gather, 2 * steps);

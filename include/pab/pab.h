@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,8 +23,9 @@ struct ComputeOptions {
   std::string device = "cpu";  // "cpu" or "cuda"
   std::string dtype = "f32";   // "f32", "bf16" or "f16" (the CPU computes in f32 only)
   // Sequence parallelism: the video tokens split over this many ranks, one
-  // process each (rank 0 is the caller; it starts the others as copies of the
-  // running program with the same arguments, and alone writes outputs).
+  // process each (rank 0 is the caller; Model::open, replay, bench and
+  // calibrate start the others as copies of the running program with the same
+  // arguments, and rank 0 alone writes outputs).
   int gpus = 1;
   std::string comm = "auto";  // "auto", "nccl" (one GPU per rank) or "host" (shared memory, any device)
   bool cfg_parallel = false;  // the two CFG branches on separate halves of the ranks
@@ -45,10 +47,14 @@ Status parse_memory_size(const std::string& text, uint64_t* bytes);
 // folder): class, key config values, tensor and parameter counts, dtypes.
 Status inspect_model(const std::string& dir, std::string* report);
 
-// PAB settings that replace a case's or a pipeline's own; neither given keeps them.
-struct PabOptions {
-  // --pab: "default" (the settings published with the original method for the
-  // model), "off", or the short form "spatial=2@100-800,temporal=3@100-800,cross=6@100-900"
+// The cache method and its settings; neither preset nor file given: the
+// method's default for the model. The one method today is Pyramid Attention
+// Broadcast, "pab" (--pab and --pab-config): its default is the settings
+// published with the original method for the model, and off, with a note,
+// for a model without any.
+struct CacheOptions {
+  std::string method = "pab";
+  // --pab: "default", "off", or the short form "spatial=2@100-800,temporal=3@100-800,cross=6@100-900"
   std::optional<std::string> preset;
   // --pab-config: a YAML or JSON file in the diffusers or the VideoSys dialect
   std::optional<std::string> file;
@@ -59,7 +65,7 @@ struct ReplayOptions {
   std::string case_dir;  // holds case.json, inputs.safetensors, transformer/
   std::string output;    // .safetensors to write
   ComputeOptions compute;
-  PabOptions pab;        // replaces the case's `pab` for the PAB run
+  CacheOptions pab;      // PAB settings replacing the case's `pab` for the PAB run (method "pab" only)
   std::string pab_report;  // PNG of the PAB run's broadcast map (--pab-report); empty: none
 };
 // Runs the case's denoising loop without and with PAB and writes the outputs
@@ -85,12 +91,11 @@ struct BenchRequest {
 // Times the workload; `report` gets text or JSON.
 Status bench(const BenchRequest& request, std::string* report);
 
-// Text to video (pab generate). Values not given take the pipeline's
-// defaults: diffusers' call defaults and the sizes and frame count in the
-// model folder's configs. A value given out of range is an error, never
-// replaced by a default.
-struct GenerateOptions {
-  std::string model_dir;  // a diffusers pipeline folder (model_index.json): CogVideoX or Latte
+// One video from an opened model (Model::generate). Values not given take the
+// pipeline's defaults: diffusers' call defaults and the sizes and frame count
+// in the model folder's configs. A value given out of range is an error,
+// never replaced by a default.
+struct GenerateRequest {
   std::string prompt;
   std::string negative_prompt;               // diffusers' default: ""
   std::optional<int> steps;                  // >= 1; default 50
@@ -101,18 +106,24 @@ struct GenerateOptions {
   uint64_t seed = 42;                        // as torch.Generator("cpu").manual_seed(seed) in diffusers
   std::string output;                        // video file: .mp4 (H.264), .webm (VP9) or .gif; empty: none
   std::string frames_dir;                    // folder of frame_NNNN.png files; empty: none
-  std::string pab_report;                    // PNG picture of what PAB computed and broadcast; empty: none
+  std::string pab_report;                    // PNG picture of what the cache computed and reused; empty: none
   double fps = 8;                            // in (0, 1000]
   std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
+  CacheOptions cache;           // neither preset nor file given: the method's default for the model
+};
+
+// Text to video in one call (pab generate): Model::open, then generate.
+struct GenerateOptions : GenerateRequest {
+  std::string model_dir;  // a diffusers pipeline folder (model_index.json): CogVideoX or Latte
   ComputeOptions compute;
-  PabOptions pab;  // neither given: --pab default (the settings published for the model)
 };
 
 // Progress while generating.
 struct GenerateEvent {
-  enum class Kind { plan, warning, phase, step };
+  enum class Kind { plan, note, warning, phase, step };
   Kind kind = Kind::plan;
-  std::string message;      // plan: what will run; warning: the text; phase: "text", "denoise", "decode", "write"
+  // plan: what will run; note, warning: the text; phase: "text", "denoise", "decode", "write"
+  std::string message;
   int step = 0, steps = 0;  // step: 0-based index and count
   double timestep = 0;      // step: the timestep the model ran at (integer for DDPM schedulers)
   double seconds = 0;  // step or phase time
@@ -125,14 +136,44 @@ struct GenerateResult {
   double fps = 0;
   double text_seconds = 0, denoise_seconds = 0, decode_seconds = 0, write_seconds = 0, total_seconds = 0;
   bool tiled = false;
-  std::string pab;          // the PAB settings used ("off" when none)
-  std::string pab_skipped;  // what PAB broadcast instead of computing, e.g. "12 of 36 spatial attention calls"
+  std::string cache;          // the cache method and settings used ("off" when none)
+  std::string cache_skipped;  // what the cache reused instead of computing, e.g. "12 of 36 spatial attention calls"
   std::vector<std::string> warnings;
   std::vector<std::string> written;  // the files and folders written
 };
-// Generates a video; checks the outputs can be written and the request fits
-// the model before any heavy work, and leaves no partial file on failure.
+// A diffusers pipeline folder, opened once to generate many videos: every
+// config read and checked, every weights file opened (nothing loaded yet),
+// the sequence-parallel ranks started. Each component loads when its phase
+// of a generation starts and is freed when it ends, so that no two are held
+// at once. Not for use from several threads at once.
+class Model {
+ public:
+  static Status open(const std::string& dir, const ComputeOptions& compute, std::unique_ptr<Model>* model);
+  ~Model();
+  const std::string& pipeline() const;  // e.g. "CogVideoXPipeline"
+
+  // Generates a video; checks the outputs can be written and the request
+  // fits the model before any heavy work, and leaves no partial file on
+  // failure. In a sequence-parallel run only rank 0 writes.
+  Status generate(const GenerateRequest& request, GenerateResult* result, const GenerateCallback& progress = {});
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Model::open(opts.model_dir, opts.compute) and one generate, the request
+// checked before the folder is read.
 Status generate(const GenerateOptions& opts, GenerateResult* result, const GenerateCallback& progress = {});
+
+// For programs that are the `pab` command or run like it: first thing in
+// main, before any thread starts. Records the arguments (sequence-parallel
+// runs start copies of the program with them) and installs the interrupt
+// cleanup (SIGINT, SIGTERM and SIGHUP remove the temporaries of unfinished
+// outputs).
+void init_program(int argc, char** argv);
 // pab calibrate: runs a full generation, measures how much every attention
 // site's output changes from step to step and what the sites cost, and
 // proposes the PAB settings with the smallest predicted deviation that reach

@@ -53,7 +53,13 @@ double relative_change(const SiteOutput& out, const SiteOutput& prev) {
 
 // ---------------------------------------------------------------- recorder
 
-ChangeRecorder::ChangeRecorder(Device device, SiteRunner* inner) : device_(device), inner_(inner) {}
+ChangeRecorder::ChangeRecorder(Device device, CachePolicy* inner) : device_(device), inner_(inner) {}
+
+std::vector<SiteKind> ChangeRecorder::held_kinds() const {
+  return inner_ ? inner_->held_kinds() : std::vector<SiteKind>{};
+}
+
+const CacheStats& ChangeRecorder::stats() const { return inner_ ? inner_->stats() : no_stats_; }
 
 void ChangeRecorder::reset(std::vector<double> timesteps) {
   if (!timesteps.empty()) schedule_ = timesteps;
@@ -61,18 +67,18 @@ void ChangeRecorder::reset(std::vector<double> timesteps) {
   current_.clear();
   calls_this_step_.clear();
   step_ = -1;
-  if (auto* stepped = dynamic_cast<SteppedSiteRunner*>(inner_)) stepped->reset(std::move(timesteps));
+  if (inner_) inner_->reset(std::move(timesteps));
 }
 
-void ChangeRecorder::begin_step(int step, double timestep) {
-  PAB_ASSERT(step >= 0, "negative step");
+void ChangeRecorder::on_begin_step(const StepContext& step) {
+  PAB_ASSERT(step.step >= 0, "negative step");
   // The outputs of the step just finished become the ones to compare with.
   for (auto& [key, out] : current_) previous_[key] = std::move(out);
   current_.clear();
   calls_this_step_.clear();
-  step_ = step;
-  timestep_ = timestep;
-  if (auto* stepped = dynamic_cast<SteppedSiteRunner*>(inner_)) stepped->begin_step(step, timestep);
+  step_ = step.step;
+  timestep_ = step.timestep;
+  if (inner_) inner_->begin_step(step);
 }
 
 void ChangeRecorder::clear() {
@@ -82,10 +88,12 @@ void ChangeRecorder::clear() {
   overhead_ = 0;
 }
 
-SiteOutput ChangeRecorder::run(SiteId id, const SiteCompute& compute) {
+SiteOutput ChangeRecorder::on_site(const SiteCall& site, const SiteCompute& compute) {
   PAB_ASSERT(step_ >= 0, "ChangeRecorder: begin_step was not called before a site ran");
+  const SiteId id = site.id;
+  if (!is_layer_site(id.kind)) return inner_ ? inner_->run_call(site, compute) : compute();
   Backend& be = backend(device_);
-  SiteCall call;
+  RecordedCall call;
   call.site = id;
   call.step = step_;
   call.timestep = timestep_;
@@ -99,7 +107,7 @@ SiteOutput ChangeRecorder::run(SiteId id, const SiteCompute& compute) {
     call.computed = true;
     return out;
   };
-  SiteOutput out = inner_ ? inner_->run(id, timed) : timed();
+  SiteOutput out = inner_ ? inner_->run_call(site, timed) : timed();
 
   auto t0 = Clock::now();
   const int nth = calls_this_step_[{int(id.kind), id.block}]++;
@@ -138,12 +146,12 @@ const ChangeTable::Kind* ChangeTable::find(SiteKind k) const {
   return nullptr;
 }
 
-ChangeTable tabulate_changes(const std::vector<SiteCall>& calls, const std::vector<double>& timesteps) {
+ChangeTable tabulate_changes(const std::vector<RecordedCall>& calls, const std::vector<double>& timesteps) {
   ChangeTable t;
   t.timesteps = timesteps;
   const size_t steps = timesteps.size();
   std::array<int, kSiteKinds> blocks{};
-  for (const SiteCall& c : calls) {
+  for (const RecordedCall& c : calls) {
     if (c.step < 0 || size_t(c.step) >= steps)
       fail("calibration: a site ran at step ", c.step, " of a ", steps, "-step schedule");
     blocks[size_t(c.site.kind)] = std::max(blocks[size_t(c.site.kind)], c.site.block + 1);
@@ -151,7 +159,7 @@ ChangeTable tabulate_changes(const std::vector<SiteCall>& calls, const std::vect
   std::array<std::vector<std::vector<std::pair<double, int>>>, kSiteKinds> sums;
   for (int k = 0; k < kSiteKinds; ++k)
     sums[size_t(k)].assign(size_t(blocks[size_t(k)]), std::vector<std::pair<double, int>>(steps, {0.0, 0}));
-  for (const SiteCall& c : calls) {
+  for (const RecordedCall& c : calls) {
     if (std::isnan(c.change)) continue;
     auto& cell = sums[size_t(c.site.kind)][size_t(c.site.block)][size_t(c.step)];
     cell.first += c.change;
@@ -172,10 +180,10 @@ ChangeTable tabulate_changes(const std::vector<SiteCall>& calls, const std::vect
   return t;
 }
 
-void write_change_csv(const std::string& path, const std::vector<SiteCall>& calls) {
-  std::vector<const SiteCall*> rows;
-  for (const SiteCall& c : calls) rows.push_back(&c);
-  std::stable_sort(rows.begin(), rows.end(), [](const SiteCall* a, const SiteCall* b) {
+void write_change_csv(const std::string& path, const std::vector<RecordedCall>& calls) {
+  std::vector<const RecordedCall*> rows;
+  for (const RecordedCall& c : calls) rows.push_back(&c);
+  std::stable_sort(rows.begin(), rows.end(), [](const RecordedCall* a, const RecordedCall* b) {
     return std::tuple(int(a->site.kind), a->site.block, a->step) <
            std::tuple(int(b->site.kind), b->site.block, b->step);
   });
@@ -184,7 +192,7 @@ void write_change_csv(const std::string& path, const std::vector<SiteCall>& call
     std::ofstream os(file.temp_path());
     os.precision(9);
     os << "kind,block,step,timestep,rel_l2_change,compute_seconds\n";
-    for (const SiteCall* c : rows) {
+    for (const RecordedCall* c : rows) {
       os << site_kind_name(c->site.kind) << "," << c->site.block << "," << c->step << "," << c->timestep << ",";
       if (!std::isnan(c->change)) os << c->change;
       os << "," << c->seconds << "\n";
@@ -196,22 +204,22 @@ void write_change_csv(const std::string& path, const std::vector<SiteCall>& call
 
 // ---------------------------------------------------------------- cost
 
-double CostModel::speedup(const PabStats& stats) const {
+double CostModel::speedup(const CacheStats& stats) const {
   double saved = 0;
   for (int k = 0; k < kSiteKinds; ++k) {
-    PabStats::Counts c = stats.total(SiteKind(k));
-    if (c.computed + c.broadcast > 0) saved += fraction[size_t(k)] * c.broadcast / (c.computed + c.broadcast);
+    CacheStats::Counts c = stats.total(SiteKind(k));
+    if (c.computed + c.reused > 0) saved += fraction[size_t(k)] * c.reused / (c.computed + c.reused);
   }
   return 1 / (1 - saved);
 }
 
-CostModel measure_cost(const std::vector<SiteCall>& calls, double loop_seconds, double overhead_seconds,
+CostModel measure_cost(const std::vector<RecordedCall>& calls, double loop_seconds, double overhead_seconds,
                        std::string source) {
   CostModel m;
   m.source = std::move(source);
   const double loop = loop_seconds - overhead_seconds;
   if (!(loop > 0)) fail("calibration: the loop took no measurable time (", loop_seconds, " s)");
-  for (const SiteCall& c : calls) m.fraction[size_t(c.site.kind)] += c.seconds / loop;
+  for (const RecordedCall& c : calls) m.fraction[size_t(c.site.kind)] += c.seconds / loop;
   // Timer resolution and synchronisation can push the sum past what a loop
   // holds; the sites never take more than the whole loop.
   double total = std::accumulate(m.fraction.begin(), m.fraction.end(), 0.0);
@@ -225,7 +233,7 @@ CostModel measure_cost(const std::vector<SiteCall>& calls, double loop_seconds, 
 namespace {
 
 // Runs `config` over the table's schedule and sites with nothing computed.
-PabStats dry_run(const PabConfig& config, const ChangeTable& table) {
+CacheStats dry_run(const PabConfig& config, const ChangeTable& table) {
   PabPolicy policy(config);
   policy.reset(table.timesteps);
   const SiteCompute nothing = [] { return SiteOutput{Tensor()}; };
@@ -239,10 +247,10 @@ PabStats dry_run(const PabConfig& config, const ChangeTable& table) {
 
 // Sum over the broadcast decisions of the bound on their relative error: the
 // changes of the steps since the site last computed.
-double deviation_sum(const PabStats& stats, const ChangeTable& table) {
+double deviation_sum(const CacheStats& stats, const ChangeTable& table) {
   std::map<std::pair<int, int>, int> last_computed;
   double sum = 0;
-  for (const PabStats::Decision& d : stats.decisions) {
+  for (const CacheStats::Decision& d : stats.decisions) {
     const std::pair<int, int> key = {int(d.site.kind), d.site.block};
     if (d.computed) {
       last_computed[key] = d.step;
@@ -366,11 +374,11 @@ Proposal propose_pab(const ChangeTable& table, const CostModel& cost, const Prop
         PabConfig c;
         c.counting = opts.counting;
         c.rule(kind.kind) = BroadcastRule{range, lo, hi, {}};
-        PabStats stats = dry_run(c, alone);
-        PabStats::Counts n = stats.total(kind.kind);
-        if (n.broadcast == 0) continue;
+        CacheStats stats = dry_run(c, alone);
+        CacheStats::Counts n = stats.total(kind.kind);
+        if (n.reused == 0) continue;
         Choice ch;
-        ch.saved = cost.fraction[size_t(kind.kind)] * n.broadcast / (n.computed + n.broadcast);
+        ch.saved = cost.fraction[size_t(kind.kind)] * n.reused / (n.computed + n.reused);
         ch.deviation = deviation_sum(stats, alone);
         ch.rule = c.rule(kind.kind);
         choices.push_back(ch);

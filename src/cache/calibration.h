@@ -32,7 +32,7 @@
 namespace pab {
 
 // One call of a site as ChangeRecorder saw it.
-struct SiteCall {
+struct RecordedCall {
   SiteId site{SiteKind::spatial, 0};
   int step = 0;
   double timestep = 0;
@@ -43,41 +43,48 @@ struct SiteCall {
   bool computed = true;  // false when the wrapped runner reused an output
 };
 
-// A runner that records every site call: the relative L2 change of its output
-// against the same site's output at the previous step, and the time its
-// computation took. It computes every site itself, or lets a wrapped runner
-// (e.g. a PabPolicy) decide and passes the schedule and steps on to it. When a
+// A policy that records every attention and MLP site call: the relative L2
+// change of its output against the same site's output at the previous step,
+// and the time its computation took. It computes every site itself, or lets a
+// wrapped policy (e.g. a PabPolicy) decide and passes the schedule and steps
+// on to it; block and step sites go to the wrapped policy unrecorded. When a
 // site runs more than once per step (guidance branches as separate passes),
 // its n-th call of a step is compared with its n-th call of the previous one.
-class ChangeRecorder final : public SteppedSiteRunner {
+class ChangeRecorder final : public CachePolicy {
  public:
   // `device`: where the model computes, synchronised around each timed call.
-  explicit ChangeRecorder(Device device = Device::cpu, SiteRunner* inner = nullptr);
+  explicit ChangeRecorder(Device device = Device::cpu, CachePolicy* inner = nullptr);
 
+  std::string name() const override { return "change recorder"; }
+  std::string describe() const override { return inner_ ? "recording " + inner_->describe() : "recording"; }
   // Forgets the previous outputs (freeing them); keeps the calls recorded. A
   // non-empty schedule is kept as the run's.
   void reset(std::vector<double> timesteps = {}) override;
-  void begin_step(int step, double timestep) override;
-  SiteOutput run(SiteId id, const SiteCompute& compute) override;
+  std::vector<SiteKind> held_kinds() const override;
+  const CacheStats& stats() const override;
 
   // Forgets the recorded calls as well.
   void clear();
-  const std::vector<SiteCall>& calls() const { return calls_; }
+  const std::vector<RecordedCall>& calls() const { return calls_; }
   const std::vector<double>& schedule() const { return schedule_; }
   // Time spent measuring changes: part of the loop's wall clock that a run
   // without the recorder does not spend.
   double overhead_seconds() const { return overhead_; }
 
  private:
+  void on_begin_step(const StepContext& step) override;
+  SiteOutput on_site(const SiteCall& call, const SiteCompute& compute) override;
+
   Device device_;
-  SiteRunner* inner_;
+  CachePolicy* inner_;
+  CacheStats no_stats_;
   std::vector<double> schedule_;
   int step_ = -1;
   double timestep_ = 0;
   // (kind, block, n-th call within the step) -> the output of the previous step
   std::map<std::array<int, 3>, SiteOutput> previous_, current_;
   std::map<std::pair<int, int>, int> calls_this_step_;
-  std::vector<SiteCall> calls_;
+  std::vector<RecordedCall> calls_;
   double overhead_ = 0;
 };
 
@@ -97,27 +104,27 @@ struct ChangeTable {
   int steps() const { return int(timesteps.size()); }
 };
 // Arranges `calls` over the schedule `timesteps` (one entry per step).
-ChangeTable tabulate_changes(const std::vector<SiteCall>& calls, const std::vector<double>& timesteps);
+ChangeTable tabulate_changes(const std::vector<RecordedCall>& calls, const std::vector<double>& timesteps);
 
 // Writes every call as a CSV row: kind,block,step,timestep,rel_l2_change,compute_seconds
 // (an empty change at the first step), atomically.
-void write_change_csv(const std::string& path, const std::vector<SiteCall>& calls);
+void write_change_csv(const std::string& path, const std::vector<RecordedCall>& calls);
 
 struct CostModel {
   std::array<double, kSiteKinds> fraction{};  // share of the loop's time in each kind's sites
   std::string source;                         // how the fractions were obtained
   // The count-based speed-up of what `stats` records (see the file comment).
-  double speedup(const PabStats& stats) const;
+  double speedup(const CacheStats& stats) const;
 };
 // Fractions from the timed calls of a recorded run whose loop took
 // `loop_seconds` on the wall clock, the recorder's own overhead excluded.
-CostModel measure_cost(const std::vector<SiteCall>& calls, double loop_seconds, double overhead_seconds,
+CostModel measure_cost(const std::vector<RecordedCall>& calls, double loop_seconds, double overhead_seconds,
                        std::string source);
 
 // What a configuration is predicted to do on the calibrated schedule and sites.
 struct PabPrediction {
   PabConfig config;
-  PabStats stats;        // the decisions PabPolicy makes, one call per site and step
+  CacheStats stats;        // the decisions PabPolicy makes, one call per site and step
   double speedup = 1;    // cost.speedup(stats)
   double deviation = 0;  // mean bound on a site output's relative error (file comment)
 };

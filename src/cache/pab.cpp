@@ -4,11 +4,13 @@
 #include <cmath>
 #include <sstream>
 
+#include "cache/cache_method.h"
+#include "cache/pab_config.h"
+#include "core/registry.h"
+
 namespace pab {
 
 namespace {
-constexpr const char* kKindNames[kSiteKinds] = {"spatial", "temporal", "cross", "mlp_spatial", "mlp_temporal"};
-
 bool contains(const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); }
 
 bool is_mlp(SiteKind k) { return k == SiteKind::mlp_spatial || k == SiteKind::mlp_temporal; }
@@ -20,36 +22,12 @@ size_t bytes_of(const SiteOutput& out) {
 }
 }  // namespace
 
-const char* site_kind_name(SiteKind k) { return kKindNames[size_t(k)]; }
-
-bool parse_site_kind(const std::string& s, SiteKind* out) {
-  for (int i = 0; i < kSiteKinds; ++i) {
-    if (s == kKindNames[i]) {
-      *out = SiteKind(i);
-      return true;
-    }
-  }
-  return false;
-}
-
 bool BroadcastRule::applies_to(int block) const { return blocks.empty() || contains(blocks, block); }
 
 bool PabConfig::any() const {
   for (const auto& r : rules)
     if (r.enabled()) return true;
   return !mlp_spatial.empty() || !mlp_temporal.empty();
-}
-
-std::vector<SiteKind> SiteLayout::site_kinds() const {
-  std::vector<SiteKind> out;
-  for (const auto& [kind, blocks] : kinds) out.push_back(kind);
-  return out;
-}
-
-int SiteLayout::blocks(SiteKind kind) const {
-  for (const auto& [k, blocks] : kinds)
-    if (k == kind) return blocks;
-  return 0;
 }
 
 void PabConfig::validate(const SiteLayout& model, double max_timestep) const {
@@ -64,7 +42,7 @@ void PabConfig::validate(const SiteLayout& model, double max_timestep) const {
   };
   for (int i = 0; i < 3; ++i) {
     const BroadcastRule& r = rules[size_t(i)];
-    const char* name = kKindNames[i];
+    const char* name = site_kind_name(SiteKind(i));
     if (r.range < 0) fail("PAB ", name, ": range ", r.range, " must be >= 1");
     if (!r.enabled()) continue;
     if (!(r.lo < r.hi)) fail("PAB ", name, ": timestep window (", r.lo, ", ", r.hi, ") is empty or inverted");
@@ -96,7 +74,7 @@ std::string PabConfig::describe() const {
   for (int i = 0; i < 3; ++i) {
     const BroadcastRule& r = rules[size_t(i)];
     if (!r.enabled()) continue;
-    os << (first ? "" : ", ") << kKindNames[i] << " " << r.range << " in (" << r.lo << ", " << r.hi << ")";
+    os << (first ? "" : ", ") << site_kind_name(SiteKind(i)) << " " << r.range << " in (" << r.lo << ", " << r.hi << ")";
     first = false;
   }
   if (!mlp_spatial.empty() || !mlp_temporal.empty()) {
@@ -108,38 +86,6 @@ std::string PabConfig::describe() const {
   return os.str();
 }
 
-PabStats::Counts PabStats::total(SiteKind k) const {
-  Counts c;
-  for (const auto& step : per_step) {
-    c.computed += step[size_t(k)].computed;
-    c.broadcast += step[size_t(k)].broadcast;
-  }
-  return c;
-}
-
-PabStats::Counts PabStats::total() const {
-  Counts c;
-  for (int k = 0; k < kSiteKinds; ++k) {
-    Counts t = total(SiteKind(k));
-    c.computed += t.computed;
-    c.broadcast += t.broadcast;
-  }
-  return c;
-}
-
-std::string PabStats::summary() const {
-  std::ostringstream os;
-  bool first = true;
-  for (int k = 0; k < kSiteKinds; ++k) {
-    Counts c = total(SiteKind(k));
-    if (c.computed + c.broadcast == 0) continue;
-    os << (first ? "" : "; ") << kKindNames[k] << ": " << c.computed << " computed, " << c.broadcast
-       << " broadcast";
-    first = false;
-  }
-  return first ? "no attention sites ran" : os.str();
-}
-
 // ---------------------------------------------------------------- policy
 
 PabPolicy::PabPolicy(PabConfig config) : config_(std::move(config)) {}
@@ -147,16 +93,25 @@ PabPolicy::PabPolicy(PabConfig config) : config_(std::move(config)) {}
 void PabPolicy::reset(std::vector<double> timesteps) {
   schedule_ = std::move(timesteps);
   sites_.clear();
-  stats_ = PabStats();
+  stats_ = CacheStats();
   step_ = -1;
   timestep_ = 0;
 }
 
-void PabPolicy::begin_step(int step, double timestep) {
-  PAB_ASSERT(step >= 0, "negative step");
-  step_ = step;
-  timestep_ = timestep;
-  if (stats_.per_step.size() <= size_t(step)) stats_.per_step.resize(size_t(step) + 1);
+void PabPolicy::on_begin_step(const StepContext& step) {
+  PAB_ASSERT(step.step >= 0, "negative step");
+  step_ = step.step;
+  timestep_ = step.timestep;
+  if (stats_.per_step.size() <= size_t(step_)) stats_.per_step.resize(size_t(step_) + 1);
+}
+
+std::vector<SiteKind> PabPolicy::held_kinds() const {
+  std::vector<SiteKind> kinds;
+  for (int k = 0; k < 3; ++k)
+    if (config_.rules[size_t(k)].enabled()) kinds.push_back(SiteKind(k));
+  if (!config_.mlp_spatial.empty()) kinds.push_back(SiteKind::mlp_spatial);
+  if (!config_.mlp_temporal.empty()) kinds.push_back(SiteKind::mlp_temporal);
+  return kinds;
 }
 
 bool PabPolicy::in_window(const BroadcastRule& r, double t) const {
@@ -173,9 +128,7 @@ bool PabPolicy::would_broadcast(SiteKind kind, int block, int count, double t) c
 
 void PabPolicy::record(SiteId id, bool computed) {
   if (step_ < 0) begin_step(0, timestep_);
-  auto& c = stats_.per_step[size_t(step_)][size_t(id.kind)];
-  (computed ? c.computed : c.broadcast)++;
-  stats_.decisions.push_back({step_, timestep_, id, computed});
+  stats_.record({step_, timestep_, CfgBranch::none}, id, computed);
 }
 
 size_t PabPolicy::cached_bytes() const {
@@ -187,7 +140,9 @@ size_t PabPolicy::cached_bytes() const {
   return n;
 }
 
-SiteOutput PabPolicy::run(SiteId id, const SiteCompute& compute) {
+SiteOutput PabPolicy::on_site(const SiteCall& call, const SiteCompute& compute) {
+  const SiteId id = call.id;
+  if (!is_layer_site(id.kind)) return compute();
   SiteState& s = sites_[{int(id.kind), id.block}];
   SiteOutput out = is_mlp(id.kind) ? run_mlp(id, s, compute) : run_attention(id, s, compute);
   stats_.peak_cached_bytes = std::max(stats_.peak_cached_bytes, cached_bytes());
@@ -271,5 +226,21 @@ SiteOutput PabPolicy::run_mlp(SiteId id, SiteState& s, const SiteCompute& comput
   record(id, true);
   return compute();
 }
+
+// ---------------------------------------------------------------- registration
+
+namespace {
+// --pab / --pab-config: the settings published for the model, off, the short
+// form or a file in either dialect, checked against the model's sites.
+std::unique_ptr<CachePolicy> make_pab_policy(const CacheChoice& choice, const std::string& model_class,
+                                             const SiteLayout& sites, std::string* note) {
+  PabConfig config = resolve_pab_choice(choice.preset, choice.file, model_class, note);
+  if (!config.any()) return nullptr;
+  config.validate(sites);
+  return std::make_unique<PabPolicy>(std::move(config));
+}
+}  // namespace
+
+PAB_REGISTER(CacheMethod, "pab", {make_pab_policy});
 
 }  // namespace pab

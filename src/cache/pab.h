@@ -63,42 +63,21 @@ struct PabConfig {
   std::string describe() const;  // "spatial 2 in (100, 800), cross 6 in (100, 900)"
 };
 
-// What the policy did: per step and kind, calls computed and broadcast, and
-// every call's decision in call order (for the broadcast map).
-struct PabStats {
-  struct Counts {
-    int computed = 0;
-    int broadcast = 0;
-  };
-  struct Decision {
-    int step = 0;
-    double timestep = 0;
-    SiteId site{SiteKind::spatial, 0};
-    bool computed = true;
-  };
-  std::vector<std::array<Counts, kSiteKinds>> per_step;
-  std::vector<Decision> decisions;
-  Counts total(SiteKind k) const;
-  Counts total() const;
-  size_t peak_cached_bytes = 0;
-  std::string summary() const;  // one line, e.g. "spatial: 120 computed, 60 broadcast; ..."
-};
-
-class PabPolicy final : public SteppedSiteRunner {
+class PabPolicy final : public CachePolicy {
  public:
   explicit PabPolicy(PabConfig config);
 
   const PabConfig& config() const { return config_; }
+  std::string name() const override { return "pab"; }
+  std::string describe() const override { return config_.describe(); }
   // Forgets every cached output, count and statistic; `timesteps` is the
   // schedule about to run (one forward pass per entry), used to free caches
   // early. An empty schedule keeps each cache until the next reset.
   void reset(std::vector<double> timesteps = {}) override;
-  // Called before the forward pass of step `step` at `timestep`.
-  void begin_step(int step, double timestep) override;
+  // The kinds it broadcasts.
+  std::vector<SiteKind> held_kinds() const override;
 
-  SiteOutput run(SiteId id, const SiteCompute& compute) override;
-
-  const PabStats& stats() const { return stats_; }
+  const CacheStats& stats() const override { return stats_; }
   size_t cached_bytes() const;
 
  private:
@@ -109,6 +88,9 @@ class PabPolicy final : public SteppedSiteRunner {
     // them (overlapping entries each reuse their own, as the original does)
     std::map<int, SiteOutput> mlp_kept;
   };
+  // Attention and MLP sites only; block and step sites always compute.
+  SiteOutput on_site(const SiteCall& call, const SiteCompute& compute) override;
+  void on_begin_step(const StepContext& step) override;
   bool in_window(const BroadcastRule& r, double t) const;
   bool would_broadcast(SiteKind kind, int block, int count, double t) const;
   SiteOutput run_attention(SiteId id, SiteState& s, const SiteCompute& compute);
@@ -120,7 +102,7 @@ class PabPolicy final : public SteppedSiteRunner {
   int step_ = -1;
   double timestep_ = 0;
   std::map<std::pair<int, int>, SiteState> sites_;  // (kind, block)
-  PabStats stats_;
+  CacheStats stats_;
 };
 
 }  // namespace pab

@@ -428,14 +428,29 @@ PabConfig default_pab_config(const std::string& model_class) {
   fail("--pab default: no published PAB settings for '", model_class, "' (known: ", known, ")");
 }
 
+bool has_published_pab_config(const std::string& model_class) {
+  try {
+    default_pab_config(model_class);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 PabConfig resolve_pab_choice(const std::optional<std::string>& preset, const std::optional<std::string>& file,
-                             const std::string& model_class) {
+                             const std::string& model_class, std::string* note) {
   if (preset && file) fail("give --pab or --pab-config, not both");
   if (file) {
     if (file->empty()) fail("--pab-config '': expected the path of a YAML or JSON file");
     return load_pab_config_file(*file);
   }
-  if (!preset || *preset == "default") return default_pab_config(model_class);
+  if (!preset || *preset == "default") {
+    if (has_published_pab_config(model_class)) return default_pab_config(model_class);
+    if (note)
+      *note = cat("no published PAB settings for ", model_class,
+                  ", so PAB is off (--pab or --pab-config turns it on with your settings)");
+    return PabConfig{};
+  }
   if (trim(*preset).empty())
     fail("--pab '", *preset, "': expected default, off, or kind=range[@low-high],... (e.g. spatial=2@100-800)");
   if (*preset == "off" || *preset == "none") return PabConfig{};

@@ -64,8 +64,11 @@ std::string format_pab_yaml(const PabConfig& c, PabDialect dialect);
 
 // The command line's choice: `preset` is "default", "off" or the short form
 // (--pab), `file` a configuration file (--pab-config); at most one is given,
-// and one given empty is an error. Neither given: the model's default.
+// and one given empty is an error. Neither given: the model's default; for
+// a model without published settings that is off, said in `note`.
 PabConfig resolve_pab_choice(const std::optional<std::string>& preset, const std::optional<std::string>& file,
-                             const std::string& model_class);
+                             const std::string& model_class, std::string* note = nullptr);
+// Whether default_pab_config knows the class.
+bool has_published_pab_config(const std::string& model_class);
 
 }  // namespace pab

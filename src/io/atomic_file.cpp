@@ -16,7 +16,6 @@
 #include <thread>
 
 #include "core/error.h"
-#include "parallel/world.h"
 
 namespace pab {
 
@@ -66,10 +65,6 @@ thread_local OutputGroup* open_group = nullptr;
 // aside and removed once all are in place. On a failure everything moved is
 // put back, and the previous targets restored. Call with the mutex held.
 void move_into_place(const std::vector<OutputGroup::Entry>& entries) {
-  if (is_secondary_rank()) {  // rank 0 of a sequence-parallel run writes the outputs
-    for (const auto& e : entries) remove_path(e.temp, e.folder);
-    return;
-  }
   std::vector<std::string> aside(entries.size());
   size_t moved = 0;
   auto undo = [&] {

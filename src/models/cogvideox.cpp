@@ -106,7 +106,7 @@ CogVideoXConfig parse_config(const JsonConfig& j) {
 }
 
 SiteLayout layout_of(const CogVideoXConfig& c) {
-  return {{{SiteKind::spatial, c.num_layers}}};
+  return {{{SiteKind::spatial, c.num_layers}, {SiteKind::block, c.num_layers}, {SiteKind::step, 1}}};
 }
 
 struct TimestepMlp {  // diffusers TimestepEmbedding: linear_1, SiLU, linear_2
@@ -192,7 +192,7 @@ class CogVideoX final : public DiffusionTransformer {
   SiteLayout site_layout() const override { return layout_of(c_); }
   bool sequence_parallel() const override { return true; }
 
-  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+  Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
     const Tensor& x = in.latents;
     if (x.rank() != 5 || x.dim(2) != c_.in_channels)
       fail("CogVideoX: latents must be [B, F, ", c_.in_channels, ", H, W], got ", x.desc());
@@ -251,21 +251,23 @@ class CogVideoX final : public DiffusionTransformer {
     Tensor mods = ops::permute(modulation_(emb_act).reshape({bsz, int64_t(c_.num_layers) * 12, d}), {1, 0, 2});
     auto mod = [&](int block, int k) { return mods.narrow0(int64_t(block) * 12 + k, 1).reshape({bsz, d}); };
     for (int i = 0; i < c_.num_layers; ++i) {
-      const Block& b = blocks_[size_t(i)];
-      // norm1: shift, scale, gate (video), enc_shift, enc_scale, enc_gate (text); norm2 likewise
-      std::vector<Tensor> m1, m2;
-      for (int k = 0; k < 6; ++k) {
-        m1.push_back(mod(i, k));
-        m2.push_back(mod(i, 6 + k));
-      }
-      // The norm is part of the site: a broadcast step skips it too.
-      Tensor attn = run_site1(sites, {SiteKind::spatial, i}, [&] {
-        return attention(b, b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]), text_len, n_video,
-                         rope);
+      hidden = run_site1(sites, {SiteKind::block, i}, hidden, [&] {
+        const Block& b = blocks_[size_t(i)];
+        // norm1: shift, scale, gate (video), enc_shift, enc_scale, enc_gate (text); norm2 likewise
+        std::vector<Tensor> m1, m2;
+        for (int k = 0; k < 6; ++k) {
+          m1.push_back(mod(i, k));
+          m2.push_back(mod(i, 6 + k));
+        }
+        // The norm is part of the site: a broadcast step skips it too.
+        Tensor attn = run_site1(sites, {SiteKind::spatial, i}, hidden, [&] {
+          return attention(b, b.norm1.modulated_split(hidden, text_len, m1[3], m1[4], m1[0], m1[1]), text_len,
+                           n_video, rope);
+        });
+        auto [sum, normed] =
+            b.norm2.add_modulated_split(hidden, attn, text_len, &m1[5], &m1[2], m2[3], m2[4], m2[0], m2[1]);
+        return ops::gated_add_split(sum, b.ff(normed), text_len, m2[5], m2[2]);
       });
-      auto [sum, normed] =
-          b.norm2.add_modulated_split(hidden, attn, text_len, &m1[5], &m1[2], m2[3], m2[4], m2[0], m2[1]);
-      hidden = ops::gated_add_split(sum, b.ff(normed), text_len, m2[5], m2[2]);
     }
     video = ops::slice(hidden, 1, text_len, hidden.dim(1));
 

@@ -98,6 +98,9 @@ SiteLayout layout_of(const LatteConfig& c) {
   if (c.cross_attention) l.kinds.push_back({SiteKind::cross, c.num_layers});
   l.kinds.push_back({SiteKind::mlp_spatial, c.num_layers});
   l.kinds.push_back({SiteKind::mlp_temporal, c.num_layers});
+  // Blocks in the order they run: spatial i is block 2i, temporal i 2i + 1.
+  l.kinds.push_back({SiteKind::block, 2 * c.num_layers});
+  l.kinds.push_back({SiteKind::step, 1});
   return l;
 }
 
@@ -152,7 +155,7 @@ class Latte final : public DiffusionTransformer {
   bool sequence_parallel() const override { return true; }
   SiteLayout site_layout() const override { return layout_of(c_); }
 
-  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+  Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
     const Tensor& x = in.latents;
     if (x.rank() != 5 || x.dim(1) != c_.in_channels)
       fail("Latte: latents must be [B, ", c_.in_channels, ", F, H, W], got ", x.desc());
@@ -189,12 +192,17 @@ class Latte final : public DiffusionTransformer {
     if (in.text_mask.defined()) key_mask = in.text_mask.to(DType::f32).to(opts_.device);
 
     for (int i = 0; i < c_.num_layers; ++i) {
-      hs = block_forward(spatial_[size_t(i)], i, hs, t_mod, &caption, key_mask, sites, /*temporal=*/false, frames);
+      hs = run_site1(sites, {SiteKind::block, 2 * i}, hs, [&] {
+        return block_forward(spatial_[size_t(i)], i, hs, t_mod, &caption, key_mask, sites, /*temporal=*/false,
+                             frames);
+      });
       if (i == 0 && frames > 1) {
         Tensor pos = take_shard(temporal_positions(frames), 0, mine).reshape({local, 1, d});  // per frame
         hs = ops::add(hs.reshape({bsz, local, n, d}), pos).reshape({bsz * local, n, d});
       }
-      hs = block_forward(temporal_[size_t(i)], i, hs, t_mod, nullptr, Tensor(), sites, /*temporal=*/true, frames);
+      hs = run_site1(sites, {SiteKind::block, 2 * i + 1}, hs, [&] {
+        return block_forward(temporal_[size_t(i)], i, hs, t_mod, nullptr, Tensor(), sites, /*temporal=*/true, frames);
+      });
     }
 
     auto final_mod = ops::chunk(ops::add(scale_shift_table_, t_emb), 2, 0);  // shift, scale: [1, D]
@@ -250,11 +258,11 @@ class Latte final : public DiffusionTransformer {
 
   // One spatial or temporal block on hs [B*F, N, D] (this rank's frames).
   Tensor block_forward(const Block& b, int index, Tensor hs, const Tensor& t_mod, const Tensor* caption,
-                       const Tensor& key_mask, SiteRunner* sites, bool temporal, int64_t frames) const {
+                       const Tensor& key_mask, const Sites* sites, bool temporal, int64_t frames) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
     const SiteKind self_kind = temporal ? SiteKind::temporal : SiteKind::spatial;
-    Tensor attn = run_site1(sites, {self_kind, index}, [&] {
+    Tensor attn = run_site1(sites, {self_kind, index}, hs, [&] {
       Tensor normed = norm_modulate(b.norm1, hs, m[0], m[1]);
       return temporal ? temporal_attention(b.attn1, normed, frames) : self_attention(b.attn1, normed);
     });
@@ -263,7 +271,7 @@ class Latte final : public DiffusionTransformer {
     if (b.has_cross) {
       hs = gated_add(hs, m[2], attn);
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
-      residual = run_site1(sites, {SiteKind::cross, index},
+      residual = run_site1(sites, {SiteKind::cross, index}, hs,
                            [&] { return cross_attention(b.attn2, hs, *caption, key_mask); });
       gate = nullptr;
     }
@@ -275,7 +283,7 @@ class Latte final : public DiffusionTransformer {
     hs = added.first;
     const Tensor& normed = added.second;
     const SiteKind mlp_kind = temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial;
-    SiteOutput ff = run_site(sites, {mlp_kind, index}, [&] { return SiteOutput{b.ff(normed), m[5]}; });
+    SiteOutput ff = run_site(sites, {mlp_kind, index}, {normed}, [&] { return SiteOutput{b.ff(normed), m[5]}; });
     return gated_add(hs, ff.at(1), ff.at(0));
   }
 

@@ -92,7 +92,9 @@ SiteLayout layout_of(const StDiT3Config& c) {
            {SiteKind::temporal, c.depth},
            {SiteKind::cross, 2 * c.depth},
            {SiteKind::mlp_spatial, c.depth},
-           {SiteKind::mlp_temporal, c.depth}}};
+           {SiteKind::mlp_temporal, c.depth},
+           {SiteKind::block, 2 * c.depth},  // in the order they run: spatial i is 2i, temporal i 2i + 1
+           {SiteKind::step, 1}}};
 }
 
 struct SelfAttention {  // OpenSoraAttention: qkv, q_norm, k_norm (RMS), proj
@@ -162,7 +164,7 @@ class StDiT3 final : public DiffusionTransformer {
   SiteLayout site_layout() const override { return layout_of(c_); }
   Tensor null_text() const override { return null_text_; }
 
-  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+  Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
     const Tensor& x = in.latents;
     if (x.rank() != 5 || x.dim(1) != c_.in_channels)
       fail("STDiT3: latents must be [B, ", c_.in_channels, ", F, H, W], got ", x.desc());
@@ -209,8 +211,12 @@ class StDiT3 final : public DiffusionTransformer {
 
     const Geometry g{bsz, mine.local, s, nt};
     for (int i = 0; i < c_.depth; ++i) {
-      hs = block_forward(spatial_[size_t(i)], i, false, hs, t_mod, caption, key_mask, rope, g, sites);
-      hs = block_forward(temporal_[size_t(i)], i, true, hs, t_mod, caption, key_mask, rope, g, sites);
+      hs = run_site1(sites, {SiteKind::block, 2 * i}, hs, [&] {
+        return block_forward(spatial_[size_t(i)], i, false, hs, t_mod, caption, key_mask, rope, g, sites);
+      });
+      hs = run_site1(sites, {SiteKind::block, 2 * i + 1}, hs, [&] {
+        return block_forward(temporal_[size_t(i)], i, true, hs, t_mod, caption, key_mask, rope, g, sites);
+      });
     }
 
     auto final_mod = ops::chunk(ops::add(final_table_, t), 2, 0);  // shift, scale: [1, D]
@@ -271,11 +277,11 @@ class StDiT3 final : public DiffusionTransformer {
   static Tensor gated(const Tensor& gate, const Tensor& y) { return ops::mul(y, gate.reshape({1, 1, y.dim(-1)})); }
 
   Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Tensor& t_mod, const Tensor& caption,
-                       const Tensor& key_mask, const RopeTables& rope, const Geometry& g, SiteRunner* sites) const {
+                       const Tensor& key_mask, const RopeTables& rope, const Geometry& g, const Sites* sites) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, t_mod), 6, 0);
     const int64_t d = c_.hidden;
-    Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index}, [&] {
+    Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index}, hs, [&] {
       Tensor normed = ops::norm_modulate(one_sequence(hs), nullptr, nullptr, kNormEps, m[0], m[1]);
       Tensor o;
       if (temporal) {
@@ -296,11 +302,11 @@ class StDiT3 final : public DiffusionTransformer {
     });
     hs = ops::add(hs, attn);
 
-    Tensor cross = run_site1(sites, {SiteKind::cross, 2 * index + (temporal ? 1 : 0)},
+    Tensor cross = run_site1(sites, {SiteKind::cross, 2 * index + (temporal ? 1 : 0)}, hs,
                              [&] { return cross_attention(b.cross, hs, caption, key_mask); });
     hs = ops::add(hs, cross);
 
-    Tensor mlp = run_site1(sites, {temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial, index}, [&] {
+    Tensor mlp = run_site1(sites, {temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial, index}, hs, [&] {
       Tensor normed = ops::norm_modulate(one_sequence(hs), nullptr, nullptr, kNormEps, m[3], m[4]).reshape(hs.shape());
       Tensor act = ops::linear_act(normed, b.fc1.w, &b.fc1.b, Unary::gelu_tanh);
       return gated(m[5], b.fc2(act));

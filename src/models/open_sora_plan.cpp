@@ -116,11 +116,16 @@ SiteLayout v110_layout(const PlanConfig& c) {
            {SiteKind::temporal, c.num_layers},
            {SiteKind::cross, c.num_layers},
            {SiteKind::mlp_spatial, c.num_layers},
-           {SiteKind::mlp_temporal, c.num_layers}}};
+           {SiteKind::mlp_temporal, c.num_layers},
+           {SiteKind::block, 2 * c.num_layers},  // in the order they run: spatial i is 2i, temporal i 2i + 1
+           {SiteKind::step, 1}}};
 }
 // v1.2: full attention over every frame's patches, then cross attention.
 SiteLayout v120_layout(const PlanConfig& c) {
-  return {{{SiteKind::spatial, c.num_layers}, {SiteKind::cross, c.num_layers}}};
+  return {{{SiteKind::spatial, c.num_layers},
+           {SiteKind::cross, c.num_layers},
+           {SiteKind::block, c.num_layers},
+           {SiteKind::step, 1}}};
 }
 
 // Both versions' blocks hold what Latte's do: ten [B*F, N, D] around
@@ -369,7 +374,7 @@ class LatteT2V final : public PlanBase {
   std::string class_name() const override { return "LatteT2V"; }
   SiteLayout site_layout() const override { return v110_layout(c_); }
 
-  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+  Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
     Prepared r = prepare(in);
     const int64_t n = r.gh * r.gw, d = c_.inner(), bsz = r.bsz, frames = r.frames;
     Tensor hs = ops::add(r.tokens, spatial_positions(r.gh, r.gw));  // [B*F, N, D]
@@ -379,11 +384,15 @@ class LatteT2V final : public PlanBase {
       rope_1d = temporal_rope(frames);
     }
     for (int i = 0; i < c_.num_layers; ++i) {
-      hs = block_forward(spatial_[size_t(i)], i, false, hs, r, c_.use_rope ? &rope_2d : nullptr, sites);
+      hs = run_site1(sites, {SiteKind::block, 2 * i}, hs, [&] {
+        return block_forward(spatial_[size_t(i)], i, false, hs, r, c_.use_rope ? &rope_2d : nullptr, sites);
+      });
       // [B*F, N, D] -> [B, N, F, D] -> [B*N, F, D]
       hs = ops::permute(hs.reshape({bsz, frames, n, d}), {0, 2, 1, 3}).reshape({bsz * n, frames, d});
       if (i == 0) hs = ops::add(hs, temporal_positions(frames));
-      hs = block_forward(temporal_[size_t(i)], i, true, hs, r, c_.use_rope ? &rope_1d : nullptr, sites);
+      hs = run_site1(sites, {SiteKind::block, 2 * i + 1}, hs, [&] {
+        return block_forward(temporal_[size_t(i)], i, true, hs, r, c_.use_rope ? &rope_1d : nullptr, sites);
+      });
       // [B*N, F, D] -> [B, F, N, D] -> [B*F, N, D]
       hs = ops::permute(hs.reshape({bsz, n, frames, d}), {0, 2, 1, 3}).reshape({bsz * frames, n, d});
     }
@@ -418,18 +427,18 @@ class LatteT2V final : public PlanBase {
 
   // One block on hs [S, T, D]: spatial blocks see [B*F, N, D], temporal [B*N, F, D].
   Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Prepared& r, const RopeTables* rope,
-                       SiteRunner* sites) const {
+                       const Sites* sites) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, r.t_mod), 6, 0);
-    Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index}, [&] {
+    Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index}, hs, [&] {
       return gated(m[2], self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), rope));
     });
     hs = ops::add(hs, attn);
     if (!temporal) {
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
-      hs = ops::add(hs, run_site1(sites, {SiteKind::cross, index}, [&] { return cross_attention(b.attn2, hs, r); }));
+      hs = ops::add(hs, run_site1(sites, {SiteKind::cross, index}, hs, [&] { return cross_attention(b.attn2, hs, r); }));
     }
-    Tensor ff = run_site1(sites, {temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial, index},
+    Tensor ff = run_site1(sites, {temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial, index}, hs,
                           [&] { return gated(m[5], b.ff(norm_modulate(b.norm_ff, hs, m[3], m[4]))); });
     return ops::add(hs, ff);
   }
@@ -520,21 +529,24 @@ class OpenSoraT2V final : public PlanBase {
   std::string class_name() const override { return "OpenSoraT2V"; }
   SiteLayout site_layout() const override { return v120_layout(c_); }
 
-  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+  Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
     Prepared r = prepare(in);
     const int64_t d = c_.inner();
     Tensor hs = r.tokens.reshape({r.bsz, r.frames * r.gh * r.gw, d});  // [B, F*N, D]
     const RopeTables rope = rope_3d(r.frames, r.gh, r.gw);
     for (int i = 0; i < c_.num_layers; ++i) {
-      const Block& b = blocks_[size_t(i)];
-      // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
-      auto m = ops::chunk(ops::add(b.scale_shift_table, r.t_mod), 6, 0);
-      Tensor attn = run_site1(sites, {SiteKind::spatial, i},
-                              [&] { return self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), &rope); });
-      hs = ops::gated_add(one_sequence(hs), m[2], one_sequence(attn)).reshape(hs.shape());
-      hs = ops::add(hs, run_site1(sites, {SiteKind::cross, i}, [&] { return cross_attention(b.attn2, hs, r); }));
-      Tensor ff = b.ff(norm_modulate(b.norm2, hs, m[3], m[4]));
-      hs = ops::gated_add(one_sequence(hs), m[5], one_sequence(ff)).reshape(hs.shape());
+      hs = run_site1(sites, {SiteKind::block, i}, hs, [&] {
+        const Block& b = blocks_[size_t(i)];
+        // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
+        auto m = ops::chunk(ops::add(b.scale_shift_table, r.t_mod), 6, 0);
+        Tensor attn = run_site1(sites, {SiteKind::spatial, i}, hs, [&] {
+          return self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), &rope);
+        });
+        Tensor x = ops::gated_add(one_sequence(hs), m[2], one_sequence(attn)).reshape(hs.shape());
+        x = ops::add(x, run_site1(sites, {SiteKind::cross, i}, x, [&] { return cross_attention(b.attn2, x, r); }));
+        Tensor ff = b.ff(norm_modulate(b.norm2, x, m[3], m[4]));
+        return ops::gated_add(one_sequence(x), m[5], one_sequence(ff)).reshape(x.shape());
+      });
     }
     return finish(r, hs.reshape({r.bsz * r.frames, r.gh * r.gw, d}));
   }

@@ -26,7 +26,7 @@ class CfgParallel final : public DiffusionTransformer {
   Tensor null_text() const override { return inner_->null_text(); }
   bool sequence_parallel() const override { return inner_->sequence_parallel(); }
 
-  Tensor forward(const TransformerInputs& in, SiteRunner* sites) override {
+  Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
     const int64_t bsz = in.latents.dim(0), parts = pair_.size();
     if (bsz % parts != 0)
       fail("--cfg-parallel: a batch of ", bsz, " does not split over ", parts,
@@ -37,7 +37,12 @@ class CfgParallel final : public DiffusionTransformer {
     mine.latents = half(in.latents);
     mine.text = half(in.text);
     mine.text_mask = half(in.text_mask);
-    return all_gather(pair_, inner_->forward(mine, sites), 0);
+    // The pair's batch is (unconditional, conditional): this rank's branch.
+    if (!sites) return all_gather(pair_, inner_->forward_pass(mine, nullptr), 0);
+    const Sites branch =
+        sites->for_branch(parts == 2 ? (pair_.rank() == 0 ? CfgBranch::unconditional : CfgBranch::conditional)
+                                     : sites->step().branch);
+    return all_gather(pair_, inner_->forward_pass(mine, &branch), 0);
   }
 
  private:

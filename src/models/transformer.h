@@ -55,9 +55,15 @@ class DiffusionTransformer {
   // The attention (and MLP) sites this model declares; PAB configures only these.
   virtual SiteLayout site_layout() const = 0;
   std::vector<SiteKind> site_kinds() const { return site_layout().site_kinds(); }
-  // One denoising forward pass; `sites` decides compute or reuse at each
-  // attention site (null: always compute). Returns [B, ...] with out_channels.
-  virtual Tensor forward(const TransformerInputs& in, SiteRunner* sites) = 0;
+  // One denoising forward pass: [B, ...] with out_channels. The whole pass
+  // is the step site, its input the latents; `sites` (null: always compute)
+  // decides compute or reuse there and at every block, attention and MLP site.
+  Tensor forward(const TransformerInputs& in, const Sites* sites) {
+    if (!sites) return forward_pass(in, nullptr);
+    return run_site1(sites, {SiteKind::step, 0}, in.latents, [&] { return forward_pass(in, sites); });
+  }
+  // The pass itself, inside the step site (the model files implement it).
+  virtual Tensor forward_pass(const TransformerInputs& in, const Sites* sites) = 0;
   // The learned caption a model stands in for "no prompt" with ([L, D] text
   // embeddings; Open-Sora's y_embedding); undefined where the unconditional
   // branch uses an encoded negative prompt instead.
@@ -66,6 +72,15 @@ class DiffusionTransformer {
   // (each rank takes the same inputs and returns the whole output).
   virtual bool sequence_parallel() const { return false; }
 };
+
+// One forward pass of denoising step `step`, `policy` deciding at its sites
+// (null: every site computes).
+inline Tensor forward_step(DiffusionTransformer& model, const TransformerInputs& in, CachePolicy* policy,
+                           const StepContext& step) {
+  if (!policy) return model.forward(in, nullptr);
+  const Sites sites(*policy, step);
+  return model.forward(in, &sites);
+}
 
 class Communicator;
 

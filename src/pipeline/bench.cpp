@@ -126,12 +126,13 @@ BenchRun run_loop(DiffusionTransformer& model, const BenchWorkload& w, const Ten
   const int cin = model.in_channels();
   Tensor x = latents0.narrow0(0, 1);
   auto step = [&](size_t i) {
-    if (policy) policy->begin_step(int(i), w.timesteps[i]);
+    const StepContext ctx{int(i), w.timesteps[i], CfgBranch::both};
+    if (policy) policy->begin_step(ctx);
     TransformerInputs in;
     in.latents = ops::concat({x, x}, 0);
     in.text = text;
     in.timestep = w.timesteps[i];
-    Tensor eps = ops::slice(model.forward(in, policy), channel_axis, 0, cin);
+    Tensor eps = ops::slice(forward_step(model, in, policy, ctx), channel_axis, 0, cin);
     Tensor uncond = eps.narrow0(0, 1), cond = eps.narrow0(1, 1);
     x = ops::sub(x, ops::scale(ops::add(uncond, ops::scale(ops::sub(cond, uncond), 6.0f)), 0.02f));
   };
@@ -181,7 +182,7 @@ BenchReport run_bench(const BenchOptions& opts) {
   r.steps = int(w.timesteps.size());
   auto estimate = [&](const PabConfig& cache) {
     return size_t(denoise_memory(config, r.weights_bytes, {w.latents, w.text[1], opts.load.dtype, opts.load.device},
-                                 cached_kinds(cache))
+                                 PabPolicy(cache).held_kinds())
                       .total());
   };
   r.runs.push_back(run_loop(*model, w, latents, text, nullptr, be));
@@ -257,8 +258,8 @@ std::string bench_json(const BenchReport& r) {
     if (run.pab) {
       for (int kind = 0; kind < kSiteKinds; ++kind) {
         auto c = run.stats.total(SiteKind(kind));
-        if (c.computed + c.broadcast)
-          k["sites"][site_kind_name(SiteKind(kind))] = {{"computed", c.computed}, {"broadcast", c.broadcast}};
+        if (c.computed + c.reused)
+          k["sites"][site_kind_name(SiteKind(kind))] = {{"computed", c.computed}, {"broadcast", c.reused}};
       }
     }
     j[run.pab ? "pab" : "no_pab"] = k;
@@ -368,7 +369,7 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
   // The estimate without weights (generated weights have no header to read
   // them from): each phase's weights are added as loaded.
   const MemoryEstimate estimate =
-      pipe->estimate_memory(plan, cached_kinds(policy ? policy->config() : PabConfig{}), w.tiling);
+      pipe->estimate_memory(plan, policy ? policy->held_kinds() : std::vector<SiteKind>{}, w.tiling);
   auto estimated = [&](const std::string& phase, size_t weights) {
     for (const MemoryEstimate::Phase& p : estimate.phases)
       if (p.name == phase) return size_t(p.total()) + weights;

@@ -35,7 +35,7 @@ struct BenchRun {
   std::vector<double> step_seconds;
   size_t peak_bytes = 0;      // device memory in use at the peak of the loop
   size_t estimate_bytes = 0;  // what the memory estimate said before the loop (weights as loaded)
-  PabStats stats;
+  CacheStats stats;
   OpProfile profile;  // from one extra profiled step
 };
 
@@ -88,7 +88,7 @@ struct PipelineBenchRun {
   size_t text_peak = 0, denoise_peak = 0, decode_peak = 0, peak = 0;
   // What the memory estimate said of each phase (the weights as loaded: generated weights have no header).
   size_t text_estimate = 0, denoise_estimate = 0, decode_estimate = 0;
-  PabStats stats;
+  CacheStats stats;
 };
 
 struct PipelineBenchReport {

@@ -42,11 +42,11 @@ std::pair<double, double> tensor_difference(const Tensor& a, const Tensor& b) {
   return {ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff), max_abs};
 }
 
-int broadcast_calls(const PabStats& s) {
-  return s.total().broadcast;
+int broadcast_calls(const CacheStats& s) {
+  return s.total().reused;
 }
-int all_calls(const PabStats& s) {
-  return s.total().computed + s.total().broadcast;
+int all_calls(const CacheStats& s) {
+  return s.total().computed + s.total().reused;
 }
 
 std::string kinds_summary(const ChangeTable& t) {
@@ -76,7 +76,7 @@ Generation replay_generation(const std::string& case_dir, const LoadOptions& opt
   g.device = opts.device;
   g.known_configs.push_back({"case.json pab", c->pab});
   const Device device = opts.device;
-  g.run = [c, model, device](SteppedSiteRunner* sites) {
+  g.run = [c, model, device](CachePolicy* sites) {
     Backend& be = backend(device);
     be.synchronize();
     const auto t0 = Clock::now();
@@ -182,7 +182,7 @@ std::vector<std::string> write_calibration_files(const CalibrationResult& r, con
   write_change_plot(path("curves.png"), r.table, &proposal, r.description);
   written.push_back(path("curves.png"));
   if (proposal.any()) {
-    const PabStats& stats = r.verify ? r.verify->proposal.stats : r.proposal.best.stats;
+    const CacheStats& stats = r.verify ? r.verify->proposal.stats : r.proposal.best.stats;
     write_broadcast_map(path("proposal_map.png"), stats,
                         cat(r.verify ? "Measured" : "Predicted", " PAB ", format_pab_short_form(proposal)));
     written.push_back(path("proposal_map.png"));

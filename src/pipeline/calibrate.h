@@ -27,11 +27,11 @@ struct GenerationOutput {
   Tensor frames;   // decoded [F, C, H, W] f32 in [0, 1] on the CPU; undefined when the run does not decode
   std::vector<double> timesteps;  // the schedule that ran
   double loop_seconds = 0;        // wall clock of the denoising loop, the device synchronised at its end
-  PabStats stats;                 // what `sites` did, when it is a PabPolicy
+  CacheStats stats;               // what the policy did
 };
-// Runs one whole generation; `sites` (null: every site computes) is reset
-// with the schedule and told each step, as the loop tells a PabPolicy.
-using GenerationFn = std::function<GenerationOutput(SteppedSiteRunner* sites)>;
+// Runs one whole generation; the policy (null: every site computes) is reset
+// with the schedule and told each step.
+using GenerationFn = std::function<GenerationOutput(CachePolicy* policy)>;
 
 struct Generation {
   std::string description;      // e.g. "LatteTransformer3DModel, case tests/.../latte"
@@ -72,7 +72,7 @@ struct CalibrationOptions {
 struct MeasuredRun {
   std::string label;
   PabConfig config;
-  PabStats stats;             // what the policy did
+  CacheStats stats;             // what the policy did
   double count_speedup = 1;   // the cost model applied to `stats`
   double seconds = 0;         // loop wall clock
   double latents_rel_l2 = 0;  // |PAB - full| / |full| of the final latents
@@ -90,7 +90,7 @@ struct VerifyReport {
 struct CalibrationResult {
   std::string description;
   int steps = 0;
-  std::vector<SiteCall> calls;
+  std::vector<RecordedCall> calls;
   ChangeTable table;
   CostModel cost;
   double loop_seconds = 0, overhead_seconds = 0;  // of the recorded run

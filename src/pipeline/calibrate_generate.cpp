@@ -19,7 +19,7 @@ Generation pipeline_generation(const PipelineGenerationRequest& request, const L
   auto plan = std::make_shared<VideoPlan>(pipe->plan(vr));
   // Calibration keeps every site's last output and the transformer through
   // the decode: the decode phase holds the transformer's weights too.
-  MemoryEstimate memory = pipe->estimate_memory(*plan, pipe->transformer_sites().site_kinds(), TilingChoice::automatic);
+  MemoryEstimate memory = pipe->estimate_memory(*plan, pipe->transformer_sites().layer_kinds(), TilingChoice::automatic);
   for (MemoryEstimate::Phase& p : memory.phases)
     if (p.name == "decode") p.parts.push_back({"transformer weights", memory.part("denoise", "weights")});
   check_memory(memory, memory_limit(opts.device, request.max_memory));
@@ -35,7 +35,7 @@ Generation pipeline_generation(const PipelineGenerationRequest& request, const L
   g.device = opts.device;
   const uint64_t seed = request.seed;
   const Device device = opts.device;
-  g.run = [pipe, plan, embeds, seed, device](SteppedSiteRunner* sites) {
+  g.run = [pipe, plan, embeds, seed, device](CachePolicy* sites) {
     Backend& be = backend(device);
     TorchNoise noise(seed);
     Tensor latents = pipe->initial_latents(*plan, noise);

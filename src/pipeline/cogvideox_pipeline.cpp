@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "models/vae_cogvideox.h"
 #include "pipeline/video_pipeline.h"
 
@@ -174,5 +175,7 @@ class CogVideoXPipeline final : public VideoPipeline {
 std::unique_ptr<VideoPipeline> make_cogvideox_pipeline(PipelineParts parts, const LoadOptions& opts) {
   return std::make_unique<CogVideoXPipeline>(std::move(parts), opts);
 }
+
+PAB_REGISTER(PipelineEntry, "CogVideoXPipeline", {make_cogvideox_pipeline});
 
 }  // namespace pab

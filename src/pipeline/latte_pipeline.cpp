@@ -5,6 +5,7 @@
 // count. The transformer's learned-sigma channels are dropped before the
 // scheduler step, and the SD-style VAE decodes frame by frame.
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "models/vae_kl.h"
 #include "pipeline/prompt_text.h"
 #include "pipeline/video_pipeline.h"
@@ -131,5 +132,7 @@ class LattePipeline final : public VideoPipeline {
 std::unique_ptr<VideoPipeline> make_latte_pipeline(PipelineParts parts, const LoadOptions& opts) {
   return std::make_unique<LattePipeline>(std::move(parts), opts);
 }
+
+PAB_REGISTER(PipelineEntry, "LattePipeline", {make_latte_pipeline});
 
 }  // namespace pab

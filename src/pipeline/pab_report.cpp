@@ -28,6 +28,9 @@ std::string kind_title(SiteKind k) {
       return "spatial MLP";
     case SiteKind::mlp_temporal:
       return "temporal MLP";
+    case SiteKind::block:
+    case SiteKind::step:
+      break;
   }
   return site_kind_name(k);
 }
@@ -44,12 +47,12 @@ std::string number(double v) {
 
 }  // namespace
 
-int write_broadcast_map(const std::string& path, const PabStats& stats, const std::string& caption) {
+int write_broadcast_map(const std::string& path, const CacheStats& stats, const std::string& caption) {
   if (stats.decisions.empty()) fail(path, ": no attention site ran, so there is nothing to draw");
   int steps = int(stats.per_step.size());
   std::map<int, int> blocks;  // kind -> blocks
   std::map<int, double> timestep_of;
-  for (const PabStats::Decision& d : stats.decisions) {
+  for (const CacheStats::Decision& d : stats.decisions) {
     steps = std::max(steps, d.step + 1);
     blocks[int(d.site.kind)] = std::max(blocks[int(d.site.kind)], d.site.block + 1);
     timestep_of.emplace(d.step, d.timestep);
@@ -68,23 +71,23 @@ int write_broadcast_map(const std::string& path, const PabStats& stats, const st
   int computed_all = 0, broadcast_all = 0;
   for (const auto& [kind, nblocks] : blocks) {
     // MLP sites only where something was broadcast: otherwise all computed, as always.
-    if (kind >= 3 && stats.total(SiteKind(kind)).broadcast == 0) continue;
+    if (kind >= 3 && stats.total(SiteKind(kind)).reused == 0) continue;
     GridPanel panel;
     panel.rows = nblocks;
     panel.cols = steps;
     std::vector<int> computed(size_t(nblocks) * size_t(steps), 0), reused(computed.size(), 0);
-    for (const PabStats::Decision& d : stats.decisions) {
+    for (const CacheStats::Decision& d : stats.decisions) {
       if (int(d.site.kind) != kind) continue;
       const size_t at = size_t(d.site.block) * size_t(steps) + size_t(d.step);
       (d.computed ? computed : reused)[at]++;
     }
     for (size_t i = 0; i < computed.size(); ++i)
       panel.cells.push_back(computed[i] && reused[i] ? 2 : computed[i] ? 0 : reused[i] ? 1 : -1);
-    PabStats::Counts c = stats.total(SiteKind(kind));
+    CacheStats::Counts c = stats.total(SiteKind(kind));
     computed_all += c.computed;
-    broadcast_all += c.broadcast;
-    panel.title = cat(kind_title(SiteKind(kind)), ": ", c.computed, " computed, ", c.broadcast, " broadcast (",
-                      percent(c.broadcast, c.computed + c.broadcast), ")");
+    broadcast_all += c.reused;
+    panel.title = cat(kind_title(SiteKind(kind)), ": ", c.computed, " computed, ", c.reused, " broadcast (",
+                      percent(c.reused, c.computed + c.reused), ")");
     plot.panels.push_back(std::move(panel));
   }
   plot.title = cat("PAB broadcast map: ", broadcast_all, " of ", computed_all + broadcast_all, " calls broadcast (",

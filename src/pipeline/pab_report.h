@@ -11,11 +11,11 @@
 
 namespace pab {
 
-// From the decisions `stats` holds (PabStats::decisions), a panel per
+// From the decisions `stats` holds (CacheStats::decisions), a panel per
 // attention kind (and per MLP kind that broadcast anything); `caption` goes
 // under the title (e.g. the configuration). Fails when no site ran. Returns
 // the height.
-int write_broadcast_map(const std::string& path, const PabStats& stats, const std::string& caption);
+int write_broadcast_map(const std::string& path, const CacheStats& stats, const std::string& caption);
 
 // The mean over blocks per kind (the band: the blocks' spread) against the
 // timestep, high timesteps first; `windows` (may be null) shades each

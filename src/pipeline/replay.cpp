@@ -47,19 +47,20 @@ ReplayCase load_replay_case(const std::string& dir) {
   return c;
 }
 
-ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSiteRunner* sites) {
+ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, CachePolicy* policy) {
   const int channel_axis = model.layout() == LatentLayout::bfchw ? 2 : 1;
   const int cin = model.in_channels();
   if (c.latents0.rank() != 5 || c.latents0.dim(channel_axis) != cin)
     fail(c.dir, ": latents0 ", c.latents0.desc(), " do not have ", cin, " channels on axis ", channel_axis,
          " as ", model.class_name(), " expects");
-  if (sites) sites->reset(c.timesteps);
+  if (policy) policy->reset(c.timesteps);
 
   ReplayRun run;
   Tensor x = c.latents0;
   Tensor text = c.text;
   for (size_t i = 0; i < c.timesteps.size(); ++i) {
-    if (sites) sites->begin_step(int(i), c.timesteps[i]);
+    const StepContext step{int(i), c.timesteps[i], CfgBranch::both};
+    if (policy) policy->begin_step(step);
     TransformerInputs in;
     in.latents = ops::concat({x, x}, 0);
     in.text = text;
@@ -67,7 +68,7 @@ ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSi
     in.fps = c.fps;
     in.height_px = c.height_px;
     in.width_px = c.width_px;
-    Tensor out = model.forward(in, sites);
+    Tensor out = forward_step(model, in, policy, step);
     run.outputs.push_back(out);
     // keep the first C_in channels (learned sigma models output 2 x C_in)
     Tensor eps = ops::slice(out, channel_axis, 0, cin);
@@ -77,12 +78,12 @@ ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSi
     x = ops::sub(x, ops::scale(guided, float(c.step_size)));
   }
   run.latents = x;
-  if (auto* policy = dynamic_cast<PabPolicy*>(sites)) run.stats = policy->stats();
+  if (policy) run.stats = policy->stats();
   return run;
 }
 
 std::map<std::string, Tensor> replay_case(const ReplayCase& c0, const LoadOptions& opts, std::string* summary,
-                                          PabStats* stats) {
+                                          CacheStats* stats) {
   auto model = load_transformer((fs::path(c0.dir) / "transformer").string(), opts);
   c0.pab.validate(model->site_layout());
   ReplayCase c = c0;

@@ -34,19 +34,18 @@ ReplayCase load_replay_case(const std::string& dir);
 struct ReplayRun {
   std::vector<Tensor> outputs;  // model output of each step (both batch entries)
   Tensor latents;               // after the last step
-  PabStats stats;
+  CacheStats stats;
 };
 
-// One pass of the case's loop with `sites` deciding at each attention site
-// (null: every site computes): a PabPolicy, or any runner the loop tells the
-// schedule and steps (calibration). `stats` is filled when it is a PabPolicy.
-ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, SteppedSiteRunner* sites);
+// One pass of the case's loop with `policy` deciding at each site (null:
+// every site computes); `stats` is what the policy did.
+ReplayRun run_replay(DiffusionTransformer& model, const ReplayCase& c, CachePolicy* policy);
 
 // Both passes, keyed as the reference: out_nopab_{i}, out_pab_{i},
 // latents_final_nopab, latents_final_pab (f32, on the CPU).
 // `stats` (optional) gets what PAB did in the PAB pass.
 std::map<std::string, Tensor> replay_case(const ReplayCase& c, const LoadOptions& opts, std::string* summary,
-                                          PabStats* stats = nullptr);
+                                          CacheStats* stats = nullptr);
 
 // Whether case.json in `dir` describes a whole pipeline ("pipeline" key).
 bool is_pipeline_case(const std::string& dir);

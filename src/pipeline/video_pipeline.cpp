@@ -1,5 +1,5 @@
 // The parts every text-to-video pipeline shares (see video_pipeline.h):
-// reading the folder, the text encoder, the denoising loop with its PAB
+// reading the folder, the text encoder, the denoising loop with its cache
 // policy, and the choice of pipeline by class name.
 #include "pipeline/video_pipeline.h"
 
@@ -11,16 +11,13 @@
 #include <sstream>
 
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "io/model_folder.h"
 #include "models/t5.h"
 
 namespace pab {
 
 namespace fs = std::filesystem;
-
-// Defined in cogvideox_pipeline.cpp and latte_pipeline.cpp.
-std::unique_ptr<VideoPipeline> make_cogvideox_pipeline(PipelineParts parts, const LoadOptions& opts);
-std::unique_ptr<VideoPipeline> make_latte_pipeline(PipelineParts parts, const LoadOptions& opts);
 
 namespace {
 
@@ -43,10 +40,10 @@ ComponentSource read_component(const ModelFolder& folder, const std::string& nam
 
 constexpr const char* kTokenizerClasses[] = {"T5Tokenizer", "T5TokenizerFast"};
 
-// Resets a PAB policy when the loop ends, however it ends: cached outputs
+// Resets a cache policy when the loop ends, however it ends: cached outputs
 // are freed and the next generation starts clean.
 struct ResetOnExit {
-  SteppedSiteRunner* policy;
+  CachePolicy* policy;
   ~ResetOnExit() {
     if (policy) policy->reset();
   }
@@ -109,10 +106,12 @@ std::unique_ptr<VideoPipeline> VideoPipeline::open(const std::string& dir, const
 }
 
 std::unique_ptr<VideoPipeline> VideoPipeline::create(PipelineParts parts, const LoadOptions& opts) {
-  if (parts.pipeline_class == "CogVideoXPipeline") return make_cogvideox_pipeline(std::move(parts), opts);
-  if (parts.pipeline_class == "LattePipeline") return make_latte_pipeline(std::move(parts), opts);
-  fail(parts.where, "/model_index.json: key '_class_name': unsupported pipeline '", parts.pipeline_class,
-       "' (supported: CogVideoXPipeline, LattePipeline)");
+  const auto& pipelines = Registry<PipelineEntry>::get();
+  const PipelineEntry* p = pipelines.find(parts.pipeline_class);
+  if (!p)
+    fail(parts.where, "/model_index.json: key '_class_name': unsupported pipeline '", parts.pipeline_class,
+         "' (supported: ", pipelines.list(), ")");
+  return p->make(std::move(parts), opts);
 }
 
 VideoPipeline::VideoPipeline(PipelineParts parts, const LoadOptions& opts) : parts_(std::move(parts)), opts_(opts) {
@@ -167,25 +166,12 @@ SiteLayout VideoPipeline::transformer_sites() const {
   return transformer_site_layout(parts_.transformer.config);
 }
 
-void VideoPipeline::check_cache_settings(const PabConfig& config) const {
-  if (config.any()) config.validate(transformer_sites());
-}
-
 MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype) {
   // The prompt's embeddings are kept while the negative prompt is encoded.
   return {"text encoder",
           {{"weights", weight_bytes},
            {"activations", add_bytes(T5Encoder::activation_bytes(t5, length, dtype),
                                      element_bytes(int64_t(t5.d_model) * length, dtype, "text"), "text")}}};
-}
-
-std::vector<SiteKind> cached_kinds(const PabConfig& cache) {
-  std::vector<SiteKind> kinds;
-  for (int k = 0; k < 3; ++k)
-    if (cache.rules[size_t(k)].enabled()) kinds.push_back(SiteKind(k));
-  if (!cache.mlp_spatial.empty()) kinds.push_back(SiteKind::mlp_spatial);
-  if (!cache.mlp_temporal.empty()) kinds.push_back(SiteKind::mlp_temporal);
-  return kinds;
 }
 
 MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
@@ -279,21 +265,18 @@ Tensor VideoPipeline::initial_latents(const VideoPlan& plan, NoiseSource& noise)
 }
 
 DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents,
-                                     SteppedSiteRunner* pab, NoiseSource* noise, const StepCallback& on_step) {
+                                     CachePolicy* cache, NoiseSource* noise, const StepCallback& on_step) {
   using clock = std::chrono::steady_clock;
   DiffusionTransformer& model = transformer();
   if (latents.shape() != plan.latents)
     fail(class_name(), ": latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
   if (!embeds.prompt.defined() || (plan.cfg && !embeds.negative.defined()))
     fail(class_name(), ": prompt embeddings missing", plan.cfg ? " (CFG needs the negative prompt's too)" : "");
-  PabPolicy* policy = dynamic_cast<PabPolicy*>(pab);
-  if (policy) policy->config().validate(model.site_layout());
-
   scheduler_->set_timesteps(plan.steps, timestep_options(plan, opts_));
   DenoiseResult result;
   result.timesteps = scheduler_->timesteps();
-  ResetOnExit reset_on_exit{pab};
-  if (pab) pab->reset(result.timesteps);
+  ResetOnExit reset_on_exit{cache};
+  if (cache) cache->reset(result.timesteps);
 
   // The CFG pair is one batch, unconditional first, as the pipelines concatenate it.
   Tensor text = plan.cfg ? ops::concat({embeds.negative, embeds.prompt}, 0) : embeds.prompt;  // [B, L, D]
@@ -309,14 +292,15 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   for (int i = 0; i < plan.steps; ++i) {
     const auto started = clock::now();
     const double t = result.timesteps[size_t(i)];
-    if (pab) pab->begin_step(i, t);
+    const StepContext step{i, t, plan.cfg ? CfgBranch::both : CfgBranch::none};
+    if (cache) cache->begin_step(step);
     Tensor input = scheduler_->scale_model_input(latents, i);
     if (plan.cfg) input = ops::concat({input, input}, 0);
     TransformerInputs in;
     in.latents = input.dtype() == opts_.dtype ? input : input.to(opts_.dtype);
     in.text = text;
     in.timestep = t;
-    Tensor out = model.forward(in, pab);
+    Tensor out = forward_step(model, in, cache, step);
     if (out.dtype() != DType::f32) out = out.to(DType::f32);
     const double g = guidance_at(plan, i, t);
     if (plan.cfg) {
@@ -337,11 +321,11 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
     }
   }
   result.latents = latents;
-  if (policy) result.stats = policy->stats();
+  if (cache) result.stats = cache->stats();
   return result;
 }
 
-GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64_t seed, PabPolicy* pab,
+GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64_t seed, CachePolicy* cache,
                               TilingChoice tiling, const GenerationEvents& events) {
   using clock = std::chrono::steady_clock;
   Backend& be = backend(pipe.load_options().device);
@@ -364,7 +348,7 @@ GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64
   TorchNoise noise(seed);
   Tensor latents = pipe.initial_latents(plan, noise);
   v.initial_latents = latents.to(Device::cpu);
-  DenoiseResult run = pipe.denoise(plan, embeds, latents, pab, &noise, events.on_step);
+  DenoiseResult run = pipe.denoise(plan, embeds, latents, cache, &noise, events.on_step);
   embeds = PromptEmbeddings();
   pipe.release_transformer();
   v.denoise_seconds = seconds_since(t0);

@@ -1,5 +1,5 @@
 // Text-to-video pipelines as diffusers runs them, chosen by model_index.json's
-// `_class_name`: CogVideoXPipeline (cogvideox_pipeline.cpp: CFG and dynamic
+// `_class_name` (each pipeline file registers a PipelineEntry): CogVideoXPipeline (cogvideox_pipeline.cpp: CFG and dynamic
 // CFG, CogVideoX 1.5's temporal padding, the DPM scheduler's previous x_0) and
 // LattePipeline (latte_pipeline.cpp: 120-token masked prompts, learned-sigma
 // channels dropped before the step, frame-by-frame decoding).
@@ -7,7 +7,7 @@
 // A generation: plan(request) fills in defaults and checks every constraint
 // (no weights loaded yet); encode_prompt loads the text encoder; denoise
 // loads the transformer and runs the loop (batched CFG: one forward per step)
-// with an optional PAB policy; decode loads the VAE and returns the frames.
+// with an optional cache policy; decode loads the VAE and returns the frames.
 // Components load on first use and each has a release_*; generate_video
 // releases each after its phase, so no two are held at once.
 #pragma once
@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "cache/pab.h"
+#include "cache/site.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/t5.h"
@@ -101,12 +101,12 @@ using StepCallback = std::function<void(const StepReport&)>;
 struct DenoiseResult {
   Tensor latents;  // f32 [1, ...] after the last step, on the compute device
   std::vector<double> timesteps;
-  PabStats stats;  // empty without a policy
+  CacheStats stats;  // what the policy did; empty without one
 };
 
 class VideoPipeline {
  public:
-  // The pipeline model_index.json names (CogVideoXPipeline or LattePipeline).
+  // The pipeline model_index.json names (a registered PipelineEntry).
   static std::unique_ptr<VideoPipeline> open(const std::string& dir, const LoadOptions& opts);
   static std::unique_ptr<VideoPipeline> create(PipelineParts parts, const LoadOptions& opts);
   virtual ~VideoPipeline();
@@ -124,9 +124,6 @@ class VideoPipeline {
 
   // The transformer's sites, from its config (nothing loaded).
   SiteLayout transformer_sites() const;
-  // Checks cache settings against the transformer's sites (kinds and blocks)
-  // before any work; fails with one line.
-  void check_cache_settings(const PabConfig& config) const;
   // What the generation will hold in memory, phase by phase, from the
   // configs, the checkpoints' headers and the plan (memory_plan.h), with the
   // outputs of the `cached` site kinds held across steps.
@@ -142,12 +139,11 @@ class VideoPipeline {
   // scheduler's init_noise_sigma, as f32 on the compute device.
   Tensor initial_latents(const VideoPlan& plan, NoiseSource& noise) const;
 
-  // The denoising loop from `latents` (f32 plan.latents). `pab` (may be null:
-  // a PabPolicy, or any runner such as calibration's recorder) is reset
-  // before the loop and again on every exit, errors included; `noise` feeds
-  // stochastic steps (DPM; DDIM with eta > 0).
-  DenoiseResult denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents,
-                        SteppedSiteRunner* pab, NoiseSource* noise, const StepCallback& on_step = {});
+  // The denoising loop from `latents` (f32 plan.latents). `cache` (may be
+  // null) is reset before the loop and again on every exit, errors
+  // included; `noise` feeds stochastic steps (DPM; DDIM with eta > 0).
+  DenoiseResult denoise(const VideoPlan& plan, const PromptEmbeddings& embeds, Tensor latents, CachePolicy* cache,
+                        NoiseSource* noise, const StepCallback& on_step = {});
   // The transformer, loaded on first use.
   DiffusionTransformer& transformer();
   void release_transformer() { transformer_.reset(); }
@@ -215,8 +211,13 @@ MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int
 // site of the `cached` kinds and the loop's latents.
 MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
                                      const std::vector<SiteKind>& cached);
-// The site kinds whose outputs `cache` keeps across steps (those it broadcasts).
-std::vector<SiteKind> cached_kinds(const PabConfig& cache);
+
+// A pipeline as it registers itself, in its own file, by the `_class_name`
+// of model_index.json:
+//   PAB_REGISTER(PipelineEntry, "LattePipeline", {make_latte_pipeline});
+struct PipelineEntry {
+  std::function<std::unique_ptr<VideoPipeline>(PipelineParts parts, const LoadOptions& opts)> make;
+};
 
 // A whole generation's progress, for a display.
 struct GenerationEvents {
@@ -230,7 +231,7 @@ struct GeneratedVideo {
   Tensor frames;           // [F, C, H, W] f32 on the CPU, in [0, 1]
   Tensor initial_latents;  // f32 [1, ...] as drawn (after init_noise_sigma), on the CPU
   Tensor final_latents;    // f32 [1, ...] after the last step, on the CPU
-  PabStats stats;
+  CacheStats stats;
   bool tiled = false;  // whether the VAE decoded in tiles
   double text_seconds = 0, denoise_seconds = 0, decode_seconds = 0;
   std::vector<std::string> warnings;
@@ -241,8 +242,8 @@ struct GeneratedVideo {
 // any scheduler noise are successive draws of that generator. Each component
 // is freed once its phase is done (the text encoder after encoding, the
 // transformer after the loop, the VAE after decoding), so no two of them are
-// held at once. `pab` may be null.
-GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64_t seed, PabPolicy* pab,
+// held at once. `cache` may be null.
+GeneratedVideo generate_video(VideoPipeline& pipe, const VideoPlan& plan, uint64_t seed, CachePolicy* cache,
                               TilingChoice tiling, const GenerationEvents& events = {});
 
 }  // namespace pab

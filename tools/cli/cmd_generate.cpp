@@ -21,6 +21,10 @@ class Progress {
       case Kind::plan:
         std::cerr << e.message << "\n";
         break;
+      case Kind::note:
+        end_bar();
+        std::cerr << "pab: note: " << e.message << "\n";
+        break;
       case Kind::warning:
         end_bar();
         std::cerr << "pab: warning: " << e.message << "\n";
@@ -114,7 +118,7 @@ void register_generate(CLI::App& app) {
   pab::cli::add_parallel_options(cmd, &o->compute);
   pab::cli::add_max_memory_option(cmd, &o->compute);
   pab::cli::add_unused_weights_option(cmd, &o->compute);
-  pab::cli::add_pab_options(cmd, &o->pab);
+  pab::cli::add_pab_options(cmd, &o->cache);
   cmd->callback([o, tiling_on, tiling_off] {
     o->tiling = *tiling_on ? "on" : *tiling_off ? "off" : "auto";
     Progress progress;
@@ -124,7 +128,7 @@ void register_generate(CLI::App& app) {
       std::ostringstream line;
       line << std::fixed << std::setprecision(2) << "done in " << r.total_seconds << " s (text " << r.text_seconds
            << " s, denoise " << r.denoise_seconds << " s, decode " << r.decode_seconds << " s"
-           << (r.tiled ? " tiled" : "") << ", write " << r.write_seconds << " s); PAB skipped " << r.pab_skipped
+           << (r.tiled ? " tiled" : "") << ", write " << r.write_seconds << " s); PAB skipped " << r.cache_skipped
            << "; wrote ";
       for (size_t i = 0; i < r.written.size(); ++i) line << (i ? " and " : "") << r.written[i];
       line << " (" << r.frames << " frames " << r.width << "x" << r.height << " at " << std::defaultfloat << r.fps

@@ -23,7 +23,7 @@ void report(const Status& s) {
   exit_code() = 1;
 }
 
-void add_pab_options(CLI::App* cmd, PabOptions* opts) {
+void add_pab_options(CLI::App* cmd, CacheOptions* opts) {
   auto* preset = cmd->add_option("--pab", opts->preset,
                                  "PAB settings: 'default' (published with the original method for this model), 'off', "
                                  "or kind=range[@low-high],... e.g. spatial=2@100-800,temporal=3@100-800,cross=6@100-900");

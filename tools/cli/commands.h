@@ -16,7 +16,7 @@ int& exit_code();
 // Prints "pab: error: <message>" on failure and sets the exit code.
 void report(const Status& s);
 // Adds --pab and --pab-config (for generate and replay).
-void add_pab_options(CLI::App* cmd, PabOptions* opts);
+void add_pab_options(CLI::App* cmd, CacheOptions* opts);
 // Adds --gpus, --comm and --cfg-parallel.
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts);
 // Adds --max-memory (a size such as 24G).

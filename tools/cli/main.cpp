@@ -3,13 +3,11 @@
 #include <iostream>
 
 #include "commands.h"
-#include "io/atomic_file.h"
-#include "parallel/world.h"
 
 int main(int argc, char** argv) {
-  // Before any thread starts: an interrupt removes the temporaries of unfinished outputs.
-  pab::install_interrupt_cleanup();
-  pab::set_program_arguments(argc, argv);  // sequence-parallel runs start copies of this program
+  // Before any thread starts: the interrupt cleanup, and the arguments for
+  // the copies of this program a sequence-parallel run starts.
+  pab::init_program(argc, argv);
   CLI::App app{"pab: video diffusion transformers with Pyramid Attention Broadcast"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "pab 0.1.0");
