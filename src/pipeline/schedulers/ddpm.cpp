@@ -125,7 +125,7 @@ std::vector<double> ddpm_alphas_cumprod(const DdpmConfig& config, bool f64, std:
              : make_alphas_cumprod<float>(config, snr_shift_scale);
 }
 
-DdpmConfig parse_ddpm_config(const JsonConfig& j, const DdpmDefaults& d) {
+DdpmConfig parse_ddpm_config(const JsonConfig& j, const DdpmDefaults& d, bool prediction) {
   DdpmConfig c;
   c.where = j.where();
   c.num_train_timesteps = j.get_or<int64_t>("num_train_timesteps", 1000);
@@ -144,11 +144,12 @@ DdpmConfig parse_ddpm_config(const JsonConfig& j, const DdpmDefaults& d) {
   }
   c.set_alpha_to_one = j.get_or<bool>("set_alpha_to_one", true);
   c.steps_offset = j.get_or<int64_t>("steps_offset", 0);
-  c.prediction_type = sched::parse_enum<PredictionType>(j, "prediction_type", PredictionType::epsilon,
-                                                        {{"epsilon", PredictionType::epsilon},
-                                                         {"v_prediction", PredictionType::v_prediction},
-                                                         {"sample", PredictionType::sample}});
-  c.timestep_spacing = sched::parse_enum<TimestepSpacing>(j, "timestep_spacing", TimestepSpacing::leading,
+  if (prediction)
+    c.prediction_type = sched::parse_enum<PredictionType>(j, "prediction_type", PredictionType::epsilon,
+                                                          {{"epsilon", PredictionType::epsilon},
+                                                           {"v_prediction", PredictionType::v_prediction},
+                                                           {"sample", PredictionType::sample}});
+  c.timestep_spacing = sched::parse_enum<TimestepSpacing>(j, "timestep_spacing", d.timestep_spacing,
                                                           {{"linspace", TimestepSpacing::linspace},
                                                            {"leading", TimestepSpacing::leading},
                                                            {"trailing", TimestepSpacing::trailing}});

@@ -39,10 +39,12 @@ struct DdpmConfig {
 struct DdpmDefaults {
   double beta_start, beta_end;
   BetaSchedule beta_schedule;
+  TimestepSpacing timestep_spacing = TimestepSpacing::leading;
 };
 // Reads the shared fields; missing keys take `defaults` or diffusers' common
-// defaults, an unsupported value fails naming the file and the key.
-DdpmConfig parse_ddpm_config(const JsonConfig& json, const DdpmDefaults& defaults);
+// defaults, an unsupported value fails naming the file and the key. Without
+// `prediction`, prediction_type is left to the caller (a class with more types).
+DdpmConfig parse_ddpm_config(const JsonConfig& json, const DdpmDefaults& defaults, bool prediction = true);
 
 // DDIMScheduler's config.
 struct DdimConfig : DdpmConfig {

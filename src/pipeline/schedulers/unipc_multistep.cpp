@@ -1,17 +1,19 @@
-// UniPCMultistepScheduler (diffusers scheduling_unipc_multistep.py) on flow
-// sigmas (use_flow_sigmas, as Wan 2.1 and 2.2 configure it): the UniP
+// UniPCMultistepScheduler (diffusers scheduling_unipc_multistep.py): the UniP
 // predictor of order p (B(h) as bh1 or bh2) from the last p converted model
 // outputs, and the UniC corrector that, before each step after the first,
 // refines the previous step's result with this step's model output. The
 // order ramps up from 1 (warm-up) and, with lower_order_final, down again
 // over the last steps.
 //
-// Only the flow-sigma path is implemented (the DDPM-sigma path, karras,
-// exponential and beta sigmas, thresholding and solver_p are refused). The
-// schedule is computed in f64 as numpy does and held in f32; the step
-// coefficients in f32 as diffusers' 0-d tensors (log and expm1 can differ
-// from torch's vectorised ones by an ulp, and torch.linalg.solve's f32 LU is
-// replaced by one in f64 rounded to f32).
+// Two noise schedules: flow sigmas (use_flow_sigmas, as Wan 2.1 and 2.2
+// configure it: sigmas from 1 to 1/N shifted by flow_shift or the caller's mu,
+// alpha = 1 - sigma), and the DDPM table's sigmas sqrt((1 - a) / a) at integer
+// timesteps (alpha = 1 / sqrt(sigma^2 + 1)). Karras, exponential and beta
+// sigmas, thresholding and solver_p are refused. The schedule is computed in
+// f64 as numpy does and held in f32; the step coefficients in f32 as
+// diffusers' 0-d tensors (log and expm1 can differ from torch's vectorised
+// ones by an ulp, and torch.linalg.solve's f32 LU is replaced by one in f64
+// rounded to f32).
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -37,7 +39,9 @@ struct UniPcConfig {
   SolverType solver_type = SolverType::bh2;
   bool lower_order_final = true;
   std::vector<int64_t> disable_corrector;  // steps (0-based) whose following step skips the corrector
+  bool flow_sigmas = false;                // use_flow_sigmas
   sched::FlowShift shift;                  // flow_shift, use_dynamic_shifting, time_shift_type, shift_terminal
+  DdpmConfig table;                        // the DDPM table and timestep spacing (without flow sigmas)
   bool final_sigma_min = false;            // final_sigmas_type "sigma_min" (else "zero")
 
   static UniPcConfig from_json(const JsonConfig& j) {
@@ -46,10 +50,7 @@ struct UniPcConfig {
     c.num_train_timesteps = j.get_or<int64_t>("num_train_timesteps", 1000);
     if (c.num_train_timesteps < 1 || c.num_train_timesteps > JsonConfig::kMaxConfigSize)
       j.unsupported("num_train_timesteps", cat("expected 1 to ", JsonConfig::kMaxConfigSize));
-    if (!j.get_or<bool>("use_flow_sigmas", false))
-      j.unsupported("use_flow_sigmas",
-                    "only the flow-sigma path is implemented (expected true, as Wan configures it); the DDPM-sigma "
-                    "path is not");
+    c.flow_sigmas = j.get_or<bool>("use_flow_sigmas", false);
     c.solver_order = j.get_or<int>("solver_order", 2);
     if (c.solver_order < 1 || c.solver_order > 4) j.unsupported("solver_order", "expected 1 to 4");
     c.prediction_type = sched::parse_enum<UniPcPrediction>(j, "prediction_type", UniPcPrediction::epsilon,
@@ -72,6 +73,13 @@ struct UniPcConfig {
     const double flow_shift = j.get_or<double>("flow_shift", 1.0);
     if (!(flow_shift > 0) || !std::isfinite(flow_shift)) j.unsupported("flow_shift", "expected a positive number");
     c.shift = sched::FlowShift::from_json(j, flow_shift);
+    if (!c.flow_sigmas) {
+      c.table = parse_ddpm_config(j, {0.0001, 0.02, BetaSchedule::linear, TimestepSpacing::linspace}, false);
+      if (c.prediction_type == UniPcPrediction::flow_prediction)
+        j.unsupported("prediction_type", "flow_prediction needs use_flow_sigmas");
+      if (c.shift.dynamic) j.unsupported("use_dynamic_shifting", "shifts flow sigmas only (use_flow_sigmas is off)");
+      if (c.shift.terminal) j.unsupported("shift_terminal", "shifts flow sigmas only (use_flow_sigmas is off)");
+    }
     c.final_sigma_min = sched::parse_enum<bool>(j, "final_sigmas_type", false, {{"zero", false}, {"sigma_min", true}});
     // Settings whose last step diffusers computes as NaN or inf (0 * inf, or divisions by a zero-length step).
     if (!c.final_sigma_min && c.solver_type == SolverType::bh1)
@@ -121,7 +129,13 @@ std::vector<float> solve(std::vector<std::vector<double>> a, std::vector<double>
 
 class UniPcScheduler final : public Scheduler {
  public:
-  explicit UniPcScheduler(UniPcConfig config) : Scheduler(config.where), c_(std::move(config)) {}
+  explicit UniPcScheduler(UniPcConfig config) : Scheduler(config.where), c_(std::move(config)) {
+    if (c_.flow_sigmas) return;
+    // The DDPM table in f32; with zero terminal SNR the last entry is 2^-24 so that its sigma is finite.
+    std::vector<double> ac = ddpm_alphas_cumprod(c_.table, false);
+    if (c_.table.rescale_betas_zero_snr) ac.back() = 0x1p-24;
+    for (double a : ac) table_sigmas_.push_back(std::sqrt((1.0f - float(a)) / float(a)));
+  }
 
   const char* class_name() const override { return kName; }
 
@@ -148,6 +162,14 @@ class UniPcScheduler final : public Scheduler {
 
  private:
   Schedule make_schedule(int n, const TimestepOptions& options) const override {
+    Schedule out = c_.flow_sigmas ? flow_schedule(n, options) : ddpm_schedule(n);
+    if (n > 1 && out.timesteps[0] == out.timesteps[1])
+      fail(where(), ": ", n, " inference steps give equal first timesteps (", out.timesteps[0],
+           "), and diffusers then starts at the second; choose fewer steps");
+    return out;
+  }
+
+  Schedule flow_schedule(int n, const TimestepOptions& options) const {
     std::vector<double> s = sched::np_linspace(1.0, 1.0 / double(c_.num_train_timesteps), int64_t(n) + 1);
     s.pop_back();
     c_.shift.apply(s, options.mu, where());
@@ -159,9 +181,51 @@ class UniPcScheduler final : public Scheduler {
       out.sigmas.push_back(float(v));
     }
     out.sigmas.push_back(c_.final_sigma_min ? float(s.back()) : 0.0);
-    if (n > 1 && out.timesteps[0] == out.timesteps[1])
-      fail(where(), ": ", n, " inference steps give equal first timesteps (", out.timesteps[0],
-           "), and diffusers then starts at the second; choose fewer steps");
+    return out;
+  }
+
+  // Integer timesteps by the spacing (UniPC's own: n + 1 points, the last
+  // dropped), each with the table's sigma.
+  Schedule ddpm_schedule(int n) const {
+    const int64_t train = c_.table.num_train_timesteps;
+    if (n > train) fail(where(), ": ", n, " inference steps: expected 1 to num_train_timesteps (", train, ")");
+    std::vector<double> ts;
+    switch (c_.table.timestep_spacing) {
+      case TimestepSpacing::linspace: {
+        // np.linspace(0, train - 1, n + 1).round(), reversed, without the 0.
+        const double step = double(train - 1) / double(n);
+        for (int i = n; i >= 1; --i) ts.push_back(i == n ? double(train - 1) : std::nearbyint(double(i) * step));
+        break;
+      }
+      case TimestepSpacing::leading: {
+        const int64_t ratio = train / (int64_t(n) + 1);
+        for (int i = n; i >= 1; --i) ts.push_back(double(int64_t(i) * ratio + c_.table.steps_offset));
+        break;
+      }
+      case TimestepSpacing::trailing: {
+        // np.arange(train, 0, -train / n).round() - 1, as DDIMScheduler's.
+        const double ratio = double(train) / double(n);
+        const auto len = int64_t(std::ceil(double(train) / ratio));
+        const double delta = (double(train) + -ratio) - double(train);
+        for (int64_t i = 0; i < len; ++i) {
+          const double v = i == 0 ? double(train) : i == 1 ? double(train) + -ratio : double(train) + double(i) * delta;
+          ts.push_back(std::nearbyint(v) - 1);
+        }
+        if (int64_t(ts.size()) != n)
+          fail(where(), ": ", n, " inference steps with trailing spacing give ", ts.size(),
+               " timesteps in diffusers; choose another step count");
+        break;
+      }
+    }
+    Schedule out;
+    for (double t : ts) {
+      if (t < 0 || t >= double(train))
+        fail(where(), ": ", n, " inference steps with this timestep_spacing/steps_offset give timestep ", t,
+             " (as diffusers computes them), outside the ", train, " training timesteps; choose another step count");
+      out.sigmas.push_back(table_sigmas_[size_t(t)]);
+    }
+    out.timesteps = std::move(ts);
+    out.sigmas.push_back(c_.final_sigma_min ? table_sigmas_.front() : 0.0f);
     return out;
   }
 
@@ -179,8 +243,12 @@ class UniPcScheduler final : public Scheduler {
   };
   Level level(int k) const {
     const auto s = float(sigmas_[size_t(k)]);
-    const float alpha = 1.0f - s;
-    return {alpha, s, std::log(alpha) - std::log(s)};
+    if (c_.flow_sigmas) {
+      const float alpha = 1.0f - s;
+      return {alpha, s, std::log(alpha) - std::log(s)};
+    }
+    const float alpha = 1.0f / std::sqrt(s * s + 1.0f), sigma = s * alpha;
+    return {alpha, sigma, std::log(alpha) - std::log(sigma)};
   }
 
   // The model output as the solver uses it: x_0 (predict_x0) or the noise.
@@ -314,6 +382,7 @@ class UniPcScheduler final : public Scheduler {
   }
 
   UniPcConfig c_;
+  std::vector<float> table_sigmas_;   // sqrt((1 - a) / a) of the DDPM table (without flow sigmas)
   std::deque<Tensor> model_outputs_;  // the last solver_order converted outputs, oldest first
   Tensor last_sample_;                // the sample the last predictor started from
   int this_order_ = 0, lower_order_nums_ = 0, next_step_ = 0;
