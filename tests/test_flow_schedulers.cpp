@@ -138,7 +138,8 @@ void check_file(const std::string& file_name, const char* cls, bool has_sigmas) 
     auto s = build(c.config, file_name + ": " + c.name);
     s->set_timesteps(c.steps, c.options);
     ASSERT_EQ(s->timesteps(), f.f64(c.name + ".timesteps")) << "timesteps";
-    const bool ddpm_table = c.config.at("_class_name") == "UniPCMultistepScheduler" && !c.config.value("use_flow_sigmas", false);
+    const bool ddpm_table =
+        c.config.at("_class_name") == "UniPCMultistepScheduler" && !c.config.value("use_flow_sigmas", false);
     if (ddpm_table) {
       // sqrt((1 - a) / a) of the DDPM table: torch's vectorised f32 sqrt is not correctly rounded (off by an
       // ulp for about one table entry in six), ours is; the zero-SNR rescale takes two more square roots.
