@@ -51,6 +51,20 @@ struct StackedLinear {
   Tensor operator()(const Tensor& x) const { return ops::linear_stacked(x, w, b.defined() ? &b : nullptr); }
 };
 
+// diffusers' Attention module's projections: to_q, to_k, to_v, to_out.0 (square, dim x dim).
+struct Attention {
+  Linear to_q, to_k, to_v, to_out;
+  StackedLinear qkv;  // with `stack`: to_q, to_k, to_v as one GEMM (self attention)
+  Attention() = default;
+  Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias, bool stack)
+      : to_q(wl, prefix + ".to_q", dim, dim, bias),
+        to_k(wl, prefix + ".to_k", dim, dim, bias),
+        to_v(wl, prefix + ".to_v", dim, dim, bias),
+        to_out(wl, prefix + ".to_out.0", dim, dim, true) {
+    if (stack) qkv = StackedLinear({&to_q, &to_k, &to_v});
+  }
+};
+
 struct LayerNorm {
   Tensor w, b;  // undefined when not elementwise-affine
   float eps = 1e-5f;
