@@ -118,7 +118,8 @@ TEST_P(EverySite, KindBlockStepTimestepBranchAndInputReachThePolicy) {
   // The step site's output is the model's; a block site's output has its input's shape.
   EXPECT_EQ(first.output, p.run.outputs[0].shape());
   for (const Probe::Call& c : probe.calls) {
-    if (c.call.id.kind == SiteKind::block) EXPECT_EQ(c.output, c.input) << "block " << c.call.id.block;
+    if (c.call.id.kind != SiteKind::block) continue;
+    EXPECT_EQ(c.output, c.input) << "block " << c.call.id.block;
   }
 }
 
@@ -137,7 +138,8 @@ TEST_P(EverySite, AReusedOuterSiteSkipsTheSitesInside) {
   blocks.reuse_at = {{1, SiteKind::block}};
   Probed q = probe_case(GetParam(), blocks);
   for (const Probe::Call& c : blocks.calls) {
-    if (c.call.step.step == 1) EXPECT_TRUE(c.call.id.kind == SiteKind::step || c.call.id.kind == SiteKind::block);
+    if (c.call.step.step != 1) continue;
+    EXPECT_TRUE(c.call.id.kind == SiteKind::step || c.call.id.kind == SiteKind::block);
   }
   // The test can fail: the second pass differs from the first when it computes.
   Probe none;
