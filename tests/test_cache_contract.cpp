@@ -117,8 +117,10 @@ TEST_P(EverySite, KindBlockStepTimestepBranchAndInputReachThePolicy) {
   EXPECT_EQ(first.input, batched);
   // The step site's output is the model's; a block site's output has its input's shape.
   EXPECT_EQ(first.output, p.run.outputs[0].shape());
-  for (const Probe::Call& c : probe.calls)
-    if (c.call.id.kind == SiteKind::block) EXPECT_EQ(c.output, c.input) << "block " << c.call.id.block;
+  for (const Probe::Call& c : probe.calls) {
+    if (c.call.id.kind != SiteKind::block) continue;
+    EXPECT_EQ(c.output, c.input) << "block " << c.call.id.block;
+  }
 }
 
 // A step site reused whole skips every site inside it, and the pass returns
@@ -135,8 +137,10 @@ TEST_P(EverySite, AReusedOuterSiteSkipsTheSitesInside) {
   Probe blocks;
   blocks.reuse_at = {{1, SiteKind::block}};
   Probed q = probe_case(GetParam(), blocks);
-  for (const Probe::Call& c : blocks.calls)
-    if (c.call.step.step == 1) EXPECT_TRUE(c.call.id.kind == SiteKind::step || c.call.id.kind == SiteKind::block);
+  for (const Probe::Call& c : blocks.calls) {
+    if (c.call.step.step != 1) continue;
+    EXPECT_TRUE(c.call.id.kind == SiteKind::step || c.call.id.kind == SiteKind::block);
+  }
   // The test can fail: the second pass differs from the first when it computes.
   Probe none;
   Probed r = probe_case(GetParam(), none);

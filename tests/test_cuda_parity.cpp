@@ -1,5 +1,5 @@
 // The transformer fixtures on the CUDA backend: f32 to the CPU tolerance, and
-// bf16 within 2x of the error diffusers' own bf16 run shows (ANCHORS.md).
+// bf16 within 2x of the error diffusers' own bf16 run shows (docs/performance.md, "Targets").
 // Skipped where no CUDA device starts.
 #include <cmath>
 #include <fstream>

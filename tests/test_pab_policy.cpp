@@ -1,6 +1,6 @@
 // PAB policy semantics: which calls compute and which broadcast, per counting
 // rule; reset; cache release; validation. Expected patterns are derived by
-// hand from the rules in ANCHORS.md (diffusers) and VideoSys' pab_mgr.py.
+// hand from the counting rules of docs/pab-config.md (diffusers) and VideoSys' pab_mgr.py.
 #include <map>
 
 #include "backend/ops.h"

@@ -1,6 +1,6 @@
-"""The ANCHORS.md loop workloads in diffusers + PyTorch, so that `pab bench`
-can be compared with the anchor on the same GPU in the same session (H100s
-differ by a few percent under their power cap).
+"""The loop workloads of docs/performance.md in diffusers + PyTorch, so that
+`pab bench` can be compared with diffusers on the same GPU in the same
+session (H100s differ by a few percent under their power cap).
 
     python3 dev/device/diffusers_loop.py cogvideox-2b|cogvideox-5b|latte-1 [--no-pab] [--steps N]
 

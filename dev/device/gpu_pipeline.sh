@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine: generate on the shipped tiny model with CUDA, then the
-# whole-pipeline benchmark (ANCHORS.md: CogVideoX-2b, T5-XXL, 3D VAE).
+# whole-pipeline benchmark (docs/performance.md: CogVideoX-2b, T5-XXL, 3D VAE).
 set -uo pipefail
 out=${OUT:-/tmp/pab-out}
 mkdir -p "$out"

@@ -8,7 +8,10 @@ that pab reproduces LattePipeline's prompt preprocessing (text.lower().strip()).
 - the Cased and Case_Ignorable properties (Python lowers capital sigma to the
   final form by them), from the `regex` module's Unicode data, as {first, last}.
 
-Usage: /opt/oracle/bin/python dev/tokenizer/make_case_table.py
+Needs the `regex` package (dev/fixtures/requirements.txt); the lowercase mappings come from the
+running Python (CPython 3.11 made the committed table).
+
+    python3 dev/tokenizer/make_case_table.py
 """
 import os
 import sys

@@ -7,7 +7,9 @@ normalizes cluster by cluster.
 The data comes from the Unicode tables of the `regex` module (\\p{gcb=...},
 \\p{Extended_Pictographic}, \\p{InCB=...}).
 
-Usage: /opt/oracle/bin/python dev/tokenizer/make_grapheme_table.py
+Needs the `regex` package (dev/fixtures/requirements.txt).
+
+    python3 dev/tokenizer/make_grapheme_table.py
 """
 import os
 

@@ -79,7 +79,7 @@ struct BenchRequest {
   bool pab = false;      // also run with PAB and report the speed-up
   int steps = 50;
   bool json = false;
-  // The pipeline workload's VAE decode: on (default: ANCHORS.md's tiled run), off or auto
+  // The pipeline workload's VAE decode: on (default: the tiled run of docs/performance.md), off or auto
   std::string tiling = "on";
   ComputeOptions compute;  // default: cuda, bf16
 

@@ -25,16 +25,6 @@ bool parse_site_kind(const std::string& s, SiteKind* out) {
   return false;
 }
 
-const char* cfg_branch_name(CfgBranch b) {
-  switch (b) {
-    case CfgBranch::none: return "none";
-    case CfgBranch::both: return "both";
-    case CfgBranch::unconditional: return "unconditional";
-    case CfgBranch::conditional: return "conditional";
-  }
-  return "?";
-}
-
 std::vector<SiteKind> SiteLayout::site_kinds() const {
   std::vector<SiteKind> out;
   for (const auto& [kind, blocks] : kinds) out.push_back(kind);

@@ -50,7 +50,6 @@ enum class CfgBranch : uint8_t {
   unconditional,   // one branch of a CFG-parallel pair
   conditional,
 };
-const char* cfg_branch_name(CfgBranch b);
 
 // The denoising step a forward pass belongs to.
 struct StepContext {
@@ -124,7 +123,6 @@ class CachePolicy {
     const SiteOutput none;
     return on_site(SiteCall{id, step_, &none}, compute);
   }
-  const StepContext& current_step() const { return step_; }
 
  private:
   virtual void on_begin_step(const StepContext& step) = 0;

@@ -15,6 +15,8 @@
 // of the rank count (30 heads run on 4 ranks).
 #include <cmath>
 
+#include "models/cogvideox.h"
+
 #include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
@@ -23,33 +25,7 @@
 
 namespace pab {
 
-namespace {
-
-struct CogVideoXConfig {
-  int heads = 30, head_dim = 64;
-  int in_channels = 16, out_channels = 16;
-  bool flip_sin_to_cos = true;
-  double freq_shift = 0;
-  int time_embed_dim = 512;
-  int ofs_embed_dim = 0;  // 0: none
-  int text_embed_dim = 4096;
-  int num_layers = 30;
-  bool attention_bias = true;
-  int sample_width = 90, sample_height = 60, sample_frames = 49;
-  int patch_size = 2, patch_size_t = 0;  // 0: no temporal patches
-  int temporal_compression_ratio = 4;
-  int max_text_seq_length = 226;
-  FeedForward::Act activation = FeedForward::Act::gelu_tanh;
-  bool norm_elementwise_affine = true;
-  float norm_eps = 1e-5f;
-  double spatial_interpolation_scale = 1.875, temporal_interpolation_scale = 1.0;
-  bool rotary = false, learned_positions = false;
-  bool patch_bias = true;
-
-  int64_t inner() const { return int64_t(heads) * head_dim; }
-};
-
-CogVideoXConfig parse_config(const JsonConfig& j) {
+CogVideoXConfig parse_cogvideox_config(const JsonConfig& j) {
   CogVideoXConfig c;
   c.heads = j.get_or("num_attention_heads", c.heads);
   c.head_dim = j.get_or("attention_head_dim", c.head_dim);
@@ -88,6 +64,10 @@ CogVideoXConfig parse_config(const JsonConfig& j) {
       {"num_layers", c.num_layers},
       {"patch_size", c.patch_size},
       {"temporal_compression_ratio", c.temporal_compression_ratio},
+      {"sample_height", c.sample_height},
+      {"sample_width", c.sample_width},
+      {"sample_frames", c.sample_frames},
+      {"max_text_seq_length", c.max_text_seq_length},
   });
   if (c.patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
   if (c.ofs_embed_dim < 0) j.unsupported("ofs_embed_dim", "must be >= 1 or null");
@@ -104,6 +84,10 @@ CogVideoXConfig parse_config(const JsonConfig& j) {
   if (c.rotary && c.head_dim % 8 != 0) j.unsupported("attention_head_dim", "rotary embeddings need a multiple of 8");
   return c;
 }
+
+namespace {
+
+
 
 SiteLayout layout_of(const CogVideoXConfig& c) {
   return {{{SiteKind::spatial, c.num_layers}, {SiteKind::block, c.num_layers}, {SiteKind::step, 1}}};
@@ -127,7 +111,7 @@ struct Block {
 
 class CogVideoX final : public DiffusionTransformer {
  public:
-  CogVideoX(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
+  CogVideoX(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_cogvideox_config(j)), opts_(opts) {
     WeightLoader wl(ckpt, opts);
     const int64_t d = c_.inner();
     const int p = c_.patch_size;
@@ -416,11 +400,11 @@ class CogVideoX final : public DiffusionTransformer {
 }  // namespace
 
 SiteLayout cogvideox_site_layout(const JsonConfig& config) {
-  return layout_of(parse_config(config));
+  return layout_of(parse_cogvideox_config(config));
 }
 
 ForwardFootprint cogvideox_footprint(const JsonConfig& config, const ForwardShape& shape) {
-  const CogVideoXConfig c = parse_config(config);
+  const CogVideoXConfig c = parse_cogvideox_config(config);
   if (shape.latents.size() != 5) fail("CogVideoX: latents must be [B, F, C, H, W], got ", shape_str(shape.latents));
   const int64_t bsz = shape.latents[0], p = c.patch_size, pt = std::max(1, c.patch_size_t);
   const int64_t video = shape_numel({shape.latents[1] / pt, shape.latents[3] / p, shape.latents[4] / p});

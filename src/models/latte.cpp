@@ -26,6 +26,8 @@
 #include <cmath>
 #include <optional>
 
+#include "models/latte.h"
+
 #include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
@@ -34,26 +36,7 @@
 
 namespace pab {
 
-namespace {
-
-struct LatteConfig {
-  int heads = 16, head_dim = 88;
-  int in_channels = 4, out_channels = 4;
-  int num_layers = 1;
-  bool cross_attention = true;  // cross_attention_dim set
-  bool attention_bias = false;
-  int sample_size = 64, patch_size = 2;
-  FeedForward::Act activation = FeedForward::Act::geglu;
-  bool norm_elementwise_affine = true;
-  float norm_eps = 1e-5f;
-  int caption_channels = 0;
-
-  int64_t inner() const { return int64_t(heads) * head_dim; }
-  // diffusers: max(sample_size // 64, 1)
-  double interpolation_scale() const { return std::max(sample_size / 64, 1); }
-};
-
-LatteConfig parse_config(const JsonConfig& j) {
+LatteConfig parse_latte_config(const JsonConfig& j) {
   LatteConfig c;
   c.heads = j.get_or("num_attention_heads", c.heads);
   c.head_dim = j.get_or("attention_head_dim", c.head_dim);
@@ -67,6 +50,7 @@ LatteConfig parse_config(const JsonConfig& j) {
   c.norm_elementwise_affine = j.get_or("norm_elementwise_affine", c.norm_elementwise_affine);
   c.norm_eps = float(j.get_or("norm_eps", double(c.norm_eps)));
   c.caption_channels = j.get<int>("caption_channels");
+  c.video_length = j.get_or("video_length", c.video_length);
 
   j.require_positive({
       {"num_attention_heads", c.heads},
@@ -77,6 +61,7 @@ LatteConfig parse_config(const JsonConfig& j) {
       {"sample_size", c.sample_size},
       {"patch_size", c.patch_size},
       {"caption_channels", c.caption_channels},
+      {"video_length", c.video_length},
   });
   std::string norm = j.get_or<std::string>("norm_type", "layer_norm");
   if (norm != "ada_norm_single") j.unsupported("norm_type", "Latte is supported with ada_norm_single only");
@@ -93,6 +78,10 @@ LatteConfig parse_config(const JsonConfig& j) {
   return c;
 }
 
+namespace {
+
+
+
 SiteLayout layout_of(const LatteConfig& c) {
   SiteLayout l{{{SiteKind::spatial, c.num_layers}, {SiteKind::temporal, c.num_layers}}};
   if (c.cross_attention) l.kinds.push_back({SiteKind::cross, c.num_layers});
@@ -103,19 +92,6 @@ SiteLayout layout_of(const LatteConfig& c) {
   l.kinds.push_back({SiteKind::step, 1});
   return l;
 }
-
-struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
-  Linear to_q, to_k, to_v, to_out;
-  StackedLinear qkv;  // self attention: to_q, to_k, to_v as one GEMM
-  Attention() = default;
-  Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias, bool self)
-      : to_q(wl, prefix + ".to_q", dim, dim, bias),
-        to_k(wl, prefix + ".to_k", dim, dim, bias),
-        to_v(wl, prefix + ".to_v", dim, dim, bias),
-        to_out(wl, prefix + ".to_out.0", dim, dim, true) {
-    if (self) qkv = StackedLinear({&to_q, &to_k, &to_v});
-  }
-};
 
 // diffusers BasicTransformerBlock with norm_type ada_norm_single.
 struct Block {
@@ -128,7 +104,7 @@ struct Block {
 
 class Latte final : public DiffusionTransformer {
  public:
-  Latte(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
+  Latte(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_latte_config(j)), opts_(opts) {
     WeightLoader wl(ckpt, opts);
     const int64_t d = c_.inner();
     const int p = c_.patch_size;
@@ -377,11 +353,11 @@ class Latte final : public DiffusionTransformer {
 }  // namespace
 
 SiteLayout latte_site_layout(const JsonConfig& config) {
-  return layout_of(parse_config(config));
+  return layout_of(parse_latte_config(config));
 }
 
 ForwardFootprint latte_footprint(const JsonConfig& config, const ForwardShape& shape) {
-  const LatteConfig c = parse_config(config);
+  const LatteConfig c = parse_latte_config(config);
   if (shape.latents.size() != 5) fail("Latte: latents must be [B, C, F, H, W], got ", shape_str(shape.latents));
   const int64_t bsz = shape.latents[0], p = c.patch_size, d = c.inner();
   const int64_t tokens = shape_numel({shape.latents[2], shape.latents[3] / p, shape.latents[4] / p});

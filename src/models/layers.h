@@ -18,10 +18,6 @@ class WeightLoader {
  public:
   WeightLoader(const WeightSource& source, const LoadOptions& opts) : ckpt_(source), opts_(opts) {}
   Tensor get(const std::string& name, const Shape& shape) const { return ckpt_.load(name, shape, opts_.dtype, opts_.device); }
-  // Loads `name` if present (with the expected shape), else an undefined tensor.
-  Tensor maybe(const std::string& name, const Shape& shape) const {
-    return ckpt_.has(name) ? get(name, shape) : Tensor();
-  }
   bool has(const std::string& name) const { return ckpt_.has(name); }
   const LoadOptions& options() const { return opts_; }
   const WeightSource& source() const { return ckpt_; }
@@ -36,7 +32,6 @@ struct Linear {
   Linear() = default;
   Linear(const WeightLoader& wl, const std::string& prefix, int64_t in, int64_t out, bool bias = true);
   Tensor operator()(const Tensor& x) const { return ops::linear(x, w, b.defined() ? &b : nullptr); }
-  int64_t out_features() const { return w.dim(0); }
 };
 
 // Linear layers of the same shape applied to one input (q, k and v
@@ -49,6 +44,20 @@ struct StackedLinear {
   explicit StackedLinear(const std::vector<Linear*>& layers);
   // One output per layer: [G, ..., out]
   Tensor operator()(const Tensor& x) const { return ops::linear_stacked(x, w, b.defined() ? &b : nullptr); }
+};
+
+// diffusers' Attention module's projections: to_q, to_k, to_v, to_out.0 (square, dim x dim).
+struct Attention {
+  Linear to_q, to_k, to_v, to_out;
+  StackedLinear qkv;  // with `stack`: to_q, to_k, to_v as one GEMM (self attention)
+  Attention() = default;
+  Attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias, bool stack)
+      : to_q(wl, prefix + ".to_q", dim, dim, bias),
+        to_k(wl, prefix + ".to_k", dim, dim, bias),
+        to_v(wl, prefix + ".to_v", dim, dim, bias),
+        to_out(wl, prefix + ".to_out.0", dim, dim, true) {
+    if (stack) qkv = StackedLinear({&to_q, &to_k, &to_v});
+  }
 };
 
 struct LayerNorm {

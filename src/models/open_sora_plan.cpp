@@ -183,15 +183,6 @@ PlanConfig parse_v120(const JsonConfig& j) {
   return c;
 }
 
-struct Attention {  // diffusers Attention: to_q, to_k, to_v, to_out.0
-  Linear to_q, to_k, to_v, to_out;
-};
-
-Attention load_attention(const WeightLoader& wl, const std::string& prefix, int64_t dim, bool bias) {
-  return {Linear(wl, prefix + ".to_q", dim, dim, bias), Linear(wl, prefix + ".to_k", dim, dim, bias),
-          Linear(wl, prefix + ".to_v", dim, dim, bias), Linear(wl, prefix + ".to_out.0", dim, dim, true)};
-}
-
 // Reorders the output rows of a query or key projection within each head:
 // each of `parts` segments of P = head_dim / parts channels goes from
 // (x[0..P/2), x[P/2..P)) to pairs (x[j], x[j + P/2]) side by side.
@@ -414,13 +405,13 @@ class LatteT2V final : public PlanBase {
     b.scale_shift_table = wl.get(prefix + ".scale_shift_table", {6, d});
     b.norm1 = LayerNorm(wl, prefix + ".norm1", d, c_.norm_eps, c_.norm_elementwise_affine);
     b.norm_ff = LayerNorm(wl, prefix + (temporal ? ".norm3" : ".norm2"), d, c_.norm_eps, c_.norm_elementwise_affine);
-    b.attn1 = load_attention(wl, prefix + ".attn1", d, c_.attention_bias);
+    b.attn1 = Attention(wl, prefix + ".attn1", d, c_.attention_bias, /*stack=*/false);
     if (c_.use_rope) {
       // spatial: head dim halves rotated by row then column; temporal: one segment
       b.attn1.to_q = rotary_pairs_adjacent(b.attn1.to_q, c_.heads, c_.head_dim, temporal ? 1 : 2);
       b.attn1.to_k = rotary_pairs_adjacent(b.attn1.to_k, c_.heads, c_.head_dim, temporal ? 1 : 2);
     }
-    if (!temporal) b.attn2 = load_attention(wl, prefix + ".attn2", d, c_.attention_bias);
+    if (!temporal) b.attn2 = Attention(wl, prefix + ".attn2", d, c_.attention_bias, /*stack=*/false);
     b.ff = FeedForward(wl, prefix + ".ff", d, 4 * d, c_.activation);
     return b;
   }
@@ -516,11 +507,11 @@ class OpenSoraT2V final : public PlanBase {
       b.scale_shift_table = wl.get(prefix + ".scale_shift_table", {6, d});
       b.norm1 = LayerNorm(wl, prefix + ".norm1", d, c_.norm_eps, c_.norm_elementwise_affine);
       b.norm2 = LayerNorm(wl, prefix + ".norm2", d, c_.norm_eps, c_.norm_elementwise_affine);
-      b.attn1 = load_attention(wl, prefix + ".attn1", d, c_.attention_bias);
+      b.attn1 = Attention(wl, prefix + ".attn1", d, c_.attention_bias, /*stack=*/false);
       // the head dim in thirds, rotated by frame, row and column
       b.attn1.to_q = rotary_pairs_adjacent(b.attn1.to_q, c_.heads, c_.head_dim, 3);
       b.attn1.to_k = rotary_pairs_adjacent(b.attn1.to_k, c_.heads, c_.head_dim, 3);
-      b.attn2 = load_attention(wl, prefix + ".attn2", d, c_.attention_bias);
+      b.attn2 = Attention(wl, prefix + ".attn2", d, c_.attention_bias, /*stack=*/false);
       b.ff = FeedForward(wl, prefix + ".ff", d, 4 * d, c_.activation);
       blocks_.push_back(std::move(b));
     }

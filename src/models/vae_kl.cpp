@@ -31,7 +31,7 @@ struct Resnet {
   Conv shortcut;
 };
 
-struct Attention {
+struct MidAttention {
   Tensor gn_w, gn_b;
   Conv q, k, v, out;  // linear layers
 };
@@ -58,7 +58,7 @@ Tensor resnet_forward(const Resnet& r, const Tensor& x, int groups) {
 
 // The mid block's Attention: group norm, one head over the H * W positions,
 // output projection, residual.
-Tensor attention_forward(const Attention& a, const Tensor& x, int groups) {
+Tensor attention_forward(const MidAttention& a, const Tensor& x, int groups) {
   const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3);
   Tensor h = ops::group_norm(x, groups, &a.gn_w, &a.gn_b, kNormEps);
   h = ops::permute(h.reshape({n, c, hw}), {0, 2, 1});  // [N, HW, C]
@@ -100,7 +100,7 @@ struct KlVae::Decoder {
   Conv conv_in;
   Resnet mid0, mid1;
   bool has_attention = false;
-  Attention attention;
+  MidAttention attention;
   std::vector<UpBlock> up;
   Tensor norm_out_w, norm_out_b;
   Conv conv_out;

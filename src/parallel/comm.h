@@ -40,7 +40,6 @@ class Communicator {
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 
   const CommStats& stats() const { return stats_; }
-  void reset_stats() { stats_ = {}; }
 
  protected:
   CommStats stats_;

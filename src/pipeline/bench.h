@@ -1,4 +1,4 @@
-// `pab bench`: the ANCHORS.md workloads — the transformer's 50-step denoising
+// `pab bench`: the benchmark workloads of docs/performance.md — the transformer's 50-step denoising
 // loop with batched CFG on generated weights of the real architectures —
 // timed without and with PAB; and the whole text-to-video pipeline
 // (cogvideox-2b-pipeline: T5-XXL, the transformer, the 3D VAE).

@@ -8,6 +8,7 @@
 
 #include "backend/ops.h"
 #include "core/registry.h"
+#include "models/cogvideox.h"
 #include "models/vae_cogvideox.h"
 #include "pipeline/video_pipeline.h"
 
@@ -22,40 +23,11 @@ namespace {
 // tiles: larger frames, or 480x720 in f32.
 constexpr int64_t kAutoTileBytes = 480 * 720 * 2;
 
-// What the pipeline reads from the transformer's config.json (diffusers'
-// CogVideoXTransformer3DModel defaults).
-struct TransformerFacts {
-  int in_channels = 16, patch_size = 2, patch_size_t = 0;
-  int sample_height = 60, sample_width = 90, sample_frames = 49;
-  int max_text_seq_length = 226, text_embed_dim = 4096;
-  bool rotary = false, learned_positions = false;
-
-  explicit TransformerFacts(const JsonConfig& j) {
-    in_channels = j.get_or("in_channels", in_channels);
-    patch_size = j.get_or("patch_size", patch_size);
-    patch_size_t = j.get_or("patch_size_t", 0);
-    sample_height = j.get_or("sample_height", sample_height);
-    sample_width = j.get_or("sample_width", sample_width);
-    sample_frames = j.get_or("sample_frames", sample_frames);
-    max_text_seq_length = j.get_or("max_text_seq_length", max_text_seq_length);
-    text_embed_dim = j.get_or("text_embed_dim", text_embed_dim);
-    rotary = j.get_or("use_rotary_positional_embeddings", false);
-    learned_positions = j.get_or("use_learned_positional_embeddings", false);
-    j.require_positive({{"in_channels", in_channels},
-                        {"patch_size", patch_size},
-                        {"sample_height", sample_height},
-                        {"sample_width", sample_width},
-                        {"sample_frames", sample_frames},
-                        {"max_text_seq_length", max_text_seq_length}});
-    if (patch_size_t < 0) j.unsupported("patch_size_t", "must be >= 1 or null");
-  }
-};
-
 class CogVideoXPipeline final : public VideoPipeline {
  public:
   CogVideoXPipeline(PipelineParts parts, const LoadOptions& opts)
       : VideoPipeline(std::move(parts), opts),
-        facts_(parts_.transformer.config),
+        facts_(parse_cogvideox_config(parts_.transformer.config)),
         vae_config_(CogVideoXVae::config_from_json(parts_.vae.config)) {
     check_components("CogVideoXTransformer3DModel", vae_config_.latent_channels, facts_.in_channels,
                      facts_.text_embed_dim, "text_embed_dim");
@@ -165,7 +137,7 @@ class CogVideoXPipeline final : public VideoPipeline {
     return vae_config_.decoded_frames((frames - 1) / temporal + 1) == frames;
   }
 
-  TransformerFacts facts_;
+  CogVideoXConfig facts_;  // the transformer's
   CogVideoXVaeConfig vae_config_;
   std::unique_ptr<CogVideoXVae> vae_;
 };

@@ -6,6 +6,7 @@
 // scheduler step, and the SD-style VAE decodes frame by frame.
 #include "backend/ops.h"
 #include "core/registry.h"
+#include "models/latte.h"
 #include "models/vae_kl.h"
 #include "pipeline/prompt_text.h"
 #include "pipeline/video_pipeline.h"
@@ -17,34 +18,18 @@ namespace {
 constexpr int64_t kTextLength = 120;      // LattePipeline.encode_prompt's max_length
 constexpr int64_t kDecodeChunkSize = 14;  // LattePipeline's decode_chunk_size default
 
-// What the pipeline reads from the transformer's config.json (diffusers'
-// LatteTransformer3DModel defaults where it has them).
-struct TransformerFacts {
-  int in_channels = 0, out_channels = 0, patch_size = 0, sample_size = 64, video_length = 16, caption_channels = 0;
-
-  explicit TransformerFacts(const JsonConfig& j) {
-    in_channels = j.get<int>("in_channels");
-    out_channels = j.get_or("out_channels", in_channels);
-    patch_size = j.get<int>("patch_size");
-    sample_size = j.get_or("sample_size", sample_size);
-    video_length = j.get_or("video_length", video_length);
-    caption_channels = j.get<int>("caption_channels");
-    j.require_positive(
-        {{"in_channels", in_channels}, {"patch_size", patch_size}, {"sample_size", sample_size}, {"video_length", video_length}});
-    // The pipeline keeps the first half of the output channels (learned sigma).
-    if (out_channels != 2 * in_channels)
-      j.unsupported("out_channels", cat("LattePipeline expects learned sigma: 2 x in_channels = ", 2 * in_channels));
-  }
-};
-
 class LattePipeline final : public VideoPipeline {
  public:
   LattePipeline(PipelineParts parts, const LoadOptions& opts)
       : VideoPipeline(std::move(parts), opts),
-        facts_(parts_.transformer.config),
+        facts_(parse_latte_config(parts_.transformer.config)),
         vae_config_(KlVae::config_from_json(parts_.vae.config)) {
     check_components("LatteTransformer3DModel", vae_config_.latent_channels, facts_.in_channels,
                      facts_.caption_channels, "caption_channels");
+    // The pipeline keeps the first half of the output channels (learned sigma).
+    if (facts_.out_channels != 2 * facts_.in_channels)
+      parts_.transformer.config.unsupported(
+          "out_channels", cat("LattePipeline expects learned sigma: 2 x in_channels = ", 2 * facts_.in_channels));
   }
 
   VideoPlan plan(const VideoRequest& r) const override {
@@ -122,7 +107,7 @@ class LattePipeline final : public VideoPipeline {
   Tensor scheduler_input(const Tensor& guided) const override { return ops::slice(guided, 1, 0, facts_.in_channels); }
 
  private:
-  TransformerFacts facts_;
+  LatteConfig facts_;  // the transformer's
   KlVaeConfig vae_config_;
   std::unique_ptr<KlVae> vae_;
 };

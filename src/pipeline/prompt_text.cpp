@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace pab {
 
@@ -52,40 +53,12 @@ bool is_python_space(uint32_t cp) {
 
 std::vector<uint32_t> decode(const std::string& s, const std::string& what = "prompt text") {
   std::vector<uint32_t> out;
-  for (size_t pos = 0; pos < s.size();) {
-    const uint8_t b0 = uint8_t(s[pos]);
-    const size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xE ? 3 : (b0 >> 3) == 0x1E ? 4 : 0;
-    bool ok = n > 0 && pos + n <= s.size();
-    uint32_t cp = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
-    for (size_t i = 1; ok && i < n; ++i) {
-      ok = (uint8_t(s[pos + i]) & 0xC0) == 0x80;
-      cp = (cp << 6) | (uint8_t(s[pos + i]) & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (!ok || cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      fail(what, " is not valid UTF-8 (byte ", pos, ")");
-    out.push_back(cp);
-    pos += n;
+  for (size_t pos = 0, len = 0; pos < s.size(); pos += len) {
+    const int32_t cp = decode_utf8(s, pos, &len);
+    if (cp < 0) fail(what, " is not valid UTF-8 (byte ", pos, ")");
+    out.push_back(uint32_t(cp));
   }
   return out;
-}
-
-void append_utf8(std::string* out, uint32_t cp) {
-  if (cp < 0x80) {
-    *out += char(cp);
-  } else if (cp < 0x800) {
-    *out += char(0xC0 | (cp >> 6));
-    *out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    *out += char(0xE0 | (cp >> 12));
-    *out += char(0x80 | ((cp >> 6) & 0x3F));
-    *out += char(0x80 | (cp & 0x3F));
-  } else {
-    *out += char(0xF0 | (cp >> 18));
-    *out += char(0x80 | ((cp >> 12) & 0x3F));
-    *out += char(0x80 | ((cp >> 6) & 0x3F));
-    *out += char(0x80 | (cp & 0x3F));
-  }
 }
 
 // Capital sigma is final when a cased letter precedes it and none follows

@@ -24,6 +24,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "core/utf8.h"
 #include "io/config.h"
 
 namespace pab {
@@ -37,24 +38,6 @@ constexpr int64_t kUnkId = 2;                            // transformers' T5Toke
 constexpr double kUnkPenalty = 10.0;
 
 // ------------------------------------------------------------------ UTF-8
-
-// The code point starting at s[pos] and its byte length; -1 if malformed
-// (truncated, overlong, surrogate or beyond U+10FFFF).
-int32_t decode_utf8(std::string_view s, size_t pos, size_t* len) {
-  const auto byte = [&](size_t i) { return uint8_t(s[pos + i]); };
-  const uint8_t b0 = byte(0);
-  size_t n = b0 < 0x80 ? 1 : (b0 >> 5) == 0x6 ? 2 : (b0 >> 4) == 0xE ? 3 : (b0 >> 3) == 0x1E ? 4 : 0;
-  if (n == 0 || pos + n > s.size()) return -1;
-  int32_t cp = n == 1 ? b0 : n == 2 ? (b0 & 0x1F) : n == 3 ? (b0 & 0x0F) : (b0 & 0x07);
-  for (size_t i = 1; i < n; ++i) {
-    if ((byte(i) & 0xC0) != 0x80) return -1;
-    cp = (cp << 6) | (byte(i) & 0x3F);
-  }
-  static constexpr int32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
-  *len = n;
-  return cp;
-}
 
 // Byte length of the (valid) UTF-8 sequence whose lead byte is `b`.
 size_t utf8_length(char b) {

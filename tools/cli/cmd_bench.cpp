@@ -9,7 +9,7 @@ void register_bench(CLI::App& app) {
   auto req = std::make_shared<pab::BenchRequest>();
   CLI::App* cmd = app.add_subcommand(
       "bench",
-      "Time a benchmark workload of ANCHORS.md: the transformer's denoising loop (batched CFG, generated "
+      "Time a benchmark workload (docs/performance.md): the transformer's denoising loop (batched CFG, generated "
       "weights of the real architecture), or the whole pipeline from prompt to frames, without and with PAB");
   cmd->add_option("-w,--workload", req->workload,
                   "cogvideox-2b, cogvideox-5b, latte-1 (the loop) or cogvideox-2b-pipeline (T5 encode, denoise, VAE "
@@ -20,7 +20,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--steps", req->steps, "Denoising steps")->capture_default_str();
   cmd->add_flag("--json", req->json, "Print JSON instead of text");
   cmd->add_option("--tiling", req->tiling,
-                  "VAE decode of the pipeline workload: on (ANCHORS.md's tiled run), off, or auto (as pab generate)")
+                  "VAE decode of the pipeline workload: on (tiled), off, or auto (as pab generate)")
       ->check(CLI::IsMember({"on", "off", "auto"}))
       ->capture_default_str();
   cmd->add_option("--device", req->compute.device, "cuda or cpu")->capture_default_str();

@@ -514,8 +514,8 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
     return out;
   }
   const double flop = 4.0 * double(q.dim(0)) * double(q.dim(2)) * double(q.dim(1)) * double(k.dim(1)) * double(q.dim(3));
-  const bool plain = !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 &&
-                     q.dim(3) <= 256 && !std::getenv("PAB_NO_CUDNN_ATTENTION");
+  const bool plain =
+      !args.bias && !args.key_mask && q.dtype() != DType::f32 && q.dim(3) % 8 == 0 && q.dim(3) <= 256;
   const bool short_seq = !std::getenv("PAB_NO_SHORT_ATTENTION") && short_attention_fits(q, k, v, args);
   const bool cudnn = !short_seq && plain && sdpa_plan(*this, q, k, v, out, args.scale).plan != nullptr;
   OpScope scope(*this, short_seq ? "attention (short)" : cudnn ? "attention (cuDNN)" : "attention (fallback)", flop,

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -294,7 +293,7 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
   // Half precision runs channels-last: NCHW convolutions leave cuDNN's
   // tensor-core kernels behind layout conversions of its own. The parts are
   // joined by the transpose that makes the channels-last copy.
-  const bool channels_last = first.dtype() != DType::f32 && !std::getenv("PAB_CONV_NCHW");
+  const bool channels_last = first.dtype() != DType::f32;
   ConvPlan& p = plan_for(xd, wd, stride, pad, first.dtype(), channels_last);
   const Shape os(p.out_dims.begin(), p.out_dims.end());
   Tensor xin, win = w;
