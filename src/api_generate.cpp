@@ -60,8 +60,6 @@ void check_request(const GenerateRequest& o) {
     check_writable(o.pab_report);
     if (std::filesystem::path(o.pab_report).extension() != ".png")
       fail(o.pab_report, ": the PAB report is a PNG picture; give a path ending in .png");
-    if (o.cache.preset && *o.cache.preset == "off")
-      fail(o.pab_report, ": no PAB report without PAB (--pab off); leave out --pab-report or turn PAB on");
   }
   // Two outputs at one path would overwrite each other.
   auto canonical = [](const std::string& p) {
@@ -175,7 +173,7 @@ Status Model::generate(const GenerateRequest& o, GenerateResult* result, const G
       emit({GenerateEvent::Kind::phase, phase, 0, 0, 0, s});
     };
     events.on_step = [&](const StepReport& s) {
-      emit({GenerateEvent::Kind::step, "", s.step, s.steps, double(s.timestep), s.seconds});
+      emit({GenerateEvent::Kind::step, "", s.step, s.steps, s.timestep, s.seconds});
     };
     GeneratedVideo video = generate_video(pipe, plan, o.seed, cache.get(), tiling, events);
     r.text_seconds = video.text_seconds;

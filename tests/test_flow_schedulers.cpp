@@ -69,14 +69,7 @@ struct CaseFile {
   }
 };
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 std::unique_ptr<Scheduler> build(const nlohmann::json& config, const std::string& where) {
   return make_scheduler(JsonConfig(config, where));

@@ -247,14 +247,7 @@ TEST(SchedulerChain, ReproducesPipelineFixtures) {
 
 // ---------------------------------------------------------------- errors
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 std::unique_ptr<Scheduler> parse(nlohmann::json j) {
   return make_scheduler(JsonConfig(std::move(j), "dir/scheduler_config.json"));

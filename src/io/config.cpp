@@ -21,6 +21,13 @@ void JsonConfig::require_positive(std::initializer_list<std::pair<const char*, i
   }
 }
 
+int64_t JsonConfig::get_size(const std::string& key, int64_t fallback) const {
+  const int64_t v = get_or<int64_t>(key, fallback);
+  if (v < 1) unsupported(key, "must be >= 1");
+  if (v > kMaxConfigSize) unsupported(key, cat("must be at most ", kMaxConfigSize, " (a larger size is a broken config)"));
+  return v;
+}
+
 void JsonConfig::unsupported(const std::string& key, const std::string& why) const {
   std::string value = j_.contains(key) ? json_brief(j_.at(key)) : "(missing)";
   fail(where_, ": key '", key, "' = ", value, ": ", why);

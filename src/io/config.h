@@ -49,6 +49,8 @@ class JsonConfig {
   // unsupported(key, ...) for the first value outside [1, kMaxConfigSize].
   static constexpr int kMaxConfigSize = 1 << 24;
   void require_positive(std::initializer_list<std::pair<const char*, int>> values) const;
+  // The size or count `key` (`fallback` when missing), checked as require_positive checks.
+  int64_t get_size(const std::string& key, int64_t fallback) const;
 
  private:
   template <class T>

@@ -1,6 +1,8 @@
 // Shared test helpers: fixture paths, random tensors, tensor comparison.
 #pragma once
 
+#include <functional>
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -44,5 +46,7 @@ ReferenceCheck expect_reference(const std::map<std::string, Tensor>& out, const 
 
 // Runs a shell command, returning its exit status and combined output.
 int run_command(const std::string& cmd, std::string* output);
+// The message of the pab::Error `fn` throws; "" when it throws none.
+std::string error_of(const std::function<void()>& fn);
 
 }  // namespace pab::testing
