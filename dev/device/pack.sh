@@ -18,6 +18,7 @@ for b in "${bins[@]}"; do
     grep -v -E '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*)\.so|libcuda\.|libcudart|libcublas|libcudnn|libnvrtc|libnccl' |
     while read -r lib; do cp -L -n "$lib" .devpack/stage/lib/ 2>/dev/null || true; done
 done
-tar -cJf .devpack/pack.tar.xz -C .devpack/stage .
+# -9 -T1: a dictionary that spans the binaries, which are mostly the same engine.
+tar -cf - -C .devpack/stage . | xz -9 -T1 > .devpack/pack.tar.xz
 rm -rf .devpack/stage
 ls -la .devpack/pack.tar.xz
