@@ -1,8 +1,9 @@
 // pab generate end to end on the tiny CogVideoX fixture model shipped in
 // tests/data: an mp4 and PNG frames that hold diffusers' frames for the same
 // seed, reproducible seeds, the command line, and bad input (a missing
-// component, a prompt over the token limit, impossible frame counts and
-// sizes, outputs that cannot be written, a failure part-way leaving no file).
+// component, unknown component classes, a VAE of the wrong kind, a prompt
+// over the token limit, impossible frame counts and sizes, outputs that
+// cannot be written, a failure part-way leaving no file).
 #include <unistd.h>
 
 #include <cmath>
@@ -239,10 +240,10 @@ TEST(Generate, CommandLine) {
 
 // ---------------------------------------------------------------- bad input
 
-// A copy of the tiny model with an edit applied.
+// A copy of a tiny model (the CogVideoX one unless `from` is given) with an edit applied.
 struct ModelCopy : TempDir {
-  explicit ModelCopy(const std::string& name) : TempDir(name) {
-    fs::copy(kModel, path / "model", fs::copy_options::recursive);
+  explicit ModelCopy(const std::string& name, const std::string& from = kModel) : TempDir(name) {
+    fs::copy(from, path / "model", fs::copy_options::recursive);
   }
   std::string model() const { return (path / "model").string(); }
   void edit_index(const std::function<void(nlohmann::json&)>& edit) const {
@@ -250,6 +251,15 @@ struct ModelCopy : TempDir {
     nlohmann::json j = nlohmann::json::parse(std::ifstream(index));
     edit(j);
     std::ofstream(index) << j.dump(1);
+  }
+  // Names `cls` for `component` in model_index.json and in the component's
+  // config.json, under `key` (diffusers' _class_name, transformers' architectures).
+  void set_class(const std::string& component, const std::string& key, const std::string& cls) const {
+    edit_index([&](nlohmann::json& j) { j[component][1] = cls; });
+    const fs::path config = path / "model" / component / "config.json";
+    nlohmann::json c = nlohmann::json::parse(std::ifstream(config));
+    c[key] = key == "architectures" ? nlohmann::json::array({cls}) : nlohmann::json(cls);
+    std::ofstream(config) << c.dump(1);
   }
 };
 
@@ -447,6 +457,50 @@ TEST(GenerateFolder, ModelIndexClassesAreHonouredOrTheMismatchRefused) {
   });
   e = error_of(o);
   EXPECT_NE(e.find("key 'tokenizer' names CLIPTokenizer"), std::string::npos) << e;
+}
+
+// The VAE and the text encoder are built as the classes model_index.json
+// names, among the registered ones: an unknown class is refused listing them,
+// and a pipeline refuses a VAE of the kind it does not decode with; each
+// before any work, leaving no file.
+TEST(GenerateFolder, UnknownComponentClassesAndVaesOfTheWrongKindAreRefused) {
+  const std::string latte = data_path("fixtures/pipeline/latte/model");
+  auto refused = [](const ModelCopy& m, const std::string& needle) {
+    GenerateOptions o = small_run(m / "out.mp4");
+    o.model_dir = m.model();
+    std::vector<GenerateEvent> events;
+    const std::string e = error_of(o, &events);
+    EXPECT_NE(e.find(needle), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    EXPECT_TRUE(events.empty()) << needle;
+    EXPECT_FALSE(fs::exists(o.output)) << needle;
+  };
+  ModelCopy vae("unknown_vae");
+  vae.set_class("vae", "_class_name", "NoSuchAutoencoderKL");
+  refused(vae,
+          "model_index.json: key 'vae': unsupported VAE class 'NoSuchAutoencoderKL' (supported: AutoencoderKL, "
+          "AutoencoderKLCogVideoX)");
+  ModelCopy text("unknown_text_encoder");
+  text.set_class("text_encoder", "architectures", "NoSuchEncoderModel");
+  refused(text,
+          "model_index.json: key 'text_encoder': unsupported text encoder class 'NoSuchEncoderModel' (supported: "
+          "T5EncoderModel)");
+
+  // Each pipeline's folder with the other's VAE.
+  ModelCopy latte_3d("latte_3d_vae", latte);
+  fs::remove_all(latte_3d.path / "model" / "vae");
+  fs::copy(kModel + "/vae", latte_3d.path / "model" / "vae", fs::copy_options::recursive);
+  latte_3d.edit_index([](nlohmann::json& j) { j["vae"][1] = "AutoencoderKLCogVideoX"; });
+  refused(latte_3d,
+          "LattePipeline needs a 2D image VAE (each frame decoded on its own); AutoencoderKLCogVideoX is a causal 3D "
+          "video VAE");
+  ModelCopy cogvideox_2d("cogvideox_2d_vae");
+  fs::remove_all(cogvideox_2d.path / "model" / "vae");
+  fs::copy(latte + "/vae", cogvideox_2d.path / "model" / "vae", fs::copy_options::recursive);
+  cogvideox_2d.edit_index([](nlohmann::json& j) { j["vae"][1] = "AutoencoderKL"; });
+  refused(cogvideox_2d,
+          "CogVideoXPipeline needs a causal 3D video VAE; AutoencoderKL is a 2D image VAE (each frame decoded on its "
+          "own)");
 }
 
 // A pipeline saved by diffusers 0.42 with transformers 5 has tokenizer.json

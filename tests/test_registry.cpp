@@ -13,7 +13,9 @@
 
 #include "cache/cache_method.h"
 #include "core/registry.h"
+#include "models/text_encoder.h"
 #include "models/transformer.h"
+#include "models/vae.h"
 #include "pipeline/video_pipeline.h"
 #include "support/testing.h"
 
@@ -91,6 +93,8 @@ void expect_fixtures(const char* what) {
 
 TEST(Registry, EveryTransformerFamilyHasAFixtureTest) { expect_fixtures<TransformerFamily>("transformer"); }
 TEST(Registry, EveryPipelineHasAFixtureTest) { expect_fixtures<PipelineEntry>("pipeline"); }
+TEST(Registry, EveryVaeHasAFixtureTest) { expect_fixtures<VaeEntry>("VAE"); }
+TEST(Registry, EveryTextEncoderHasAFixtureTest) { expect_fixtures<TextEncoderEntry>("text encoder"); }
 
 // Cache methods: a replay case configures each in its case.json under the method's name.
 TEST(Registry, EveryCacheMethodHasAReplayCase) {

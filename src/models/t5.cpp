@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "io/safetensors.h"
 #include "models/layers.h"
 
@@ -198,5 +199,32 @@ Tensor T5Encoder::encode(const Tensor& ids, const Tensor* mask) const {
   }
   return ops::rms_norm(h, &final_norm_, cfg_.layer_norm_eps);
 }
+
+namespace {
+
+class T5Facts final : public TextEncoderFacts {
+ public:
+  explicit T5Facts(const T5Config& c) : c_(c) {}
+  int hidden_size() const override { return c_.d_model; }
+  int vocab_size() const override { return c_.vocab_size; }
+  uint64_t activation_bytes(int64_t length, DType dtype) const override {
+    return T5Encoder::activation_bytes(c_, length, dtype);
+  }
+
+ private:
+  T5Config c_;
+};
+
+std::unique_ptr<const TextEncoderFacts> t5_facts(const JsonConfig& config) {
+  return std::make_unique<T5Facts>(T5Config::from_json(config));
+}
+
+std::unique_ptr<TextEncoder> load_t5(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts) {
+  return T5Encoder::load(config, weights, opts);
+}
+
+}  // namespace
+
+PAB_REGISTER(TextEncoderEntry, "T5EncoderModel", {t5_facts, load_t5});
 
 }  // namespace pab

@@ -1,6 +1,7 @@
 // The T5 text encoder (transformers' T5EncoderModel, T5 v1.1 / mT5 style):
 // token embedding, pre-norm blocks of self-attention with a shared bucketed
 // relative position bias and (gated) feed-forward, a final RMS norm.
+// Registered as a TextEncoderEntry under "T5EncoderModel".
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 #include "backend/backend.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "models/text_encoder.h"
 #include "models/transformer.h"
 
 namespace pab {
@@ -31,7 +33,7 @@ struct T5Config {
   static T5Config from_json(const JsonConfig& c);
 };
 
-class T5Encoder {
+class T5Encoder final : public TextEncoder {
  public:
   // Loads `dir`/config.json and the weights (one file or shards with an index);
   // the embedding may be stored as shared.weight, encoder.embed_tokens.weight or both.
@@ -47,10 +49,8 @@ class T5Encoder {
   static uint64_t activation_bytes(const T5Config& c, int64_t length, DType dtype);
   Device device() const { return opts_.device; }
 
-  // ids: i64 [B, L]; mask: optional [B, L] (i64 or f32, 0 = padding key not
-  // attended to; the pipelines pass none). Returns last_hidden_state [B, L, d_model]
-  // on the load device.
-  Tensor encode(const Tensor& ids, const Tensor* mask = nullptr) const;
+  // As TextEncoder::encode; hidden_size is d_model.
+  Tensor encode(const Tensor& ids, const Tensor* mask = nullptr) const override;
 
  private:
   struct Block {

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/layers.h"
@@ -478,10 +479,57 @@ Tensor CogVideoXVae::decode_latents(const Tensor& latents, const CogVideoXDecode
   if (!latents.defined() || latents.rank() != 5 || latents.dim(2) != config_.latent_channels)
     fail("CogVideoXVae::decode_latents: expected latents [B, F, ", config_.latent_channels, ", H, W], got ",
          latents.defined() ? latents.desc() : "an undefined tensor");
-  Tensor z = ops::permute(latents, {0, 2, 1, 3, 4});  // [B, C, F, H, W]
+  return decode_scaled(ops::permute(latents, {0, 2, 1, 3, 4}), opts);  // [B, C, F, H, W]
+}
+
+Tensor CogVideoXVae::decode_video(const Tensor& latents, const VaeDecodeOptions& o) const {
+  if (!latents.defined() || latents.rank() != 5 || latents.dim(1) != config_.latent_channels)
+    fail("CogVideoXVae::decode_video: expected latents [B, ", config_.latent_channels, ", F, H, W], got ",
+         latents.defined() ? latents.desc() : "an undefined tensor");
+  CogVideoXDecodeOptions tiles;
+  tiles.tiled = o.tiled;
+  return decode_scaled(latents, tiles);
+}
+
+Tensor CogVideoXVae::decode_scaled(Tensor z, const CogVideoXDecodeOptions& opts) const {
   // `1 / scaling_factor * latents`: the reciprocal in double, rounded to f32, then one multiply
   z = ops::scale(z, float(1.0 / config_.scaling_factor));
   return decode(z, opts);
 }
+
+namespace {
+
+class CogVideoXVaeFacts final : public VaeFacts {
+ public:
+  explicit CogVideoXVaeFacts(CogVideoXVaeConfig c) : c_(std::move(c)) {}
+  VaeKind kind() const override { return VaeKind::causal_video; }
+  int latent_channels() const override { return c_.latent_channels; }
+  int spatial_factor() const override { return c_.spatial_factor(); }
+  int temporal_factor() const override { return 1 << c_.temporal_compress_level; }
+  int64_t decoded_frames(int64_t latent_frames) const override { return c_.decoded_frames(latent_frames); }
+  uint64_t decode_bytes(int64_t latent_frames, int64_t height, int64_t width, const VaeDecodeOptions& o, DType dtype,
+                        Device device) const override {
+    return c_.decode_bytes(latent_frames, height, width, o.tiled, dtype, device);
+  }
+  uint64_t weight_bytes(const WeightSource& weights, DType dtype) const override {
+    return weights.bytes_as(dtype, {"encoder.", "quant_conv."});
+  }
+
+ private:
+  CogVideoXVaeConfig c_;
+};
+
+std::unique_ptr<const VaeFacts> cogvideox_vae_facts(const JsonConfig& config) {
+  return std::make_unique<CogVideoXVaeFacts>(CogVideoXVae::config_from_json(config));
+}
+
+std::unique_ptr<VideoVae> load_cogvideox_vae(const JsonConfig& config, const WeightSource& weights,
+                                             const LoadOptions& opts) {
+  return CogVideoXVae::load(config, weights, opts);
+}
+
+}  // namespace
+
+PAB_REGISTER(VaeEntry, "AutoencoderKLCogVideoX", {cogvideox_vae_facts, load_cogvideox_vae});
 
 }  // namespace pab

@@ -2,6 +2,7 @@
 // whose time padding comes from a cache carried across frame batches, spatial
 // norms conditioned on the latents, and optional tiled decoding, all with the
 // reference's arithmetic (frame batches of 2 latent frames, tile blending).
+// Registered as a VaeEntry (a causal video VAE) under "AutoencoderKLCogVideoX".
 #pragma once
 
 #include <memory>
@@ -11,7 +12,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/safetensors.h"
-#include "models/transformer.h"  // LoadOptions
+#include "models/vae.h"
 
 namespace pab {
 
@@ -49,7 +50,7 @@ struct CogVideoXDecodeOptions {
   double tile_overlap_factor_width = 0;
 };
 
-class CogVideoXVae {
+class CogVideoXVae final : public VideoVae {
  public:
   // Reads `dir`/config.json and the decoder weights beside it; unsupported
   // config values are errors naming the file and key.
@@ -74,6 +75,9 @@ class CogVideoXVae {
   // CogVideoXPipeline.decode_latents: latents [B, F, C, h, w] (the transformer's
   // layout) -> permute, multiply by 1 / scaling_factor, decode.
   Tensor decode_latents(const Tensor& latents, const CogVideoXDecodeOptions& opts = {}) const;
+  // As decode_latents from [B, C, F, h, w], tiled with diffusers' default
+  // tiles where `o.tiled` (o.chunk_frames does not apply: frame batches are fixed).
+  Tensor decode_video(const Tensor& latents, const VaeDecodeOptions& o) const override;
 
   // Frames decode produces for `latent_frames` (frame batches of 2; the first
   // batch of an odd count has 3 frames and keeps its first frame unstretched).
@@ -85,6 +89,8 @@ class CogVideoXVae {
   CogVideoXVae() = default;
   Tensor decode_untiled(const Tensor& z) const;
   Tensor decode_tiled(const Tensor& z, const CogVideoXDecodeOptions& opts) const;
+  // z [B, C, F, h, w] times 1 / scaling_factor, decoded.
+  Tensor decode_scaled(Tensor z, const CogVideoXDecodeOptions& opts) const;
 
   CogVideoXVaeConfig config_;
   LoadOptions opts_;

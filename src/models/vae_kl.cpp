@@ -7,8 +7,10 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/layers.h"
@@ -283,5 +285,47 @@ Tensor KlVae::decode_latents(const Tensor& latents, int64_t decode_chunk_size) c
   frames = frames.reshape({b, f, frames.dim(1), frames.dim(2), frames.dim(3)});
   return ops::permute(frames, {0, 2, 1, 3, 4});  // [B, C', F, H', W']
 }
+
+Tensor KlVae::decode_video(const Tensor& latents, const VaeDecodeOptions& o) const {
+  if (o.tiled) fail("AutoencoderKL decodes whole images: it has no tiled decoding");
+  return decode_latents(latents, o.chunk_frames > 0 ? o.chunk_frames : std::numeric_limits<int64_t>::max());
+}
+
+namespace {
+
+class KlVaeFacts final : public VaeFacts {
+ public:
+  explicit KlVaeFacts(KlVaeConfig c) : c_(std::move(c)) {}
+  VaeKind kind() const override { return VaeKind::image; }
+  int latent_channels() const override { return c_.latent_channels; }
+  int spatial_factor() const override { return c_.spatial_factor(); }
+  int temporal_factor() const override { return 1; }
+  int64_t decoded_frames(int64_t latent_frames) const override { return latent_frames; }
+  // A chunk of images at a time, and the whole video decode_latents joins them into.
+  uint64_t decode_bytes(int64_t latent_frames, int64_t height, int64_t width, const VaeDecodeOptions& o, DType dtype,
+                        Device device) const override {
+    const int64_t chunk = o.chunk_frames > 0 ? std::min(latent_frames, o.chunk_frames) : latent_frames;
+    return c_.decode_bytes(chunk, height, width, dtype, device) +
+           token_bytes(latent_frames, height * width, c_.out_channels, dtype, 1, "VAE decode");
+  }
+  uint64_t weight_bytes(const WeightSource& weights, DType dtype) const override {
+    return weights.bytes_as(dtype, {"encoder.", "quant_conv."});
+  }
+
+ private:
+  KlVaeConfig c_;
+};
+
+std::unique_ptr<const VaeFacts> kl_vae_facts(const JsonConfig& config) {
+  return std::make_unique<KlVaeFacts>(KlVae::config_from_json(config));
+}
+
+std::unique_ptr<VideoVae> load_kl_vae(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts) {
+  return KlVae::load(config, weights, opts);
+}
+
+}  // namespace
+
+PAB_REGISTER(VaeEntry, "AutoencoderKL", {kl_vae_facts, load_kl_vae});
 
 }  // namespace pab

@@ -1,5 +1,6 @@
 // The decoder of diffusers' SD-style AutoencoderKL (2D, per image), and
 // LattePipeline's frame-by-frame decoding of video latents with it.
+// Registered as a VaeEntry (an image VAE) under "AutoencoderKL".
 #pragma once
 
 #include <memory>
@@ -9,7 +10,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/safetensors.h"
-#include "models/transformer.h"  // LoadOptions
+#include "models/vae.h"
 
 namespace pab {
 
@@ -31,7 +32,7 @@ struct KlVaeConfig {
   uint64_t decode_bytes(int64_t images, int64_t height, int64_t width, DType dtype, Device device) const;
 };
 
-class KlVae {
+class KlVae final : public VideoVae {
  public:
   // Reads `dir`/config.json and the decoder weights beside it; unsupported
   // config values are errors naming the file and key.
@@ -54,6 +55,8 @@ class KlVae {
   // 1 / scaling_factor and decoded `decode_chunk_size` at a time (each image
   // decodes independently, so the chunk size only bounds memory).
   Tensor decode_latents(const Tensor& latents, int64_t decode_chunk_size = 14) const;
+  // decode_latents `o.chunk_frames` frames at a time (0: all); tiling is refused.
+  Tensor decode_video(const Tensor& latents, const VaeDecodeOptions& o) const override;
 
   struct Decoder;  // the weights (defined in the .cpp)
 

@@ -9,9 +9,10 @@
 #include <sstream>
 
 #include "backend/ops.h"
+#include "core/registry.h"
 #include "io/config.h"
+#include "io/model_folder.h"
 #include "models/random_weights.h"
-#include "models/t5.h"
 #include "parallel/comm.h"
 #include "pipeline/noise.h"
 #include "pipeline/schedulers/scheduler.h"
@@ -294,7 +295,8 @@ PipelineBenchWorkload pipeline_bench_workload(const std::string& name, int steps
   w.name = name;
   w.transformer = bench_workload("cogvideox-2b", steps).config;
   // T5 v1.1 XXL, the encoder CogVideoX uses
-  w.text_encoder = {{"model_type", "t5"},
+  w.text_encoder = {{"architectures", nlohmann::json::array({"T5EncoderModel"})},
+                    {"model_type", "t5"},
                     {"vocab_size", 32128},
                     {"d_model", 4096},
                     {"d_kv", 64},
@@ -375,22 +377,25 @@ PipelineBenchRun run_pipeline_once(const PipelineBenchWorkload& w, const LoadOpt
       if (p.name == phase) return size_t(p.total()) + weights;
     return weights;
   };
-  // Text: T5 loaded, one warm-up encode, then the pipeline's encodes timed; freed after.
+  // Text: the encoder loaded, one warm-up encode, then the pipeline's encodes timed; freed after.
   auto t0 = clock::now();
-  const JsonConfig t5_config(w.text_encoder, "workload " + w.name + " (text_encoder)");
-  auto t5 = T5Encoder::load(t5_config, *generated(0x5eed + 1, "text encoder"), load);
-  const Tensor prompt_ids = token_row(w.prompt_tokens, plan.text_length, t5->config().vocab_size);
-  const Tensor negative_ids = token_row(0, plan.text_length, t5->config().vocab_size);
-  t5->encode(negative_ids);
+  const JsonConfig text_config(w.text_encoder, "workload " + w.name + " (text_encoder)");
+  const TextEncoderEntry& text_class =
+      Registry<TextEncoderEntry>::get().at(config_class_name(text_config), "text encoder class");
+  const auto text_facts = text_class.facts(text_config);
+  auto encoder = text_class.load(text_config, *generated(0x5eed + 1, "text encoder"), load);
+  const Tensor prompt_ids = token_row(w.prompt_tokens, plan.text_length, text_facts->vocab_size());
+  const Tensor negative_ids = token_row(0, plan.text_length, text_facts->vocab_size());
+  encoder->encode(negative_ids);
   run.load_seconds += seconds(t0);
   be.reset_peak_memory();
-  run.text_estimate = text_memory(t5->config(), be.memory_stats().in_use, plan.text_length, load.dtype).total();
+  run.text_estimate = text_memory(*text_facts, be.memory_stats().in_use, plan.text_length, load.dtype).total();
   t0 = clock::now();
   PromptEmbeddings embeds;
-  embeds.prompt = t5->encode(prompt_ids);
-  if (plan.cfg) embeds.negative = t5->encode(negative_ids);
+  embeds.prompt = encoder->encode(prompt_ids);
+  if (plan.cfg) embeds.negative = encoder->encode(negative_ids);
   run.text_seconds = seconds(t0);
-  t5.reset();
+  encoder.reset();
   run.text_peak = be.memory_stats().peak;
 
   // Denoising: the transformer loaded and warmed up by one forward pass, then the loop timed.

@@ -4,6 +4,7 @@
 // decodes the frames, so runs differ only in what the runner decides.
 #include <chrono>
 
+#include "backend/backend.h"
 #include "pipeline/calibrate.h"
 #include "pipeline/noise.h"
 #include "pipeline/video_pipeline.h"

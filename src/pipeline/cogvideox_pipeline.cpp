@@ -9,7 +9,6 @@
 #include "backend/ops.h"
 #include "core/registry.h"
 #include "models/cogvideox.h"
-#include "models/vae_cogvideox.h"
 #include "pipeline/video_pipeline.h"
 
 namespace pab {
@@ -26,16 +25,15 @@ constexpr int64_t kAutoTileBytes = 480 * 720 * 2;
 class CogVideoXPipeline final : public VideoPipeline {
  public:
   CogVideoXPipeline(PipelineParts parts, const LoadOptions& opts)
-      : VideoPipeline(std::move(parts), opts),
-        facts_(parse_cogvideox_config(parts_.transformer.config)),
-        vae_config_(CogVideoXVae::config_from_json(parts_.vae.config)) {
-    check_components("CogVideoXTransformer3DModel", vae_config_.latent_channels, facts_.in_channels,
-                     facts_.text_embed_dim, "text_embed_dim");
+      : VideoPipeline(std::move(parts), opts), facts_(parse_cogvideox_config(parts_.transformer.config)) {
+    // Its frame counts and decoding follow the causal VAE's frame batches.
+    check_components("CogVideoXTransformer3DModel", VaeKind::causal_video, facts_.in_channels, facts_.text_embed_dim,
+                     "text_embed_dim");
   }
 
   VideoPlan plan(const VideoRequest& r) const override {
-    const int s = vae_config_.spatial_factor();
-    const int temporal = 1 << vae_config_.temporal_compress_level;
+    const int s = vae_facts().spatial_factor();
+    const int temporal = vae_facts().temporal_factor();
     VideoPlan p;
     p.prompt = r.prompt;
     p.negative_prompt = r.negative_prompt;
@@ -84,11 +82,6 @@ class CogVideoXPipeline final : public VideoPipeline {
     return e;
   }
 
-  void load_vae() override {
-    if (!vae_) vae_ = CogVideoXVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
-  }
-  void release_vae() override { vae_.reset(); }
-
   bool tiles(const VideoPlan& plan, TilingChoice tiling) const override {
     if (tiling != TilingChoice::automatic) return tiling == TilingChoice::on;
     return int64_t(plan.height) * plan.width * int64_t(dtype_size(opts_.dtype)) > kAutoTileBytes;
@@ -98,21 +91,12 @@ class CogVideoXPipeline final : public VideoPipeline {
     if (latents.shape() != plan.latents)
       fail("CogVideoXPipeline: latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
     Tensor x = plan.padding_frames ? ops::slice(latents, 1, plan.padding_frames, latents.dim(1)) : latents;
-    load_vae();
-    CogVideoXDecodeOptions o;
-    o.tiled = tiles(plan, tiling);
-    Tensor video = vae_->decode_latents(x, o);  // [1, C, F, H, W]
-    return postprocess_video(video);
+    x = ops::permute(x, {0, 2, 1, 3, 4});  // [1, F, C, h, w] -> [1, C, F, h, w]
+    return postprocess_video(vae().decode_video(x, decode_options(plan, tiling)));  // from [1, C, F, H, W]
   }
 
   MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice tiling) const override {
-    const int64_t latent_frames = plan.latents[1] - plan.padding_frames;
-    const uint64_t decode = vae_config_.decode_bytes(latent_frames, plan.height, plan.width, tiles(plan, tiling),
-                                                     opts_.dtype, opts_.device);
-    const uint64_t frames = element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), DType::f32, "frames");
-    return {"decode",
-            {{"weights", parts_.vae.weights->bytes_as(opts_.dtype, {"encoder.", "quant_conv."})},
-             {"activations", add_bytes(decode, frames, "decode")}}};
+    return vae_decode_memory(plan, plan.latents[1] - plan.padding_frames, decode_options(plan, tiling));
   }
 
  protected:
@@ -130,16 +114,20 @@ class CogVideoXPipeline final : public VideoPipeline {
   }
 
  private:
+  VaeDecodeOptions decode_options(const VideoPlan& plan, TilingChoice tiling) const {
+    VaeDecodeOptions o;
+    o.tiled = tiles(plan, tiling);
+    return o;
+  }
+
   // Whether the VAE turns the latent frames for `frames` back into exactly `frames`.
   bool valid_frames(int frames) const {
-    const int temporal = 1 << vae_config_.temporal_compress_level;
+    const int temporal = vae_facts().temporal_factor();
     if (frames < 1 || (frames - 1) % temporal != 0) return false;
-    return vae_config_.decoded_frames((frames - 1) / temporal + 1) == frames;
+    return vae_facts().decoded_frames((frames - 1) / temporal + 1) == frames;
   }
 
   CogVideoXConfig facts_;  // the transformer's
-  CogVideoXVaeConfig vae_config_;
-  std::unique_ptr<CogVideoXVae> vae_;
 };
 
 }  // namespace

@@ -7,7 +7,6 @@
 #include "backend/ops.h"
 #include "core/registry.h"
 #include "models/latte.h"
-#include "models/vae_kl.h"
 #include "pipeline/prompt_text.h"
 #include "pipeline/video_pipeline.h"
 
@@ -21,11 +20,10 @@ constexpr int64_t kDecodeChunkSize = 14;  // LattePipeline's decode_chunk_size d
 class LattePipeline final : public VideoPipeline {
  public:
   LattePipeline(PipelineParts parts, const LoadOptions& opts)
-      : VideoPipeline(std::move(parts), opts),
-        facts_(parse_latte_config(parts_.transformer.config)),
-        vae_config_(KlVae::config_from_json(parts_.vae.config)) {
-    check_components("LatteTransformer3DModel", vae_config_.latent_channels, facts_.in_channels,
-                     facts_.caption_channels, "caption_channels");
+      : VideoPipeline(std::move(parts), opts), facts_(parse_latte_config(parts_.transformer.config)) {
+    // Latte's latents are frames of an image VAE's latents, decoded one by one.
+    check_components("LatteTransformer3DModel", VaeKind::image, facts_.in_channels, facts_.caption_channels,
+                     "caption_channels");
     // The pipeline keeps the first half of the output channels (learned sigma).
     if (facts_.out_channels != 2 * facts_.in_channels)
       parts_.transformer.config.unsupported(
@@ -33,7 +31,7 @@ class LattePipeline final : public VideoPipeline {
   }
 
   VideoPlan plan(const VideoRequest& r) const override {
-    const int s = vae_config_.spatial_factor();
+    const int s = vae_facts().spatial_factor();
     if (r.dynamic_cfg) fail("dynamic CFG is a CogVideoXPipeline option; LattePipeline uses a fixed guidance scale");
     if (r.max_sequence_length && *r.max_sequence_length != kTextLength)
       fail("max_sequence_length ", *r.max_sequence_length, ": LattePipeline encodes prompts as ", kTextLength,
@@ -76,40 +74,31 @@ class LattePipeline final : public VideoPipeline {
     return e;
   }
 
-  void load_vae() override {
-    if (!vae_) vae_ = KlVae::load(parts_.vae.config, *parts_.vae.weights, opts_);
-  }
-  void release_vae() override { vae_.reset(); }
-
   bool tiles(const VideoPlan&, TilingChoice) const override { return false; }
 
   Tensor decode(const VideoPlan& plan, const Tensor& latents, TilingChoice) override {
     if (latents.shape() != plan.latents)
       fail("LattePipeline: latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
-    load_vae();
-    return postprocess_video(vae_->decode_latents(latents, kDecodeChunkSize));  // from [1, C, F, H, W]
+    return postprocess_video(vae().decode_video(latents, decode_options()));  // from [1, C, F, H, W]
   }
 
  protected:
   double guidance_at(const VideoPlan& plan, int, double) const override { return plan.guidance; }
 
   MemoryEstimate::Phase decode_memory(const VideoPlan& plan, TilingChoice) const override {
-    const uint64_t images = vae_config_.decode_bytes(std::min<int64_t>(plan.frames, kDecodeChunkSize), plan.height,
-                                                     plan.width, opts_.dtype, opts_.device);
-    // The decoded video as decode_latents returns it, and as f32 frames.
-    const uint64_t video = element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), opts_.dtype, "video") +
-                           element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), DType::f32, "frames");
-    return {"decode",
-            {{"weights", parts_.vae.weights->bytes_as(opts_.dtype, {"encoder.", "quant_conv."})},
-             {"activations", add_bytes(images, video, "decode")}}};
+    return vae_decode_memory(plan, plan.frames, decode_options());
   }
   // noise_pred.chunk(2, dim=1)[0]: the variance channels are not used by DDIM.
   Tensor scheduler_input(const Tensor& guided) const override { return ops::slice(guided, 1, 0, facts_.in_channels); }
 
  private:
+  static VaeDecodeOptions decode_options() {
+    VaeDecodeOptions o;
+    o.chunk_frames = kDecodeChunkSize;
+    return o;
+  }
+
   LatteConfig facts_;  // the transformer's
-  KlVaeConfig vae_config_;
-  std::unique_ptr<KlVae> vae_;
 };
 
 }  // namespace

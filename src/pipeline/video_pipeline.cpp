@@ -1,6 +1,6 @@
 // The parts every text-to-video pipeline shares (see video_pipeline.h):
-// reading the folder, the text encoder, the denoising loop with its cache
-// policy, and the choice of pipeline by class name.
+// reading the folder, the text encoder and VAE by class name, the denoising
+// loop with its cache policy, and the choice of pipeline by class name.
 #include "pipeline/video_pipeline.h"
 
 #include <algorithm>
@@ -13,7 +13,6 @@
 #include "backend/ops.h"
 #include "core/registry.h"
 #include "io/model_folder.h"
-#include "models/t5.h"
 
 namespace pab {
 
@@ -35,7 +34,21 @@ ComponentSource read_component(const ModelFolder& folder, const std::string& nam
       fail(folder.index_path, ": key '", name, "' names ", c.class_name, " but ", config.string(), " is a ", own,
            "; one of the two is wrong");
   }
-  return {std::move(json), std::make_shared<Checkpoint>(Checkpoint::open_dir(c.dir))};
+  return {std::move(json), std::make_shared<Checkpoint>(Checkpoint::open_dir(c.dir)), c.class_name};
+}
+
+// The registered entry of the class `component` is built as: the one
+// model_index.json names, else the one its config declares. An unregistered
+// class fails listing the registered ones. `cls` gets the class.
+template <class Entry>
+const Entry& component_entry(const PipelineParts& parts, const ComponentSource& c, const char* component,
+                             const char* what, std::string* cls) {
+  const bool by_index = !c.class_name.empty();
+  *cls = by_index ? c.class_name : config_class_name(c.config);
+  const auto& classes = Registry<Entry>::get();
+  if (const Entry* e = classes.find(*cls)) return *e;
+  fail(by_index ? cat(parts.where, "/model_index.json: key '", component, "'") : c.config.where(), ": unsupported ",
+       what, " class '", *cls, "' (supported: ", classes.list(), ")");
 }
 
 constexpr const char* kTokenizerClasses[] = {"T5Tokenizer", "T5TokenizerFast"};
@@ -118,7 +131,15 @@ VideoPipeline::VideoPipeline(PipelineParts parts, const LoadOptions& opts) : par
   PAB_ASSERT(parts_.transformer.weights && parts_.vae.weights, parts_.where, ": transformer and VAE weights needed");
   scheduler_ = make_scheduler(parts_.scheduler);
   transformer_class_ = config_class_name(parts_.transformer.config);
-  if (parts_.text_encoder) T5Config::from_json(parts_.text_encoder->config);  // config errors before any work
+  // Unregistered classes and config errors before any work.
+  if (parts_.text_encoder) {
+    std::string cls;
+    text_encoder_entry_ =
+        &component_entry<TextEncoderEntry>(parts_, *parts_.text_encoder, "text_encoder", "text encoder", &cls);
+    text_encoder_facts_ = text_encoder_entry_->facts(parts_.text_encoder->config);
+  }
+  vae_entry_ = &component_entry<VaeEntry>(parts_, parts_.vae, "vae", "VAE", &vae_class_);
+  vae_facts_ = vae_entry_->facts(parts_.vae.config);
 }
 
 VideoPipeline::~VideoPipeline() = default;
@@ -128,11 +149,20 @@ const T5Tokenizer& VideoPipeline::tokenizer() const {
   return *parts_.tokenizer;
 }
 
-T5Encoder& VideoPipeline::text_encoder() {
+TextEncoder& VideoPipeline::text_encoder() {
   if (!parts_.text_encoder) fail(parts_.where, ": no text encoder: this pipeline takes prompt embeddings only");
   if (!text_encoder_)
-    text_encoder_ = T5Encoder::load(parts_.text_encoder->config, *parts_.text_encoder->weights, opts_);
+    text_encoder_ = text_encoder_entry_->load(parts_.text_encoder->config, *parts_.text_encoder->weights, opts_);
   return *text_encoder_;
+}
+
+void VideoPipeline::load_vae() {
+  if (!vae_) vae_ = vae_entry_->load(parts_.vae.config, *parts_.vae.weights, opts_);
+}
+
+const VideoVae& VideoPipeline::vae() {
+  load_vae();
+  return *vae_;
 }
 
 DiffusionTransformer& VideoPipeline::transformer() {
@@ -166,12 +196,12 @@ SiteLayout VideoPipeline::transformer_sites() const {
   return transformer_site_layout(parts_.transformer.config);
 }
 
-MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype) {
+MemoryEstimate::Phase text_memory(const TextEncoderFacts& encoder, uint64_t weight_bytes, int64_t length, DType dtype) {
   // The prompt's embeddings are kept while the negative prompt is encoded.
   return {"text encoder",
           {{"weights", weight_bytes},
-           {"activations", add_bytes(T5Encoder::activation_bytes(t5, length, dtype),
-                                     element_bytes(int64_t(t5.d_model) * length, dtype, "text"), "text")}}};
+           {"activations", add_bytes(encoder.activation_bytes(length, dtype),
+                                     element_bytes(int64_t(encoder.hidden_size()) * length, dtype, "text"), "text")}}};
 }
 
 MemoryEstimate::Phase denoise_memory(const JsonConfig& transformer, uint64_t weight_bytes, const ForwardShape& shape,
@@ -196,8 +226,8 @@ MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const std::
   const DType dtype = opts_.dtype;
   MemoryEstimate e;
   if (parts_.text_encoder)
-    e.phases.push_back(text_memory(T5Config::from_json(parts_.text_encoder->config),
-                                   parts_.text_encoder->weights->bytes_as(dtype), plan.text_length, dtype));
+    e.phases.push_back(
+        text_memory(*text_encoder_facts_, parts_.text_encoder->weights->bytes_as(dtype), plan.text_length, dtype));
   Shape latents = plan.latents;
   latents[0] = plan.cfg ? 2 : 1;
   e.phases.push_back(denoise_memory(parts_.transformer.config, parts_.transformer.weights->bytes_as(dtype),
@@ -206,20 +236,20 @@ MemoryEstimate VideoPipeline::estimate_memory(const VideoPlan& plan, const std::
   return e;
 }
 
-void VideoPipeline::check_components(const std::string& transformer_class, int latent_channels, int in_channels,
+void VideoPipeline::check_components(const std::string& transformer_class, VaeKind vae_kind, int in_channels,
                                      int text_width, const char* text_key) const {
   if (transformer_class_ != transformer_class)
     fail(parts_.transformer.config.where(), ": ", class_name(), " needs a ", transformer_class, ", got ",
          transformer_class_);
-  if (latent_channels != in_channels)
-    fail(parts_.vae.config.where(), ": latent_channels ", latent_channels,
+  if (vae_facts_->kind() != vae_kind)
+    fail(parts_.vae.config.where(), ": ", class_name(), " needs ", vae_kind_name(vae_kind), "; ", vae_class_, " is ",
+         vae_kind_name(vae_facts_->kind()));
+  if (vae_facts_->latent_channels() != in_channels)
+    fail(parts_.vae.config.where(), ": latent_channels ", vae_facts_->latent_channels(),
          " differs from the transformer's in_channels ", in_channels);
-  if (parts_.text_encoder) {
-    T5Config t5 = T5Config::from_json(parts_.text_encoder->config);
-    if (t5.d_model != text_width)
-      fail(parts_.text_encoder->config.where(), ": d_model ", t5.d_model, " differs from the transformer's ", text_key,
-           " ", text_width);
-  }
+  if (text_encoder_facts_ && text_encoder_facts_->hidden_size() != text_width)
+    fail(parts_.text_encoder->config.where(), ": hidden size ", text_encoder_facts_->hidden_size(),
+         " differs from the transformer's ", text_key, " ", text_width);
 }
 
 void VideoPipeline::check_size(const VideoPlan& plan, int vae_scale, int patch_size) {
@@ -228,6 +258,16 @@ void VideoPipeline::check_size(const VideoPlan& plan, int vae_scale, int patch_s
     if (value <= 0 || value % multiple != 0)
       fail(what, " ", value, ": must be a positive multiple of ", multiple, " (the VAE's ", vae_scale,
            "x scale times the transformer's ", patch_size, "x", patch_size, " patches)");
+}
+
+MemoryEstimate::Phase VideoPipeline::vae_decode_memory(const VideoPlan& plan, int64_t latent_frames,
+                                                       const VaeDecodeOptions& o) const {
+  const uint64_t decode =
+      vae_facts_->decode_bytes(latent_frames, plan.height, plan.width, o, opts_.dtype, opts_.device);
+  const uint64_t frames = element_bytes(shape_numel({plan.frames, 3, plan.height, plan.width}), DType::f32, "frames");
+  return {"decode",
+          {{"weights", vae_facts_->weight_bytes(*parts_.vae.weights, opts_.dtype)},
+           {"activations", add_bytes(decode, frames, "decode")}}};
 }
 
 Tensor VideoPipeline::postprocess_video(const Tensor& video) {

@@ -21,8 +21,9 @@
 #include "cache/site.h"
 #include "io/config.h"
 #include "io/safetensors.h"
-#include "models/t5.h"
+#include "models/text_encoder.h"
 #include "models/transformer.h"
+#include "models/vae.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/noise.h"
 #include "pipeline/schedulers/scheduler.h"
@@ -30,10 +31,13 @@
 
 namespace pab {
 
-// A model component: its configuration and where its weights come from.
+// A model component: its configuration, where its weights come from, and
+// the class model_index.json names for it (empty: the class its config
+// declares, for parts made from configs alone).
 struct ComponentSource {
   JsonConfig config{nlohmann::json::object(), ""};
   std::shared_ptr<const WeightSource> weights;
+  std::string class_name = {};
 };
 
 // Everything a pipeline is made of. A folder gives all of it; a benchmark may
@@ -154,8 +158,8 @@ class VideoPipeline {
   // Whether decode tiles with this choice at the plan's size.
   virtual bool tiles(const VideoPlan& plan, TilingChoice tiling) const = 0;
   // Loads the VAE now (decode otherwise loads it on first use).
-  virtual void load_vae() = 0;
-  virtual void release_vae() = 0;
+  void load_vae();
+  void release_vae() { vae_.reset(); }
 
  protected:
   VideoPipeline(PipelineParts parts, const LoadOptions& opts);
@@ -173,7 +177,11 @@ class VideoPipeline {
   virtual Tensor keep_latents(const Tensor& latents) const { return latents; }
 
   const T5Tokenizer& tokenizer() const;
-  T5Encoder& text_encoder();
+  // The components as registered under the classes model_index.json names,
+  // loaded on first use; their facts come from the configs alone.
+  TextEncoder& text_encoder();
+  const VideoVae& vae();
+  const VaeFacts& vae_facts() const { return *vae_facts_; }
   // Tokenizes and encodes one prompt: last_hidden_state [1, length, D].
   // `mask` passes the attention mask to the encoder; `tokens` gets its sum.
   // A truncated text adds a warning (when `warnings` is given) naming `what`
@@ -184,9 +192,10 @@ class VideoPipeline {
   // Checks a request's common values: steps the scheduler can run, a finite guidance.
   void check_request(const VideoPlan& plan) const;
   // Fails unless the components fit: the transformer is `transformer_class`,
-  // the VAE's latent_channels equal its in_channels, and the text encoder's
-  // d_model its text width (named `text_key` in the transformer's config).
-  void check_components(const std::string& transformer_class, int latent_channels, int in_channels, int text_width,
+  // the VAE is of `vae_kind` with latent_channels equal to the transformer's
+  // in_channels, and the text encoder's hidden size is its text width (named
+  // `text_key` in the transformer's config).
+  void check_components(const std::string& transformer_class, VaeKind vae_kind, int in_channels, int text_width,
                         const char* text_key) const;
   // Fails unless the plan's height and width are positive multiples of 8 and
   // of the VAE's scale times the transformer's patch size.
@@ -194,18 +203,29 @@ class VideoPipeline {
   // Decoded video [1, C, F, H, W] (any device or dtype) -> frames [F, C, H, W],
   // f32 on the CPU, (x * 0.5 + 0.5) clamped to [0, 1] as diffusers' postprocessing.
   static Tensor postprocess_video(const Tensor& video);
+  // The decode phase of a memory estimate: the VAE's weights, decoding
+  // `latent_frames` latent frames of the plan's size with `o`, and the f32
+  // frames decode returns.
+  MemoryEstimate::Phase vae_decode_memory(const VideoPlan& plan, int64_t latent_frames,
+                                          const VaeDecodeOptions& o) const;
 
   PipelineParts parts_;
   LoadOptions opts_;
   std::string transformer_class_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<DiffusionTransformer> transformer_;
-  std::unique_ptr<T5Encoder> text_encoder_;
+  std::string vae_class_;
+  const VaeEntry* vae_entry_ = nullptr;
+  std::unique_ptr<const VaeFacts> vae_facts_;
+  std::unique_ptr<VideoVae> vae_;
+  const TextEncoderEntry* text_encoder_entry_ = nullptr;  // null without a text encoder
+  std::unique_ptr<const TextEncoderFacts> text_encoder_facts_;
+  std::unique_ptr<TextEncoder> text_encoder_;
 };
 
 // The text encoder's part of a memory estimate: `weight_bytes` of weights
 // and the encoding of prompts of `length` tokens.
-MemoryEstimate::Phase text_memory(const T5Config& t5, uint64_t weight_bytes, int64_t length, DType dtype);
+MemoryEstimate::Phase text_memory(const TextEncoderFacts& encoder, uint64_t weight_bytes, int64_t length, DType dtype);
 // The denoising loop's part of a memory estimate: `weight_bytes` of weights,
 // one forward pass of `shape` (the CFG batch included), the outputs of every
 // site of the `cached` kinds and the loop's latents.

@@ -1,0 +1,71 @@
+// The VAE as pipelines see it: each VAE class is its own file (vae_kl.cpp,
+// vae_cogvideox.cpp) that registers a VaeEntry by diffusers' `_class_name`,
+// so a pipeline decodes with whichever class model_index.json names.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "core/tensor.h"
+#include "models/transformer.h"  // LoadOptions
+
+namespace pab {
+
+// How a VAE treats time; a pipeline is written for one kind.
+enum class VaeKind : uint8_t {
+  image,         // 2D: each frame decodes on its own (AutoencoderKL)
+  causal_video,  // 3D: frames decode together, each seeing those before it (AutoencoderKLCogVideoX)
+};
+
+// "a 2D image VAE (each frame decoded on its own)", for messages.
+inline const char* vae_kind_name(VaeKind k) {
+  return k == VaeKind::image ? "a 2D image VAE (each frame decoded on its own)" : "a causal 3D video VAE";
+}
+
+// How decode_video runs, as the pipeline chooses.
+struct VaeDecodeOptions {
+  bool tiled = false;  // spatial tiles as diffusers' enable_tiling() defaults them; VAEs that cannot tile refuse it
+  int64_t chunk_frames = 0;  // image VAEs: frames decoded at once (bounds memory only); 0: all
+};
+
+// A loaded decoder.
+class VideoVae {
+ public:
+  virtual ~VideoVae() = default;
+  // Latents [B, latent_channels, F, h, w] as the denoising loop leaves them:
+  // multiplied by 1 / scaling_factor and decoded to [B, out_channels, F', H, W]
+  // (F' as VaeFacts::decoded_frames), on the load device in the compute dtype.
+  virtual Tensor decode_video(const Tensor& latents, const VaeDecodeOptions& o) const = 0;
+};
+
+// What a pipeline and the memory estimate read of a VAE from its config
+// alone, before any weight is loaded.
+class VaeFacts {
+ public:
+  virtual ~VaeFacts() = default;
+  virtual VaeKind kind() const = 0;
+  virtual int latent_channels() const = 0;
+  virtual int spatial_factor() const = 0;   // pixels per latent, each side
+  virtual int temporal_factor() const = 0;  // frames per latent frame (1 for an image VAE)
+  // Frames decode_video makes of `latent_frames` latent frames.
+  virtual int64_t decoded_frames(int64_t latent_frames) const = 0;
+  // What decode_video holds on `device` besides the weights, its output
+  // included, for one video of `latent_frames` latent frames of height x
+  // width pixels decoded with `o` in `dtype` (overflow fails).
+  virtual uint64_t decode_bytes(int64_t latent_frames, int64_t height, int64_t width, const VaeDecodeOptions& o,
+                                DType dtype, Device device) const = 0;
+  // The bytes in `dtype` of the checkpoint tensors decoding loads (the encoder's are not).
+  virtual uint64_t weight_bytes(const WeightSource& weights, DType dtype) const = 0;
+};
+
+// A VAE class as it registers itself, in its own file, by the `_class_name`
+// of its config.json (the class model_index.json names):
+//   PAB_REGISTER(VaeEntry, "AutoencoderKL", {kl_vae_facts, load_kl_vae});
+struct VaeEntry {
+  // Reads the config; unsupported values fail naming the file and key.
+  std::function<std::unique_ptr<const VaeFacts>(const JsonConfig&)> facts;
+  // Builds the decoder from its config and weights.
+  std::function<std::unique_ptr<VideoVae>(const JsonConfig&, const WeightSource&, const LoadOptions&)> load;
+};
+
+}  // namespace pab
