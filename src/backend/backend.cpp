@@ -20,6 +20,34 @@ DeviceMemory& memory_of(Device d) {
 }
 }  // namespace
 
+const char* fusion_name(Fusion f) {
+  switch (f) {
+    case Fusion::linear_stacked:
+      return "linear_stacked";
+    case Fusion::linear_act:
+      return "linear_act";
+    case Fusion::norm_rope:
+      return "norm_rope";
+    case Fusion::norm_modulate:
+      return "norm_modulate";
+    case Fusion::modulate:
+      return "modulate";
+    case Fusion::gated_add:
+      return "gated_add";
+    case Fusion::norm_modulate_split:
+      return "norm_modulate_split";
+    case Fusion::add_norm_modulate_split:
+      return "add_norm_modulate_split";
+    case Fusion::gated_add_split:
+      return "gated_add_split";
+    case Fusion::group_norm_scale_shift:
+      return "group_norm_scale_shift";
+    case Fusion::conv3d_joined:
+      return "conv3d_joined";
+  }
+  return nullptr;
+}
+
 Device register_backend(const std::string& name, BackendFactory factory) {
   // The host is core's device from the start; any other name is a new one.
   const std::optional<Device> known = find_device(name);
