@@ -5,7 +5,8 @@
 // tolerance of that dtype (support/backend_testing.h states them). Each fusion
 // is also compared with its reference composite (Backend's default) on the
 // same backend. A new backend runs these tests unchanged once it registers
-// itself.
+// itself; the minimal test backend (support/minimal_backend.h: the required
+// ops only) runs them here too.
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -15,6 +16,7 @@
 
 #include "backend/ops.h"
 #include "support/backend_testing.h"
+#include "support/minimal_backend.h"
 
 namespace pab {
 namespace {
@@ -24,6 +26,7 @@ using testing::BackendCase;
 using testing::expect_close;
 
 ::testing::Environment* const kSummary = ::testing::AddGlobalTestEnvironment(testing::error_summary_environment());
+[[maybe_unused]] const Device kMinimal = register_backend("minimal", testing::create_minimal_backend);
 
 int64_t pick(std::mt19937& rng, int64_t lo, int64_t hi) {
   return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
