@@ -1,5 +1,6 @@
 // The public API: converts internal errors into Status at the boundary.
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "api_internal.h"
@@ -18,14 +19,8 @@ namespace pab {
 
 LoadOptions load_options(const ComputeOptions& c) {
   LoadOptions o;
-  if (c.device == "cpu") {
-    o.device = Device::cpu;
-  } else if (c.device == "cuda") {
-    o.device = Device::cuda;
-    backend(Device::cuda);  // fails clearly when not built
-  } else {
-    fail("unknown device '", c.device, "' (expected cpu or cuda)");
-  }
+  o.device = device_named(c.device);
+  const Backend& be = backend(o.device);  // fails clearly when the device cannot start
   if (c.dtype == "f32") {
     o.dtype = DType::f32;
   } else if (c.dtype == "bf16") {
@@ -35,7 +30,13 @@ LoadOptions load_options(const ComputeOptions& c) {
   } else {
     fail("unknown dtype '", c.dtype, "' (expected f32, bf16 or f16)");
   }
-  if (o.device == Device::cpu && o.dtype != DType::f32) fail("the CPU backend computes in f32 only");
+  const std::vector<DType> dtypes = be.compute_dtypes();
+  if (std::find(dtypes.begin(), dtypes.end(), o.dtype) == dtypes.end()) {
+    std::string names;  // as --dtype spells them
+    for (DType t : dtypes) names += cat(names.empty() ? "" : ", ", dtype_name(t));
+    std::transform(names.begin(), names.end(), names.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+    fail("--dtype ", c.dtype, ": the ", c.device, " backend computes in ", names, " only");
+  }
   o.allow_unused_weights = c.allow_unused_weights;
   return o;
 }

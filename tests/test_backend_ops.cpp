@@ -2,16 +2,21 @@
 // (support/naive_ops.h), on every backend of the build, as ggml's
 // test-backend-ops does: inputs are made on the CPU, moved to the device in
 // the case's compute dtype, and the outputs brought back and compared with the
-// tolerance of that dtype (support/backend_testing.h states them). A new
-// backend runs these tests unchanged once it registers itself.
+// tolerance of that dtype (support/backend_testing.h states them). Each fusion
+// is also compared with its reference composite (Backend's default) on the
+// same backend. A new backend runs these tests unchanged once it registers
+// itself; the minimal test backend (support/minimal_backend.h: the required
+// ops only) runs them here too.
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include "backend/ops.h"
 #include "support/backend_testing.h"
+#include "support/minimal_backend.h"
 
 namespace pab {
 namespace {
@@ -21,6 +26,7 @@ using testing::BackendCase;
 using testing::expect_close;
 
 ::testing::Environment* const kSummary = ::testing::AddGlobalTestEnvironment(testing::error_summary_environment());
+[[maybe_unused]] const Device kMinimal = register_backend("minimal", testing::create_minimal_backend);
 
 int64_t pick(std::mt19937& rng, int64_t lo, int64_t hi) {
   return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
@@ -53,6 +59,22 @@ class BackendOps : public ::testing::TestWithParam<BackendCase> {
   Tensor dev_f32(const Tensor& x) const { return testing::to_device(x, GetParam()); }
   // Uniform random values, a fresh seed per call.
   Tensor rand(const Shape& s, float lo = -1.0f, float hi = 1.0f) { return testing::random_tensor(s, seed_++, lo, hi); }
+
+  // The case's backend, whose composites the fusions are compared with:
+  // be().Backend::linear_act(...) is the default, composed of the backend's
+  // own ops (required ones, and fusions a composite builds on).
+  Backend& be() const { return backend(GetParam().device); }
+  // A composite's input: the very values the device got, on the device in f32,
+  // so that the composite's own rounding is f32's whatever the case's dtype.
+  Tensor comp(const Tensor& x) const { return testing::to_device(testing::quantize(x, dtype()), GetParam()); }
+  // A fusion's output against its composite's. Where the backend has no
+  // fusion of its own, in f32, the composite is what ran: equal, exactly
+  // (which also catches a fusion that supports() does not own to). Else the
+  // case's tolerance, plus f32's for the composite.
+  void expect_composite(Fusion f, const Tensor& out, const Tensor& composite, const std::string& what = "") {
+    const double t = !be().supports(f) && dtype() == DType::f32 ? 0.0 : tol() + testing::math_tolerance(DType::f32);
+    expect_close(out, Array::from(composite), t, cat(fusion_name(f), what, " vs composite"));
+  }
 
  private:
   uint32_t seed_ = 1;
@@ -97,9 +119,36 @@ TEST_P(BackendOps, LinearStacked) {
         parts.push_back(y);
       }
       expect_close(out, naive::concat(parts, 0), tol(), "linear_stacked");
+      Tensor bc = comp(b);
+      expect_composite(Fusion::linear_stacked, out,
+                       be().Backend::linear_stacked(comp(x), comp(w), with_bias ? &bc : nullptr));
     }
   }
   EXPECT_THROW(ops::linear_stacked(dev(rand({2, 8})), dev(rand({3, 4, 7})), nullptr), Error);
+}
+
+// A linear layer and its activation (the feed-forward's first half): each
+// activation a model uses, with the GEMM's edge shapes.
+TEST_P(BackendOps, LinearAct) {
+  const std::pair<Unary, const char*> kActs[] = {
+      {Unary::gelu_tanh, "gelu_tanh"}, {Unary::gelu_erf, "gelu_erf"}, {Unary::silu, "silu"}, {Unary::relu, "relu"}};
+  const std::vector<std::pair<Shape, int64_t>> cases = {{{1, 1}, 1}, {{2, 3, 17}, 5},   {{3, 0}, 4},
+                                                        {{0, 8}, 3}, {{2, 5, 300}, 70}, {{64, 256}, 512}};
+  for (const auto& [act, name] : kActs) {
+    for (const auto& [xs, n] : cases) {
+      for (bool with_bias : {false, true}) {
+        SCOPED_TRACE(cat(name, " x ", shape_str(xs), " N ", n, with_bias ? " with bias" : ""));
+        Tensor x = rand(xs, -2, 2), w = rand({n, xs.back()}), b = rand({n});
+        Tensor bd = dev(b), bc = comp(b);
+        Array rb = ref(b);
+        Tensor out = ops::linear_act(dev(x), dev(w), with_bias ? &bd : nullptr, act);
+        expect_close(out, naive::unary(naive::linear(ref(x), ref(w), with_bias ? &rb : nullptr), act), tol(),
+                     cat("linear_act ", name));
+        expect_composite(Fusion::linear_act, out,
+                         be().Backend::linear_act(comp(x), comp(w), with_bias ? &bc : nullptr, act), cat(" ", name));
+      }
+    }
+  }
 }
 
 TEST_P(BackendOps, Matmul) {
@@ -415,10 +464,36 @@ TEST_P(BackendOps, ModulateAndGatedAdd) {
   for (auto [b, s, c] : {std::array<int64_t, 3>{1, 1, 1}, {2, 7, 16}, {3, 33, 48}, {2, 0, 8}}) {
     SCOPED_TRACE(cat("B ", b, " S ", s, " C ", c));
     Tensor x = rand({b, s, c}), y = rand({b, s, c}), shift = rand({b, c}), scale = rand({b, c}), gate = rand({b, c});
-    expect_close(ops::modulate(dev(x), dev(shift), dev(scale)), naive::modulate(ref(x), ref(shift), ref(scale)), tol(),
-                 "modulate");
-    expect_close(ops::gated_add(dev(x), dev(gate), dev(y)), naive::gated_add(ref(x), ref(gate), ref(y)), tol(),
-                 "gated_add");
+    Tensor modulated = ops::modulate(dev(x), dev(shift), dev(scale));
+    expect_close(modulated, naive::modulate(ref(x), ref(shift), ref(scale)), tol(), "modulate");
+    expect_composite(Fusion::modulate, modulated, be().Backend::modulate(comp(x), comp(shift), comp(scale)));
+    Tensor gated = ops::gated_add(dev(x), dev(gate), dev(y));
+    expect_close(gated, naive::gated_add(ref(x), ref(gate), ref(y)), tol(), "gated_add");
+    expect_composite(Fusion::gated_add, gated, be().Backend::gated_add(comp(x), comp(gate), comp(y)));
+  }
+}
+
+// The adaLN of a block: layer norm, then shift and scale per batch entry.
+// Widths as in AddNormModulateSplit (the CUDA row kernels' and one left to
+// the unfused ops).
+TEST_P(BackendOps, NormModulate) {
+  const std::vector<std::array<int64_t, 3>> cases = {{1, 1, 1},    {2, 7, 16}, {2, 5, 1152}, {1, 3, 1920},
+                                                     {2, 4, 3072}, {3, 9, 36}, {2, 4, 13},   {2, 0, 8}};
+  for (auto [b, s, c] : cases) {
+    for (int affine = 0; affine < 3; ++affine) {  // none, weight only, weight and bias
+      SCOPED_TRACE(cat("B ", b, " S ", s, " C ", c, " affine ", affine));
+      Tensor x = rand({b, s, c}, -2, 2), w = rand({c}, 0.5, 1.5), bias = rand({c});
+      Tensor shift = rand({b, c}), scale = rand({b, c});
+      Tensor wd = dev(w), bd = dev(bias), wc = comp(w), bc = comp(bias);
+      Array rw = ref(w), rb = ref(bias);
+      Tensor out = ops::norm_modulate(dev(x), affine ? &wd : nullptr, affine == 2 ? &bd : nullptr, 1e-6f, dev(shift),
+                                      dev(scale));
+      Array normed = naive::layer_norm(ref(x), affine ? &rw : nullptr, affine == 2 ? &rb : nullptr, 1e-6);
+      expect_close(out, naive::modulate(normed, ref(shift), ref(scale)), tol(), "norm_modulate");
+      expect_composite(Fusion::norm_modulate, out,
+                       be().Backend::norm_modulate(comp(x), affine ? &wc : nullptr, affine == 2 ? &bc : nullptr, 1e-6f,
+                                                   comp(shift), comp(scale)));
+    }
   }
 }
 
@@ -451,6 +526,10 @@ TEST_P(BackendOps, GroupNormScaleShift) {
       if (silu) want = naive::unary(want, Unary::silu);
       Tensor out = ops::group_norm_scale_shift(dev(x), c.groups, &wd, &bd, 1e-6f, dev(scale), dev(shift), silu);
       expect_close(out, reshaped(want, c.x), tol(), "group_norm_scale_shift");
+      Tensor wc = comp(w), bc = comp(b);
+      expect_composite(
+          Fusion::group_norm_scale_shift, out,
+          be().Backend::group_norm_scale_shift(comp(x), c.groups, &wc, &bc, 1e-6f, comp(scale), comp(shift), silu));
     }
   }
   Tensor x = rand({1, 4, 1, 4, 4}), cond = rand({1, 4, 1, 3, 4});  // 3 does not divide 4
@@ -667,16 +746,19 @@ TEST_P(BackendOps, Conv3dJoined) {
   for (const Case& c : {Case{{2, 3}, 3, 5, 6}, Case{{1, 1, 2}, 4, 4, 4}, Case{{2, 1}, 2, 3, 3}, Case{{4}, 3, 2, 4},
                         Case{{1, 1, 1, 1}, 2, 4, 2}, Case{{2, 2}, 8, 4, 4}, Case{{2, 3}, 16, 2, 8}}) {
     SCOPED_TRACE(cat("frames ", shape_str(Shape(c.frames.begin(), c.frames.end())), " C ", c.c, " ", c.h, "x", c.w));
-    std::vector<Tensor> parts, dparts;
+    std::vector<Tensor> parts, dparts, cparts;
     for (int64_t f : c.frames) {
       parts.push_back(rand({2, c.c, f, c.h, c.w}));
       dparts.push_back(dev(parts.back()));
+      cparts.push_back(comp(parts.back()));
     }
     Tensor joined = ops::concat(parts, 2), w = rand({8, c.c, 3, 3, 3}), b = rand({8});
-    Tensor bd = dev(b);
+    Tensor bd = dev(b), bc = comp(b);
     Array rb = ref(b);
     Tensor out = ops::conv3d_joined(dparts, dev(w), &bd, {1, 1, 1}, {0, 1, 1});
     expect_close(out, naive::conv(ref(joined), ref(w), &rb, {1, 1, 1}, {0, 1, 1}), tol(), "conv3d_joined");
+    expect_composite(Fusion::conv3d_joined, out,
+                     be().Backend::conv3d_joined(cparts, comp(w), &bc, {1, 1, 1}, {0, 1, 1}));
   }
   // parts that differ in anything but their frame count do not join
   std::vector<Tensor> bad = {dev(rand({1, 2, 2, 4, 4})), dev(rand({1, 2, 2, 4, 5}))};
@@ -722,9 +804,12 @@ TEST_P(BackendOps, NormRope) {
       Array normed = naive::layer_norm(ref(x), affine ? &rw : nullptr, affine ? &rb : nullptr, 1e-6);
       Array want = naive::concat(
           {naive::slice(normed, 1, 0, start), naive::rope(naive::slice(normed, 1, start, s), ref(cos), ref(sin))}, 1);
-      Tensor dw = dev(w), db = dev(b);
+      Tensor dw = dev(w), db = dev(b), wc = comp(w), bc = comp(b);
       Tensor out = ops::norm_rope(dev(x), affine ? &dw : nullptr, affine ? &db : nullptr, 1e-6f, dev(cos), dev(sin), start);
       expect_close(out, want, tol(), "norm_rope");
+      expect_composite(Fusion::norm_rope, out,
+                       be().Backend::norm_rope(comp(x), affine ? &wc : nullptr, affine ? &bc : nullptr, 1e-6f,
+                                               comp(cos), comp(sin), start));
     }
   }
 }
@@ -739,14 +824,20 @@ TEST_P(BackendOps, SplitModulationAndGate) {
     Array want = naive::concat({naive::modulate(naive::slice(normed, 1, 0, split), ref(sa), ref(ca)),
                                 naive::modulate(naive::slice(normed, 1, split, s), ref(sb), ref(cb))},
                                1);
-    Tensor dw = dev(w), db = dev(b);
-    expect_close(ops::norm_modulate_split(dev(x), &dw, &db, 1e-5f, split, dev(sa), dev(ca), dev(sb), dev(cb)), want,
-                 tol(), "norm_modulate_split");
+    Tensor dw = dev(w), db = dev(b), wc = comp(w), bc = comp(b);
+    Tensor normed_out = ops::norm_modulate_split(dev(x), &dw, &db, 1e-5f, split, dev(sa), dev(ca), dev(sb), dev(cb));
+    expect_close(normed_out, want, tol(), "norm_modulate_split");
+    expect_composite(
+        Fusion::norm_modulate_split, normed_out,
+        be().Backend::norm_modulate_split(comp(x), &wc, &bc, 1e-5f, split, comp(sa), comp(ca), comp(sb), comp(cb)));
     Array rx = ref(x), ry = ref(y);
     Array gated = naive::concat({naive::gated_add(naive::slice(rx, 1, 0, split), ref(sa), naive::slice(ry, 1, 0, split)),
                                  naive::gated_add(naive::slice(rx, 1, split, s), ref(sb), naive::slice(ry, 1, split, s))},
                                 1);
-    expect_close(ops::gated_add_split(dev(x), dev(y), split, dev(sa), dev(sb)), gated, tol(), "gated_add_split");
+    Tensor gated_out = ops::gated_add_split(dev(x), dev(y), split, dev(sa), dev(sb));
+    expect_close(gated_out, gated, tol(), "gated_add_split");
+    expect_composite(Fusion::gated_add_split, gated_out,
+                     be().Backend::gated_add_split(comp(x), comp(y), split, comp(sa), comp(sb)));
   }
 }
 
@@ -783,8 +874,38 @@ TEST_P(BackendOps, AddNormModulateSplit) {
                                   naive::modulate(naive::slice(n, 1, split, s), ref(sb), ref(cb))},
                                  1);
       expect_close(normed, want, tol(), "normed sum");
+      // The composite: its sum from the same inputs; its norm, like the
+      // reference's, of the sum as stored (the composite norms the sum it
+      // made with norm_modulate_split).
+      Tensor wc = comp(w), bc = comp(b), gac = comp(ga), gbc = comp(gb);
+      Tensor csum =
+          be().Backend::add_norm_modulate_split(comp(x), comp(y), split, gated ? &gac : nullptr, gated ? &gbc : nullptr,
+                                                &wc, &bc, 1e-5f, comp(sa), comp(ca), comp(sb), comp(cb))
+              .first;
+      expect_composite(Fusion::add_norm_modulate_split, sum, csum, " sum");
+      Tensor cnormed =
+          be().norm_modulate_split(sum.to(DType::f32), &wc, &bc, 1e-5f, split, comp(sa), comp(ca), comp(sb), comp(cb));
+      expect_composite(Fusion::add_norm_modulate_split, normed, cnormed, " normed");
     }
   }
+}
+
+// The fusions by enum: each has its own name, the walk reaches the last one,
+// and the backend answers supports() for each. Whether its answers match
+// what it overrides, the fusion tests above check: a fusion it says it has no
+// kernel for must equal the composite exactly in f32.
+TEST_P(BackendOps, EveryFusionIsNamedAndAnswered) {
+  std::set<std::string> names;
+  int native = 0;
+  for (int i = 0; i < kFusionCount; ++i) {
+    const char* name = fusion_name(Fusion(i));
+    ASSERT_NE(name, nullptr) << "fusion " << i << " has no name";
+    EXPECT_TRUE(names.insert(name).second) << name << " named twice";
+    native += be().supports(Fusion(i));
+  }
+  // Past the last fusion there is no name: kFusionCount counts them all.
+  EXPECT_EQ(fusion_name(Fusion(kFusionCount)), nullptr);
+  RecordProperty("native_fusions", native);
 }
 
 // ---------------------------------------------------------------- dtypes and copies

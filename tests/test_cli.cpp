@@ -90,6 +90,8 @@ TEST(Cli, ValuesOutOfRangeAreRefusedNamingTheFlagAndTheRange) {
            {"--max-memory 0", "--max-memory: '0': expected a size such as 24G"},
            {"--max-memory 12X", "--max-memory: '12X'"},
            {"-p '   '", "--prompt: an empty value"},
+           {"--device tpu", "unsupported device 'tpu' (this build supports: cpu"},
+           {"--dtype bf16", "--dtype bf16: the cpu backend computes in f32 only"},
        }) {
     EXPECT_TRUE(refused(pab_run(run + c.args), c.needle)) << c.args;
   }

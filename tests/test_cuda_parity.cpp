@@ -9,7 +9,7 @@
 #include "io/safetensors.h"
 #include "parallel/world.h"
 #include "pipeline/replay.h"
-#include "support/testing.h"
+#include "support/backend_testing.h"
 
 namespace pab {
 namespace {
@@ -20,14 +20,17 @@ using testing::rel_l2;
 class CudaParity : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+    const std::optional<Device> d = testing::started_device("cuda");
+    if (!d) GTEST_SKIP() << "no CUDA device";
+    cuda_ = *d;
   }
+  Device cuda_;
 };
 
 TEST_P(CudaParity, F32EveryStep) {
   const std::string dir = data_path("fixtures/transformer/" + GetParam());
   ReplayCase c = load_replay_case(dir);
-  auto out = replay_case(c, LoadOptions{Device::cuda, DType::f32}, nullptr);
+  auto out = replay_case(c, LoadOptions{cuda_, DType::f32}, nullptr);
   testing::expect_reference(out, dir + "/reference.safetensors", 1e-5);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
   EXPECT_FALSE(testing::close_rel(out.at("latents_final_nopab"), ref.load("latents_final_pab"), 1e-5));
@@ -38,7 +41,7 @@ TEST_P(CudaParity, Bf16WithinTwiceDiffusersBf16Error) {
   std::ifstream f(data_path("bf16_baselines.json"));
   nlohmann::json base = nlohmann::json::parse(f).at(GetParam());
   ReplayCase c = load_replay_case(dir);
-  auto out = replay_case(c, LoadOptions{Device::cuda, DType::bf16}, nullptr);
+  auto out = replay_case(c, LoadOptions{cuda_, DType::bf16}, nullptr);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
   for (const char* key : {"nopab", "pab"}) {
     std::string name = std::string("latents_final_") + key;
@@ -60,7 +63,7 @@ class CudaSequenceParallel : public CudaParity {};
 
 TEST_P(CudaSequenceParallel, F32AndBf16) {
   const std::string dir = data_path("fixtures/transformer/" + GetParam());
-  const std::string comm = backend(Device::cuda).device_count() >= 2 ? "nccl" : "host";
+  const std::string comm = backend(cuda_).device_count() >= 2 ? "nccl" : "host";
   std::ifstream f(data_path("bf16_baselines.json"));
   nlohmann::json base = nlohmann::json::parse(f).at(GetParam());
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
@@ -91,23 +94,24 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaSequenceParallel, ::testing::Values("cogvide
 // The NCCL calls themselves on one GPU (a world of one rank: grouped
 // send/recv to itself, all-gather, split), where pab is built with NCCL.
 TEST(Nccl, CollectivesOnOneGpu) {
-  if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+  const std::optional<Device> cuda = testing::started_device("cuda");
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
   std::unique_ptr<Communicator> comm;
   try {
     comm = nccl_communicator(0, 1, new_nccl_id());
   } catch (const Error& e) {
     GTEST_SKIP() << e.what();
   }
-  Tensor x = testing::random_tensor({4, 6, 8}, 3).to(DType::bf16).to(Device::cuda);
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  comm->all_to_all(x.raw(), y.raw(), x.nbytes(), Device::cuda);
+  Tensor x = testing::random_tensor({4, 6, 8}, 3).to(DType::bf16).to(*cuda);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), *cuda);
+  comm->all_to_all(x.raw(), y.raw(), x.nbytes(), *cuda);
   EXPECT_TRUE(testing::close_rel(y, x, 0));
-  Tensor z = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  comm->all_gather(x.raw(), z.raw(), x.nbytes(), Device::cuda);
+  Tensor z = Tensor::empty(x.shape(), x.dtype(), *cuda);
+  comm->all_gather(x.raw(), z.raw(), x.nbytes(), *cuda);
   EXPECT_TRUE(testing::close_rel(z, x, 0));
   std::unique_ptr<Communicator> sub = comm->split(0, 0);
   EXPECT_EQ(sub->size(), 1);
-  sub->all_gather(x.raw(), z.raw(), x.nbytes(), Device::cuda);
+  sub->all_gather(x.raw(), z.raw(), x.nbytes(), *cuda);
   EXPECT_TRUE(testing::close_rel(z, x, 0));
   EXPECT_EQ(comm->stats().all_to_all, 1);
 }

@@ -16,7 +16,7 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "pipeline/replay.h"
-#include "support/testing.h"
+#include "support/backend_testing.h"
 
 namespace pab {
 namespace {
@@ -107,14 +107,15 @@ INSTANTIATE_TEST_SUITE_P(Cases, VideoSysParity, ::testing::ValuesIn(kCases),
 // tolerance; bf16 is reported against the f32 reference (the original has
 // no bf16 run to compare with) and only bounded loosely.
 TEST_P(VideoSysParity, CudaF32EveryStepAndBf16) {
-  if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+  const std::optional<Device> cuda = testing::started_device("cuda");
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
   const std::string dir = data_path(GetParam());
   ReplayCase c = load_replay_case(dir);
   Checkpoint ref = Checkpoint::open_file(dir + "/reference.safetensors");
-  auto out = replay_case(c, LoadOptions{Device::cuda, DType::f32}, nullptr);
+  auto out = replay_case(c, LoadOptions{*cuda, DType::f32}, nullptr);
   const double worst = testing::expect_reference(out, dir + "/reference.safetensors", kTol).worst;
   EXPECT_FALSE(close_rel(out.at("latents_final_nopab"), ref.load("latents_final_pab"), kTol));
-  auto bf16 = replay_case(c, LoadOptions{Device::cuda, DType::bf16}, nullptr);
+  auto bf16 = replay_case(c, LoadOptions{*cuda, DType::bf16}, nullptr);
   const double bf16_err = compare(bf16.at("latents_final_pab"), ref.load("latents_final_pab")).rel();
   EXPECT_LT(bf16_err, 0.1);
   std::printf("%s on CUDA: f32 max error %.2e, bf16 final latents (PAB) %.2e of the largest magnitude\n", GetParam(),

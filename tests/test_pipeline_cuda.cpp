@@ -10,7 +10,7 @@
 #include "backend/backend.h"
 #include "io/safetensors.h"
 #include "pipeline/replay.h"
-#include "support/testing.h"
+#include "support/backend_testing.h"
 
 namespace pab {
 namespace {
@@ -26,14 +26,17 @@ constexpr double kF32Tol = 1e-4;
 class PipelineCuda : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+    const std::optional<Device> d = testing::started_device("cuda");
+    if (!d) GTEST_SKIP() << "no CUDA device";
+    cuda_ = *d;
   }
   std::string dir() const { return data_path("fixtures/pipeline/" + GetParam()); }
+  Device cuda_;
 };
 
 TEST_P(PipelineCuda, F32EveryStage) {
   PipelineCase c = load_pipeline_case(dir());
-  auto out = replay_pipeline_case(c, LoadOptions{Device::cuda, DType::f32}, nullptr);
+  auto out = replay_pipeline_case(c, LoadOptions{cuda_, DType::f32}, nullptr);
   Checkpoint ref = Checkpoint::open_file(dir() + "/reference.safetensors");
   for (const std::string& name : ref.names()) {
     if (ref.entry(name).dtype == DType::i64) continue;  // timesteps: the CPU test checks them
@@ -46,7 +49,7 @@ TEST_P(PipelineCuda, Bf16WithinTwiceDiffusersBf16Error) {
   std::ifstream f(data_path("pipeline_bf16_baselines.json"));
   nlohmann::json base = nlohmann::json::parse(f).at(GetParam());
   PipelineCase c = load_pipeline_case(dir());
-  auto out = replay_pipeline_case(c, LoadOptions{Device::cuda, DType::bf16}, nullptr);
+  auto out = replay_pipeline_case(c, LoadOptions{cuda_, DType::bf16}, nullptr);
   Checkpoint ref = Checkpoint::open_file(dir() + "/reference.safetensors");
   for (const char* key : {"nopab", "pab"}) {
     for (const std::string stage : {"latents_final_", "frames_"}) {
@@ -63,14 +66,15 @@ TEST_P(PipelineCuda, Bf16WithinTwiceDiffusersBf16Error) {
 INSTANTIATE_TEST_SUITE_P(Cases, PipelineCuda, ::testing::Values("cogvideox_ddim", "cogvideox_dpm", "latte"));
 
 TEST(PipelineCudaSeeded, SameStartAsTheCpu) {
-  if (!backend_available(Device::cuda)) GTEST_SKIP() << "no CUDA device";
+  const std::optional<Device> cuda = testing::started_device("cuda");
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
   const std::string model = data_path("fixtures/pipeline/cogvideox_dpm/model");
   VideoRequest r;
   r.prompt = "a panda";
   r.steps = 3;
   r.max_sequence_length = 16;
   auto cpu = VideoPipeline::open(model, LoadOptions{});
-  auto gpu = VideoPipeline::open(model, LoadOptions{Device::cuda, DType::bf16});
+  auto gpu = VideoPipeline::open(model, LoadOptions{*cuda, DType::bf16});
   VideoPlan plan = cpu->plan(r);
   GeneratedVideo a = generate_video(*cpu, plan, 5, nullptr, TilingChoice::off);
   GeneratedVideo b = generate_video(*gpu, plan, 5, nullptr, TilingChoice::off);

@@ -20,7 +20,7 @@ struct Status {
 
 // Where heavy work runs, and how models load. "Not given" is std::nullopt.
 struct ComputeOptions {
-  std::string device = "cpu";  // "cpu" or "cuda"
+  std::string device = "cpu";  // a backend's device name: "cpu", or "cuda" where built
   std::string dtype = "f32";   // "f32", "bf16" or "f16" (the CPU computes in f32 only)
   // Sequence parallelism: the video tokens split over this many ranks, one
   // process each (rank 0 is the caller; Model::open, replay, bench and

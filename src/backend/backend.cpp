@@ -12,14 +12,50 @@ struct Slot {
   std::string error;  // why the factory failed, if it did
 };
 Slot& slot(Device d) {
-  static Slot slots[2] = {{&cpu_backend(), nullptr, ""}, {}};
-  return slots[size_t(d)];
+  static std::array<Slot, kMaxDevices> slots;  // by device handle
+  return slots[size_t(d.index())];
+}
+DeviceMemory& memory_of(Device d) {
+  return backend(d);
 }
 }  // namespace
 
-void register_backend(Device device, BackendFactory factory) { slot(device).factory = factory; }
+const char* fusion_name(Fusion f) {
+  switch (f) {
+    case Fusion::linear_stacked:
+      return "linear_stacked";
+    case Fusion::linear_act:
+      return "linear_act";
+    case Fusion::norm_rope:
+      return "norm_rope";
+    case Fusion::norm_modulate:
+      return "norm_modulate";
+    case Fusion::modulate:
+      return "modulate";
+    case Fusion::gated_add:
+      return "gated_add";
+    case Fusion::norm_modulate_split:
+      return "norm_modulate_split";
+    case Fusion::add_norm_modulate_split:
+      return "add_norm_modulate_split";
+    case Fusion::gated_add_split:
+      return "gated_add_split";
+    case Fusion::group_norm_scale_shift:
+      return "group_norm_scale_shift";
+    case Fusion::conv3d_joined:
+      return "conv3d_joined";
+  }
+  return nullptr;
+}
 
-bool has_backend(Device device) { return slot(device).instance != nullptr || slot(device).factory != nullptr; }
+Device register_backend(const std::string& name, BackendFactory factory) {
+  // The host is core's device from the start; any other name is a new one.
+  const std::optional<Device> known = find_device(name);
+  const Device d = known ? *known : register_device(name, memory_of);
+  PAB_ASSERT(factory && !slot(d).factory, "backend registered twice: '", name, "'");
+  slot(d).factory = factory;
+  return d;
+}
 
 Backend& backend(Device device) {
   Slot& s = slot(device);
@@ -27,7 +63,7 @@ Backend& backend(Device device) {
   if (!s.factory) fail("the ", device_name(device), " backend is not available in this build");
   if (!s.error.empty()) fail(s.error);
   try {
-    s.instance = s.factory();
+    s.instance = s.factory(device);
   } catch (const Error& e) {
     s.error = e.what();
     throw;
@@ -42,11 +78,6 @@ bool backend_available(Device device) {
   } catch (const Error&) {
     return false;
   }
-}
-
-void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
-  Device d = dst_device == Device::cpu ? src_device : dst_device;
-  backend(d).copy(dst, dst_device, src, src_device, bytes);
 }
 
 Tensor Backend::linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b) {

@@ -2,6 +2,16 @@
 // (cpu/ is the reference). Models never call a backend directly; they use the
 // free functions in backend/ops.h, which dispatch on the device of the input.
 //
+// A backend is its directory, a CMake option and one registration by device
+// name, register_backend("cuda", factory) (docs/adding-a-backend.md). It
+// implements the required ops, the pure virtuals: memory (DeviceMemory's
+// alloc, memset_zero, copy and cast), linear, matmul, attention, the norms,
+// softmax, elementwise, layout, convolution, rope and embedding. The fusions
+// (enum Fusion, at the end of the class) have reference composites of the
+// required ops (backend.cpp), so a new backend runs every model once its
+// required ops pass tests/test_backend_ops.cpp; it then overrides fusions one
+// at a time, each answering true in supports().
+//
 // Conventions: tensors are contiguous; every op returns a new tensor on the
 // device of its inputs; float math ops accept the backend's compute dtypes
 // (CPU: f32) and accumulate in f32.
@@ -22,6 +32,26 @@ namespace pab {
 enum class Unary : uint8_t { silu, gelu_tanh, gelu_erf, relu, tanh, sigmoid, exp, square };
 enum class Binary : uint8_t { add, sub, mul, div };
 enum class PadMode : uint8_t { zeros, replicate };
+
+// The fused ops, each a Backend method of the same name whose default is the
+// reference composite of required ops (backend.cpp); a backend overriding one
+// says so in supports().
+enum class Fusion : uint8_t {
+  linear_stacked,
+  linear_act,
+  norm_rope,
+  norm_modulate,
+  modulate,
+  gated_add,
+  norm_modulate_split,
+  add_norm_modulate_split,
+  gated_add_split,
+  group_norm_scale_shift,
+  conv3d_joined,  // the last: kFusionCount counts up to it
+};
+inline constexpr int kFusionCount = int(Fusion::conv3d_joined) + 1;
+// The method's name ("linear_act"); null for a value past the last fusion.
+const char* fusion_name(Fusion f);
 
 struct AttentionArgs {
   float scale = 1.0f;
@@ -50,17 +80,26 @@ struct OpProfile {
   std::map<std::string, Op> ops;  // every backend op by name
 };
 
-class Backend {
+class Backend : public DeviceMemory {
  public:
-  virtual ~Backend() = default;
-  virtual Device device() const = 0;
+  // `device`: the handle the backend's registration got.
+  explicit Backend(Device device) : device_(device) {}
+  Device device() const { return device_; }
+  virtual std::string device_description() const = 0;
+  // Devices of this kind visible to the process.
+  virtual int device_count() const { return 1; }
+  // The environment variable choosing which devices of this kind a process
+  // sees (CUDA_VISIBLE_DEVICES), or null: rank r of a multi-rank run is
+  // started with entry r mod count of its list.
+  virtual const char* visible_devices_variable() const { return nullptr; }
+  // The float dtypes its math ops compute in.
+  virtual std::vector<DType> compute_dtypes() const { return {DType::f32}; }
+  // Whether it implements `f` natively rather than by the composite: a query
+  // for tests and reports, never asked on the path of an op.
+  virtual bool supports(Fusion f) const { return false; }
 
-  // --- memory ---
-  virtual std::shared_ptr<Storage> alloc(size_t bytes) = 0;
-  virtual void memset_zero(void* data, size_t bytes) = 0;
-  virtual Tensor cast(const Tensor& x, DType dtype) = 0;
-  // Copies between this device and the host (or within this device).
-  virtual void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) = 0;
+  // --- memory: alloc, memset_zero, copy and cast are DeviceMemory's (core
+  // holds tensors on the device through them) ---
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
   virtual MemoryStats memory_stats() const { return {}; }
@@ -69,12 +108,12 @@ class Backend {
   // CPU); nullopt where unknown.
   virtual std::optional<uint64_t> memory_available() const { return std::nullopt; }
   virtual void reset_peak_memory() {}
-  virtual std::string device_description() const = 0;
-  // Devices of this kind visible to the process.
-  virtual int device_count() const { return 1; }
   // Profiling times each GEMM and attention call (synchronising after each).
   virtual void set_profiling(bool on) {}
   virtual OpProfile profile() const { return {}; }
+
+  // Required ops, from here to embedding (with device_description and
+  // DeviceMemory's): pure virtual.
 
   // --- linear algebra ---
   // x [..., K] . w[N, K]^T + b[N] -> [..., N]
@@ -119,11 +158,6 @@ class Backend {
   // x [B, C, T, H, W], w [O, C, kt, kh, kw], b [O] -> [B, O, T', H', W']
   virtual Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor* b, std::array<int, 3> stride,
                         std::array<int, 3> padding) = 0;
-  // conv3d of the parts joined along time (dim 2), as a causal convolution
-  // sees its cached frames before its input, without the joined copy where
-  // the backend can.
-  virtual Tensor conv3d_joined(const std::vector<Tensor>& parts, const Tensor& w, const Tensor* b,
-                               std::array<int, 3> stride, std::array<int, 3> padding);
 
   // --- model helpers ---
   // Rotary embedding on interleaved pairs (x[2i], x[2i+1]) of the last dim,
@@ -133,7 +167,7 @@ class Backend {
   // ids (i64, any shape) rows of table [V, D] -> [..., D]
   virtual Tensor embedding(const Tensor& ids, const Tensor& table) = 0;
 
-  // Fusable composites, with default implementations in terms of the ops above.
+  // --- fusions (enum Fusion): defaults compose the required ops above ---
   // Several linear layers of one input: w [G, N, K], b [G, N] -> [G, ..., N]
   // (the q, k and v projections as one batched GEMM).
   virtual Tensor linear_stacked(const Tensor& x, const Tensor& w, const Tensor* b);
@@ -170,24 +204,32 @@ class Backend {
   // conditioning, computed at the latents' height).
   virtual Tensor group_norm_scale_shift(const Tensor& x, int groups, const Tensor* w, const Tensor* b, float eps,
                                         const Tensor& scale, const Tensor& shift, bool silu);
+  // conv3d of the parts joined along time (dim 2), as a causal convolution
+  // sees its cached frames before its input, without the joined copy where
+  // the backend can.
+  virtual Tensor conv3d_joined(const std::vector<Tensor>& parts, const Tensor& w, const Tensor* b,
+                               std::array<int, 3> stride, std::array<int, 3> padding);
+
+ private:
+  Device device_;
 };
 
 // Fails unless scale and shift fit x as group_norm_scale_shift needs.
 void check_group_norm_scale_shift(const Tensor& x, const Tensor& scale, const Tensor& shift);
 
+// Creates the backend of `device` on its first use, or fails clearly where it
+// cannot start (no device); the backend lives until the program exits.
+using BackendFactory = Backend* (*)(Device device);
+// Registers a backend under its device name and returns the device's handle
+// (Device::cpu for "cpu", the host; any other name is a new device). Called
+// once per backend, from namespace scope in its own file, at start-up; a
+// device with two backends is a build error caught there.
+Device register_backend(const std::string& name, BackendFactory factory);
+
 // The backend of a device, created on first use; fails with a clear error if
 // it was not built or cannot start (no device).
 Backend& backend(Device device);
-// Whether the backend was built into this program.
-bool has_backend(Device device);
 // Whether it was built and starts.
 bool backend_available(Device device);
-// The CPU reference backend (always built).
-Backend& cpu_backend();
-// Registers a backend's factory (called by its translation unit at start-up).
-using BackendFactory = Backend* (*)();
-void register_backend(Device device, BackendFactory factory);
-// Copies bytes between any two devices.
-void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
 }  // namespace pab

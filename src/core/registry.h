@@ -1,9 +1,10 @@
 // Things that register themselves by name: transformer families, pipelines,
-// schedulers, VAEs, text encoders (by diffusers' `_class_name`), backends (by
-// device name) and cache methods. Each is added by its own file with one
-// PAB_REGISTER line; no other file lists them. The engine's library is linked
-// whole (CMake's PAB_ENGINE), so a registration is never dropped by the
-// linker for want of a reference.
+// schedulers, VAEs, text encoders (by diffusers' `_class_name`) and cache
+// methods. Each is added by its own file with one PAB_REGISTER line; no other
+// file lists them. (Backends register the same way by device name, through
+// register_backend in backend/backend.h, which hands back their Device.) The
+// engine's library is linked whole (CMake's PAB_ENGINE), so a registration is
+// never dropped by the linker for want of a reference.
 //
 //   PAB_REGISTER(SchedulerEntry, "DDIMScheduler", {make_ddim});
 //   const SchedulerEntry& e = Registry<SchedulerEntry>::get().at("DDIMScheduler", "scheduler");

@@ -2,11 +2,7 @@
 
 #include <sstream>
 
-#include "backend/backend.h"
-
 namespace pab {
-
-const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 
 std::string shape_str(const Shape& s) {
   std::ostringstream os;
@@ -36,12 +32,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   size_t bytes = 0;
   if (__builtin_mul_overflow(size_t(shape_numel(shape)), dtype_size(dtype), &bytes))
     fail("shape ", shape_str(shape), " of ", dtype_name(dtype), ": more than 2^64 bytes");
-  return Tensor(backend(device).alloc(bytes), 0, shape, dtype);
+  return Tensor(device_memory(device).alloc(bytes), 0, shape, dtype);
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  backend(device).memset_zero(t.raw(), t.nbytes());
+  device_memory(device).memset_zero(t.raw(), t.nbytes());
   return t;
 }
 
@@ -105,7 +101,9 @@ Tensor Tensor::to(Device device) const {
   return out;
 }
 
-Tensor Tensor::to(DType dtype) const { return backend(device()).cast(*this, dtype); }
+Tensor Tensor::to(DType dtype) const {
+  return device_memory(device()).cast(*this, dtype);
+}
 
 Tensor Tensor::clone() const { return to(device()); }
 

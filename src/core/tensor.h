@@ -10,13 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
 namespace pab {
-
-enum class Device : uint8_t { cpu, cuda };
-const char* device_name(Device d);
 
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);  // "[2, 3, 4]"
@@ -49,7 +47,7 @@ class Tensor {
   Tensor() = default;
   Tensor(std::shared_ptr<Storage> storage, size_t offset_bytes, Shape shape, DType dtype);
 
-  // Uninitialised tensor on `device` (allocated by that device's backend).
+  // Uninitialised tensor on `device` (allocated by that device's memory).
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu);
   // CPU f32 tensor holding a copy of `values` (size must equal the shape's numel).

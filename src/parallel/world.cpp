@@ -278,7 +278,9 @@ class World {
     for (int fd : fds) world << ',' << fd;
     if (!id.empty()) world << ',' << id;
 
-    std::vector<std::string> gpus = visible_gpus();
+    // The variable choosing a process's devices (CUDA_VISIBLE_DEVICES), if the device has one.
+    const char* devices_var = backend(device_).visible_devices_variable();
+    std::vector<std::string> gpus = visible_gpus(devices_var);
     int threads = device_ == Device::cpu ? std::max(1, int(std::thread::hardware_concurrency()) / size_) : 0;
     if (threads > 0 && !std::getenv("OMP_NUM_THREADS")) omp_set_num_threads(threads);
     for (int r = 1; r < size_; ++r) {
@@ -286,13 +288,13 @@ class World {
       for (char** e = environ; *e; ++e) {
         std::string kv = *e;
         bool ours = kv.rfind(std::string(kRankVar) + "=", 0) == 0 || kv.rfind(std::string(kWorldVar) + "=", 0) == 0;
-        bool gpu_choice = !gpus.empty() && kv.rfind("CUDA_VISIBLE_DEVICES=", 0) == 0;
+        bool gpu_choice = !gpus.empty() && kv.rfind(cat(devices_var, "="), 0) == 0;
         bool omp = threads > 0 && kv.rfind("OMP_NUM_THREADS=", 0) == 0;
         if (!ours && !gpu_choice && !omp) env.push_back(kv);
       }
       env.push_back(cat(kRankVar, "=", r));
       env.push_back(cat(kWorldVar, "=", world.str()));
-      if (!gpus.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + gpus[size_t(r) % gpus.size()]);
+      if (!gpus.empty()) env.push_back(cat(devices_var, "=", gpus[size_t(r) % gpus.size()]));
       if (threads > 0) {
         const char* set = std::getenv("OMP_NUM_THREADS");
         env.push_back(cat("OMP_NUM_THREADS=", set ? std::string(set) : std::to_string(threads)));
@@ -354,14 +356,15 @@ class World {
 
  private:
   std::string resolve_comm(const WorldOptions& o) const {
-    const bool nccl_built = nccl_hooks().connect != nullptr;
+    const NcclHooks& nccl = nccl_hooks();
+    const bool nccl_built = nccl.connect != nullptr;
     std::string comm = o.comm;
-    if (comm == "auto") comm = device_ == Device::cuda && nccl_built ? "nccl" : "host";
+    if (comm == "auto") comm = nccl_built && device_ == nccl.device ? "nccl" : "host";
     if (comm != "nccl" && comm != "host") fail("unknown --comm '", o.comm, "' (expected auto, nccl or host)");
     if (comm == "nccl") {
-      if (device_ != Device::cuda) fail("--comm nccl needs --device cuda");
       if (!nccl_built) fail("--comm nccl: this build of pab has no NCCL (install libnccl-dev and rebuild)");
-      int n = backend(Device::cuda).device_count();
+      if (device_ != nccl.device) fail("--comm nccl needs --device ", device_name(nccl.device));
+      int n = backend(device_).device_count();
       if (n < size_)
         fail("--gpus ", size_, " needs ", size_, " CUDA devices and ", n,
              " are visible (--comm host runs the ranks on fewer devices through host memory, for testing)");
@@ -369,15 +372,16 @@ class World {
     return comm;
   }
 
-  // The GPU each rank sees as its device (rank r: entry r mod count).
-  std::vector<std::string> visible_gpus() const {
-    if (device_ != Device::cuda) return {};
+  // The device each rank sees as its own (rank r: entry r mod count), as
+  // `var` lists them; none where the device has no such variable.
+  std::vector<std::string> visible_gpus(const char* var) const {
+    if (!var) return {};
     std::vector<std::string> gpus;
-    if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    if (const char* v = std::getenv(var)) {
       std::stringstream ss(v);
       for (std::string s; std::getline(ss, s, ',');) gpus.push_back(s);
     } else {
-      for (int i = 0; i < backend(Device::cuda).device_count(); ++i) gpus.push_back(std::to_string(i));
+      for (int i = 0; i < backend(device_).device_count(); ++i) gpus.push_back(std::to_string(i));
     }
     return gpus;
   }

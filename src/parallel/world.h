@@ -50,6 +50,7 @@ void set_program_arguments(int argc, char** argv);
 struct NcclHooks {
   std::string (*make_id)() = nullptr;  // a new communicator id, printable
   std::unique_ptr<Communicator> (*connect)(int rank, int size, const std::string& id) = nullptr;
+  Device device;  // the device whose memory NCCL exchanges (CUDA's)
 };
 void register_nccl(NcclHooks hooks);
 // A communicator over NCCL of `size` ranks (a world of one, for testing the

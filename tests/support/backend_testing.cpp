@@ -57,10 +57,16 @@ void PrintTo(const BackendCase& c, std::ostream* os) {
 }
 
 std::vector<BackendCase> backend_cases() {
-  std::vector<BackendCase> cases = {{Device::cpu, DType::f32}};
-  if (backend_available(Device::cuda))
-    for (DType t : {DType::f32, DType::bf16, DType::f16}) cases.push_back({Device::cuda, t});
+  std::vector<BackendCase> cases;
+  for (Device d : devices())
+    if (backend_available(d))
+      for (DType t : backend(d).compute_dtypes()) cases.push_back({d, t});
   return cases;
+}
+
+std::optional<Device> started_device(const std::string& name) {
+  const std::optional<Device> d = find_device(name);
+  return d && backend_available(*d) ? d : std::nullopt;
 }
 
 double math_tolerance(DType dtype) {

@@ -4,6 +4,7 @@
 // reference that also proves the comparison can fail.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,9 +20,12 @@ struct BackendCase {
 std::string case_name(const BackendCase& c);           // "cpu_F32"
 void PrintTo(const BackendCase& c, std::ostream* os);  // gtest's name for a parameter
 
-// Every case this build can run: the CPU in f32 always; a registered CUDA
-// backend in f32, bf16 and f16.
+// Every case this program can run: each registered backend that starts, in
+// each of its compute dtypes (the CPU in f32; CUDA in f32, bf16 and f16).
 std::vector<BackendCase> backend_cases();
+// The device registered as `name` where its backend is built and starts
+// here; the tests that need it skip otherwise.
+std::optional<Device> started_device(const std::string& name);
 
 // Bound on max|out - ref| / max|ref| for ops that compute (GEMM, reductions,
 // transcendental functions), given inputs already rounded to the dtype:

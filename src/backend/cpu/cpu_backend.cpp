@@ -1,5 +1,6 @@
-// CPU backend: memory, casts, elementwise, normalisation and layout ops.
-// Linear algebra and convolution live in cpu_linalg.cpp.
+// CPU backend: its registration, memory (the host's), elementwise,
+// normalisation and layout ops. Linear algebra and convolution live in
+// cpu_linalg.cpp.
 #include "backend/cpu/cpu_backend.h"
 
 #include <omp.h>
@@ -7,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
 namespace pab {
@@ -32,41 +32,30 @@ Shape strides_of(const Shape& s) {
   return st;
 }
 
+Backend* create_cpu_backend(Device device) {
+  static CpuBackend instance;
+  return &instance;
+}
+
+[[maybe_unused]] const Device registered = register_backend("cpu", create_cpu_backend);
+
 }  // namespace
 
-Backend& cpu_backend() {
-  static CpuBackend instance;
-  return instance;
+std::string CpuBackend::device_description() const {
+  return cat("CPU, ", omp_get_max_threads(), " threads");
 }
-
-std::string CpuBackend::device_description() const { return cat("CPU, ", omp_get_max_threads(), " threads"); }
 
 std::shared_ptr<Storage> CpuBackend::alloc(size_t bytes) {
-  size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
-  if (p == nullptr) fail("out of host memory allocating ", bytes, " bytes");
-  count(int64_t(rounded));
-
-  return std::make_shared<Storage>(p, bytes, Device::cpu, [this, rounded](void* q) {
-    std::free(q);
-    count(-int64_t(rounded));
-  });
-}
-
-void CpuBackend::count(int64_t bytes) {
-  const int64_t now = in_use_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
-  int64_t peak = peak_.load(std::memory_order_relaxed);
-  while (now > peak && !peak_.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-  }
+  return host_memory().alloc(bytes);
 }
 
 MemoryStats CpuBackend::memory_stats() const {
-  const size_t in_use = size_t(in_use_.load());
-  return {in_use, size_t(peak_.load()), in_use};
+  const size_t in_use = host_memory().in_use();
+  return {in_use, host_memory().peak(), in_use};
 }
 
 void CpuBackend::reset_peak_memory() {
-  peak_.store(in_use_.load());
+  host_memory().reset_peak();
 }
 
 std::optional<uint64_t> CpuBackend::memory_available() const {
@@ -96,27 +85,16 @@ std::optional<uint64_t> CpuBackend::memory_available() const {
   return available;
 }
 
-void CpuBackend::memset_zero(void* data, size_t bytes) { std::memset(data, 0, bytes); }
+void CpuBackend::memset_zero(void* data, size_t bytes) {
+  host_memory().memset_zero(data, bytes);
+}
 
 void CpuBackend::copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
-  PAB_ASSERT(dst_device == Device::cpu && src_device == Device::cpu);
-  std::memcpy(dst, src, bytes);
+  host_memory().copy(dst, dst_device, src, src_device, bytes);
 }
 
 Tensor CpuBackend::cast(const Tensor& x, DType dtype) {
-  if (x.dtype() == dtype) return x.clone();
-  Tensor out = Tensor::empty(x.shape(), dtype);
-  size_t n = size_t(x.numel());
-  if (dtype == DType::f32) {
-    convert_to_f32(x.raw(), x.dtype(), out.f32(), n);
-  } else if (x.dtype() == DType::f32) {
-    convert_from_f32(x.f32(), out.raw(), dtype, n);
-  } else {
-    std::vector<float> tmp(n);
-    convert_to_f32(x.raw(), x.dtype(), tmp.data(), n);
-    convert_from_f32(tmp.data(), out.raw(), dtype, n);
-  }
-  return out;
+  return host_memory().cast(x, dtype);
 }
 
 // ---------------------------------------------------------------- normalisation

@@ -1,15 +1,14 @@
 // The CPU reference backend: fp32, OpenMP threads, OpenBLAS for GEMM.
 #pragma once
 
-#include <atomic>
-
 #include "backend/backend.h"
 
 namespace pab {
 
+// Its memory is the host's (core/device.h), its fusions the composites.
 class CpuBackend final : public Backend {
  public:
-  Device device() const override { return Device::cpu; }
+  CpuBackend() : Backend(Device::cpu) {}
   std::string device_description() const override;
 
   std::shared_ptr<Storage> alloc(size_t bytes) override;
@@ -46,10 +45,6 @@ class CpuBackend final : public Backend {
 
   Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t start) override;
   Tensor embedding(const Tensor& ids, const Tensor& table) override;
-
- private:
-  void count(int64_t bytes);
-  std::atomic<int64_t> in_use_{0}, peak_{0};  // bytes of live tensors (sizes as allocated)
 };
 
 }  // namespace pab

@@ -508,7 +508,7 @@ Tensor CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v,
                "attention bias ", bt.desc());
   }
   if (args.key_mask) PAB_ASSERT(args.key_mask->numel() == q.dim(0) * k.dim(1), "attention key mask ", args.key_mask->desc());
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), device());
   if (out.numel() == 0 || k.dim(1) == 0) {
     if (out.numel()) memset_zero(out.raw(), out.nbytes());
     return out;

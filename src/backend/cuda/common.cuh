@@ -58,7 +58,7 @@ void dispatch_float(DType t, const char* op, F&& f) {
 }
 
 inline void check_cuda(const Tensor& x, const char* op) {
-  if (x.device() != Device::cuda) fail(op, ": expected a CUDA tensor, got ", x.desc());
+  if (x.device() != cuda_device()) fail(op, ": expected a CUDA tensor, got ", x.desc());
 }
 
 inline void check_same(const Tensor& a, const Tensor& b, const char* op) {

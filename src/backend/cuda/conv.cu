@@ -97,7 +97,7 @@ void choose_algo(CudaBackend& be, ConvPlan& p, DType dt, const void* x, const vo
   if (candidates.size() > 1 && flop > 1e10) {  // small convolutions: not worth timing
     size_t most = 0;
     for (const auto& c : candidates) most = std::max(most, c.memory);
-    Tensor ws = Tensor::empty({int64_t(std::max<size_t>(most, 1))}, DType::u8, Device::cuda);
+    Tensor ws = Tensor::empty({int64_t(std::max<size_t>(most, 1))}, DType::u8, be.device());
     float best_ms = INFINITY;
     const float one = 1.0f, zero = 0.0f;
     for (const auto& c : candidates) {
@@ -246,7 +246,7 @@ Source pieces(const std::vector<Tensor>& parts, int64_t batch_rows) {
 // call: weights are small, and a cache keyed by address could outlive them).
 Tensor channels_last_weight(CudaBackend& be, const Tensor& w) {
   const int64_t o = w.dim(0), c = w.dim(1), k = w.numel() / std::max<int64_t>(o * c, 1);
-  Tensor wl = Tensor::empty(w.shape(), w.dtype(), Device::cuda);
+  Tensor wl = Tensor::empty(w.shape(), w.dtype(), be.device());
   transpose_last2(be, pieces({w}, o * c), wl, o, c, k);
   return wl;
 }
@@ -282,7 +282,7 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
     Shape os = xs;
     os[1] = w.dim(0);
     for (size_t i = 0; i < stride.size(); ++i) os[i + 2] = (xd[i + 2] + 2 * pad[i] - wd[i + 2]) / stride[i] + 1;
-    Tensor out = Tensor::zeros(os, first.dtype(), Device::cuda);
+    Tensor out = Tensor::zeros(os, first.dtype(), be.device());
     if (b && out.numel() > 0) {
       Shape bs(os.size(), 1);
       bs[1] = w.dim(0);
@@ -300,13 +300,13 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
   if (channels_last) {
     CudaBackend::OpScope scope(be, "conv layout");
     const int64_t n = xs[0], c = xs[1], positions = xnumel / std::max<int64_t>(n * c, 1);
-    xin = Tensor::empty(xs, first.dtype(), Device::cuda);
+    xin = Tensor::empty(xs, first.dtype(), be.device());
     transpose_last2(be, pieces(parts, n * c), xin, n, c, positions);  // [N, C, P] -> [N, P, C]
     win = channels_last_weight(be, w);
   } else {
     xin = parts.size() == 1 ? first : be.concat(parts, 2);
   }
-  Tensor y = Tensor::empty(os, first.dtype(), Device::cuda);
+  Tensor y = Tensor::empty(os, first.dtype(), be.device());
   if (y.numel() == 0) return y;
   const double flop = 2.0 * double(y.numel()) * double(w.numel() / w.dim(0));
   choose_algo(be, p, first.dtype(), xin.raw(), win.raw(), y.raw(), flop);
@@ -321,7 +321,7 @@ Tensor run_conv(CudaBackend& be, const char* name, const std::vector<Tensor>& pa
   if (channels_last) {  // [N, P, O] -> [N, O, P], adding the bias on the way
     CudaBackend::OpScope scope(be, "conv layout");
     const int64_t oc = os[1], opos = y.numel() / std::max<int64_t>(os[0] * oc, 1);
-    Tensor out = Tensor::empty(os, y.dtype(), Device::cuda);
+    Tensor out = Tensor::empty(os, y.dtype(), be.device());
     transpose_last2(be, pieces({y}, os[0] * opos), out, os[0], opos, oc, b);
     return out;
   }

@@ -25,20 +25,29 @@ size_t bucket_of(size_t bytes) {
   return (bytes + (64u << 10) - 1) / (64u << 10) * (64u << 10);
 }
 
-Backend* create_cuda_backend() {
-  static CudaBackend* instance = new CudaBackend();  // lives until exit: tensors may outlive main
+Backend* create_cuda_backend(Device device) {
+  static CudaBackend* instance = new CudaBackend(device);  // lives until exit: tensors may outlive main
   return instance;
 }
 
-struct Registrar {
-  Registrar() { register_backend(Device::cuda, create_cuda_backend); }
-} registrar;
-
 }  // namespace
 
-CudaBackend& cuda_backend() { return static_cast<CudaBackend&>(backend(Device::cuda)); }
+Device cuda_device() {
+  // Registered on the first call, which start-up makes (below) unless
+  // another file's start-up (NCCL's) needs the handle first.
+  static const Device device = register_backend("cuda", create_cuda_backend);
+  return device;
+}
 
-CudaBackend::CudaBackend() {
+namespace {
+[[maybe_unused]] const Device registered = cuda_device();
+}  // namespace
+
+CudaBackend& cuda_backend() {
+  return static_cast<CudaBackend&>(backend(cuda_device()));
+}
+
+CudaBackend::CudaBackend(Device device) : Backend(device) {
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0)
@@ -112,7 +121,7 @@ std::shared_ptr<Storage> CudaBackend::alloc(size_t bytes) {
     in_use_ += bucket;
     peak_ = std::max(peak_, in_use_);
   }
-  return std::make_shared<Storage>(p, bytes, Device::cuda, [this, bucket](void* q) { release(q, bucket); });
+  return std::make_shared<Storage>(p, bytes, device(), [this, bucket](void* q) { release(q, bucket); });
 }
 
 void CudaBackend::release(void* p, size_t bucket) {
@@ -147,8 +156,8 @@ void CudaBackend::memset_zero(void* data, size_t bytes) { PAB_CUDA_CHECK(cudaMem
 
 void CudaBackend::copy(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
-  cudaMemcpyKind kind = dst_device == Device::cuda
-                            ? (src_device == Device::cuda ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+  cudaMemcpyKind kind = dst_device == device()
+                            ? (src_device == device() ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                             : cudaMemcpyDeviceToHost;
   PAB_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream_));
   // Host memory may be reused as soon as we return.
@@ -175,11 +184,11 @@ Tensor CudaBackend::cast(const Tensor& x, DType dtype) {
   OpScope op_scope(*this, "cast");
   using namespace cuda;
   check_cuda(x, "cast");
-  Tensor out = Tensor::empty(x.shape(), dtype, Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), dtype, device());
   int64_t n = x.numel();
   if (n == 0) return out;
   if (x.dtype() == dtype) {
-    copy(out.raw(), Device::cuda, x.raw(), Device::cuda, x.nbytes());
+    copy(out.raw(), device(), x.raw(), device(), x.nbytes());
     return out;
   }
   if (x.dtype() == DType::i64 && dtype == DType::f32) {

@@ -23,9 +23,13 @@ namespace pab {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend();
+  explicit CudaBackend(Device device);
   ~CudaBackend() override;
-  Device device() const override { return Device::cuda; }
+  std::vector<DType> compute_dtypes() const override { return {DType::f32, DType::bf16, DType::f16}; }
+  // A kernel for every fusion (shapes a kernel does not take still go
+  // through the composite inside the override).
+  bool supports(Fusion f) const override { return true; }
+  const char* visible_devices_variable() const override { return "CUDA_VISIBLE_DEVICES"; }
 
   std::shared_ptr<Storage> alloc(size_t bytes) override;
   void memset_zero(void* data, size_t bytes) override;
@@ -178,6 +182,8 @@ class CudaBackend final : public Backend {
   size_t in_use_ = 0, peak_ = 0, reserved_ = 0;
 };
 
+// The device the CUDA backend registered as ("cuda").
+Device cuda_device();
 // The registered CUDA backend (fails if no device is usable).
 CudaBackend& cuda_backend();
 

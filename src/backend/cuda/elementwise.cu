@@ -180,7 +180,7 @@ using namespace cuda;
 Tensor CudaBackend::unary(const Tensor& x, Unary op) {
   OpScope op_scope(*this, "unary");
   check_cuda(x, "unary");
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   const int64_t n = x.numel();
   if (n == 0) return out;
   dispatch_float(x.dtype(), "unary", [&]<class T>() {
@@ -226,7 +226,7 @@ Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
   };
   aligned(a, da);
   aligned(b, db);
-  Tensor out = Tensor::empty(os, a.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, a.dtype(), device());
   const int64_t n = out.numel();
   if (n == 0) return out;
   const bool same = a.shape() == b.shape();
@@ -262,7 +262,7 @@ Tensor CudaBackend::binary(const Tensor& a, const Tensor& b, Binary op) {
 Tensor CudaBackend::affine(const Tensor& x, float mul, float add) {
   OpScope op_scope(*this, "affine");
   check_cuda(x, "affine");
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "affine", [&]<class T>() {
     const T* xp = cptr<T>(x);
@@ -283,7 +283,7 @@ Tensor CudaBackend::modulate(const Tensor& x, const Tensor& shift, const Tensor&
   OpScope op_scope(*this, "modulate");
   check_mod(x, shift, "modulate");
   check_mod(x, scale, "modulate");
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "modulate", [&]<class T>() {
     launch_token_mod<T, Mod::kModulate>(x, nullptr, shift, &scale, shift, &scale, out, 0, stream());
@@ -296,7 +296,7 @@ Tensor CudaBackend::gated_add(const Tensor& x, const Tensor& gate, const Tensor&
   check_mod(x, gate, "gated_add");
   check_same(x, y, "gated_add");
   PAB_ASSERT(x.shape() == y.shape(), "gated_add: x ", x.desc(), " y ", y.desc());
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "gated_add", [&]<class T>() {
     launch_token_mod<T, Mod::kGate>(x, &y, gate, nullptr, gate, nullptr, out, 0, stream());
@@ -311,7 +311,7 @@ Tensor CudaBackend::gated_add_split(const Tensor& x, const Tensor& y, int64_t sp
   check_mod(x, gate_b, "gated_add_split");
   check_same(x, y, "gated_add_split");
   PAB_ASSERT(x.shape() == y.shape(), "gated_add_split: x ", x.desc(), " y ", y.desc());
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   if (x.numel() == 0) return out;
   dispatch_float(x.dtype(), "gated_add_split", [&]<class T>() {
     launch_token_mod<T, Mod::kGate>(x, &y, gate_a, nullptr, gate_b, nullptr, out, split, stream());

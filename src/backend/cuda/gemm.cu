@@ -140,7 +140,7 @@ Tensor run_linear(CudaBackend& be, const Tensor& x, const Tensor& w, const Tenso
   Shape os = x.shape();
   os.back() = n;
   if (stacked) os.insert(os.begin(), batch);
-  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, x.dtype(), be.device());
   if (bias) {
     cuda::check_same(x, *bias, "linear bias");
     PAB_ASSERT(bias->numel() == batch * n, "linear bias ", bias->desc(), " for ", n, " outputs");
@@ -200,7 +200,7 @@ Tensor CudaBackend::matmul(const Tensor& a, const Tensor& b, bool trans_b) {
   const int64_t bt = a.dim(0), m = a.dim(1), k = a.dim(2);
   const int64_t n = trans_b ? b.dim(1) : b.dim(2);
   PAB_ASSERT((trans_b ? b.dim(2) : b.dim(1)) == k, "matmul: ", a.desc(), " by ", b.desc());
-  Tensor out = Tensor::empty({bt, m, n}, a.dtype(), Device::cuda);
+  Tensor out = Tensor::empty({bt, m, n}, a.dtype(), device());
   if (out.numel() == 0) return out;
   if (k == 0) {
     memset_zero(out.raw(), out.nbytes());

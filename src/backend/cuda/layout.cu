@@ -157,7 +157,7 @@ Tensor CudaBackend::permute(const Tensor& x, const std::vector<int>& perm) {
     os[size_t(i)] = d.size[i] = x.shape()[size_t(p)];
     d.stride[i] = in_strides[size_t(p)];
   }
-  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, x.dtype(), device());
   if (out.numel() == 0) return out;
   const size_t row_bytes = size_t(x.shape().back()) * dtype_size(x.dtype());
   if (r >= 2 && perm.back() == r - 1 && row_bytes % 16 == 0 && aligned16(x.raw()) && aligned16(out.raw())) {
@@ -195,7 +195,7 @@ Tensor CudaBackend::concat(const std::vector<Tensor>& parts, int dim) {
                  p.desc(), " along ", d);
     os[size_t(d)] += p.shape()[size_t(d)];
   }
-  Tensor out = Tensor::empty(os, first.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, first.dtype(), device());
   const size_t es = dtype_size(first.dtype());
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < d; ++i) outer *= os[size_t(i)];
@@ -222,7 +222,7 @@ Tensor CudaBackend::slice(const Tensor& x, int dim, int64_t start, int64_t end) 
   PAB_ASSERT(0 <= start && start <= end && end <= size, "slice [", start, ", ", end, ") of ", x.desc());
   Shape os = x.shape();
   os[size_t(d)] = end - start;
-  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, x.dtype(), device());
   const size_t es = dtype_size(x.dtype());
   int64_t outer = 1, inner = 1;
   for (int i = 0; i < d; ++i) outer *= os[size_t(i)];
@@ -253,7 +253,7 @@ Tensor CudaBackend::pad(const Tensor& x, const std::vector<std::array<int64_t, 2
     os[size_t(i)] += p[0] + p[1];
     d.out[i] = os[size_t(i)];
   }
-  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, x.dtype(), device());
   if (out.numel() == 0) return out;
   dispatch_float(x.dtype(), "pad", [&]<class T>() {
     pad_kernel<T><<<blocks_for(out.numel()), 256, 0, stream()>>>(cptr<T>(x), mptr<T>(out), d,
@@ -280,7 +280,7 @@ Tensor CudaBackend::upsample_nearest(const Tensor& x, const std::vector<int>& sc
     os[size_t(i)] *= s;
     d.out[i] = os[size_t(i)];
   }
-  Tensor out = Tensor::empty(os, x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, x.dtype(), device());
   if (out.numel() == 0) return out;
   const int sw = int(d.scale[r - 1]);
   const int64_t rows = out.numel() / os[size_t(r - 1)];
@@ -305,7 +305,7 @@ Tensor CudaBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, 
   Tensor sn = sin.dtype() == DType::f32 ? sin : cast(sin, DType::f32);
   check_cuda(c, "rope");
   check_cuda(sn, "rope");
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   const int64_t pairs = x.numel() / 2;
   if (pairs == 0) return out;
   dispatch_float(x.dtype(), "rope", [&]<class T>() {
@@ -320,13 +320,13 @@ Tensor CudaBackend::embedding(const Tensor& ids, const Tensor& table) {
   OpScope op_scope(*this, "embedding");
   check_cuda(table, "embedding");
   PAB_ASSERT(ids.dtype() == DType::i64 && table.rank() == 2, "embedding of ", ids.desc(), " in ", table.desc());
-  Tensor dev_ids = ids.device() == Device::cuda ? ids : ids.to(Device::cuda);
+  Tensor dev_ids = ids.device() == device() ? ids : ids.to(device());
   const int64_t v = table.dim(0), d = table.dim(1);
   Shape os = ids.shape();
   os.push_back(d);
-  Tensor out = Tensor::empty(os, table.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(os, table.dtype(), device());
   if (out.numel() == 0) return out;
-  Tensor bad = Tensor::zeros({1}, DType::i32, Device::cuda);
+  Tensor bad = Tensor::zeros({1}, DType::i32, device());
   dispatch_float(table.dtype(), "embedding", [&]<class T>() {
     embedding_kernel<T><<<blocks_for(out.numel()), 256, 0, stream()>>>(cptr<int64_t>(dev_ids), cptr<T>(table),
                                                                        mptr<T>(out), d, out.numel(), v,
@@ -334,7 +334,7 @@ Tensor CudaBackend::embedding(const Tensor& ids, const Tensor& table) {
   });
   PAB_KERNEL_CHECK();
   int flag = 0;
-  copy(&flag, Device::cpu, bad.raw(), Device::cuda, sizeof(int));
+  copy(&flag, Device::cpu, bad.raw(), device(), sizeof(int));
   if (flag) fail("token id outside the vocabulary of ", v);
   return out;
 }

@@ -63,7 +63,7 @@ class NcclCommunicator final : public Communicator {
 
  private:
   static void check(Device device) {
-    if (device != Device::cuda) fail("NCCL exchanges CUDA tensors only");
+    if (device != cuda_device()) fail("NCCL exchanges CUDA tensors only");
   }
   ncclComm_t comm_ = nullptr;
 };
@@ -88,7 +88,7 @@ std::unique_ptr<Communicator> connect(int rank, int size, const std::string& hex
 }
 
 struct Registrar {
-  Registrar() { register_nccl({make_id, connect}); }
+  Registrar() { register_nccl({make_id, connect, cuda_device()}); }
 } registrar;
 
 }  // namespace

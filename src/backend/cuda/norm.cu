@@ -578,8 +578,8 @@ Tensor row_norm(CudaBackend& be, const Tensor& x, const Tensor* w, const Tensor*
     *sum = gate_a ? be.gated_add_split(x, *y, split, *gate_a, *gate_b) : be.binary(x, *y, Binary::add);
     return row_norm(be, *sum, w, b, shift_a, scale_a, shift_b, scale_b, split, eps, rms, op);
   }
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
-  if (y) *sum = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), be.device());
+  if (y) *sum = Tensor::empty(x.shape(), x.dtype(), be.device());
   if (rows == 0) return out;
   dispatch_float(x.dtype(), op, [&]<class T>() {
     auto p = [](const Tensor* t) { return t ? cptr<T>(*t) : nullptr; };
@@ -710,7 +710,7 @@ Tensor CudaBackend::norm_rope(const Tensor& x, const Tensor* w, const Tensor* b,
     }
   Tensor c = cos.dtype() == DType::f32 ? cos : cast(cos, DType::f32);
   Tensor sn = sin.dtype() == DType::f32 ? sin : cast(sin, DType::f32);
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   const int64_t rows = x.numel() / std::max<int64_t>(d, 1);
   if (rows == 0) return out;
   const unsigned blocks = unsigned((rows * 32 + 255) / 256);
@@ -749,7 +749,7 @@ Tensor CudaBackend::softmax(const Tensor& x) {
   OpScope op_scope(*this, "softmax");
   check_cuda(x, "softmax");
   const int64_t c = x.dim(-1), rows = x.numel() / std::max<int64_t>(c, 1);
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), device());
   if (rows == 0 || c == 0) return out;
   dispatch_float(x.dtype(), "softmax", [&]<class T>() {
     softmax_kernel<T><<<unsigned(rows), kThreads, 0, stream()>>>(cptr<T>(x), mptr<T>(out), c);
@@ -773,7 +773,7 @@ Tensor run_group_norm(CudaBackend& be, const Tensor& x, int groups, const Tensor
     if (t) PAB_ASSERT(t->numel() == c, "group_norm: affine ", t->desc(), " for ", c, " channels");
   const int64_t inner = x.numel() / std::max<int64_t>(bsz * c, 1), cpg = c / groups;
   const int64_t group_size = cpg * inner, n_groups = bsz * groups;
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), Device::cuda);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), be.device());
   if (x.numel() == 0) return out;
   GroupApplyArgs a{};
   a.width = x.rank() >= 3 ? x.dim(-1) : 1;
@@ -795,8 +795,8 @@ Tensor run_group_norm(CudaBackend& be, const Tensor& x, int groups, const Tensor
     int64_t chunk = std::max<int64_t>(4096, (group_size + 63) / 64);
     chunk = (chunk + kMax - 1) / kMax * kMax;
     const int chunks = int((group_size + chunk - 1) / chunk);
-    Tensor partial = Tensor::empty({n_groups, chunks, 3}, DType::f32, Device::cuda);
-    Tensor stats = Tensor::empty({n_groups, 2}, DType::f32, Device::cuda);
+    Tensor partial = Tensor::empty({n_groups, chunks, 3}, DType::f32, be.device());
+    Tensor stats = Tensor::empty({n_groups, 2}, DType::f32, be.device());
     const dim3 grid{unsigned(chunks), unsigned(n_groups)};
     auto stats_kernel = group_size % kMax == 0 && aligned16(x.raw()) ? group_stats_kernel<T, kMax>
                                                                       : group_stats_kernel<T, 1>;
