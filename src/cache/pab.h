@@ -1,4 +1,4 @@
-// Pyramid Attention Broadcast: a SiteRunner that computes an attention site
+// Pyramid Attention Broadcast: a CachePolicy that computes an attention site
 // only every `range`-th call inside a timestep window and otherwise returns
 // (broadcasts) the site's last output.
 //
