@@ -54,6 +54,12 @@ LoadOptions load_options_with_ranks(const ComputeOptions& c) {
   return o;
 }
 
+std::vector<std::string> device_names() {
+  std::vector<std::string> out;
+  for (Device d : devices()) out.push_back(device_name(d));
+  return out;
+}
+
 void init_program(int argc, char** argv) {
   install_interrupt_cleanup();
   set_program_arguments(argc, argv);

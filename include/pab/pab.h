@@ -174,6 +174,9 @@ Status generate(const GenerateOptions& opts, GenerateResult* result, const Gener
 // cleanup (SIGINT, SIGTERM and SIGHUP remove the temporaries of unfinished
 // outputs).
 void init_program(int argc, char** argv);
+// The device names this build has a backend for ("cpu" first), as
+// ComputeOptions::device takes them.
+std::vector<std::string> device_names();
 // pab calibrate: runs a full generation, measures how much every attention
 // site's output changes from step to step and what the sites cost, and
 // proposes the PAB settings with the smallest predicted deviation that reach

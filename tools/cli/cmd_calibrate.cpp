@@ -34,7 +34,7 @@ void register_calibrate(CLI::App& app) {
                 "the difference from the full run");
   cmd->add_option("-o,--output-dir", opts->output_dir, "Folder for the files written")->capture_default_str();
   cmd->add_flag("--json", opts->json, "Print JSON instead of text");
-  cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
+  pab::cli::add_device_option(cmd, &opts->compute);
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
   pab::cli::add_max_memory_option(cmd, &opts->compute);
   pab::cli::add_unused_weights_option(cmd, &opts->compute);

@@ -113,7 +113,7 @@ void register_generate(CLI::App& app) {
   auto* on = cmd->add_flag("--tiling", *tiling_on, "Always decode the VAE in tiles");
   auto* off = cmd->add_flag("--no-tiling", *tiling_off, "Never tile (default: tiles frames above 480x720 pixels, above half that in f32)");
   on->excludes(off);
-  cmd->add_option("--device", o->compute.device, "cpu or cuda")->capture_default_str();
+  pab::cli::add_device_option(cmd, &o->compute);
   cmd->add_option("--dtype", o->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
   pab::cli::add_parallel_options(cmd, &o->compute);
   pab::cli::add_max_memory_option(cmd, &o->compute);

@@ -12,7 +12,7 @@ void register_replay(CLI::App& app) {
                 "PAB and write every step's output under the reference's names");
   cmd->add_option("case_dir", opts->case_dir, "Case folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("-o,--output", opts->output, "Output .safetensors file")->required();
-  cmd->add_option("--device", opts->compute.device, "cpu or cuda")->capture_default_str();
+  pab::cli::add_device_option(cmd, &opts->compute);
   cmd->add_option("--dtype", opts->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();
   pab::cli::add_parallel_options(cmd, &opts->compute);
   pab::cli::add_unused_weights_option(cmd, &opts->compute);

@@ -111,6 +111,13 @@ void add_unused_weights_option(CLI::App* cmd, ComputeOptions* opts) {
                 "broken conversion?), with a warning naming them");
 }
 
+void add_device_option(CLI::App* cmd, ComputeOptions* opts) {
+  std::string names;
+  for (const std::string& d : device_names()) names += (names.empty() ? "" : " or ") + d;
+  cmd->add_option("--device", opts->device, "Where to run: " + names + " (the devices this build has)")
+      ->capture_default_str();
+}
+
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts) {
   cmd->add_option("--gpus", opts->gpus,
                   "Sequence parallelism: split the video tokens over N ranks, one process and one GPU each (CogVideoX: "

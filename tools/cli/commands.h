@@ -17,6 +17,8 @@ int& exit_code();
 void report(const Status& s);
 // Adds --pab and --pab-config (for generate and replay).
 void add_pab_options(CLI::App* cmd, CacheOptions* opts);
+// Adds --device, its help naming the devices of this build.
+void add_device_option(CLI::App* cmd, ComputeOptions* opts);
 // Adds --gpus, --comm and --cfg-parallel.
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts);
 // Adds --max-memory (a size such as 24G).
