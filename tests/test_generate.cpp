@@ -487,17 +487,18 @@ TEST(GenerateFolder, UnknownComponentClassesAndVaesOfTheWrongKindAreRefused) {
           "T5EncoderModel)");
 
   // Each pipeline's folder with the other's VAE.
+  auto with_vae_of = [](ModelCopy& m, const std::string& other, const std::string& cls) {
+    fs::remove_all(m.path / "model" / "vae");
+    fs::copy(other + "/vae", m.path / "model" / "vae", fs::copy_options::recursive);
+    m.edit_index([&](nlohmann::json& j) { j["vae"][1] = cls; });
+  };
   ModelCopy latte_3d("latte_3d_vae", latte);
-  fs::remove_all(latte_3d.path / "model" / "vae");
-  fs::copy(kModel + "/vae", latte_3d.path / "model" / "vae", fs::copy_options::recursive);
-  latte_3d.edit_index([](nlohmann::json& j) { j["vae"][1] = "AutoencoderKLCogVideoX"; });
+  with_vae_of(latte_3d, kModel, "AutoencoderKLCogVideoX");
   refused(latte_3d,
           "LattePipeline needs a 2D image VAE (each frame decoded on its own); AutoencoderKLCogVideoX is a causal 3D "
           "video VAE");
   ModelCopy cogvideox_2d("cogvideox_2d_vae");
-  fs::remove_all(cogvideox_2d.path / "model" / "vae");
-  fs::copy(latte + "/vae", cogvideox_2d.path / "model" / "vae", fs::copy_options::recursive);
-  cogvideox_2d.edit_index([](nlohmann::json& j) { j["vae"][1] = "AutoencoderKL"; });
+  with_vae_of(cogvideox_2d, latte, "AutoencoderKL");
   refused(cogvideox_2d,
           "CogVideoXPipeline needs a causal 3D video VAE; AutoencoderKL is a 2D image VAE (each frame decoded on its "
           "own)");

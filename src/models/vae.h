@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "core/tensor.h"
+#include "io/safetensors.h"
 #include "models/transformer.h"  // LoadOptions
 
 namespace pab {
@@ -54,8 +55,12 @@ class VaeFacts {
   // width pixels decoded with `o` in `dtype` (overflow fails).
   virtual uint64_t decode_bytes(int64_t latent_frames, int64_t height, int64_t width, const VaeDecodeOptions& o,
                                 DType dtype, Device device) const = 0;
-  // The bytes in `dtype` of the checkpoint tensors decoding loads (the encoder's are not).
-  virtual uint64_t weight_bytes(const WeightSource& weights, DType dtype) const = 0;
+  // The bytes in `dtype` of the checkpoint tensors decoding loads: diffusers'
+  // VAEs keep their encoder under encoder.* and quant_conv.*, which decoding
+  // does not load; a VAE named otherwise overrides this.
+  virtual uint64_t weight_bytes(const WeightSource& weights, DType dtype) const {
+    return weights.bytes_as(dtype, {"encoder.", "quant_conv."});
+  }
 };
 
 // A VAE class as it registers itself, in its own file, by the `_class_name`

@@ -511,9 +511,6 @@ class CogVideoXVaeFacts final : public VaeFacts {
                         Device device) const override {
     return c_.decode_bytes(latent_frames, height, width, o.tiled, dtype, device);
   }
-  uint64_t weight_bytes(const WeightSource& weights, DType dtype) const override {
-    return weights.bytes_as(dtype, {"encoder.", "quant_conv."});
-  }
 
  private:
   CogVideoXVaeConfig c_;

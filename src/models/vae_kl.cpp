@@ -308,9 +308,6 @@ class KlVaeFacts final : public VaeFacts {
     return c_.decode_bytes(chunk, height, width, dtype, device) +
            token_bytes(latent_frames, height * width, c_.out_channels, dtype, 1, "VAE decode");
   }
-  uint64_t weight_bytes(const WeightSource& weights, DType dtype) const override {
-    return weights.bytes_as(dtype, {"encoder.", "quant_conv."});
-  }
 
  private:
   KlVaeConfig c_;
