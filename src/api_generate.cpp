@@ -10,10 +10,10 @@
 #include "cache/cache_method.h"
 #include "io/atomic_file.h"
 #include "io/video.h"
+#include "parallel/world.h"
 #include "pipeline/memory_plan.h"
 #include "pipeline/pab_report.h"
 #include "pipeline/prompt_text.h"
-#include "parallel/world.h"
 #include "pipeline/video_pipeline.h"
 
 namespace pab {
@@ -49,11 +49,11 @@ void check_request(const GenerateRequest& o) {
   at_least_one("--max-sequence-length", o.max_sequence_length);
   if (o.guidance && !std::isfinite(*o.guidance))
     fail("--guidance ", *o.guidance, ": expected a finite number (1 or less: no CFG)");
-  if (!(o.fps > 0) || o.fps > 1000) fail("--fps ", o.fps, ": expected a frame rate in (0, 1000]");
+  if (o.fps && (!(*o.fps > 0) || *o.fps > 1000)) fail("--fps ", *o.fps, ": expected a frame rate in (0, 1000]");
 
   if (o.output.empty() && o.frames_dir.empty()) fail("no output: give a video file (-o) and/or --frames-dir");
   VideoWriteOptions wo;
-  wo.fps = o.fps;
+  wo.fps = o.fps.value_or(8);  // checked again with the model's default once the pipeline is known
   if (!o.output.empty()) check_video_target(o.output, wo);
   if (!o.frames_dir.empty()) check_png_frames_target(o.frames_dir);
   if (!o.pab_report.empty()) {
@@ -89,7 +89,9 @@ struct Model::Impl {
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
-const std::string& Model::pipeline() const { return impl_->pipe->class_name(); }
+const std::string& Model::pipeline() const {
+  return impl_->pipe->class_name();
+}
 
 Status Model::open(const std::string& dir, const ComputeOptions& compute, std::unique_ptr<Model>* model) {
   return guarded([&] {
@@ -127,6 +129,9 @@ Status Model::generate(const GenerateRequest& o, GenerateResult* result, const G
     req.frames = o.frames;
     req.height = o.height;
     req.width = o.width;
+    req.resolution = o.resolution;
+    req.aspect_ratio = o.aspect_ratio;
+    req.duration = o.duration;
     req.max_sequence_length = o.max_sequence_length;
     req.dynamic_cfg = o.dynamic_cfg;
     const VideoPlan plan = pipe.plan(req);
@@ -151,7 +156,12 @@ Status Model::generate(const GenerateRequest& o, GenerateResult* result, const G
     r.height = plan.height;
     r.width = plan.width;
     r.steps = plan.steps;
-    r.fps = o.fps;
+    r.fps = o.fps.value_or(pipe.default_fps());
+    if (!o.fps && !o.output.empty()) {
+      VideoWriteOptions wo;
+      wo.fps = r.fps;
+      check_video_target(o.output, wo);
+    }
     r.cache = cache ? cat(cache->name() == "pab" ? "PAB" : cache->name(), " ", cache->describe()) : "off";
     if (tiling == TilingChoice::on && !pipe.tiles(plan, tiling))
       r.warnings.push_back(cat(r.pipeline, " decodes frame by frame with an image VAE; tiling does not apply"));
@@ -191,7 +201,7 @@ Status Model::generate(const GenerateRequest& o, GenerateResult* result, const G
       std::vector<std::string> warnings;
       if (!o.output.empty()) {
         VideoWriteOptions wo;
-        wo.fps = o.fps;
+        wo.fps = r.fps;
         VideoWriteReport w = write_video(o.output, rgb, wo);
         warnings = w.warnings;
         r.written.push_back(o.output);

@@ -67,6 +67,32 @@ TEST(Cli, TheSameCommandGivesTheSameBytesWhateverTheArgumentOrder) {
   EXPECT_EQ(probe_video(dir / "a.gif").codec, "gif");
 }
 
+// Open-Sora's three hub folders, assembled and run as its documentation says
+// (docs/open-sora.md): the video comes out at the named size and length and
+// the model's frame rate; a named size is refused for another pipeline.
+TEST(Cli, AssembledOpenSoraMakesAVideoOfTheNamedSizeAndLength) {
+  testing::TempDir dir;
+  const std::string os = data_path("open_sora");
+  CliRun a = pab_run("assemble open-sora-1.2 --transformer " + os + "/transformer --vae " + os +
+                     "/vae --text-encoder " + os + "/text_encoder -o " + (dir / "open-sora"));
+  ASSERT_EQ(a.rc, 0) << a.out;
+  EXPECT_NE(a.out.find("vae: VideoAutoencoderPipeline"), std::string::npos) << a.out;
+  CliRun g =
+      pab_run("generate -m " + (dir / "open-sora") +
+              " -p 'a red fox' --resolution 144p --aspect-ratio 1:1 --duration 2s --steps 2 -o " + (dir / "fox.mp4"));
+  ASSERT_EQ(g.rc, 0) << g.out;
+  const VideoInfo info = probe_video(dir / "fox.mp4");
+  EXPECT_EQ(info.width, 192);
+  EXPECT_EQ(info.height, 192);
+  EXPECT_EQ(info.frames, 51);
+  EXPECT_NEAR(info.fps, 24.0, 1e-6);
+  EXPECT_TRUE(refused(pab_run("generate -m " + kModel + " -p 'a cat' --resolution 480p -o " + (dir / "x.mp4")),
+                      "--resolution '480p': named sizes and lengths are Open-Sora's"));
+  EXPECT_TRUE(refused(pab_run("generate -m " + (dir / "open-sora") + " -p 'a cat' --duration 3s -o " + (dir / "x.mp4")),
+                      "duration '3s': Open-Sora offers"));
+  EXPECT_FALSE(fs::exists(dir / "x.mp4"));
+}
+
 TEST(Cli, ValuesOutOfRangeAreRefusedNamingTheFlagAndTheRange) {
   testing::TempDir dir;
   const std::string run = "generate -m " + kModel + " -p 'a cat' -o " + (dir / "out.mp4") + " ";
@@ -125,9 +151,9 @@ TEST(Cli, OutputsAreCheckedBeforeAnyWork) {
 }
 
 TEST(Cli, CommandsAndFoldersSayWhatIsWrong) {
-  EXPECT_TRUE(
-      refused(pab_run("gnerate -m x"),
-              "unknown command 'gnerate'; the commands are bench, calibrate, compare, generate, inspect, replay"));
+  EXPECT_TRUE(refused(
+      pab_run("gnerate -m x"),
+      "unknown command 'gnerate'; the commands are assemble, bench, calibrate, compare, generate, inspect, replay"));
   EXPECT_TRUE(refused(pab_run(""), "no command given; the commands are"));
   EXPECT_EQ(pab_run("--version").rc, 0);
   CliRun help = pab_run("generate --help");

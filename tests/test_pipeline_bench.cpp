@@ -60,6 +60,24 @@ TEST(PipelineBench, CogVideoX2bWorkloadDescribesTheRealModel) {
   EXPECT_THROW(pipeline_bench_workload("cogvideox-5b-pipeline"), Error);
 }
 
+// Open-Sora 1.2 at VideoSys's defaults: its 30-step shifted schedule in bf16
+// holds the published MLP broadcast's keys, so the default PAB uses it.
+TEST(PipelineBench, OpenSoraWorkloadIsVideoSysDefaultRun) {
+  const BenchWorkload w = bench_workload("open-sora-1.2", 30);
+  EXPECT_EQ(w.latents, (Shape{2, 4, 15, 60, 106}));
+  ASSERT_EQ(w.timesteps.size(), 30u);
+  std::vector<int> ints;
+  for (double t : w.timesteps) ints.push_back(int(t));
+  // int(t.to(bf16)) of RFLOW's timesteps for 480x854, 51 frames (VideoSys in bf16)
+  EXPECT_EQ(
+      std::vector<int>(ints.begin(), ints.begin() + 18),
+      (std::vector<int>{1000, 992, 984, 976, 968, 960, 952, 940, 932, 920, 908, 892, 880, 864, 848, 828, 808, 788}));
+  EXPECT_EQ(w.pab.mlp_spatial.size(), 3u);
+  w.pab.validate(transformer_site_layout(JsonConfig(w.config, "open-sora-1.2")));
+  EXPECT_TRUE(w.conditional_first);
+  EXPECT_EQ(w.fps, 24);
+}
+
 TEST(PipelineBench, RunsOnTinyConfigs) {
   const std::string model = "fixtures/pipeline/cogvideox_ddim/model/";
   PipelineBenchWorkload w;

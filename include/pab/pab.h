@@ -47,6 +47,21 @@ Status parse_memory_size(const std::string& text, uint64_t* bytes);
 // folder): class, key config values, tensor and parameter counts, dtypes.
 Status inspect_model(const std::string& dir, std::string* report);
 
+// A pipeline folder made of components downloaded as separate repositories
+// (pab assemble): model_index.json, the scheduler's config and a symbolic
+// link per component to its folder; nothing is copied or converted.
+struct AssembleRequest {
+  std::string pipeline;                        // what to assemble, e.g. "open-sora-1.2" (assembly_recipes lists them)
+  std::string transformer, vae, text_encoder;  // the downloaded folders
+  std::string tokenizer;                       // empty: the text encoder's folder holds it
+  std::string output;                          // a new or empty folder, or one pab assembled before
+};
+// Checks every folder and the pipeline they make before writing; `report`
+// says what was linked.
+Status assemble(const AssembleRequest& request, std::string* report);
+// "name: what it takes", one per pipeline pab can assemble.
+std::vector<std::string> assembly_recipes();
+
 // The cache method and its settings; neither preset nor file given: the
 // method's default for the model. The one method today is Pyramid Attention
 // Broadcast, "pab" (--pab and --pab-config): its default is the settings
@@ -65,7 +80,7 @@ struct ReplayOptions {
   std::string case_dir;  // holds case.json, inputs.safetensors, transformer/
   std::string output;    // .safetensors to write
   ComputeOptions compute;
-  CacheOptions pab;      // PAB settings replacing the case's `pab` for the PAB run (method "pab" only)
+  CacheOptions pab;        // PAB settings replacing the case's `pab` for the PAB run (method "pab" only)
   std::string pab_report;  // PNG of the PAB run's broadcast map (--pab-report); empty: none
 };
 // Runs the case's denoising loop without and with PAB and writes the outputs
@@ -76,7 +91,7 @@ struct BenchRequest {
   // cogvideox-2b, cogvideox-5b, latte-1 (the transformer's loop) or
   // cogvideox-2b-pipeline (prompt to frames: T5 encode, denoise, VAE decode)
   std::string workload;
-  bool pab = false;      // also run with PAB and report the speed-up
+  bool pab = false;  // also run with PAB and report the speed-up
   int steps = 50;
   bool json = false;
   // The pipeline workload's VAE decode: on (default: the tiled run of docs/performance.md), off or auto
@@ -102,14 +117,17 @@ struct GenerateRequest {
   std::optional<double> guidance;            // finite; default CogVideoX 6, Latte 7.5; <= 1 runs without CFG
   bool dynamic_cfg = false;                  // CogVideoX's use_dynamic_cfg
   std::optional<int> frames, height, width;  // >= 1; default from the model's configs
-  std::optional<int> max_sequence_length;    // CogVideoX prompt tokens; default the transformer's max_text_seq_length
-  uint64_t seed = 42;                        // as torch.Generator("cpu").manual_seed(seed) in diffusers
-  std::string output;                        // video file: .mp4 (H.264), .webm (VP9) or .gif; empty: none
-  std::string frames_dir;                    // folder of frame_NNNN.png files; empty: none
-  std::string pab_report;                    // PNG picture of what the cache computed and reused; empty: none
-  double fps = 8;                            // in (0, 1000]
-  std::string tiling = "auto";  // VAE tiling: "auto" (by frame size), "on" or "off"
-  CacheOptions cache;           // neither preset nor file given: the method's default for the model
+  // Open-Sora: a named size and aspect ratio instead of height and width
+  // ("144p" ... "720p", "9:16"), a named length instead of frames ("2s" = 51 frames).
+  std::optional<std::string> resolution, aspect_ratio, duration;
+  std::optional<int> max_sequence_length;  // CogVideoX prompt tokens; default the transformer's max_text_seq_length
+  uint64_t seed = 42;                      // as torch.Generator("cpu").manual_seed(seed) in diffusers
+  std::string output;                      // video file: .mp4 (H.264), .webm (VP9) or .gif; empty: none
+  std::string frames_dir;                  // folder of frame_NNNN.png files; empty: none
+  std::string pab_report;                  // PNG picture of what the cache computed and reused; empty: none
+  std::optional<double> fps;               // in (0, 1000]; default the model's: 8, Open-Sora 24
+  std::string tiling = "auto";             // VAE tiling: "auto" (by frame size), "on" or "off"
+  CacheOptions cache;                      // neither preset nor file given: the method's default for the model
 };
 
 // Text to video in one call (pab generate): Model::open, then generate.
@@ -126,7 +144,7 @@ struct GenerateEvent {
   std::string message;
   int step = 0, steps = 0;  // step: 0-based index and count
   double timestep = 0;      // step: the timestep the model ran at (integer for DDPM schedulers)
-  double seconds = 0;  // step or phase time
+  double seconds = 0;       // step or phase time
 };
 using GenerateCallback = std::function<void(const GenerateEvent&)>;
 

@@ -235,6 +235,7 @@ namespace {
 std::unique_ptr<CachePolicy> make_pab_policy(const CacheChoice& choice, const std::string& model_class,
                                              const SiteLayout& sites, std::string* note) {
   PabConfig config = resolve_pab_choice(choice.preset, choice.file, model_class, note);
+  if (!choice.file && (!choice.preset || *choice.preset == "default")) config = fit_published_blocks(config, sites);
   if (!config.any()) return nullptr;
   config.validate(sites);
   return std::make_unique<PabPolicy>(std::move(config));

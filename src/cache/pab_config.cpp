@@ -406,8 +406,10 @@ PabConfig default_pab_config(const std::string& model_class) {
   };
   // VideoSys 4cce477, videosys/pipelines/*: the defaults of CogVideoXPABConfig,
   // LattePABConfig, OpenSoraPABConfig, OpenSoraPlanV110PABConfig and
-  // OpenSoraPlanV120PABConfig. Their MLP broadcast, keyed to the timesteps of
-  // the original schedules, is left out (docs/pab-config.md lists it).
+  // OpenSoraPlanV120PABConfig, and OpenSoraPABConfig's MLP broadcast (the
+  // one default that turns it on): blocks 0-4 at int timesteps 676, 788 and
+  // 864 of the schedule, each reused for the next 2 steps; timesteps the
+  // schedule does not hold never trigger it, as in the original.
   static const Published kPublished[] = {
       {"CogVideoXTransformer3DModel", {{{2, 100, 850, {}}, {}, {}}}},
       {"LatteTransformer3DModel", {{{2, 100, 800, {}}, {3, 100, 800, {}}, {6, 100, 800, {}}}}},
@@ -421,11 +423,26 @@ PabConfig default_pab_config(const std::string& model_class) {
       PabConfig c;
       c.counting = Counting::videosys;
       c.rules = p.rules;
+      if (model_class == std::string("STDiT3"))
+        for (int t : {676, 788, 864}) {
+          c.mlp_spatial.push_back({t, 2, {0, 1, 2, 3, 4}});
+          c.mlp_temporal.push_back({t, 2, {0, 1, 2, 3, 4}});
+        }
       return c;
     }
     known += (known.empty() ? "" : ", ") + std::string(p.model_class);
   }
   fail("--pab default: no published PAB settings for '", model_class, "' (known: ", known, ")");
+}
+
+PabConfig fit_published_blocks(PabConfig c, const SiteLayout& model) {
+  for (auto [kind, table] :
+       {std::pair{SiteKind::mlp_spatial, &c.mlp_spatial}, {SiteKind::mlp_temporal, &c.mlp_temporal}}) {
+    const int n = model.blocks(kind);
+    for (MlpBroadcast& m : *table) std::erase_if(m.blocks, [&](int b) { return b >= n; });
+    std::erase_if(*table, [](const MlpBroadcast& m) { return m.blocks.empty(); });
+  }
+  return c;
 }
 
 bool has_published_pab_config(const std::string& model_class) {

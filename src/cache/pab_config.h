@@ -49,6 +49,10 @@ PabConfig parse_pab_short_form(const std::string& text);
 // class (diffusers `_class_name`, or `architectures[0]` for STDiT3), with the
 // videosys counting rule; fails for classes without published settings.
 PabConfig default_pab_config(const std::string& model_class);
+// The published settings name blocks of the full-size model (Open-Sora's MLP
+// broadcast: blocks 0-4); a smaller model of the class keeps those it has,
+// as the original simply never meets the others.
+PabConfig fit_published_blocks(PabConfig c, const SiteLayout& model);
 
 // Writing a configuration back, e.g. the proposal of `pab calibrate`; the
 // parsers above read each output back to the same rules.

@@ -24,7 +24,9 @@ constexpr int kSiteKinds = 7;
 const char* site_kind_name(SiteKind k);
 bool parse_site_kind(const std::string& s, SiteKind* out);
 // The attention and MLP kinds: the sites inside a block (what PAB broadcasts).
-constexpr bool is_layer_site(SiteKind k) { return k <= SiteKind::mlp_temporal; }
+constexpr bool is_layer_site(SiteKind k) {
+  return k <= SiteKind::mlp_temporal;
+}
 
 struct SiteId {
   SiteKind kind;
@@ -45,9 +47,9 @@ struct SiteLayout {
 
 // Which classifier-free-guidance branches a forward pass's batch holds.
 enum class CfgBranch : uint8_t {
-  none,            // no CFG: the conditional branch alone
-  both,            // batched CFG: both branches, in the pipeline's order (unconditional first)
-  unconditional,   // one branch of a CFG-parallel pair
+  none,           // no CFG: the conditional branch alone
+  both,           // batched CFG: both branches, in the pipeline's order (StepContext::conditional_first)
+  unconditional,  // one branch of a CFG-parallel pair
   conditional,
 };
 
@@ -56,6 +58,7 @@ struct StepContext {
   int step = 0;
   double timestep = 0;
   CfgBranch branch = CfgBranch::none;
+  bool conditional_first = false;  // with `both`: the batch is (conditional, unconditional), as Open-Sora's
 };
 
 // What a site produces, and what it takes: one or more tensors (CogVideoX's

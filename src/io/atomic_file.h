@@ -44,6 +44,7 @@ class AtomicFolder {
   AtomicFolder& operator=(const AtomicFolder&) = delete;
 
   const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_; }  // the folder being written, until commit
   // Writes the file `name` in the temporary folder: `write` gets its full path.
   void write(const std::string& name, const std::function<void(const std::string&)>& write);
   void commit();

@@ -245,6 +245,36 @@ Checkpoint Checkpoint::open_index(const std::string& index_path) {
   return c;
 }
 
+namespace {
+
+// Why a folder of PyTorch pickles is refused, and the command that converts
+// it once: the class its config.json names, through the library that saves it.
+std::string pickle_refusal(const std::string& dir, const std::string& file) {
+  std::string convert;
+  try {
+    const nlohmann::json config = JsonConfig::load((fs::path(dir) / "config.json").string()).json();
+    const std::string q = "'" + dir + "'";
+    if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty() &&
+        config["architectures"][0].is_string())
+      convert = "python3 -c \"from transformers import " + config["architectures"][0].get<std::string>() +
+                " as M; M.from_pretrained(" + q + ").save_pretrained(" + q + ")\"";
+    else if (config.contains("_class_name") && config["_class_name"].is_string())
+      convert = "python3 -c \"from diffusers import " + config["_class_name"].get<std::string>() +
+                " as M; M.from_pretrained(" + q + ").save_pretrained(" + q + ")\"";
+  } catch (const Error&) {
+  }
+  if (convert.empty())
+    convert =
+        "python3 -c \"import torch, safetensors.torch as st; st.save_file({k: v.contiguous().clone() for k, v "
+        "in torch.load('" +
+        (fs::path(dir) / file).string() + "', map_location='cpu', weights_only=True).items()}, '" +
+        (fs::path(dir) / "model.safetensors").string() + "')\"";
+  return cat("the weights are PyTorch pickles (", file,
+             "), which pab does not load (unpickling can run code); convert them to safetensors once with: ", convert);
+}
+
+}  // namespace
+
 Checkpoint Checkpoint::open_dir(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(dir, ": not a directory");
@@ -282,7 +312,7 @@ Checkpoint Checkpoint::open_dir(const std::string& dir) {
     for (const auto& v : variants) list += (list.empty() ? "" : ", ") + v;
     fail(dir, ": several weight variants (", list, "); keep one of them");
   }
-  if (!others.empty()) fail(dir, ": only non-safetensors weights (", others[0], "); pab reads safetensors only");
+  if (!others.empty()) fail(dir, ": ", pickle_refusal(dir, others[0]));
   fail(dir, ": no diffusion_pytorch_model.safetensors, model.safetensors or their .index.json");
 }
 
@@ -326,6 +356,13 @@ Tensor WeightUse::load(const std::string& name, const Shape& expected, DType dty
   Tensor t = inner_.load(name, expected, dtype, device);
   loaded_.insert(name);
   return t;
+}
+
+std::vector<std::string> PrefixedWeights::names() const {
+  std::vector<std::string> out;
+  for (const std::string& name : inner_.names())
+    if (name.starts_with(prefix_)) out.push_back(name.substr(prefix_.size()));
+  return out;
 }
 
 std::vector<std::string> WeightUse::unused() const {

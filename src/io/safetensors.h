@@ -136,6 +136,27 @@ class WeightUse final : public WeightSource {
   mutable std::vector<std::string> skipped_;
 };
 
+// The tensors of `inner` under `prefix`, named without it: a model stored
+// inside another's checkpoint (Open-Sora's VAE keeps its 2D VAE under
+// "spatial_vae.module."). Loads and not_needed pass through to `inner`; sizes
+// are the whole checkpoint's business (bytes_as is not answered here).
+class PrefixedWeights final : public WeightSource {
+ public:
+  PrefixedWeights(const WeightSource& inner, std::string prefix)
+      : inner_(inner), prefix_(std::move(prefix)), where_(inner.where() + " (under " + prefix_ + ")") {}
+  bool has(const std::string& name) const override { return inner_.has(prefix_ + name); }
+  Tensor load(const std::string& name, const Shape& expected, DType dtype, Device device) const override {
+    return inner_.load(prefix_ + name, expected, dtype, device);
+  }
+  const std::string& where() const override { return where_; }
+  std::vector<std::string> names() const override;
+  void not_needed(const std::string& prefix) const override { inner_.not_needed(prefix_ + prefix); }
+
+ private:
+  const WeightSource& inner_;
+  std::string prefix_, where_;
+};
+
 // Writes tensors (any dtype, any device) to `path` atomically: a temporary file
 // beside it is renamed into place once complete.
 void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,

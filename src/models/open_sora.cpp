@@ -28,25 +28,12 @@
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
+#include "models/open_sora.h"
 #include "parallel/comm.h"
 
 namespace pab {
 
-namespace {
-
-struct StDiT3Config {
-  int hidden = 1152, depth = 28, heads = 16;
-  int in_channels = 4, out_channels = 8;
-  std::array<int, 3> patch = {1, 2, 2};  // t, h, w
-  int mlp_hidden = 4608;
-  int caption_channels = 4096, max_text_len = 300;
-  bool qk_norm = true;
-  double input_sq_size = 512;
-
-  int head_dim() const { return hidden / heads; }
-};
-
-StDiT3Config parse_config(const JsonConfig& j) {
+StDiT3Config parse_stdit3_config(const JsonConfig& j) {
   StDiT3Config c;
   c.hidden = j.get_or("hidden_size", c.hidden);
   c.depth = j.get_or("depth", c.depth);
@@ -84,6 +71,8 @@ StDiT3Config parse_config(const JsonConfig& j) {
   if (j.get_or("skip_y_embedder", false)) j.unsupported("skip_y_embedder", "pre-embedded captions are not supported");
   return c;
 }
+
+namespace {
 
 // Cross attention runs in spatial and temporal blocks alike: block i's are
 // cross sites 2i (spatial) and 2i + 1 (temporal), as VideoSys counts them.
@@ -125,7 +114,7 @@ Linear rows_of(const Linear& fused, int index, int64_t n) {
 
 class StDiT3 final : public DiffusionTransformer {
  public:
-  StDiT3(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_config(j)), opts_(opts) {
+  StDiT3(const JsonConfig& j, const WeightSource& ckpt, const LoadOptions& opts) : c_(parse_stdit3_config(j)), opts_(opts) {
     WeightLoader wl(ckpt, opts);
     const int64_t d = c_.hidden;
     const auto [pt, ph, pw] = c_.patch;
@@ -421,11 +410,11 @@ class StDiT3 final : public DiffusionTransformer {
 }  // namespace
 
 SiteLayout open_sora_site_layout(const JsonConfig& config) {
-  return layout_of(parse_config(config));
+  return layout_of(parse_stdit3_config(config));
 }
 
 ForwardFootprint open_sora_footprint(const JsonConfig& config, const ForwardShape& shape) {
-  const StDiT3Config c = parse_config(config);
+  const StDiT3Config c = parse_stdit3_config(config);
   if (shape.latents.size() != 5) fail("STDiT3: latents must be [B, C, F, H, W], got ", shape_str(shape.latents));
   const int64_t bsz = shape.latents[0], d = c.hidden;
   const int64_t tokens =

@@ -1,9 +1,10 @@
 // The transformer families by class name (diffusers' `_class_name`,
 // transformers' `architectures[0]` for STDiT3): each model file registers its
 // own TransformerFamily; this file looks them up and wraps CFG parallelism.
+#include "core/registry.h"
+
 #include <filesystem>
 
-#include "core/registry.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/transformer.h"
@@ -37,11 +38,12 @@ class CfgParallel final : public DiffusionTransformer {
     mine.latents = half(in.latents);
     mine.text = half(in.text);
     mine.text_mask = half(in.text_mask);
-    // The pair's batch is (unconditional, conditional): this rank's branch.
+    // This rank's branch: the first half of the pair's batch is the unconditional one unless the pipeline puts
+    // the conditional one first.
     if (!sites) return all_gather(pair_, inner_->forward_pass(mine, nullptr), 0);
-    const Sites branch =
-        sites->for_branch(parts == 2 ? (pair_.rank() == 0 ? CfgBranch::unconditional : CfgBranch::conditional)
-                                     : sites->step().branch);
+    const bool first = pair_.rank() == 0, cond_first = sites->step().conditional_first;
+    const Sites branch = sites->for_branch(
+        parts == 2 ? (first != cond_first ? CfgBranch::unconditional : CfgBranch::conditional) : sites->step().branch);
     return all_gather(pair_, inner_->forward_pass(mine, &branch), 0);
   }
 
@@ -86,7 +88,7 @@ std::string transformer_class_name(const std::string& dir) {
 }
 
 std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config, const WeightSource& weights,
-                                                      const LoadOptions& opts) {
+                                                       const LoadOptions& opts) {
   const std::string cls = class_name_of(config);
   WeightUse use(weights);
   auto model = family_of(config).load(config, use, opts);
@@ -94,7 +96,8 @@ std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config,
   if (opts.comm && opts.comm->size() > 1 && !model->sequence_parallel())
     fail(cls, " does not run sequence-parallel yet (--gpus ", opts.comm->size(),
          "); CogVideoX, Latte and Open-Sora do, other models run on one GPU");
-  if (opts.cfg_comm && opts.cfg_comm->size() > 1) model = std::make_unique<CfgParallel>(std::move(model), *opts.cfg_comm);
+  if (opts.cfg_comm && opts.cfg_comm->size() > 1)
+    model = std::make_unique<CfgParallel>(std::move(model), *opts.cfg_comm);
   return model;
 }
 

@@ -16,17 +16,30 @@ namespace pab {
 enum class VaeKind : uint8_t {
   image,         // 2D: each frame decodes on its own (AutoencoderKL)
   causal_video,  // 3D: frames decode together, each seeing those before it (AutoencoderKLCogVideoX)
+  // A causal temporal VAE over chunks of frames, then a 2D VAE per frame (Open-Sora's VideoAutoencoderPipeline)
+  chunked_video,
 };
 
 // "a 2D image VAE (each frame decoded on its own)", for messages.
 inline const char* vae_kind_name(VaeKind k) {
-  return k == VaeKind::image ? "a 2D image VAE (each frame decoded on its own)" : "a causal 3D video VAE";
+  switch (k) {
+    case VaeKind::image:
+      return "a 2D image VAE (each frame decoded on its own)";
+    case VaeKind::causal_video:
+      return "a causal 3D video VAE";
+    case VaeKind::chunked_video:
+      return "a temporal VAE over chunks of frames followed by a 2D VAE (Open-Sora's)";
+  }
+  return "a VAE";
 }
 
 // How decode_video runs, as the pipeline chooses.
 struct VaeDecodeOptions {
   bool tiled = false;  // spatial tiles as diffusers' enable_tiling() defaults them; VAEs that cannot tile refuse it
   int64_t chunk_frames = 0;  // image VAEs: frames decoded at once (bounds memory only); 0: all
+  // The frames to decode to, for VAEs whose latent frames stand for a varying
+  // number of frames (Open-Sora's pads each chunk of frames in front); 0: as many as the latents hold.
+  int64_t frames = 0;
 };
 
 // A loaded decoder.
@@ -48,8 +61,13 @@ class VaeFacts {
   virtual int latent_channels() const = 0;
   virtual int spatial_factor() const = 0;   // pixels per latent, each side
   virtual int temporal_factor() const = 0;  // frames per latent frame (1 for an image VAE)
-  // Frames decode_video makes of `latent_frames` latent frames.
+  // Frames decode_video makes of `latent_frames` latent frames (the most, where that varies).
   virtual int64_t decoded_frames(int64_t latent_frames) const = 0;
+  // Latent frames of a video of `frames` frames: as many for an image VAE,
+  // (frames - 1) / temporal_factor + 1 for a causal one that keeps the first frame alone.
+  virtual int64_t latent_frames(int64_t frames) const {
+    return kind() == VaeKind::image ? frames : (frames - 1) / temporal_factor() + 1;
+  }
   // What decode_video holds on `device` besides the weights, its output
   // included, for one video of `latent_frames` latent frames of height x
   // width pixels decoded with `o` in `dtype` (overflow fails).

@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "backend/ops.h"
+#include "cache/pab_config.h"
+#include "core/dtype.h"
 #include "core/registry.h"
 #include "io/config.h"
 #include "io/model_folder.h"
@@ -46,13 +48,16 @@ nlohmann::json cogvideox_scheduler(bool big) {
 }
 
 // The timesteps the workload's scheduler gives for `steps` steps.
-std::vector<double> scheduler_timesteps(const nlohmann::json& config, const std::string& workload, int steps) {
+std::vector<double> scheduler_timesteps(const nlohmann::json& config, const std::string& workload, int steps,
+                                        const TimestepOptions& options = {}) {
   auto s = make_scheduler(JsonConfig(config, "workload " + workload + " (scheduler)"));
-  s->set_timesteps(steps);
+  s->set_timesteps(steps, options);
   return s->timesteps();
 }
 
-BroadcastRule rule(int range) { return BroadcastRule{range, 100, 800, {}}; }
+BroadcastRule rule(int range) {
+  return BroadcastRule{range, 100, 800, {}};
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -60,7 +65,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-std::vector<std::string> bench_workload_names() { return {"cogvideox-2b", "cogvideox-5b", "latte-1"}; }
+std::vector<std::string> bench_workload_names() {
+  return {"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2"};
+}
 
 BenchWorkload bench_workload(const std::string& name, int steps) {
   BenchWorkload w;
@@ -109,6 +116,40 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     w.pab.rule(SiteKind::spatial) = rule(2);
     w.pab.rule(SiteKind::temporal) = rule(3);
     w.pab.rule(SiteKind::cross) = rule(6);
+  } else if (name == "open-sora-1.2") {
+    // hpcai-tech/OpenSora-STDiT-v3 (STDiT3-XL/2) at VideoSys's defaults: 480p 9:16 (480x854), 2s
+    // (51 frames: 15 latent frames of 60x106), fps 24, T5's 300 tokens, RFlow with its timestep
+    // shift; the PAB paper's single-GPU Open-Sora runs use 30 steps (pab bench --steps 30).
+    w.config = {{"architectures", {"STDiT3"}},
+                {"hidden_size", 1152},
+                {"depth", 28},
+                {"num_heads", 16},
+                {"caption_channels", 4096},
+                {"model_max_length", 300},
+                {"in_channels", 4},
+                {"pred_sigma", true},
+                {"qk_norm", true},
+                {"patch_size", {1, 2, 2}},
+                {"input_sq_size", 512},
+                {"mlp_ratio", 4.0}};
+    w.latents = {2, 4, 15, 60, 106};
+    w.text = {2, 300, 4096};
+    w.scheduler = {{"_class_name", "RFlowScheduler"}, {"use_timestep_transform", true}};
+    w.pab = default_pab_config("STDiT3");
+    w.fps = 24;
+    w.height_px = 480;
+    w.width_px = 854;
+    w.conditional_first = true;
+    w.guidance = 7;
+    w.step_size = 1.0 / double(steps);
+    TimestepOptions t;
+    t.height = 480;
+    t.width = 854;
+    t.frames = 51;
+    t.size_dtype = DType::bf16;  // the PAB decisions as VideoSys makes them in bf16
+    w.timesteps = scheduler_timesteps(w.scheduler, name, steps, t);
+    for (double& ts : w.timesteps) ts = bf16_to_f32(f32_to_bf16(float(ts)));
+    return w;
   } else {
     std::string names;
     for (const auto& n : bench_workload_names()) names += (names.empty() ? "" : ", ") + n;
@@ -127,15 +168,19 @@ BenchRun run_loop(DiffusionTransformer& model, const BenchWorkload& w, const Ten
   const int cin = model.in_channels();
   Tensor x = latents0.narrow0(0, 1);
   auto step = [&](size_t i) {
-    const StepContext ctx{int(i), w.timesteps[i], CfgBranch::both};
+    const StepContext ctx{int(i), w.timesteps[i], CfgBranch::both, w.conditional_first};
     if (policy) policy->begin_step(ctx);
     TransformerInputs in;
     in.latents = ops::concat({x, x}, 0);
     in.text = text;
     in.timestep = w.timesteps[i];
+    in.fps = w.fps;
+    in.height_px = w.height_px;
+    in.width_px = w.width_px;
     Tensor eps = ops::slice(forward_step(model, in, policy, ctx), channel_axis, 0, cin);
-    Tensor uncond = eps.narrow0(0, 1), cond = eps.narrow0(1, 1);
-    x = ops::sub(x, ops::scale(ops::add(uncond, ops::scale(ops::sub(cond, uncond), 6.0f)), 0.02f));
+    Tensor uncond = eps.narrow0(w.conditional_first ? 1 : 0, 1), cond = eps.narrow0(w.conditional_first ? 0 : 1, 1);
+    x = ops::sub(
+        x, ops::scale(ops::add(uncond, ops::scale(ops::sub(cond, uncond), float(w.guidance))), float(w.step_size)));
   };
 
   BenchRun run;
@@ -200,6 +245,9 @@ BenchReport run_bench(const BenchOptions& opts) {
     in.latents = latents;
     in.text = text;
     in.timestep = w.timesteps[0];
+    in.fps = w.fps;
+    in.height_px = w.height_px;
+    in.width_px = w.width_px;
     model->forward(in, nullptr);
     be.synchronize();
     be.set_profiling(false);

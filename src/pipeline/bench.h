@@ -23,9 +23,14 @@ struct BenchWorkload {
   nlohmann::json scheduler;     // the model's scheduler_config.json
   std::vector<double> timesteps;  // the scheduler's for the workload's step count
   PabConfig pab;
+  // What the loop gives the model besides latents, text and timestep, and
+  // its guided update, as the model's pipeline does.
+  double fps = 0, height_px = 0, width_px = 0;  // Open-Sora's conditioning
+  bool conditional_first = false;               // CFG batch order
+  double guidance = 6, step_size = 0.02;        // x -= step_size * guided (a fixed step: the schedule's math is not timed)
 };
 
-// The named workload (cogvideox-2b, cogvideox-5b, latte-1) with `steps` steps.
+// The named workload (cogvideox-2b, cogvideox-5b, latte-1, open-sora-1.2) with `steps` steps.
 BenchWorkload bench_workload(const std::string& name, int steps = 50);
 std::vector<std::string> bench_workload_names();
 

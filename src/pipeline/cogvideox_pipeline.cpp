@@ -34,6 +34,7 @@ class CogVideoXPipeline final : public VideoPipeline {
   VideoPlan plan(const VideoRequest& r) const override {
     const int s = vae_facts().spatial_factor();
     const int temporal = vae_facts().temporal_factor();
+    refuse_named_sizes(r);
     VideoPlan p;
     p.prompt = r.prompt;
     p.negative_prompt = r.negative_prompt;

@@ -36,6 +36,7 @@ class LattePipeline final : public VideoPipeline {
     if (r.max_sequence_length && *r.max_sequence_length != kTextLength)
       fail("max_sequence_length ", *r.max_sequence_length, ": LattePipeline encodes prompts as ", kTextLength,
            " tokens");
+    refuse_named_sizes(r);
     VideoPlan p;
     p.prompt = r.prompt;
     p.negative_prompt = r.negative_prompt;

@@ -66,8 +66,8 @@ struct ResetOnExit {
 // (RFlow's resolution- and length-dependent shift); each scheduler reads what it needs.
 TimestepOptions timestep_options(const VideoPlan& plan, const LoadOptions& opts) {
   TimestepOptions t;
-  t.height = plan.height;
-  t.width = plan.width;
+  t.height = plan.condition_height > 0 ? plan.condition_height : plan.height;
+  t.width = plan.condition_width > 0 ? plan.condition_width : plan.width;
   t.frames = plan.frames;
   t.size_dtype = opts.dtype;
   return t;
@@ -192,6 +192,19 @@ void VideoPipeline::check_request(const VideoPlan& plan) const {
   if (!std::isfinite(plan.eta) || plan.eta < 0) fail("eta ", plan.eta, ": expected a number >= 0");
 }
 
+Tensor VideoPipeline::unconditional_text(const DiffusionTransformer&, const PromptEmbeddings& embeds) const {
+  if (!embeds.negative.defined()) fail(class_name(), ": CFG needs the negative prompt's embeddings");
+  return embeds.negative;
+}
+
+void VideoPipeline::refuse_named_sizes(const VideoRequest& r) const {
+  for (auto [flag, v] :
+       {std::pair{"--resolution", &r.resolution}, {"--aspect-ratio", &r.aspect_ratio}, {"--duration", &r.duration}})
+    if (*v)
+      fail(flag, " '", **v, "': named sizes and lengths are Open-Sora's; ", class_name(),
+           " takes --height, --width and --frames");
+}
+
 SiteLayout VideoPipeline::transformer_sites() const {
   return transformer_site_layout(parts_.transformer.config);
 }
@@ -310,18 +323,29 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   DiffusionTransformer& model = transformer();
   if (latents.shape() != plan.latents)
     fail(class_name(), ": latents ", latents.desc(), " do not have the plan's shape ", shape_str(plan.latents));
-  if (!embeds.prompt.defined() || (plan.cfg && !embeds.negative.defined()))
-    fail(class_name(), ": prompt embeddings missing", plan.cfg ? " (CFG needs the negative prompt's too)" : "");
+  if (!embeds.prompt.defined()) fail(class_name(), ": prompt embeddings missing");
   scheduler_->set_timesteps(plan.steps, timestep_options(plan, opts_));
   DenoiseResult result;
   result.timesteps = scheduler_->timesteps();
   ResetOnExit reset_on_exit{cache};
-  if (cache) cache->reset(result.timesteps);
+  std::vector<double> model_ts = result.timesteps;
+  for (double& t : model_ts) t = model_timestep(t);
+  if (cache) cache->reset(model_ts);
 
-  // The CFG pair is one batch, unconditional first, as the pipelines concatenate it.
-  Tensor text = plan.cfg ? ops::concat({embeds.negative, embeds.prompt}, 0) : embeds.prompt;  // [B, L, D]
+  // The CFG pair is one batch, in the order the pipeline concatenates it.
+  const bool cond_first = conditional_first();
+  Tensor text = embeds.prompt;  // [B, L, D]
+  if (plan.cfg) {
+    Tensor uncond = unconditional_text(model, embeds);
+    if (uncond.device() != text.device()) uncond = uncond.to(text.device());
+    if (uncond.dtype() != text.dtype()) uncond = uncond.to(text.dtype());
+    text = cond_first ? ops::concat({text, uncond}, 0) : ops::concat({uncond, text}, 0);
+  }
   if (text.device() != opts_.device) text = text.to(opts_.device);
   if (text.dtype() != opts_.dtype) text = text.to(opts_.dtype);
+  // Both entries attend to the prompt's tokens only (the original repeats the prompt's mask over the batch).
+  Tensor text_mask;
+  if (embeds.mask.defined()) text_mask = plan.cfg ? ops::concat({embeds.mask, embeds.mask}, 0) : embeds.mask;
   if (latents.device() != opts_.device) latents = latents.to(opts_.device);
   if (latents.dtype() != DType::f32) latents = latents.to(DType::f32);
   Backend& be = backend(opts_.device);
@@ -331,20 +355,22 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
 
   for (int i = 0; i < plan.steps; ++i) {
     const auto started = clock::now();
-    const double t = result.timesteps[size_t(i)];
-    const StepContext step{i, t, plan.cfg ? CfgBranch::both : CfgBranch::none};
+    const double t = model_ts[size_t(i)];
+    const StepContext step{i, t, plan.cfg ? CfgBranch::both : CfgBranch::none, plan.cfg && cond_first};
     if (cache) cache->begin_step(step);
     Tensor input = scheduler_->scale_model_input(latents, i);
     if (plan.cfg) input = ops::concat({input, input}, 0);
     TransformerInputs in;
     in.latents = input.dtype() == opts_.dtype ? input : input.to(opts_.dtype);
     in.text = text;
+    in.text_mask = text_mask;
     in.timestep = t;
+    add_conditioning(plan, in);
     Tensor out = forward_step(model, in, cache, step);
     if (out.dtype() != DType::f32) out = out.to(DType::f32);
     const double g = guidance_at(plan, i, t);
     if (plan.cfg) {
-      Tensor uncond = out.narrow0(0, 1), cond = out.narrow0(1, 1);
+      Tensor uncond = out.narrow0(cond_first ? 1 : 0, 1), cond = out.narrow0(cond_first ? 0 : 1, 1);
       out = ops::add(uncond, ops::scale(ops::sub(cond, uncond), float(g)));
     }
     latents = keep_latents(scheduler_->step(i, scheduler_input(out), latents, step_options).prev_sample);

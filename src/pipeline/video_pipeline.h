@@ -1,8 +1,8 @@
 // Text-to-video pipelines as diffusers runs them, chosen by model_index.json's
-// `_class_name` (each pipeline file registers a PipelineEntry): CogVideoXPipeline (cogvideox_pipeline.cpp: CFG and dynamic
-// CFG, CogVideoX 1.5's temporal padding, the DPM scheduler's previous x_0) and
-// LattePipeline (latte_pipeline.cpp: 120-token masked prompts, learned-sigma
-// channels dropped before the step, frame-by-frame decoding).
+// `_class_name` (each pipeline file registers a PipelineEntry): CogVideoXPipeline (cogvideox_pipeline.cpp: CFG and
+// dynamic CFG, CogVideoX 1.5's temporal padding, the DPM scheduler's previous x_0) and LattePipeline
+// (latte_pipeline.cpp: 120-token masked prompts, learned-sigma channels dropped before the step, frame-by-frame
+// decoding).
 //
 // A generation: plan(request) fills in defaults and checks every constraint
 // (no weights loaded yet); encode_prompt loads the text encoder; denoise
@@ -70,6 +70,9 @@ struct VideoRequest {
   bool dynamic_cfg = false;                // CogVideoX: use_dynamic_cfg
   bool mask_feature = true;                // Latte: cut the embeddings to the prompt's tokens
   double eta = 0;                          // DDIMScheduler's eta
+  // Open-Sora: a named size ("480p") with an aspect ratio ("9:16"), and a
+  // named length ("2s"), as its sampling offers them.
+  std::optional<std::string> resolution, aspect_ratio, duration;
 };
 
 // A request with every default filled in and every constraint checked.
@@ -80,15 +83,20 @@ struct VideoPlan {
   bool cfg = true;  // guidance > 1: the unconditional branch runs too (batch 2)
   bool dynamic_cfg = false, mask_feature = true;
   double eta = 0;
-  int text_length = 0;           // tokens a prompt is padded or truncated to
-  Shape latents;                 // [1, ...] in the transformer's layout: what the generator draws
-  int64_t padding_frames = 0;    // CogVideoX 1.5: latent frames added for the temporal patch, dropped before decoding
+  int text_length = 0;         // tokens a prompt is padded or truncated to
+  Shape latents;               // [1, ...] in the transformer's layout: what the generator draws
+  int64_t padding_frames = 0;  // CogVideoX 1.5: latent frames added for the temporal patch, dropped before decoding
+  // Open-Sora: the size the model is conditioned on and the schedule shifted
+  // by (its table's, e.g. 480x854), where the frames come out at the VAE's
+  // multiple below it (480x848); 0: height and width.
+  int condition_height = 0, condition_width = 0;
   std::string describe() const;  // "9 frames 48x32, 50 steps, guidance 6"
 };
 
 struct PromptEmbeddings {
   Tensor prompt;                      // [1, L, D] on the compute device
-  Tensor negative;                    // [1, L, D]; undefined without CFG
+  Tensor negative;                    // [1, L, D]; undefined without CFG or where the model has its own (null_text)
+  Tensor mask;                        // optional [1, L] for the transformer's cross attention, 1 = a real token
   std::vector<std::string> warnings;  // truncated prompts, as diffusers warns
 };
 
@@ -122,6 +130,8 @@ class VideoPipeline {
   const LoadOptions& load_options() const { return opts_; }
   Scheduler& scheduler() { return *scheduler_; }
 
+  // The frame rate its videos are written at unless one is given (diffusers' export_to_video: 8).
+  virtual double default_fps() const { return 8; }
   // Fills in defaults and checks the request against the model: frame count,
   // size, steps, text length. Fails with one line naming the constraint.
   virtual VideoPlan plan(const VideoRequest& request) const = 0;
@@ -175,6 +185,18 @@ class VideoPipeline {
   virtual Tensor scheduler_input(const Tensor& guided) const { return guided; }
   // Latents as the pipeline keeps them between steps (CogVideoX rounds them to the compute dtype).
   virtual Tensor keep_latents(const Tensor& latents) const { return latents; }
+  // The unconditional branch's text [1, L, D] for CFG: the negative prompt's
+  // embeddings (Open-Sora: the transformer's learned null caption).
+  virtual Tensor unconditional_text(const DiffusionTransformer& model, const PromptEmbeddings& embeds) const;
+  // Whether the CFG batch is [conditional, unconditional] (Open-Sora) rather
+  // than diffusers' [unconditional, conditional].
+  virtual bool conditional_first() const { return false; }
+  // The timestep the transformer and the cache policy see for schedule
+  // timestep t (Open-Sora: t in the compute dtype, as STDiT3 casts it and
+  // VideoSys's PAB reads int(t.to(dtype))).
+  virtual double model_timestep(double t) const { return t; }
+  // What else the transformer is given every step (Open-Sora: fps and the size).
+  virtual void add_conditioning(const VideoPlan&, TransformerInputs&) const {}
 
   const T5Tokenizer& tokenizer() const;
   // The components as registered under the classes model_index.json names,
@@ -191,6 +213,9 @@ class VideoPipeline {
 
   // Checks a request's common values: steps the scheduler can run, a finite guidance.
   void check_request(const VideoPlan& plan) const;
+  // Fails if the request names a size or length (Open-Sora's resolution,
+  // aspect ratio, duration): pipelines other than Open-Sora's take numbers.
+  void refuse_named_sizes(const VideoRequest& r) const;
   // Fails unless the components fit: the transformer is `transformer_class`,
   // the VAE is of `vae_kind` with latent_channels equal to the transformer's
   // in_channels, and the text encoder's hidden size is its text width (named

@@ -103,15 +103,22 @@ void register_generate(CLI::App& app) {
       ->check(pab::cli::at_least(1));
   cmd->add_option("--width", o->width, "Width in pixels (default: the model's sample size)")
       ->check(pab::cli::at_least(1));
+  cmd->add_option("--resolution", o->resolution,
+                  "Open-Sora: a named size instead of --height/--width: 144p, 240p, 360p, 480p or 720p (default 480p)");
+  cmd->add_option("--aspect-ratio", o->aspect_ratio,
+                  "Open-Sora: the shape with --resolution, height:width as the original writes it (9:16 is landscape: "
+                  "480p 9:16 is 480x854), one of its ratios such as 9:16, 16:9, 1:1, 4:3, 3:4 (default 9:16)");
+  cmd->add_option("--duration", o->duration,
+                  "Open-Sora: a named length instead of --frames: 2s (51 frames), 4s (102), 8s (204), 16s (408)");
   pab::cli::add_seed_option(cmd, &o->seed, "Seed, as torch.Generator('cpu').manual_seed(seed) in diffusers");
   cmd->add_option("--max-sequence-length", o->max_sequence_length,
                   "CogVideoX prompt tokens (default: the transformer's max_text_seq_length)")
       ->check(pab::cli::at_least(1));
-  cmd->add_option("--fps", o->fps, "Frame rate of the video file, in (0, 1000]")
-      ->capture_default_str()
+  cmd->add_option("--fps", o->fps, "Frame rate of the video file, in (0, 1000] (default: the model's, 8; Open-Sora 24)")
       ->check(pab::cli::finite_number());
   auto* on = cmd->add_flag("--tiling", *tiling_on, "Always decode the VAE in tiles");
-  auto* off = cmd->add_flag("--no-tiling", *tiling_off, "Never tile (default: tiles frames above 480x720 pixels, above half that in f32)");
+  auto* off = cmd->add_flag("--no-tiling", *tiling_off,
+                            "Never tile (default: tiles frames above 480x720 pixels, above half that in f32)");
   on->excludes(off);
   pab::cli::add_device_option(cmd, &o->compute);
   cmd->add_option("--dtype", o->compute.dtype, "Compute dtype: f32, bf16 or f16")->capture_default_str();

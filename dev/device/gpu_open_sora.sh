@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# On the GPU machine (through the device tool): Open-Sora 1.2's loop workload
+# (480p 9:16, 51 frames, bf16, CFG batch 2) timed by pab and by the original
+# PAB code (VideoSys 4cce477 + PyTorch), without and with PAB, in turns, in one
+# session; then the GPU tests given as arguments.
+#   dev/device/gpu_open_sora.sh [steps] [test ...]
+# Needs .whl/videosys-4cce477.tar.gz (the videosys/ package of a 4cce477 checkout)
+# and the wheels of VideoSys's transformer imports (diffusers, einops, timm,
+# rotary-embedding-torch) in .whl. Logs and JSON go to $OUT (or /tmp/pab-out);
+# the last line printed is the table.
+set -uo pipefail
+steps=${1:-30}
+shift || true
+out=${OUT:-/tmp/pab-out}
+mkdir -p "$out" /tmp/videosys
+source dev/device/env.sh
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
+  export PYTHONPATH=/tmp/site
+tar -xzf .whl/videosys-4cce477.tar.gz -C /tmp/videosys
+nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv | tee "$out/gpu.txt"
+for t in "$@"; do
+  OMP_WAIT_POLICY=passive timeout 300 /tmp/pab/bin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
+  echo "$t: exit $?"; grep -E "FAILED|PASSED" "$out/$t.log" | head -20
+done
+get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('%.2f' % eval(sys.argv[2]))" "$1" "$2" 2>/dev/null || echo "-"; }
+timeout 500 /tmp/pab/bin/pab bench --workload open-sora-1.2 --pab --steps "$steps" --dtype bf16 --device cuda --json \
+  > "$out/pab.json" 2> "$out/pab.err"
+echo "pab: exit $?"
+for mode in no-pab pab; do
+  flag=""; [ $mode = no-pab ] && flag=--no-pab
+  timeout 500 python3 dev/device/videosys_loop.py /tmp/videosys --steps "$steps" $flag > "$out/videosys_$mode.json" 2> "$out/videosys_$mode.err"
+  echo "videosys $mode: exit $?"; tail -3 "$out/videosys_$mode.err"
+done
+row="open-sora-1.2 steps=$steps pab=$(get "$out/pab.json" "j['no_pab']['total_s']")/$(get "$out/pab.json" "j['pab']['total_s']")"
+row="$row peak=$(get "$out/pab.json" "j['no_pab']['peak_gib']")/$(get "$out/pab.json" "j['pab']['peak_gib']")GiB"
+row="$row videosys=$(get "$out/videosys_no-pab.json" "j['total_s']")/$(get "$out/videosys_pab.json" "j['total_s']")"
+row="$row peak=$(get "$out/videosys_no-pab.json" "j['peak_gib']")/$(get "$out/videosys_pab.json" "j['peak_gib']")GiB"
+echo "$row" | tee "$out/table.txt"
