@@ -699,16 +699,34 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
   m->unk_score = min_score - kUnkPenalty;
 
   // Added tokens: those the file declares, the named special tokens, the
-  // sentinels, then whatever tokenizer_config.json declares.
+  // sentinels, then those tokenizer_config.json lists and declares.
   auto add = [&](const Impl::AddedToken& token) {
     for (auto& t : m->added)
       if (t.content == token.content) return;
     m->added.push_back(token);
     if (token.id >= int64_t(m->pieces.size())) m->added_text[token.id] = token.content;
   };
-  for (Impl::AddedToken t : v.added) {
-    if (t.normalized) t.content = m->charsmap.normalize(t.content);
-    add(t);
+  // transformers 5 makes spiece.model's control and user-defined pieces
+  // added tokens only where tokenizer_config.json has neither key below
+  // (even null): mT5's says "additional_special_tokens": null, so its
+  // sentinels "\u2581<extra_id_N>" stay pieces of the unigram model. The
+  // tokens it lists instead are those of extra_special_tokens where that is
+  // not empty, else those of additional_special_tokens.
+  const char* specials_key = nullptr;
+  if (cfg) {
+    const nlohmann::json& extra = cfg->json().value("extra_special_tokens", nlohmann::json());
+    if ((extra.is_array() || extra.is_object()) && !extra.empty())
+      specials_key = "extra_special_tokens";
+    else if (cfg->json().contains("additional_special_tokens"))
+      specials_key = "additional_special_tokens";
+    else if (cfg->json().contains("extra_special_tokens"))
+      specials_key = "extra_special_tokens";
+  }
+  if (v.holds_extra_ids || !specials_key) {
+    for (Impl::AddedToken t : v.added) {
+      if (t.normalized) t.content = m->charsmap.normalize(t.content);
+      add(t);
+    }
   }
   std::string names[3] = {"</s>", "<pad>", "<unk>"};
   const char* keys[3] = {"eos_token", "pad_token", "unk_token"};
@@ -724,6 +742,23 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
   m->eos = m->id_of(names[0]);
   m->pad = m->id_of(names[1]);
   for (int i = 0; i < extra_ids; ++i) add({cat("<extra_id_", i, ">"), size + extra_ids - 1 - i});
+  if (specials_key) {
+    // A list of tokens, or (extra_special_tokens) an object naming model-specific ones.
+    const nlohmann::json& list = cfg->json().at(specials_key);
+    if (!list.is_null() && !list.is_array() && !list.is_object())
+      cfg->unsupported(specials_key, "expected a list of tokens or null");
+    for (const nlohmann::json& t : list) {
+      const nlohmann::json& content = t.is_object() && t.contains("content") ? t.at("content") : t;
+      if (!content.is_string()) cfg->unsupported(specials_key, "expected token strings or objects with 'content'");
+      const std::string token = content.get<std::string>();
+      if (std::any_of(m->added.begin(), m->added.end(), [&](const Impl::AddedToken& a) { return a.content == token; }))
+        continue;
+      const int64_t id = m->id_of(token);
+      if (id < 0)
+        cfg->unsupported(specials_key, cat("'", token, "' is neither a piece nor an added token of ", m->where));
+      add({token, id});
+    }
+  }
   if (cfg && cfg->has("added_tokens_decoder")) {
     const nlohmann::json& decoder = cfg->json().at("added_tokens_decoder");
     if (!decoder.is_object()) cfg->unsupported("added_tokens_decoder", "expected an object of id -> token");
