@@ -31,9 +31,14 @@ bool activation_from_name(const std::string& name, Unary* act) {
   return true;
 }
 
+// The transformers class of each variant, for messages.
+const char* t5_class_name(T5Variant variant) {
+  return variant == T5Variant::mt5 ? "MT5EncoderModel" : "T5EncoderModel";
+}
+
 }  // namespace
 
-T5Config T5Config::from_json(const JsonConfig& c) {
+T5Config T5Config::from_json(const JsonConfig& c, T5Variant variant) {
   T5Config t;
   auto positive = [&](const char* key, int value) {
     c.require_positive({{key, value}});
@@ -58,7 +63,8 @@ T5Config T5Config::from_json(const JsonConfig& c) {
 
   // transformers derives the activation and gating from feed_forward_proj alone
   // (dense_act_fn and is_gated_act in the file are overwritten).
-  const std::string proj = c.get_or<std::string>("feed_forward_proj", "relu");
+  const std::string proj =
+      c.get_or<std::string>("feed_forward_proj", variant == T5Variant::mt5 ? "gated-gelu" : "relu");
   std::string act_name = proj;
   if (proj.rfind("gated-", 0) == 0) {
     t.gated = true;
@@ -87,15 +93,16 @@ int t5_relative_position_bucket(int64_t relative_position, int num_buckets, int 
 
 std::unique_ptr<T5Encoder> T5Encoder::load(const std::string& dir, const LoadOptions& opts) {
   JsonConfig config = JsonConfig::load((std::filesystem::path(dir) / "config.json").string());
-  T5Config::from_json(config);  // a config error is reported before the weights are opened
-  return load(config, Checkpoint::open_dir(dir), opts);
+  const T5Variant variant = config.get_or<std::string>("model_type", "t5") == "mt5" ? T5Variant::mt5 : T5Variant::t5;
+  T5Config::from_json(config, variant);  // a config error is reported before the weights are opened
+  return load(config, Checkpoint::open_dir(dir), opts, variant);
 }
 
 std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const WeightSource& source,
-                                           const LoadOptions& opts) {
+                                           const LoadOptions& opts, T5Variant variant) {
   WeightUse ck(source);
   auto enc = std::unique_ptr<T5Encoder>(new T5Encoder());
-  enc->cfg_ = T5Config::from_json(config);
+  enc->cfg_ = T5Config::from_json(config, variant);
   enc->opts_ = opts;
   const T5Config& c = enc->cfg_;
   auto load = [&](const std::string& name, const Shape& shape) {
@@ -135,7 +142,7 @@ std::unique_ptr<T5Encoder> T5Encoder::load(const JsonConfig& config, const Weigh
   if (!ck.names().empty() && ck.has(cat("encoder.block.", c.num_layers, ".layer.0.layer_norm.weight")))
     fail(ck.where(), ": holds more encoder blocks than num_layers = ", c.num_layers, " in config.json");
   enc->final_norm_ = load("encoder.final_layer_norm.weight", {c.d_model});
-  check_weights_used(ck, "T5EncoderModel", opts);
+  check_weights_used(ck, t5_class_name(variant), opts);
   return enc;
 }
 
@@ -216,15 +223,24 @@ class T5Facts final : public TextEncoderFacts {
 };
 
 std::unique_ptr<const TextEncoderFacts> t5_facts(const JsonConfig& config) {
-  return std::make_unique<T5Facts>(T5Config::from_json(config));
+  return std::make_unique<T5Facts>(T5Config::from_json(config, T5Variant::t5));
+}
+
+std::unique_ptr<const TextEncoderFacts> mt5_facts(const JsonConfig& config) {
+  return std::make_unique<T5Facts>(T5Config::from_json(config, T5Variant::mt5));
 }
 
 std::unique_ptr<TextEncoder> load_t5(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts) {
-  return T5Encoder::load(config, weights, opts);
+  return T5Encoder::load(config, weights, opts, T5Variant::t5);
+}
+
+std::unique_ptr<TextEncoder> load_mt5(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts) {
+  return T5Encoder::load(config, weights, opts, T5Variant::mt5);
 }
 
 }  // namespace
 
 PAB_REGISTER(TextEncoderEntry, "T5EncoderModel", {t5_facts, load_t5});
+PAB_REGISTER(TextEncoderEntry, "MT5EncoderModel", {mt5_facts, load_mt5});
 
 }  // namespace pab

@@ -1,7 +1,9 @@
 // The T5 text encoder (transformers' T5EncoderModel, T5 v1.1 / mT5 style):
 // token embedding, pre-norm blocks of self-attention with a shared bucketed
 // relative position bias and (gated) feed-forward, a final RMS norm.
-// Registered as a TextEncoderEntry under "T5EncoderModel".
+// Registered as a TextEncoderEntry under "T5EncoderModel" and, for mT5 (the
+// same architecture with a 250k vocabulary; Open-Sora-Plan's encoder), under
+// "MT5EncoderModel".
 #pragma once
 
 #include <memory>
@@ -15,7 +17,13 @@
 
 namespace pab {
 
-// text_encoder/config.json, as transformers' T5Config derives it.
+// The transformers config class a T5 encoder class reads its config.json as:
+// T5Config for T5EncoderModel, MT5Config for MT5EncoderModel. Their models are
+// the same; the classes differ only in the defaults of keys a file leaves out
+// (feed_forward_proj: "relu" for T5Config, "gated-gelu" for MT5Config).
+enum class T5Variant { t5, mt5 };
+
+// text_encoder/config.json, as transformers' T5Config (or MT5Config) derives it.
 struct T5Config {
   int vocab_size = 0;
   int d_model = 0;
@@ -30,17 +38,20 @@ struct T5Config {
   Unary act = Unary::relu;  // the activation named by feed_forward_proj
 
   // Fails naming the file and key for missing, mistyped or unsupported values.
-  static T5Config from_json(const JsonConfig& c);
+  static T5Config from_json(const JsonConfig& c, T5Variant variant = T5Variant::t5);
 };
 
 class T5Encoder final : public TextEncoder {
  public:
   // Loads `dir`/config.json and the weights (one file or shards with an index);
   // the embedding may be stored as shared.weight, encoder.embed_tokens.weight or both.
+  // The config is read as MT5Config where its model_type is "mt5" (as
+  // transformers' AutoConfig picks the class), else as T5Config.
   static std::unique_ptr<T5Encoder> load(const std::string& dir, const LoadOptions& opts = {});
-  // As above, from a parsed config and any weight source (e.g. generated weights).
-  static std::unique_ptr<T5Encoder> load(const JsonConfig& config, const WeightSource& weights,
-                                         const LoadOptions& opts);
+  // As above, from a parsed config read as `variant`'s class and any weight
+  // source (e.g. generated weights).
+  static std::unique_ptr<T5Encoder> load(const JsonConfig& config, const WeightSource& weights, const LoadOptions& opts,
+                                         T5Variant variant = T5Variant::t5);
 
   const T5Config& config() const { return cfg_; }
   // What encode holds besides the weights for one prompt of `length` tokens

@@ -16,15 +16,15 @@
 //  5. </s> is appended.
 #include "pipeline/tokenizer.h"
 
-#include <sentencepiece_processor.h>
-
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
 
 #include "core/utf8.h"
+#include "io/atomic_file.h"
 #include "io/config.h"
 
 namespace pab {
@@ -239,12 +239,15 @@ class Charsmap {
   std::string replacements_;
 };
 
-// ------------------------------------------------------------------ spiece.model fields
+// ------------------------------------------------------------------ spiece.model
 
-// The fields of the serialized ModelProto that the sentencepiece library does
-// not expose: piece types and the normalizer's charsmap.
-struct ProtoFields {
-  std::vector<int> piece_types;  // SentencePiece.Type (1 normal, 2 unknown, 3 control, 4 user defined, ...)
+// What the tokenizer reads of spiece.model's serialized ModelProto. It is read
+// here rather than through the sentencepiece library, whose Load also builds
+// the tries of its own encoder: 3 s for a 250k-piece model such as mT5's.
+struct SpieceModel {
+  std::vector<std::string> pieces;
+  std::vector<double> scores;
+  std::vector<int> types;  // SentencePiece.Type (1 normal, 2 unknown, 3 control, 4 user defined, ...)
   std::string charsmap;
 };
 
@@ -267,6 +270,12 @@ class ProtoReader {
     const uint64_t k = varint();
     *wire = int(k & 7);
     return uint32_t(k >> 3);
+  }
+  uint32_t fixed32() {
+    if (4 > data_.size() - pos_) corrupt();
+    const auto* p = reinterpret_cast<const uint8_t*>(data_.data() + pos_);
+    pos_ += 4;
+    return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
   }
   std::string_view bytes() {
     const uint64_t n = varint();
@@ -299,29 +308,40 @@ class ProtoReader {
   const std::string& where_;
 };
 
-ProtoFields read_proto_fields(std::string_view model, const std::string& where) {
-  ProtoFields f;
+SpieceModel read_spiece_model(std::string_view model, const std::string& where) {
+  SpieceModel m;
   ProtoReader r(model, where);
   while (!r.done()) {
     int wire = 0;
     const uint32_t field = r.key(&wire);
-    if (field == 1 && wire == 2) {  // ModelProto.pieces
+    if (field == 1 && wire == 2) {  // ModelProto.pieces: piece (1), score (2), type (3)
       ProtoReader piece(r.bytes(), where);
+      std::string text;
+      float score = 0;
       int type = 1;
       while (!piece.done()) {
         int w = 0;
-        if (piece.key(&w) == 3 && w == 0)
+        const uint32_t f = piece.key(&w);
+        if (f == 1 && w == 2) {
+          text = std::string(piece.bytes());
+        } else if (f == 2 && w == 5) {
+          const uint32_t bits = piece.fixed32();
+          std::memcpy(&score, &bits, sizeof score);
+        } else if (f == 3 && w == 0) {
           type = int(piece.varint());
-        else
+        } else {
           piece.skip(w);
+        }
       }
-      f.piece_types.push_back(type);
+      m.pieces.push_back(std::move(text));
+      m.scores.push_back(double(score));
+      m.types.push_back(type);
     } else if (field == 3 && wire == 2) {  // ModelProto.normalizer_spec
       ProtoReader spec(r.bytes(), where);
       while (!spec.done()) {
         int w = 0;
         if (spec.key(&w) == 2 && w == 2)
-          f.charsmap = std::string(spec.bytes());
+          m.charsmap = std::string(spec.bytes());
         else
           spec.skip(w);
       }
@@ -329,7 +349,7 @@ ProtoFields read_proto_fields(std::string_view model, const std::string& where) 
       r.skip(wire);
     }
   }
-  return f;
+  return m;
 }
 
 // A token name in tokenizer_config.json: a string or an AddedToken object.
@@ -530,26 +550,19 @@ struct Vocabulary {
 };
 
 Vocabulary read_spiece(const std::string& path) {
-  sentencepiece::SentencePieceProcessor sp;
-  if (const auto status = sp.Load(path); !status.ok()) {
-    std::string why = status.message();
-    if (why.find("ParseFromArray") != std::string::npos) why = "the file does not parse as a model";
-    fail(path, ": not a valid SentencePiece model (", why, ")");
-  }
-  const std::string proto = sp.serialized_model_proto();
-  const ProtoFields fields = read_proto_fields(proto, path);
-  const int size = sp.GetPieceSize();
-  if (size <= int(kUnkId) || size_t(size) != fields.piece_types.size())
-    fail(path, ": unexpected vocabulary (", size, " pieces)");
+  SpieceModel m = read_spiece_model(read_file(path), path);
+  const size_t size = m.pieces.size();
+  if (size <= size_t(kUnkId)) fail(path, ": not a valid SentencePiece model (", size, " pieces)");
+  for (size_t i = 0; i < size; ++i)  // as the sentencepiece library (and duplicates: T5Tokenizer::load)
+    if (m.pieces[i].empty()) fail(path, ": not a valid SentencePiece model (piece ", i, " is empty)");
   Vocabulary v;
-  v.charsmap = fields.charsmap;
-  for (int i = 0; i < size; ++i) {
-    v.pieces.push_back(sp.IdToPiece(i));
-    v.scores.push_back(double(sp.GetScore(i)));
-    // Control and user-defined pieces are cut out of the text whole.
-    const int type = fields.piece_types[size_t(i)];
-    if (type == 3 || type == 4) v.added.push_back({v.pieces.back(), i});
-  }
+  v.charsmap = std::move(m.charsmap);
+  // Control and user-defined pieces are cut out of the text whole (where the
+  // tokenizer's config leaves them special tokens; see T5Tokenizer::load).
+  for (size_t i = 0; i < size; ++i)
+    if (m.types[i] == 3 || m.types[i] == 4) v.added.push_back({m.pieces[i], int64_t(i)});
+  v.pieces = std::move(m.pieces);
+  v.scores = std::move(m.scores);
   return v;
 }
 
@@ -577,13 +590,134 @@ std::string base64_decode(std::string_view text, const std::string& where) {
   return out;
 }
 
+// tokenizer.json's model.vocab, its [piece, score] pairs, is most of the file
+// (250k pairs for mT5, where a DOM of them takes half a second to build and
+// free): this reads them straight into vectors and the rest of the file into
+// a DOM, the vocabulary left an empty array there. Anything else in the
+// vocabulary, or invalid JSON, stops it (sax_parse returns false) and the
+// plain parse reports what is wrong.
+class VocabStreamingReader final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  nlohmann::json root;
+  std::vector<std::string> pieces;
+  std::vector<double> scores;
+  bool streamed = false;  // root.model.vocab was read into pieces and scores
+
+  bool null() override { return !in_vocab() && add(nullptr); }
+  bool boolean(bool b) override { return !in_vocab() && add(b); }
+  bool number_integer(number_integer_t n) override { return in_vocab() ? score(double(n)) : add(n); }
+  bool number_unsigned(number_unsigned_t n) override { return in_vocab() ? score(double(n)) : add(n); }
+  bool number_float(number_float_t n, const string_t&) override { return in_vocab() ? score(n) : add(n); }
+  bool binary(binary_t&) override { return false; }
+  bool string(string_t& text) override {
+    if (!in_vocab()) return add(std::move(text));
+    if (entry_ != Entry::piece) return false;
+    pieces.push_back(std::move(text));
+    entry_ = Entry::score;
+    return true;
+  }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool start_object(std::size_t) override { return !in_vocab() && open(nlohmann::json::object()); }
+  bool end_object() override {
+    stack_.pop_back();
+    keys_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (in_vocab()) {
+      if (entry_ != Entry::none) return false;
+      entry_ = Entry::piece;
+      return true;
+    }
+    // root.model.vocab: an empty array in the DOM, its entries in the vectors.
+    if (stack_.size() == 2 && keys_[1] == "model" && stack_[1]->is_object() && key_ == "vocab") {
+      add(nlohmann::json::array());
+      pieces.clear();
+      scores.clear();
+      streamed = vocab_ = true;
+      return true;
+    }
+    return open(nlohmann::json::array());
+  }
+  bool end_array() override {
+    if (!in_vocab()) {
+      stack_.pop_back();
+      keys_.pop_back();
+    } else if (entry_ == Entry::end) {
+      entry_ = Entry::none;
+    } else if (entry_ == Entry::none) {
+      vocab_ = false;
+    } else {
+      return false;
+    }
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  enum class Entry { none, piece, score, end };  // what comes next in a vocabulary entry
+
+  bool in_vocab() const { return vocab_; }
+  bool score(double value) {
+    if (entry_ != Entry::score) return false;
+    scores.push_back(value);
+    entry_ = Entry::end;
+    return true;
+  }
+  // Places a value in the innermost container (or as the root); returns it.
+  nlohmann::json* place(nlohmann::json&& value) {
+    if (stack_.empty()) {
+      root = std::move(value);
+      return &root;
+    }
+    nlohmann::json& parent = *stack_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(value));
+      return &parent.back();
+    }
+    // A second "model" replaces the first, as in the DOM: so does its vocabulary.
+    if (stack_.size() == 1 && key_ == "model") streamed = false;
+    nlohmann::json& slot = parent[key_];
+    slot = std::move(value);
+    return &slot;
+  }
+  bool add(nlohmann::json&& value) {
+    place(std::move(value));
+    return true;
+  }
+  bool open(nlohmann::json&& container) {
+    const std::string k = stack_.empty() || stack_.back()->is_array() ? "" : key_;
+    stack_.push_back(place(std::move(container)));
+    keys_.push_back(k);
+    return true;
+  }
+
+  std::vector<nlohmann::json*> stack_;  // the open containers, outermost first
+  std::vector<std::string> keys_;       // the key each was placed under ("" in an array)
+  std::string key_;                     // the last object key read
+  bool vocab_ = false;
+  Entry entry_ = Entry::none;
+};
+
 // tokenizer.json as transformers 5 writes a T5 tokenizer: a Unigram model,
 // the Precompiled normalizer (alone or followed by the collapse of repeated
 // spaces, which the whitespace split makes moot), WhitespaceSplit then
 // Metaspace, and </s> appended. Other layouts tokenize differently and are
 // refused naming the part.
 Vocabulary read_tokenizer_json(const std::string& path) {
-  const JsonConfig j = JsonConfig::load(path);
+  Vocabulary v;
+  VocabStreamingReader reader;
+  const bool streamed = nlohmann::json::sax_parse(read_file(path), &reader) && reader.root.is_object() &&
+                        reader.streamed && reader.pieces.size() > size_t(kUnkId) &&
+                        reader.pieces.size() == reader.scores.size();
+  if (streamed) {
+    v.pieces = std::move(reader.pieces);
+    v.scores = std::move(reader.scores);
+  }
+  const JsonConfig j = streamed ? JsonConfig(std::move(reader.root), path) : JsonConfig::load(path);
   const nlohmann::json& root = j.json();
   auto bad = [&](const std::string& what, const nlohmann::json& v) -> void {
     fail(path, ": ", what, " ", json_brief(v),
@@ -593,13 +727,14 @@ Vocabulary read_tokenizer_json(const std::string& path) {
   const nlohmann::json& model = root.value("model", nlohmann::json());
   if (!model.is_object() || model.value("type", "") != "Unigram") bad("model", model);
   if (model.value("byte_fallback", false)) bad("model.byte_fallback", model.at("byte_fallback"));
-  Vocabulary v;
-  const nlohmann::json& vocab = model.value("vocab", nlohmann::json());
-  if (!vocab.is_array() || vocab.size() <= size_t(kUnkId)) bad("model.vocab", vocab);
-  for (const nlohmann::json& e : vocab) {
-    if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number()) bad("a model.vocab entry", e);
-    v.pieces.push_back(e[0].get<std::string>());
-    v.scores.push_back(e[1].get<double>());
+  if (!streamed) {
+    const nlohmann::json& vocab = model.value("vocab", nlohmann::json());
+    if (!vocab.is_array() || vocab.size() <= size_t(kUnkId)) bad("model.vocab", vocab);
+    for (const nlohmann::json& e : vocab) {
+      if (!e.is_array() || e.size() != 2 || !e[0].is_string() || !e[1].is_number()) bad("a model.vocab entry", e);
+      v.pieces.push_back(e[0].get<std::string>());
+      v.scores.push_back(e[1].get<double>());
+    }
   }
   const nlohmann::json& unk = model.value("unk_id", nlohmann::json());
   if (!unk.is_number_unsigned() || unk.get<uint64_t>() >= v.pieces.size()) bad("model.unk_id", unk);
@@ -677,6 +812,7 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
   m->pieces = std::move(v.pieces);
   m->scores = std::move(v.scores);
   const int64_t size = int64_t(m->pieces.size());
+  const bool spiece_source = !v.holds_extra_ids;
 
   std::optional<JsonConfig> cfg;
   const fs::path cfg_path = fs::path(dir) / "tokenizer_config.json";
@@ -691,24 +827,51 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
     m->scores.push_back(0.0);
   }
   double min_score = m->scores.front();
+  m->piece_ids.reserve(m->pieces.size());
   for (size_t id = 0; id < m->pieces.size(); ++id) {
-    m->piece_ids.insert_or_assign(std::string_view(m->pieces[id]), int64_t(id));
+    const auto [it, fresh] = m->piece_ids.try_emplace(std::string_view(m->pieces[id]), int64_t(id));
+    if (!fresh) {
+      // The sentencepiece library refuses such a model; a later sentinel or
+      // tokenizer.json entry replaces the earlier, as in HF tokenizers.
+      if (spiece_source && id < size_t(size))
+        fail(m->where, ": not a valid SentencePiece model (piece '", m->pieces[id], "' at ids ", it->second, " and ",
+             id, ")");
+      it->second = int64_t(id);
+    }
     m->max_piece_bytes = std::max(m->max_piece_bytes, m->pieces[id].size());
     min_score = std::min(min_score, m->scores[id]);
   }
   m->unk_score = min_score - kUnkPenalty;
 
   // Added tokens: those the file declares, the named special tokens, the
-  // sentinels, then whatever tokenizer_config.json declares.
+  // sentinels, then those tokenizer_config.json lists and declares.
   auto add = [&](const Impl::AddedToken& token) {
     for (auto& t : m->added)
       if (t.content == token.content) return;
     m->added.push_back(token);
     if (token.id >= int64_t(m->pieces.size())) m->added_text[token.id] = token.content;
   };
-  for (Impl::AddedToken t : v.added) {
-    if (t.normalized) t.content = m->charsmap.normalize(t.content);
-    add(t);
+  // transformers 5 makes spiece.model's control and user-defined pieces
+  // added tokens only where tokenizer_config.json has neither key below
+  // (even null): mT5's says "additional_special_tokens": null, so its
+  // sentinels "\u2581<extra_id_N>" stay pieces of the unigram model. The
+  // tokens it lists instead are those of extra_special_tokens where that is
+  // not empty, else those of additional_special_tokens.
+  const char* specials_key = nullptr;
+  if (cfg) {
+    const nlohmann::json& extra = cfg->json().value("extra_special_tokens", nlohmann::json());
+    if ((extra.is_array() || extra.is_object()) && !extra.empty())
+      specials_key = "extra_special_tokens";
+    else if (cfg->json().contains("additional_special_tokens"))
+      specials_key = "additional_special_tokens";
+    else if (cfg->json().contains("extra_special_tokens"))
+      specials_key = "extra_special_tokens";
+  }
+  if (v.holds_extra_ids || !specials_key) {
+    for (Impl::AddedToken t : v.added) {
+      if (t.normalized) t.content = m->charsmap.normalize(t.content);
+      add(t);
+    }
   }
   std::string names[3] = {"</s>", "<pad>", "<unk>"};
   const char* keys[3] = {"eos_token", "pad_token", "unk_token"};
@@ -724,6 +887,23 @@ std::unique_ptr<T5Tokenizer> T5Tokenizer::load(const std::string& dir) {
   m->eos = m->id_of(names[0]);
   m->pad = m->id_of(names[1]);
   for (int i = 0; i < extra_ids; ++i) add({cat("<extra_id_", i, ">"), size + extra_ids - 1 - i});
+  if (specials_key) {
+    // A list of tokens, or (extra_special_tokens) an object naming model-specific ones.
+    const nlohmann::json& list = cfg->json().at(specials_key);
+    if (!list.is_null() && !list.is_array() && !list.is_object())
+      cfg->unsupported(specials_key, "expected a list of tokens or null");
+    for (const nlohmann::json& t : list) {
+      const nlohmann::json& content = t.is_object() && t.contains("content") ? t.at("content") : t;
+      if (!content.is_string()) cfg->unsupported(specials_key, "expected token strings or objects with 'content'");
+      const std::string token = content.get<std::string>();
+      if (std::any_of(m->added.begin(), m->added.end(), [&](const Impl::AddedToken& a) { return a.content == token; }))
+        continue;
+      const int64_t id = m->id_of(token);
+      if (id < 0)
+        cfg->unsupported(specials_key, cat("'", token, "' is neither a piece nor an added token of ", m->where));
+      add({token, id});
+    }
+  }
   if (cfg && cfg->has("added_tokens_decoder")) {
     const nlohmann::json& decoder = cfg->json().at("added_tokens_decoder");
     if (!decoder.is_object()) cfg->unsupported("added_tokens_decoder", "expected an object of id -> token");

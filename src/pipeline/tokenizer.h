@@ -1,5 +1,6 @@
-// The T5 tokenizer of the CogVideoX and Latte pipelines, producing the ids
-// transformers' T5Tokenizer (tokenizers backend, transformers 5) gives:
+// The T5 tokenizer of the CogVideoX and Latte pipelines, and mT5's
+// (Open-Sora-Plan), producing the ids transformers' T5Tokenizer (tokenizers
+// backend, transformers 5) gives:
 // special tokens written in the text are kept whole, the SentencePiece
 // charsmap normalizes grapheme cluster by cluster (the HF Precompiled
 // normalizer), words split on Unicode whitespace get a leading U+2581, a
@@ -27,8 +28,9 @@ struct TokenizedText {
 
 class T5Tokenizer {
  public:
-  // Reads `dir`/spiece.model (required) and `dir`/tokenizer_config.json
-  // (optional: extra_ids, eos/pad/unk token names, added_tokens_decoder).
+  // Reads `dir`/spiece.model (else `dir`/tokenizer.json) and
+  // `dir`/tokenizer_config.json (optional: extra_ids, eos/pad/unk token names,
+  // additional_special_tokens or extra_special_tokens, added_tokens_decoder).
   // A missing or corrupt model is an error naming the file.
   static std::unique_ptr<T5Tokenizer> load(const std::string& dir);
   ~T5Tokenizer();
