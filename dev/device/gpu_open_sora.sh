@@ -22,6 +22,25 @@ for t in "$@"; do
   OMP_WAIT_POLICY=passive timeout 300 /tmp/pab/bin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
   echo "$t: exit $?"; grep -E "FAILED|PASSED" "$out/$t.log" | head -20
 done
+# The tiny fixture pipeline on the GPU, f32 and bf16, against the original's f32 frames (8-bit levels).
+os=tests/data/open_sora
+/tmp/pab/bin/pab assemble open-sora-1.2 --transformer $os/transformer --vae $os/vae --text-encoder $os/text_encoder \
+  -o /tmp/os-fixture > "$out/assemble.log" 2>&1
+for dt in f32 bf16; do
+  /tmp/pab/bin/pab generate -m /tmp/os-fixture --device cuda --dtype $dt --prompt "$(python3 -c "import json; print(json.load(open('$os/case.json'))['prompt'])")" \
+    --height 32 --width 48 --frames 19 --steps 10 --pab off --frames-dir /tmp/os-frames-$dt > "$out/fixture_$dt.log" 2>&1
+  echo "fixture $dt: exit $?"
+  python3 - "$os/reference.safetensors" /tmp/os-frames-$dt <<'PY'
+import glob, sys
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load_file
+ref = load_file(sys.argv[1])["frames_nopab"]  # F, C, H, W in [0, 1]
+got = np.stack([np.asarray(Image.open(f)) for f in sorted(glob.glob(sys.argv[2] + "/*.png"))]).astype(np.float64)
+want = np.round(ref.transpose(0, 2, 3, 1) * 255)
+print("  frames", got.shape, "max |diff| in 8-bit levels:", np.abs(got - want).max(), "mean:", np.abs(got - want).mean())
+PY
+done
 get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('%.2f' % eval(sys.argv[2]))" "$1" "$2" 2>/dev/null || echo "-"; }
 timeout 500 /tmp/pab/bin/pab bench --workload open-sora-1.2 --pab --steps "$steps" --dtype bf16 --device cuda --json \
   > "$out/pab.json" 2> "$out/pab.err"
