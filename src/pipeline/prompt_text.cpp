@@ -83,14 +83,12 @@ bool is_blank(const std::string& text) {
   return std::all_of(cps.begin(), cps.end(), is_python_space);
 }
 
-std::string python_lower_strip(const std::string& text) {
-  const std::vector<uint32_t> cps = decode(text);
-  size_t begin = 0, end = cps.size();
-  // Lowering never turns a non-space into a space or back, so strip first.
-  while (begin < end && is_python_space(cps[begin])) ++begin;
-  while (end > begin && is_python_space(cps[end - 1])) --end;
+namespace {
+
+// cps[begin, end) lowered; the final sigma looks at the whole of cps.
+std::string lower_range(const std::vector<uint32_t>& cps, size_t begin, size_t end, size_t size_hint) {
   std::string out;
-  out.reserve(text.size());
+  out.reserve(size_hint);
   for (size_t i = begin; i < end; ++i) {
     const uint32_t cp = cps[i];
     if (cp == 0x130) {
@@ -103,6 +101,22 @@ std::string python_lower_strip(const std::string& text) {
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::string python_lower_strip(const std::string& text) {
+  const std::vector<uint32_t> cps = decode(text);
+  size_t begin = 0, end = cps.size();
+  // Lowering never turns a non-space into a space or back, so strip first.
+  while (begin < end && is_python_space(cps[begin])) ++begin;
+  while (end > begin && is_python_space(cps[end - 1])) --end;
+  return lower_range(cps, begin, end, text.size());
+}
+
+std::string python_lower(const std::string& text) {
+  const std::vector<uint32_t> cps = decode(text);
+  return lower_range(cps, 0, cps.size(), text.size());
 }
 
 }  // namespace pab
