@@ -3,7 +3,8 @@
 // model_index.json are mutated thousands of times (bit flips, truncation,
 // splicing, header-length changes, JSON token edits) and the readers must only
 // ever succeed or throw pab::Error with a one-line message naming the input;
-// any other exception, an internal assertion, or a memory error fails.
+// any other exception, an internal assertion, or a memory error fails. The
+// prompt cleaner (clean_caption, a parser of user text) is fuzzed the same way.
 //
 // The mutations come from a fixed-seed std::mt19937_64, whose output the C++
 // standard fixes, so every run sees the same inputs. A failing input is saved
@@ -16,12 +17,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "io/config.h"
 #include "io/inspect.h"
 #include "io/model_folder.h"
 #include "io/safetensors.h"
+#include "pipeline/prompt_text.h"
 #include "support/io_testing.h"
 #include "support/testing.h"
 
@@ -125,6 +128,39 @@ class Mutator {
       if (op == 8) s->insert(any.end, s->substr(any.begin, any.end - any.begin));
       if (op == 9) s->insert(any.begin, kJunk[below(std::size(kJunk))]);
     }
+  }
+
+  // A prompt damaged for the prompt cleaner: pieces of markup, references, escapes and
+  // multi-byte characters inserted, spans deleted or repeated, bytes damaged.
+  std::string mutate_prompt(const std::string& in, const std::vector<std::string>& corpus) {
+    // clang-format off
+    static const char* const kPieces[] = {
+        "<", ">", "</", "<!", "<![", "<![CDATA[", "]]>", "<!--", "-->", "<?", "<b>", "</b>", "<br>", "<script>",
+        "</script>", "<pre>", "<rt>", "&", "&#", "&#x", "&amp", "&amp;", "&#65;", "&#0;", "&notin", ";", "%", "%C3",
+        "%A9", "%E2%80", "%ED%A0%80", "+", "@", "#", "http://", "www.", ".com", "\\n", "\n", "\r", "\t", "\xC2\x85",
+        "\xC3\xA9", "\xE2\x82\xAC", "\xCC\x81", "\xE4\xB8\xAD", "\xF0\x9F\x90\xA2", "\xEF\xBC\xA1", "\xE2\x80\x94",
+        "\xE2\x80\x9C", "\xC2\xA0", "\xE3\x80\x80", "\xEF\xAC\x81", "\x1B[31m", "'", "\"", "-", "_", ".", ",", ":",
+        "1920x1080", "123456", "jc6640", "free shipping", "page 3"};
+    // clang-format on
+    std::string s = in;
+    const int edits = 1 + int(below(4));
+    for (int e = 0; e < edits; ++e) {
+      const size_t op = below(10);
+      const size_t at = below(s.size() + 1);
+      if (op < 5) {
+        s.insert(at, kPieces[below(std::size(kPieces))]);
+      } else if (op < 6 && !s.empty()) {
+        s.erase(at, below(8));
+      } else if (op < 7 && at < s.size()) {
+        s.insert(at, s.substr(at, below(32)));
+      } else if (op < 8) {
+        const std::string& o = corpus[below(corpus.size())];
+        s.insert(at, o.substr(0, below(o.size() + 1)));
+      } else if (op < 9 && chance(30)) {
+        edit_bytes(&s, corpus);  // mostly leaves invalid UTF-8
+      }
+    }
+    return s.substr(0, 4096);
   }
 
   // Byte-level damage anywhere in s.
@@ -405,6 +441,26 @@ TEST(FuzzIo, ConfigJson) {
         attempt([&] { c.unsupported(k, "fuzz"); });
       }
       config_class_name(c);
+    });
+  }
+  h.expect_both_outcomes();
+}
+
+// Open-Sora's prompt cleaning: every damaged prompt is cleaned (to valid UTF-8) or refused with
+// a message that names the prompt text.
+TEST(FuzzIo, PromptCleaning) {
+  const auto cases = nlohmann::json::parse(std::ifstream(testing::data_path("prompt_text/clean_caption.json")));
+  std::vector<std::string> corpus;
+  for (const auto& t : cases["texts"]) corpus.push_back(t.get<std::string>());
+  Mutator mut(6);
+  Harness h("prompt_cleaning");
+  const int n = iterations(3000);
+  for (int i = 0; i < n; ++i) {
+    const std::string input = mut.mutate_prompt(corpus[size_t(i) % corpus.size()], corpus);
+    h.run(i, input, "prompt text", [&] {
+      const std::string one = clean_caption(input);
+      check_prompt_utf8(one, "cleaned prompt text");
+      check_prompt_utf8(open_sora_text_preprocessing(input), "cleaned prompt text");
     });
   }
   h.expect_both_outcomes();
