@@ -83,8 +83,8 @@ TEST(Model, OpenedOnceGeneratesManyVideosEachAsAlone) {
   req.frames_dir = dir / "again";
   ASSERT_TRUE(model->generate(req, nullptr).ok);
 
-  const Rgb8Video a = read_video(once.frames_dir), first = read_video(dir / "first"),
-                  again = read_video(dir / "again"), o = read_video(dir / "other");
+  const Rgb8Video a = read_video(once.frames_dir), first = read_video(dir / "first"), again = read_video(dir / "again"),
+                  o = read_video(dir / "other");
   EXPECT_EQ(first.rgb, a.rgb);
   EXPECT_EQ(again.rgb, a.rgb);
   EXPECT_NE(o.rgb, a.rgb) << "the test can fail: another prompt and seed give other frames";
@@ -166,7 +166,8 @@ TEST(Generate, TwoRanksMatchTheSeededReference) {
   std::string log;
   ASSERT_EQ(testing::run_command(testing::pab_binary() + " generate -m " + kModel +
                                      " -p 'A small red boat on a calm lake at dawn.' --steps 4 --guidance 6 --seed 42"
-                                     " --pab off --gpus 2 --frames-dir " + frames,
+                                     " --pab off --gpus 2 --frames-dir " +
+                                     frames,
                                  &log),
             0)
       << log;
@@ -175,7 +176,8 @@ TEST(Generate, TwoRanksMatchTheSeededReference) {
       Checkpoint::open_file(data_path("pipeline_seeded/cogvideox_ddim_seed42.safetensors")).load("frames"));
   ASSERT_EQ(png.rgb.size(), expected.rgb.size());
   int max_diff = 0;
-  for (size_t i = 0; i < png.rgb.size(); ++i) max_diff = std::max(max_diff, std::abs(int(png.rgb[i]) - int(expected.rgb[i])));
+  for (size_t i = 0; i < png.rgb.size(); ++i)
+    max_diff = std::max(max_diff, std::abs(int(png.rgb[i]) - int(expected.rgb[i])));
   EXPECT_LE(max_diff, 1);
   size_t files = 0;
   for (const auto& e : fs::directory_iterator(dir.path)) files += e.path() != frames;
@@ -479,12 +481,12 @@ TEST(GenerateFolder, UnknownComponentClassesAndVaesOfTheWrongKindAreRefused) {
   vae.set_class("vae", "_class_name", "NoSuchAutoencoderKL");
   refused(vae,
           "model_index.json: key 'vae': unsupported VAE class 'NoSuchAutoencoderKL' (supported: AutoencoderKL, "
-          "AutoencoderKLCogVideoX)");
+          "AutoencoderKLCogVideoX, ");
   ModelCopy text("unknown_text_encoder");
   text.set_class("text_encoder", "architectures", "NoSuchEncoderModel");
   refused(text,
           "model_index.json: key 'text_encoder': unsupported text encoder class 'NoSuchEncoderModel' (supported: "
-          "T5EncoderModel)");
+          "MT5EncoderModel, T5EncoderModel)");
 
   // Each pipeline's folder with the other's VAE.
   auto with_vae_of = [](ModelCopy& m, const std::string& other, const std::string& cls) {

@@ -287,8 +287,13 @@ TEST(PabConfigDefaults, PublishedSettingsPerModel) {
   expect_same_schedule(latte, parse_pab_short_form("spatial=2@100-800,temporal=3@100-800,cross=6@100-800"), "latte");
   expect_same_schedule(default_pab_config("CogVideoXTransformer3DModel"), parse_pab_short_form("spatial=2@100-850"),
                        "cogvideox");
-  expect_same_schedule(default_pab_config("STDiT3"),
-                       parse_pab_short_form("spatial=2@450-930,temporal=4@450-930,cross=6@450-930"), "open-sora");
+  // Open-Sora's default adds OpenSoraPABConfig's MLP broadcast.
+  PabConfig open_sora = parse_pab_short_form("spatial=2@450-930,temporal=4@450-930,cross=6@450-930");
+  for (int t : {676, 788, 864}) {
+    open_sora.mlp_spatial.push_back({t, 2, {0, 1, 2, 3, 4}});
+    open_sora.mlp_temporal.push_back({t, 2, {0, 1, 2, 3, 4}});
+  }
+  expect_same_schedule(default_pab_config("STDiT3"), open_sora, "open-sora");
   expect_same_schedule(default_pab_config("OpenSoraT2V"), parse_pab_short_form("spatial=2@100-850,cross=6@100-850"),
                        "open-sora-plan 1.2");
   try {

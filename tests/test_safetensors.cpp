@@ -6,8 +6,8 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "io/safetensors.h"
 #include "support/io_testing.h"
@@ -218,7 +218,9 @@ TEST(Safetensors, CheckpointFileChoice) {
   // Pickled weights only, or nothing.
   TempDir bin;
   testing::write_bytes(bin / "diffusion_pytorch_model.bin", "x");
-  EXPECT_TRUE(fails_with([&] { Checkpoint::open_dir(bin.path()); }, bin.path(), "safetensors only"));
+  // Refused with the command that converts them (no config.json here: the plain torch -> safetensors one).
+  EXPECT_TRUE(fails_with([&] { Checkpoint::open_dir(bin.path()); }, bin.path(), "PyTorch pickles"));
+  EXPECT_TRUE(fails_with([&] { Checkpoint::open_dir(bin.path()); }, bin.path(), "st.save_file("));
   TempDir none;
   EXPECT_TRUE(fails_with([&] { Checkpoint::open_dir(none.path()); }, none.path(), "no diffusion_pytorch_model"));
   EXPECT_TRUE(fails_with([&] { Checkpoint::open_dir(none / "absent"); }, none / "absent", "not a directory"));

@@ -297,8 +297,8 @@ class OpenSoraPipeline final : public VideoPipeline {
     std::string text = plan.prompt;
     if (text.find("aesthetic score:") == std::string::npos) text += cat(" aesthetic score: ", kAesthetic, ".");
     int64_t tokens = 0;
-    e.prompt = encode_text(python_lower_strip(text) /* until clean_caption lands */, kTextLength, true, "prompt",
-                           "Open-Sora's limit", &e.warnings, &tokens);  // [1, 300, D]
+    e.prompt = encode_text(open_sora_text_preprocessing(text), kTextLength, true, "prompt", "Open-Sora's limit",
+                           &e.warnings, &tokens);  // [1, 300, D]
     std::vector<float> mask(size_t(kTextLength), 0.0f);
     std::fill(mask.begin(), mask.begin() + tokens, 1.0f);
     e.mask = Tensor::from_vector(mask, {1, kTextLength});
