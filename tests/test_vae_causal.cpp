@@ -11,6 +11,7 @@
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "models/vae_causal.h"
+#include "support/backend_testing.h"
 #include "support/testing.h"
 
 namespace pab {
@@ -193,6 +194,37 @@ TEST(CausalVae, TiledReferencesNeedTheirTiles) {
       EXPECT_FALSE(testing::close_rel(vae.decode(z), sample, kTol)) << name;
       o.tiles.tile_overlap_factor = 0.5;  // blend 2x as wide
       EXPECT_FALSE(testing::close_rel(vae.decode(z, o), sample, kTol)) << name;
+    }
+  }
+}
+
+// The cases on the CUDA backend, skipped where none starts: f32 to the CPU's
+// tolerance; bf16 (for which there is no reference run) within 5e-2 relative
+// L2, a bound to catch a broken kernel, several times bf16's rounding through
+// ~20 convolutions.
+TEST(CausalVae, OnCuda) {
+  const std::optional<Device> cuda = testing::started_device("cuda");
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
+  for (const std::string version : {"v120", "v110"}) {
+    JsonConfig cases = JsonConfig::load(folder(version) + "/case.json");
+    Checkpoint ref = Checkpoint::open_file(folder(version) + "/reference.safetensors");
+    for (DType dtype : {DType::f32, DType::bf16}) {
+      auto vae = CausalVae::load(folder(version) + "/vae", LoadOptions{*cuda, dtype});
+      for (const std::string name : {"frames_1", "frames_3", "tiled_small", "tiled_pipeline"}) {
+        SCOPED_TRACE(version + "/" + name + (dtype == DType::f32 ? " f32" : " bf16"));
+        const nlohmann::json& tiling = cases.json().at("cases").at(name).at("tiling");
+        Tensor z = ops::div(ref.load("z_" + name), Tensor::scalar(float(CausalVae::kLatentScale)));
+        Tensor out = vae->decode(z, tiling_of(tiling)).to(Device::cpu).to(DType::f32);
+        Tensor sample = ref.load("sample_" + name);
+        if (dtype == DType::f32) {
+          EXPECT_TRUE(testing::close_rel(out, sample, kTol));
+        } else {
+          EXPECT_LE(testing::rel_l2(out, sample), 5e-2);
+        }
+        std::printf("cuda %s/%s %s: rel err %.2e, rel L2 %.2e\n", version.c_str(), name.c_str(),
+                    dtype == DType::f32 ? "f32" : "bf16", testing::compare(out, sample).rel(),
+                    testing::rel_l2(out, sample));
+      }
     }
   }
 }
