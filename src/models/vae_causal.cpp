@@ -100,9 +100,9 @@ Tensor attention_forward(const MidAttention& a, const Tensor& x) {
   return ops::add(x, o);
 }
 
-// F.interpolate(mode="linear"-per-axis, scale 2, align_corners=False) along
-// `dim`: output 2i is 0.25 x[i-1] + 0.75 x[i] (x[0] itself at i = 0, where
-// the source index clamps to 0), output 2i+1 is 0.75 x[i] + 0.25 x[i+1]
+// One axis of F.interpolate(mode="trilinear", scale 2, align_corners=False),
+// along `dim`: output 2i is 0.25 x[i-1] + 0.75 x[i] (x[0] itself at i = 0,
+// where the source index clamps to 0), output 2i+1 is 0.75 x[i] + 0.25 x[i+1]
 // (x[n] clamped to x[n-1]); the products are summed in PyTorch's order.
 Tensor double_linear(const Tensor& x, int dim) {
   const Shape& s = x.shape();
