@@ -13,7 +13,7 @@ source dev/device/env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version())" 2>/dev/null | tee -a "$out/gpu.txt"
 if [ -z "${SKIP_TESTS:-}" ]; then
-  for t in test_backend_ops test_cuda_parity test_pipeline_cuda test_open_sora; do
+  for t in test_backend_ops test_cuda_parity test_pipeline_cuda test_open_sora test_vae_causal; do
     OMP_WAIT_POLICY=passive timeout 300 /tmp/pab/bin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
     echo "$t: exit $?"; grep -E "FAILED|PASSED|bf16 relative|Largest" "$out/$t.log" | head -30
   done

@@ -9,7 +9,7 @@ set -euo pipefail
 build=${1:-build}
 shift || true
 bins=("$@")
-[ ${#bins[@]} -gt 0 ] || bins=(pab tests/test_backend_ops tests/test_cuda_parity tests/test_pipeline_cuda tests/test_open_sora)
+[ ${#bins[@]} -gt 0 ] || bins=(pab tests/test_backend_ops tests/test_cuda_parity tests/test_pipeline_cuda tests/test_open_sora tests/test_vae_causal)
 rm -rf .devpack && mkdir -p .devpack/stage/bin .devpack/stage/lib
 for b in "${bins[@]}"; do
   [ -f "$build/$b" ] || continue
