@@ -19,6 +19,7 @@
 #include "pipeline/assemble.h"
 #include "pipeline/rng.h"
 #include "pipeline/video_pipeline.h"
+#include "support/backend_testing.h"
 #include "support/io_testing.h"
 #include "support/testing.h"
 
@@ -198,6 +199,27 @@ TEST_P(OpenSoraRun, EveryStepAndTheFramesMatchTheOriginal) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Runs, OpenSoraRun, ::testing::Values("nopab", "pab_default", "pab"));
+
+// The same runs on the CUDA backend in f32, as tests/test_pipeline_cuda.cpp
+// holds the other pipelines (cuDNN and cuBLAS sum in other orders). Skipped
+// where no CUDA device starts.
+constexpr double kCudaF32Tol = 1e-4;
+
+TEST_P(OpenSoraRun, OnCudaInF32) {
+  const std::optional<Device> cuda = testing::started_device("cuda");
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
+  testing::TempDir tmp;
+  auto pipe = VideoPipeline::open(assembled(tmp), LoadOptions{*cuda, DType::f32});
+  const VideoPlan plan = pipe->plan(fixture_request());
+  auto cache = policy_for(GetParam(), *pipe);
+  const RunResult run = generate(*pipe, plan, cache.get());
+  ASSERT_EQ(run.latents.size(), size_t(plan.steps));
+  for (int i = 0; i < plan.steps; ++i)
+    EXPECT_TRUE(
+        close_rel(run.latents[size_t(i)], reference().load(cat("latents_step_", i, "_", GetParam())), kCudaF32Tol))
+        << "step " << i;
+  EXPECT_TRUE(close_rel(run.frames, reference().load("frames_" + GetParam()), kCudaF32Tol));
+}
 
 TEST(OpenSoraPipeline, SeededNoisePromptAndScheduleAreTheOriginals) {
   testing::TempDir tmp;
