@@ -2,8 +2,8 @@
 // noise tables, single steps for each class and config variant (reference data
 // made by dev/fixtures/make_scheduler_cases.py), whole denoising chains of the
 // pipeline fixtures with their recorded model outputs and noise, whole
-// schedules of PNDMScheduler (dev/fixtures/make_pndm_euler_cases.py), and
-// config errors.
+// schedules of PNDMScheduler and EulerAncestralDiscreteScheduler
+// (dev/fixtures/make_pndm_euler_cases.py), and config errors.
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -252,10 +252,11 @@ TEST(SchedulerChain, ReproducesPipelineFixtures) {
 
 // ---------------------------------------------------------------- whole schedules
 
-// PNDMScheduler (Open-Sora-Plan v1.1) over whole schedules
-// (dev/fixtures/make_pndm_euler_cases.py): every step is given the
-// reference's own sample (its previous output), so PNDM's history is
-// diffusers' own.
+// PNDMScheduler and EulerAncestralDiscreteScheduler (Open-Sora-Plan v1.1 and
+// v1.2) over whole schedules (dev/fixtures/make_pndm_euler_cases.py): every
+// step is given the reference's own sample (its previous output), so PNDM's
+// history is diffusers' own, and Euler ancestral's noise is either the
+// recorded draw or drawn from the case's seed as the pipeline's generator.
 struct ScheduleCase {
   std::string name;
   nlohmann::json config;
@@ -423,6 +424,37 @@ TEST(Pndm, MatchesDiffusersOverWholeSchedules) {
   check_schedules("pndm.safetensors", "PNDMScheduler", {1, 2, 3, 4, 7, 150});
 }
 
+TEST(EulerAncestral, MatchesDiffusersOverWholeSchedules) {
+  check_schedules("euler_ancestral_discrete.safetensors", "EulerAncestralDiscreteScheduler", {1, 2, 3, 7, 100});
+}
+
+// The pipeline's generator: the seed's first draw times init_noise_sigma is
+// the initial latents, and each step's draw is the next of the same stream.
+TEST(EulerAncestral, SeededNoiseReproducesThePipelineGenerator) {
+  ScheduleFile f("euler_ancestral_discrete.safetensors");
+  for (const ScheduleCase& c : f.cases) {
+    SCOPED_TRACE(c.name);
+    auto s = build(c.config, c.name);
+    s->set_timesteps(c.steps);
+    TorchNoise generator(c.seed);
+    std::vector<Tensor> draws;
+    FunctionNoise recording([&](const Shape& shape) { return draws.emplace_back(generator.next(shape)); });
+    const Tensor sample_0 = f.f32(c.name + ".sample_0");
+    const Tensor latents = ops::scale(recording.next(sample_0.shape()), s->init_noise_sigma());
+    EXPECT_EQ(compare(latents, sample_0).max_abs, 0) << "initial latents";
+    const ScheduleRun run = run_schedule(*s, f, c, &recording);
+    EXPECT_EQ(run.mismatched, 0) << "worst rel diff " << run.worst;
+    ASSERT_EQ(draws.size(), size_t(c.steps) + 1);
+    for (int k = 0; k < c.steps; ++k)
+      EXPECT_EQ(compare(draws[size_t(k) + 1], f.f32(cat(c.name, ".noise_", k))).max_abs, 0) << "draw of step " << k;
+    // Can fail: a stream without the initial latents' draw misses (one step's sigma_up is 0).
+    if (c.steps > 1) {
+      TorchNoise skipped(c.seed);
+      EXPECT_GT(run_schedule(*s, f, c, &skipped).mismatched, 0) << "noise one draw early";
+    }
+  }
+}
+
 // PNDM's history is per run: a second run repeats the first, and steps run in order.
 TEST(Pndm, SetTimestepsResetsTheHistory) {
   ScheduleFile f("pndm.safetensors");
@@ -442,7 +474,7 @@ TEST(Pndm, SetTimestepsResetsTheHistory) {
 }
 
 // Step counts diffusers fails for or runs out of its table: named, with the file.
-TEST(SchedulerScheduleErrors, Pndm) {
+TEST(SchedulerScheduleErrors, PndmAndEulerAncestral) {
   const std::string where = "dir/scheduler_config.json";
   struct Bad {
     nlohmann::json config;
@@ -461,6 +493,8 @@ TEST(SchedulerScheduleErrors, Pndm) {
       {with(pndm, "timestep_spacing", "trailing"), 61, "timestep -1"},
       {with(with(pndm, "skip_prk_steps", true), "steps_offset", 1), 1000, "timestep 1000"},
       {pndm, 1001, "num_train_timesteps"},
+      {with(euler, "timestep_spacing", "trailing"), 61, "62 timesteps"},
+      {with(euler, "timestep_spacing", "leading"), 1001, "more than once"},
   };
   for (const Bad& b : bad) {
     auto s = build(b.config, where);
@@ -468,8 +502,17 @@ TEST(SchedulerScheduleErrors, Pndm) {
     EXPECT_NE(msg.find(where), std::string::npos) << b.config.dump() << " n=" << b.steps << ": " << msg;
     EXPECT_NE(msg.find(b.says), std::string::npos) << b.config.dump() << " n=" << b.steps << ": " << msg;
   }
-  // What does run: PLMS alone from one step.
+  // What does run: PLMS alone from one step, and more linspace steps than training timesteps.
   EXPECT_NO_THROW(build(with(pndm, "skip_prk_steps", true), where)->set_timesteps(1));
+  EXPECT_NO_THROW(build(euler, where)->set_timesteps(1500));
+
+  // Euler ancestral steps are stochastic: every one needs a noise source.
+  Tensor x = testing::random_tensor({1, 2, 3}, 1);
+  auto e = build(euler, where);
+  EXPECT_NE(error_of([&] { e->scale_model_input(x, 0); }).find("before set_timesteps"), std::string::npos);
+  e->set_timesteps(4);
+  EXPECT_NE(error_of([&] { e->step(3, x, x); }).find("noise source"), std::string::npos);
+  EXPECT_THROW(e->step(0, x, testing::random_tensor({1, 2, 4}, 2)), Error);  // shapes differ
 }
 
 // ---------------------------------------------------------------- errors
@@ -499,6 +542,13 @@ TEST(SchedulerConfigErrors, NameFileAndKey) {
       {{{"_class_name", "PNDMScheduler"}, {"timestep_spacing", "karras"}}, "timestep_spacing"},
       {{{"_class_name", "PNDMScheduler"}, {"beta_schedule", "exp"}}, "beta_schedule"},
       {{{"_class_name", "PNDMScheduler"}, {"num_train_timesteps", 1}}, "num_train_timesteps"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"prediction_type", "sample"}}, "prediction_type"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"timestep_spacing", "uniform"}}, "timestep_spacing"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"beta_schedule", "cosine"}}, "beta_schedule"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"trained_betas", {0.1}}}, "trained_betas"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"rescale_betas_zero_snr", "on"}},
+       "rescale_betas_zero_snr"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"steps_offset", 0.5}}, "steps_offset"},
   };
   for (const Bad& b : bad) {
     std::string msg = error_of([&] { parse(b.json); });

@@ -9,6 +9,7 @@
 //   UniPCMultistepScheduler          (Wan 2.1 / 2.2)      unipc_multistep.cpp
 //   RFlowScheduler                   (Open-Sora 1.2)      rflow.cpp
 //   PNDMScheduler                    (Open-Sora-Plan 1.1) pndm.cpp
+//   EulerAncestralDiscreteScheduler  (Open-Sora-Plan 1.2) euler_ancestral_discrete.cpp
 // The DDPM family shares its noise table and timestep spacing (ddpm.h).
 //
 // A run: set_timesteps(n, options); then for i in [0, timesteps().size()):
