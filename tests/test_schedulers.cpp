@@ -1,12 +1,16 @@
 // Schedulers against diffusers: timesteps (fixtures and many step counts),
 // noise tables, single steps for each class and config variant (reference data
 // made by dev/fixtures/make_scheduler_cases.py), whole denoising chains of the
-// pipeline fixtures with their recorded model outputs and noise, and config errors.
+// pipeline fixtures with their recorded model outputs and noise, whole
+// schedules of PNDMScheduler and EulerAncestralDiscreteScheduler
+// (dev/fixtures/make_pndm_euler_cases.py), and config errors.
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <set>
 
+#include "backend/ops.h"
 #include "core/registry.h"
 #include "io/safetensors.h"
 #include "pipeline/schedulers/ddpm.h"
@@ -18,6 +22,7 @@ namespace {
 using testing::close_rel;
 using testing::compare;
 using testing::data_path;
+using testing::error_of;
 
 // Steps are elementwise f32 arithmetic with coefficients computed as diffusers
 // computes them, so they agree to a few f32 roundings.
@@ -245,9 +250,272 @@ TEST(SchedulerChain, ReproducesPipelineFixtures) {
   }
 }
 
-// ---------------------------------------------------------------- errors
+// ---------------------------------------------------------------- whole schedules
 
-using testing::error_of;
+// PNDMScheduler and EulerAncestralDiscreteScheduler (Open-Sora-Plan v1.1 and
+// v1.2) over whole schedules (dev/fixtures/make_pndm_euler_cases.py): every
+// step is given the reference's own sample (its previous output), so PNDM's
+// history is diffusers' own, and Euler ancestral's noise is either the
+// recorded draw or drawn from the case's seed as the pipeline's generator.
+struct ScheduleCase {
+  std::string name;
+  nlohmann::json config;
+  int steps = 0;
+  uint64_t seed = 0;
+};
+
+struct ScheduleFile {
+  std::unique_ptr<SafetensorsFile> file;
+  std::vector<ScheduleCase> cases;
+
+  explicit ScheduleFile(const std::string& name) : file(SafetensorsFile::open(data_path("schedulers/" + name))) {
+    for (const auto& c : nlohmann::json::parse(file->metadata().at("cases")))
+      cases.push_back({c.at("name"), c.at("config"), c.at("steps"), c.at("seed")});
+  }
+  bool has(const std::string& key) const { return file->find(key) != nullptr; }
+  Tensor f32(const std::string& key) const {
+    const TensorEntry* e = file->find(key);
+    PAB_ASSERT(e, file->path(), ": no tensor ", key);
+    return file->load(*e, DType::f32);
+  }
+  std::vector<double> f64(const std::string& key) const {
+    Tensor t = file->load(*file->find(key), DType::f64);
+    const auto* p = static_cast<const double*>(t.raw());
+    return std::vector<double>(p, p + t.numel());
+  }
+};
+
+std::unique_ptr<Scheduler> build(const nlohmann::json& config, const std::string& where) {
+  return make_scheduler(JsonConfig(config, where));
+}
+
+// The case's steps by `s` (already set): scale_model_input, step (prev_sample
+// and, where recorded, x_0), with the recorded noise or `seeded`. Counts the
+// steps where an output misses the reference by more than kStepTol of the
+// larger of its own and the sample's largest value: the step's rounding
+// scales with the sample, and the step can cancel most of it. (Euler
+// ancestral at zero terminal SNR: x_0 = x - sigma * eps is 1/13 of x in the
+// first steps, and torch's vectorised square root of the table, not
+// correctly rounded at a few entries as ours is, puts sigma an ulp off: x_0
+// moved by 2.1e-6 of its own largest value, 1.6e-7 of the sample's.)
+struct ScheduleRun {
+  int steps = 0, mismatched = 0;
+  double worst = 0;
+};
+ScheduleRun run_schedule(Scheduler& s, const ScheduleFile& f, const ScheduleCase& c, NoiseSource* seeded = nullptr) {
+  ScheduleRun r;
+  const std::string p = c.name + ".";
+  Tensor sample = f.f32(p + "sample_0");
+  r.steps = int(s.timesteps().size());
+  for (int k = 0; k < r.steps; ++k) {
+    ReplayNoise recorded(
+        f.has(cat(p, "noise_", k)) ? std::vector<Tensor>{f.f32(cat(p, "noise_", k))} : std::vector<Tensor>{},
+        cat(c.name, " step ", k));
+    StepOptions opts;
+    opts.noise = seeded ? seeded : &recorded;
+    struct Output {
+      Tensor got, want;
+      double floor = 0;  // the error is relative to at least this
+    };
+    std::vector<Output> outputs;
+    const Tensor scaled = s.scale_model_input(sample, k);
+    outputs.push_back({scaled, f.has(cat(p, "scaled_input_", k)) ? f.f32(cat(p, "scaled_input_", k)) : sample});
+    const StepOutput out = s.step(k, f.f32(cat(p, "model_output_", k)), sample, opts);
+    const double sample_max = compare(sample, sample).max_ref;
+    outputs.push_back({out.prev_sample, f.f32(cat(p, "prev_sample_", k)), sample_max});
+    if (f.has(cat(p, "pred_original_sample_", k)))
+      outputs.push_back({out.pred_original_sample, f.f32(cat(p, "pred_original_sample_", k)), sample_max});
+    bool ok = true;
+    for (const Output& o : outputs) {
+      const testing::Diff d = compare(o.got, o.want);
+      const double err = d.max_abs / std::max({d.max_ref, o.floor, 1e-30});
+      ok = ok && err <= kStepTol;
+      r.worst = std::max(r.worst, err);
+    }
+    if (!ok) ++r.mismatched;
+    if (!seeded) {
+      EXPECT_EQ(recorded.drawn(), recorded.size()) << "step " << k << ": noise draws";
+    }
+    sample = f.f32(cat(p, "prev_sample_", k));
+  }
+  return r;
+}
+
+// The config with the other prediction type (epsilon <-> v_prediction).
+nlohmann::json other_prediction(nlohmann::json config) {
+  config["prediction_type"] = config.value("prediction_type", "epsilon") == "epsilon" ? "v_prediction" : "epsilon";
+  return config;
+}
+
+void check_schedules(const std::string& file_name, const char* cls, std::initializer_list<int> required_steps) {
+  ScheduleFile f(file_name);
+  ASSERT_GT(f.cases.size(), 10u);
+  std::set<int> step_counts;
+  for (const ScheduleCase& c : f.cases) {
+    SCOPED_TRACE(c.name);
+    ASSERT_EQ(c.config.at("_class_name"), cls);
+    step_counts.insert(c.steps);
+    auto s = build(c.config, file_name + ": " + c.name);
+    s->set_timesteps(c.steps);
+    EXPECT_EQ(s->num_inference_steps(), c.steps);
+    ASSERT_EQ(s->timesteps(), f.f64(c.name + ".timesteps")) << "timesteps";
+
+    // Euler ancestral's sigmas: torch's vectorised f32 square root of the
+    // table (not correctly rounded, ours is) can be an ulp off, and the
+    // interpolation carries that over; PNDM has none.
+    double sigma_err = 0;
+    if (f.has(c.name + ".sigmas")) {
+      const std::vector<double> ref = f.f64(c.name + ".sigmas");
+      ASSERT_EQ(s->sigmas().size(), ref.size());
+      for (size_t k = 0; k < ref.size(); ++k) {
+        const double err = std::fabs(s->sigmas()[k] - ref[k]);
+        EXPECT_LE(err, 1e-6 * ref[k]) << "sigma " << k;
+        if (ref[k] > 0) sigma_err = std::max(sigma_err, err / ref[k]);
+      }
+    } else {
+      EXPECT_TRUE(s->sigmas().empty());
+    }
+    const double init = f.f64(c.name + ".init_noise_sigma").at(0);
+    EXPECT_LE(std::fabs(s->init_noise_sigma() - init), 1e-6 * init) << "init_noise_sigma";
+
+    const ScheduleRun run = run_schedule(*s, f, c);
+    EXPECT_EQ(run.mismatched, 0) << "of " << run.steps << " steps, worst rel diff " << run.worst;
+
+    // Can fail: step 0 of a longer schedule misses the reference (2n + 1
+    // steps, or the next count the spacing and table can run).
+    auto longer = build(c.config, c.name);
+    int more = 0;
+    for (int m : {2 * c.steps + 1, 2 * c.steps + 2, c.steps + 1, c.steps + 2}) {
+      if (error_of([&] { longer->set_timesteps(m); }).empty()) {
+        more = m;
+        break;
+      }
+    }
+    ASSERT_GT(more, 0) << "no longer schedule runs";
+    ReplayNoise noise(f.has(c.name + ".noise_0") ? std::vector<Tensor>{f.f32(c.name + ".noise_0")}
+                                                 : std::vector<Tensor>{});
+    StepOptions opts;
+    opts.noise = &noise;
+    const Tensor first =
+        longer->step(0, f.f32(c.name + ".model_output_0"), f.f32(c.name + ".sample_0"), opts).prev_sample;
+    // (a first step that does not move, as PNDM's Runge-Kutta half steps of
+    // length 0 with num_train_timesteps // n < 2, gives its sample whatever the schedule)
+    if (compare(f.f32(c.name + ".prev_sample_0"), f.f32(c.name + ".sample_0")).max_abs > 0) {
+      EXPECT_FALSE(close_rel(first, f.f32(c.name + ".prev_sample_0"), kStepTol)) << "the schedule of " << more;
+    }
+    // Can fail: the other prediction type misses the steps. (Not every PNDM
+    // step: one that does not move gives its start whatever the prediction,
+    // as the last from t = 0 to the final alpha, alphas_cumprod[0] without
+    // set_alpha_to_one, and the zero-length half steps above.)
+    auto other = build(other_prediction(c.config), c.name + " (other prediction type)");
+    other->set_timesteps(c.steps);
+    const ScheduleRun wrong = run_schedule(*other, f, c);
+    EXPECT_GT(wrong.mismatched, wrong.steps * 3 / 4) << "the other prediction type";
+
+    std::printf(
+        "%-30s %3d steps, %3d evaluations: max rel diff %.3g, sigmas %.3g; other prediction type: %d/%d "
+        "steps missed\n",
+        c.name.c_str(), c.steps, run.steps, run.worst, sigma_err, wrong.mismatched, wrong.steps);
+  }
+  for (int n : required_steps) EXPECT_TRUE(step_counts.count(n)) << n << " steps";
+}
+
+TEST(Pndm, MatchesDiffusersOverWholeSchedules) {
+  check_schedules("pndm.safetensors", "PNDMScheduler", {1, 2, 3, 4, 7, 150});
+}
+
+TEST(EulerAncestral, MatchesDiffusersOverWholeSchedules) {
+  check_schedules("euler_ancestral_discrete.safetensors", "EulerAncestralDiscreteScheduler", {1, 2, 3, 7, 100});
+}
+
+// The pipeline's generator: the seed's first draw times init_noise_sigma is
+// the initial latents, and each step's draw is the next of the same stream.
+TEST(EulerAncestral, SeededNoiseReproducesThePipelineGenerator) {
+  ScheduleFile f("euler_ancestral_discrete.safetensors");
+  for (const ScheduleCase& c : f.cases) {
+    SCOPED_TRACE(c.name);
+    auto s = build(c.config, c.name);
+    s->set_timesteps(c.steps);
+    TorchNoise generator(c.seed);
+    std::vector<Tensor> draws;
+    FunctionNoise recording([&](const Shape& shape) { return draws.emplace_back(generator.next(shape)); });
+    const Tensor sample_0 = f.f32(c.name + ".sample_0");
+    const Tensor latents = ops::scale(recording.next(sample_0.shape()), s->init_noise_sigma());
+    EXPECT_EQ(compare(latents, sample_0).max_abs, 0) << "initial latents";
+    const ScheduleRun run = run_schedule(*s, f, c, &recording);
+    EXPECT_EQ(run.mismatched, 0) << "worst rel diff " << run.worst;
+    ASSERT_EQ(draws.size(), size_t(c.steps) + 1);
+    for (int k = 0; k < c.steps; ++k)
+      EXPECT_EQ(compare(draws[size_t(k) + 1], f.f32(cat(c.name, ".noise_", k))).max_abs, 0) << "draw of step " << k;
+    // Can fail: a stream without the initial latents' draw misses (one step's sigma_up is 0).
+    if (c.steps > 1) {
+      TorchNoise skipped(c.seed);
+      EXPECT_GT(run_schedule(*s, f, c, &skipped).mismatched, 0) << "noise one draw early";
+    }
+  }
+}
+
+// PNDM's history is per run: a second run repeats the first, and steps run in order.
+TEST(Pndm, SetTimestepsResetsTheHistory) {
+  ScheduleFile f("pndm.safetensors");
+  for (const char* name : {"defaults_n7", "sd_plms_n7"}) {
+    const ScheduleCase& c =
+        *std::find_if(f.cases.begin(), f.cases.end(), [&](const ScheduleCase& x) { return x.name == name; });
+    auto s = build(c.config, c.name);
+    for (int run = 0; run < 2; ++run) {
+      s->set_timesteps(c.steps);
+      EXPECT_EQ(run_schedule(*s, f, c).mismatched, 0) << name << " run " << run;
+    }
+    s->set_timesteps(c.steps);
+    EXPECT_NE(
+        error_of([&] { s->step(1, f.f32(c.name + ".model_output_1"), f.f32(c.name + ".sample_0")); }).find("in order"),
+        std::string::npos);
+  }
+}
+
+// Step counts diffusers fails for or runs out of its table: named, with the file.
+TEST(SchedulerScheduleErrors, PndmAndEulerAncestral) {
+  const std::string where = "dir/scheduler_config.json";
+  struct Bad {
+    nlohmann::json config;
+    int steps;
+    std::string says;
+  };
+  const nlohmann::json pndm = {{"_class_name", "PNDMScheduler"}},
+                       euler = {{"_class_name", "EulerAncestralDiscreteScheduler"}};
+  auto with = [](nlohmann::json j, const std::string& key, nlohmann::json v) {
+    j[key] = std::move(v);
+    return j;
+  };
+  const std::vector<Bad> bad = {
+      {pndm, 3, "at least 4"},
+      {pndm, 1, "skip_prk_steps"},
+      {with(pndm, "timestep_spacing", "trailing"), 61, "timestep -1"},
+      {with(with(pndm, "skip_prk_steps", true), "steps_offset", 1), 1000, "timestep 1000"},
+      {pndm, 1001, "num_train_timesteps"},
+      {with(euler, "timestep_spacing", "trailing"), 61, "62 timesteps"},
+      {with(euler, "timestep_spacing", "leading"), 1001, "more than once"},
+  };
+  for (const Bad& b : bad) {
+    auto s = build(b.config, where);
+    const std::string msg = error_of([&] { s->set_timesteps(b.steps); });
+    EXPECT_NE(msg.find(where), std::string::npos) << b.config.dump() << " n=" << b.steps << ": " << msg;
+    EXPECT_NE(msg.find(b.says), std::string::npos) << b.config.dump() << " n=" << b.steps << ": " << msg;
+  }
+  // What does run: PLMS alone from one step, and more linspace steps than training timesteps.
+  EXPECT_NO_THROW(build(with(pndm, "skip_prk_steps", true), where)->set_timesteps(1));
+  EXPECT_NO_THROW(build(euler, where)->set_timesteps(1500));
+
+  // Euler ancestral steps are stochastic: every one needs a noise source.
+  Tensor x = testing::random_tensor({1, 2, 3}, 1);
+  auto e = build(euler, where);
+  EXPECT_NE(error_of([&] { e->scale_model_input(x, 0); }).find("before set_timesteps"), std::string::npos);
+  e->set_timesteps(4);
+  EXPECT_NE(error_of([&] { e->step(3, x, x); }).find("noise source"), std::string::npos);
+  EXPECT_THROW(e->step(0, x, testing::random_tensor({1, 2, 4}, 2)), Error);  // shapes differ
+}
+
+// ---------------------------------------------------------------- errors
 
 std::unique_ptr<Scheduler> parse(nlohmann::json j) {
   return make_scheduler(JsonConfig(std::move(j), "dir/scheduler_config.json"));
@@ -267,6 +535,20 @@ TEST(SchedulerConfigErrors, NameFileAndKey) {
       {{{"_class_name", "DDIMScheduler"}, {"trained_betas", {0.1, 0.2}}}, "trained_betas"},
       {{{"_class_name", "DDIMScheduler"}, {"beta_start", "small"}}, "beta_start"},
       {{{"_class_name", "DDIMScheduler"}, {"clip_sample", 1}}, "clip_sample"},
+      {{{"_class_name", "PNDMScheduler"}, {"prediction_type", "sample"}}, "prediction_type"},
+      {{{"_class_name", "PNDMScheduler"}, {"rescale_betas_zero_snr", true}}, "rescale_betas_zero_snr"},
+      {{{"_class_name", "PNDMScheduler"}, {"skip_prk_steps", "yes"}}, "skip_prk_steps"},
+      {{{"_class_name", "PNDMScheduler"}, {"set_alpha_to_one", 1}}, "set_alpha_to_one"},
+      {{{"_class_name", "PNDMScheduler"}, {"timestep_spacing", "karras"}}, "timestep_spacing"},
+      {{{"_class_name", "PNDMScheduler"}, {"beta_schedule", "exp"}}, "beta_schedule"},
+      {{{"_class_name", "PNDMScheduler"}, {"num_train_timesteps", 1}}, "num_train_timesteps"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"prediction_type", "sample"}}, "prediction_type"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"timestep_spacing", "uniform"}}, "timestep_spacing"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"beta_schedule", "cosine"}}, "beta_schedule"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"trained_betas", {0.1}}}, "trained_betas"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"rescale_betas_zero_snr", "on"}},
+       "rescale_betas_zero_snr"},
+      {{{"_class_name", "EulerAncestralDiscreteScheduler"}, {"steps_offset", 0.5}}, "steps_offset"},
   };
   for (const Bad& b : bad) {
     std::string msg = error_of([&] { parse(b.json); });

@@ -3,6 +3,9 @@
 //   DDIMScheduler           ddim.cpp            DDIM with eta, clipping or thresholding of x_0
 //   CogVideoXDDIMScheduler  cogvideox_ddim.cpp  DDIM on the SNR-shifted table
 //   CogVideoXDPMScheduler   cogvideox_dpm.cpp   DPM-Solver++(2M)-style steps with noise
+//   PNDMScheduler           pndm.cpp            Runge-Kutta warm-up, then linear multistep (PRK, PLMS)
+// (EulerAncestralDiscreteScheduler takes its sigmas from this table too, at
+// f32 timesteps: euler_ancestral_discrete.cpp.)
 // Timesteps are exactly the integers diffusers computes; the table is built
 // in the precision diffusers holds it (f64 for the CogVideoX schedulers with
 // scaled_linear betas, f32 otherwise) and the per-step coefficients are

@@ -8,12 +8,16 @@
 //   FlowMatchEulerDiscreteScheduler  (SD3, Flux, LTX)     flow_match_euler.cpp
 //   UniPCMultistepScheduler          (Wan 2.1 / 2.2)      unipc_multistep.cpp
 //   RFlowScheduler                   (Open-Sora 1.2)      rflow.cpp
+//   PNDMScheduler                    (Open-Sora-Plan 1.1) pndm.cpp
+//   EulerAncestralDiscreteScheduler  (Open-Sora-Plan 1.2) euler_ancestral_discrete.cpp
 // The DDPM family shares its noise table and timestep spacing (ddpm.h).
 //
-// A run: set_timesteps(n, options); then for i in [0, n): the pipeline
-// evaluates the model at timesteps()[i] on scale_model_input(x, i), applies
-// guidance, and calls step(i, ...). The first latents are a unit normal draw
-// times init_noise_sigma(). Every scheduler's numbers follow its reference
+// A run: set_timesteps(n, options); then for i in [0, timesteps().size()):
+// the pipeline evaluates the model at timesteps()[i] on
+// scale_model_input(x, i), applies guidance, and calls step(i, ...). That is
+// n evaluations for most classes; PNDM's Runge-Kutta and multistep warm-ups
+// take n + 9 or n + 1. The first latents are a unit normal draw times
+// init_noise_sigma(). Every scheduler's numbers follow its reference
 // implementation's precision (which values it holds in f32, f64 or as Python
 // floats), so steps match the reference to float rounding.
 #pragma once
