@@ -191,17 +191,8 @@ Scheduler::Schedule DdpmScheduler::make_schedule(int n, const TimestepOptions&) 
       break;
     }
     case TimestepSpacing::trailing: {
-      // np.arange(train, 0, -train / n): its length is ceil(train / ratio),
-      // which rounding can make n + 1; values start + i * delta with delta
-      // taken from the first two entries.
-      const double ratio = double(train) / double(n);
-      const double start = double(train);
-      const auto len = int64_t(std::ceil(-start / -ratio));
-      const double delta = (start + -ratio) - start;
-      for (int64_t i = 0; i < len; ++i) {
-        double v = i == 0 ? start : i == 1 ? start + -ratio : start + double(i) * delta;
-        ts.push_back(double(round_half_even(v) - 1));
-      }
+      // np.arange(train, 0, -train / n).round() - 1 (its length can be n + 1).
+      for (double v : sched::np_rounded_arange_down(double(train), double(train) / double(n))) ts.push_back(v - 1);
       break;
     }
   }

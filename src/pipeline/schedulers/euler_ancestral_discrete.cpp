@@ -57,20 +57,6 @@ double interp(const std::vector<float>& y, double x) {
   return slope * (x - double(j)) + double(y[j]);
 }
 
-// np.round(np.arange(start, 0, -step)) for start, step > 0: numpy's length
-// ceil(start / step), which rounding can make one more than intended, and
-// values start + i * delta with delta taken from the first two.
-std::vector<double> rounded_arange_down(double start, double step) {
-  const auto len = int64_t(std::ceil(-start / -step));
-  const double delta = (start + -step) - start;
-  std::vector<double> out;
-  for (int64_t i = 0; i < len; ++i) {
-    const double v = i == 0 ? start : i == 1 ? start + -step : start + double(i) * delta;
-    out.push_back(std::nearbyint(v));  // half to even, as np.round
-  }
-  return out;
-}
-
 class EulerAncestralScheduler final : public Scheduler {
  public:
   explicit EulerAncestralScheduler(EulerAncestralConfig config) : Scheduler(config.table.where), c_(std::move(config)) {
@@ -136,7 +122,8 @@ class EulerAncestralScheduler final : public Scheduler {
         break;
       }
       case TimestepSpacing::trailing:
-        for (double v : rounded_arange_down(double(train), double(train) / double(n))) ts.push_back(float(v) - 1.0f);
+        for (double v : sched::np_rounded_arange_down(double(train), double(train) / double(n)))
+          ts.push_back(float(v) - 1.0f);
         break;
     }
     if (ts.size() != size_t(n))

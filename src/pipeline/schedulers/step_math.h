@@ -87,6 +87,21 @@ inline std::vector<double> np_linspace(double start, double stop, int64_t num) {
   return out;
 }
 
+// np.round(np.arange(start, 0, -step)) for start, step > 0 (diffusers'
+// "trailing" spacing): numpy's length ceil(start / step), which rounding can
+// make one more than intended, and values start + i * delta with delta taken
+// from the first two; halves round to even, as np.round.
+inline std::vector<double> np_rounded_arange_down(double start, double step) {
+  const auto len = int64_t(std::ceil(-start / -step));
+  const double delta = (start + -step) - start;
+  std::vector<double> out;
+  for (int64_t i = 0; i < len; ++i) {
+    const double v = i == 0 ? start : i == 1 ? start + -step : start + double(i) * delta;
+    out.push_back(std::nearbyint(v));
+  }
+  return out;
+}
+
 enum class TimeShiftType { exponential, linear };
 
 // The resolution-dependent and static shifts of flow-matching sigmas and the

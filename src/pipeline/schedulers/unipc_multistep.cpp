@@ -202,13 +202,7 @@ class UniPcScheduler final : public Scheduler {
       }
       case TimestepSpacing::trailing: {
         // np.arange(train, 0, -train / n).round() - 1, as DDIMScheduler's.
-        const double ratio = double(train) / double(n);
-        const auto len = int64_t(std::ceil(double(train) / ratio));
-        const double delta = (double(train) + -ratio) - double(train);
-        for (int64_t i = 0; i < len; ++i) {
-          const double v = i == 0 ? double(train) : i == 1 ? double(train) + -ratio : double(train) + double(i) * delta;
-          ts.push_back(std::nearbyint(v) - 1);
-        }
+        for (double v : sched::np_rounded_arange_down(double(train), double(train) / double(n))) ts.push_back(v - 1);
         if (int64_t(ts.size()) != n)
           fail(where(), ": ", n, " inference steps with trailing spacing give ", ts.size(),
                " timesteps in diffusers; choose another step count");
