@@ -29,24 +29,10 @@ p.add_argument("--no-pab", action="store_true")
 args = p.parse_args()
 
 
-def stub(name, **attrs):
-    m = types.ModuleType(name)
-    m.__dict__.update(attrs)
-    sys.modules[name] = m
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+from videosys_import import use_videosys  # noqa: E402
 
-
-class _ProcessGroupMesh:
-    def __init__(self, *a):
-        pass
-
-
-for name in ["imageio", "colossalai", "colossalai.cluster"]:
-    stub(name)
-stub("omegaconf", DictConfig=dict, ListConfig=list, OmegaConf=object)
-stub("colossalai.cluster.process_group_mesh", ProcessGroupMesh=_ProcessGroupMesh)
-package = types.ModuleType("videosys")
-package.__path__ = [os.path.join(args.videosys, "videosys")]
-sys.modules["videosys"] = package
+use_videosys(args.videosys)
 
 import videosys.models.transformers.open_sora_transformer_3d as stdit_module  # noqa: E402
 from videosys.core.pab import pab_mgr  # noqa: E402
