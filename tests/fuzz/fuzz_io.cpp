@@ -25,6 +25,7 @@
 #include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "pipeline/prompt_text.h"
+#include "pipeline/tokenizer.h"
 #include "support/io_testing.h"
 #include "support/testing.h"
 
@@ -128,6 +129,42 @@ class Mutator {
       if (op == 8) s->insert(any.end, s->substr(any.begin, any.end - any.begin));
       if (op == 9) s->insert(any.begin, kJunk[below(std::size(kJunk))]);
     }
+  }
+
+  // Binary damage for a protobuf file (spiece.model): bytes flipped, set to
+  // the values that end varints and lengths, spans cut, repeated or moved.
+  std::string mutate_binary(std::string s, const std::vector<std::string>& corpus) {
+    const int n = 1 + int(below(4));
+    for (int i = 0; i < n && !s.empty(); ++i) {
+      const size_t at = below(s.size());
+      switch (below(7)) {
+        case 0:
+          s[at] = char(uint8_t(s[at]) ^ uint8_t(1u << below(8)));
+          break;
+        case 1: {
+          const uint8_t values[] = {0x00, 0x01, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x1a, 0x22, 0x08};
+          s[at] = char(values[below(std::size(values))]);
+          break;
+        }
+        case 2:
+          s.resize(at);
+          break;
+        case 3:
+          s.erase(at, std::min<size_t>(s.size() - at, 1 + below(16)));
+          break;
+        case 4:
+          s.insert(at, s.substr(below(s.size()), 1 + below(32)));
+          break;
+        case 5:  // a run of continuation bytes: a varint that never ends
+          s.insert(at, std::string(1 + below(12), char(0xff)));
+          break;
+        default: {  // a piece of another file
+          const std::string& o = corpus[below(corpus.size())];
+          s.insert(at, o.substr(below(o.size()), 1 + below(64)));
+        }
+      }
+    }
+    return s;
   }
 
   // A prompt damaged for the prompt cleaner: pieces of markup, references, escapes and
@@ -461,6 +498,29 @@ TEST(FuzzIo, PromptCleaning) {
       const std::string one = clean_caption(input);
       check_prompt_utf8(one, "cleaned prompt text");
       check_prompt_utf8(open_sora_text_preprocessing(input), "cleaned prompt text");
+    });
+  }
+  h.expect_both_outcomes();
+}
+
+// spiece.model, read by pab's own protobuf reader: every damaged model loads
+// (and tokenizes) or is refused with a message naming the file.
+TEST(FuzzIo, SentencePieceModels) {
+  testing::TempDir tmp;
+  const std::vector<std::string> corpus = {
+      testing::read_bytes(testing::data_path("fixtures/components/tokenizer/spiece.model")),
+      testing::read_bytes(testing::data_path("fixtures/components/mt5/tokenizer/spiece.model")),
+  };
+  Mutator mut(7);
+  Harness h("spiece_model");
+  const std::string path = tmp / "spiece.model";
+  const int n = iterations(1500);
+  for (int i = 0; i < n; ++i) {
+    const std::string input = mut.mutate_binary(corpus[size_t(i) % corpus.size()], corpus);
+    std::ofstream(path, std::ios::binary | std::ios::trunc).write(input.data(), std::streamsize(input.size()));
+    h.run(i, input, path, [&] {
+      auto tok = T5Tokenizer::load(tmp.path());
+      tok->tokenize("A panda, dressed in a small red jacket — café 東京 123!", 40);
     });
   }
   h.expect_both_outcomes();
