@@ -144,6 +144,11 @@ void AtomicFile::commit() {
   done_ = true;
 }
 
+void open_temporary(const std::function<void()>& open) {
+  std::lock_guard<std::mutex> lock(temporaries().mutex);
+  open();
+}
+
 // ------------------------------------------------------------------ AtomicFolder
 
 AtomicFolder::AtomicFolder(std::string path) : path_(target_of(path)) {

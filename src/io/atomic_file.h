@@ -83,6 +83,13 @@ class OutputGroup {
 // that waits for them. Call before starting any other thread.
 void install_interrupt_cleanup();
 
+// Runs `open` (which creates or reopens a temporary's file, e.g. a video
+// library opening AtomicFile::temp_path()) under the lock the interrupt
+// cleanup takes, and keeps, before it removes the temporaries: the file is
+// then opened before the cleanup, which removes it, or never (the process
+// dies first), so no temporary outlives an interrupt.
+void open_temporary(const std::function<void()>& open);
+
 // Fails with a clear message unless a file can be created at `path`
 // (the directory exists and is writable). Creates nothing.
 void check_writable(const std::string& path);

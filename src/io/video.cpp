@@ -302,8 +302,11 @@ VideoWriteReport encode_video(const std::string& path, const std::string& file, 
   st->time_base = enc->time_base;
   st->avg_frame_rate = rate;
 
+  // The temporary may have been removed by an interrupt's cleanup since it was made; opening it under the
+  // cleanup's lock keeps avio_open from making it again.
   if (!(oc->oformat->flags & AVFMT_NOFILE))
-    check_av(avio_open(&oc->pb, file.c_str(), AVIO_FLAG_WRITE), path, "cannot create the file");
+    open_temporary(
+        [&] { check_av(avio_open(&oc->pb, file.c_str(), AVIO_FLAG_WRITE), path, "cannot create the file"); });
   DictGuard mux_opts;
   if (format == VideoFormat::mp4) av_dict_set(&mux_opts.d, "movflags", "+faststart", 0);
   check_av(avformat_write_header(oc.get(), &mux_opts.d), path, "cannot write the header");
@@ -477,7 +480,9 @@ Rgb8Video decode_file(const std::string& path) {
 [[noreturn]] void no_codecs(const std::string& path) {
   fail(path, ": this build of pab has no video codecs (built with PAB_VIDEO=OFF); use PNG frame folders");
 }
-Rgb8Video decode_file(const std::string& path) { no_codecs(path); }
+Rgb8Video decode_file(const std::string& path) {
+  no_codecs(path);
+}
 #endif
 
 }  // namespace
@@ -569,7 +574,9 @@ VideoWriteReport write_video(const std::string& path, const Rgb8Video& video, co
   return report;
 }
 #else
-VideoWriteReport write_video(const std::string& path, const Rgb8Video&, const VideoWriteOptions&) { no_codecs(path); }
+VideoWriteReport write_video(const std::string& path, const Rgb8Video&, const VideoWriteOptions&) {
+  no_codecs(path);
+}
 #endif
 
 VideoWriteReport write_video(const std::string& path, const Tensor& frames, const VideoWriteOptions& opts) {
@@ -598,7 +605,9 @@ VideoInfo probe_video(const std::string& path) {
   return info;
 }
 #else
-VideoInfo probe_video(const std::string& path) { no_codecs(path); }
+VideoInfo probe_video(const std::string& path) {
+  no_codecs(path);
+}
 #endif
 
 // ------------------------------------------------------------------ PNG folders
