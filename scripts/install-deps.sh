@@ -2,7 +2,7 @@
 # Installs the Debian packages pab builds against, skipping those already present.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
-      libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libsentencepiece-dev
+      libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev
       libavcodec-dev libavformat-dev libavfilter-dev libavutil-dev libswscale-dev
       libyaml-cpp-dev libgtest-dev libgmock-dev libpng-dev
       libcairo2-dev fonts-dejavu-core)
