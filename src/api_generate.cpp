@@ -53,7 +53,7 @@ void check_request(const GenerateRequest& o) {
 
   if (o.output.empty() && o.frames_dir.empty()) fail("no output: give a video file (-o) and/or --frames-dir");
   VideoWriteOptions wo;
-  wo.fps = o.fps.value_or(8);  // checked again with the model's default once the pipeline is known
+  wo.fps = o.fps.value_or(8);  // the models' defaults (8, 24) are in range too
   if (!o.output.empty()) check_video_target(o.output, wo);
   if (!o.frames_dir.empty()) check_png_frames_target(o.frames_dir);
   if (!o.pab_report.empty()) {
@@ -157,11 +157,6 @@ Status Model::generate(const GenerateRequest& o, GenerateResult* result, const G
     r.width = plan.width;
     r.steps = plan.steps;
     r.fps = o.fps.value_or(pipe.default_fps());
-    if (!o.fps && !o.output.empty()) {
-      VideoWriteOptions wo;
-      wo.fps = r.fps;
-      check_video_target(o.output, wo);
-    }
     r.cache = cache ? cat(cache->name() == "pab" ? "PAB" : cache->name(), " ", cache->describe()) : "off";
     if (tiling == TilingChoice::on && !pipe.tiles(plan, tiling))
       r.warnings.push_back(cat(r.pipeline, " decodes frame by frame with an image VAE; tiling does not apply"));

@@ -329,7 +329,7 @@ class OpenSoraVae final : public VideoVae {
            latents.defined() ? latents.desc() : "an undefined tensor");
     const int64_t latent_frames = latents.dim(2);
     int64_t frames = o.frames;
-    if (frames == 0) frames = most_frames(latent_frames);
+    if (frames == 0) frames = max_frames(c_, latent_frames);
     if (frames < 1 || c_.latent_frames(frames) != latent_frames)
       fail(kClass, ": ", frames, " frames do not make ", latent_frames, " latent frames (",
            c_.latent_frames(std::max<int64_t>(frames, 1)), " do)");
@@ -359,8 +359,6 @@ class OpenSoraVae final : public VideoVae {
   }
 
   // Frames when each chunk's latent frames are all real ones.
-  int64_t most_frames(int64_t latent_frames) const { return max_frames(c_, latent_frames); }
-
   static int64_t max_frames(const OpenSoraVaeConfig& c, int64_t latent_frames) {
     const int64_t f = c.temporal.time_factor();
     if (c.micro_frame_size == 0) return latent_frames * f;
