@@ -34,7 +34,7 @@ class Probe final : public CachePolicy {
 
   std::string name() const override { return "probe"; }
   std::string describe() const override { return "probe"; }
-  void reset(std::vector<double>) override { kept_.clear(); }
+  void reset(std::vector<double>, int) override { kept_.clear(); }
   std::vector<SiteKind> held_kinds() const override { return {}; }
   const CacheStats& stats() const override { return stats_; }
 

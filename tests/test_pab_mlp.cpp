@@ -131,8 +131,8 @@ class TestPolicy : public CachePolicy {
   explicit TestPolicy(CachePolicy* inner = nullptr) : inner_(inner) {}
   std::string name() const override { return "test"; }
   std::string describe() const override { return "test"; }
-  void reset(std::vector<double> timesteps) override {
-    if (inner_) inner_->reset(std::move(timesteps));
+  void reset(std::vector<double> timesteps, int steps) override {
+    if (inner_) inner_->reset(std::move(timesteps), steps);
   }
   std::vector<SiteKind> held_kinds() const override { return {}; }
   const CacheStats& stats() const override { return stats_; }

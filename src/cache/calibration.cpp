@@ -61,13 +61,13 @@ std::vector<SiteKind> ChangeRecorder::held_kinds() const {
 
 const CacheStats& ChangeRecorder::stats() const { return inner_ ? inner_->stats() : no_stats_; }
 
-void ChangeRecorder::reset(std::vector<double> timesteps) {
+void ChangeRecorder::reset(std::vector<double> timesteps, int steps) {
   if (!timesteps.empty()) schedule_ = timesteps;
   previous_.clear();
   current_.clear();
   calls_this_step_.clear();
   step_ = -1;
-  if (inner_) inner_->reset(std::move(timesteps));
+  if (inner_) inner_->reset(std::move(timesteps), steps);
 }
 
 void ChangeRecorder::on_begin_step(const StepContext& step) {

@@ -59,7 +59,7 @@ class ChangeRecorder final : public CachePolicy {
   std::string describe() const override { return inner_ ? "recording " + inner_->describe() : "recording"; }
   // Forgets the previous outputs (freeing them); keeps the calls recorded. A
   // non-empty schedule is kept as the run's.
-  void reset(std::vector<double> timesteps = {}) override;
+  void reset(std::vector<double> timesteps = {}, int steps = 0) override;
   std::vector<SiteKind> held_kinds() const override;
   const CacheStats& stats() const override;
 

@@ -90,8 +90,9 @@ std::string PabConfig::describe() const {
 
 PabPolicy::PabPolicy(PabConfig config) : config_(std::move(config)) {}
 
-void PabPolicy::reset(std::vector<double> timesteps) {
+void PabPolicy::reset(std::vector<double> timesteps, int steps) {
   schedule_ = std::move(timesteps);
+  count_period_ = steps > 0 ? steps : int(schedule_.size());
   sites_.clear();
   stats_ = CacheStats();
   step_ = -1;
@@ -161,7 +162,7 @@ SiteOutput PabPolicy::run_attention(SiteId id, SiteState& s, const SiteCompute& 
   record(id, !broadcast);
 
   int next = count + 1;
-  if (config_.counting == Counting::videosys && !schedule_.empty()) next %= int(schedule_.size());
+  if (config_.counting == Counting::videosys && count_period_ > 0) next %= count_period_;
   s.count = next;
   // Keep the output only while a later call can reuse it: with a known
   // schedule (one call per step) the next call is at step_ + 1.

@@ -72,8 +72,10 @@ class PabPolicy final : public CachePolicy {
   std::string describe() const override { return config_.describe(); }
   // Forgets every cached output, count and statistic; `timesteps` is the
   // schedule about to run (one forward pass per entry), used to free caches
-  // early. An empty schedule keeps each cache until the next reset.
-  void reset(std::vector<double> timesteps = {}) override;
+  // early. An empty schedule keeps each cache until the next reset. VideoSys
+  // counts calls modulo `steps` (its update_steps(num_inference_steps)), or
+  // the schedule's length when 0.
+  void reset(std::vector<double> timesteps = {}, int steps = 0) override;
   // The kinds it broadcasts.
   std::vector<SiteKind> held_kinds() const override;
 
@@ -99,6 +101,7 @@ class PabPolicy final : public CachePolicy {
 
   PabConfig config_;
   std::vector<double> schedule_;
+  int count_period_ = 0;  // VideoSys counting's modulus; 0: none
   int step_ = -1;
   double timestep_ = 0;
   std::map<std::pair<int, int>, SiteState> sites_;  // (kind, block)

@@ -406,10 +406,12 @@ PabConfig default_pab_config(const std::string& model_class) {
   };
   // VideoSys 4cce477, videosys/pipelines/*: the defaults of CogVideoXPABConfig,
   // LattePABConfig, OpenSoraPABConfig, OpenSoraPlanV110PABConfig and
-  // OpenSoraPlanV120PABConfig, and OpenSoraPABConfig's MLP broadcast (the
-  // one default that turns it on): blocks 0-4 at int timesteps 676, 788 and
-  // 864 of the schedule, each reused for the next 2 steps; timesteps the
-  // schedule does not hold never trigger it, as in the original.
+  // OpenSoraPlanV120PABConfig, and the MLP broadcast of the two that turn it
+  // on: OpenSoraPABConfig's blocks 0-4 at int timesteps 676, 788 and 864,
+  // OpenSoraPlanV110PABConfig's blocks 0-6 at 738, 714, ..., 426 (every 24:
+  // every 4th step of its 150-step PNDM schedule), each reused for the next
+  // 2 steps; timesteps the schedule does not hold never trigger it, as in the
+  // original.
   static const Published kPublished[] = {
       {"CogVideoXTransformer3DModel", {{{2, 100, 850, {}}, {}, {}}}},
       {"LatteTransformer3DModel", {{{2, 100, 800, {}}, {3, 100, 800, {}}, {6, 100, 800, {}}}}},
@@ -427,6 +429,11 @@ PabConfig default_pab_config(const std::string& model_class) {
         for (int t : {676, 788, 864}) {
           c.mlp_spatial.push_back({t, 2, {0, 1, 2, 3, 4}});
           c.mlp_temporal.push_back({t, 2, {0, 1, 2, 3, 4}});
+        }
+      if (model_class == std::string("LatteT2V"))
+        for (int t = 738; t >= 426; t -= 24) {
+          c.mlp_spatial.push_back({t, 2, {0, 1, 2, 3, 4, 5, 6}});
+          c.mlp_temporal.push_back({t, 2, {0, 1, 2, 3, 4, 5, 6}});
         }
       return c;
     }

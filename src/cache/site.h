@@ -107,8 +107,10 @@ class CachePolicy {
   virtual std::string describe() const = 0;  // its settings in one line
   // Before a generation with the schedule about to run (one forward pass per
   // entry), and again with none when it ends on any path, so that the policy
-  // releases what it holds.
-  virtual void reset(std::vector<double> timesteps = {}) = 0;
+  // releases what it holds. `steps`: the step count the run was asked for,
+  // where the schedule has more entries (PNDM's warm-up evaluations); 0: one
+  // step per entry.
+  virtual void reset(std::vector<double> timesteps = {}, int steps = 0) = 0;
   // The site kinds whose outputs it keeps across steps (for the memory estimate).
   virtual std::vector<SiteKind> held_kinds() const = 0;
   virtual const CacheStats& stats() const = 0;

@@ -103,8 +103,9 @@ const std::vector<pyre::Regex>& compiled() {
   return regexes;
 }
 
-Text basic_clean(const Text& text) {
-  return python_strip(html_unescape(html_unescape(ftfy_fix_text(text))));
+Text basic_clean(const Text& text, CaptionStyle style) {
+  Text t = html_unescape(html_unescape(ftfy_fix_text(text)));
+  return style == CaptionStyle::open_sora ? python_strip(t) : t;
 }
 
 }  // namespace
@@ -116,7 +117,7 @@ std::vector<CaptionSub> clean_caption_subs() {
   return out;
 }
 
-Text clean_caption(const Text& input) {
+Text clean_caption(const Text& input, CaptionStyle style) {
   Text caption = unquote_plus(input);
   caption = decode(python_lower_strip(encode(caption)), "prompt text");
   const std::vector<pyre::Regex>& regexes = compiled();
@@ -133,7 +134,7 @@ Text clean_caption(const Text& input) {
         if (regexes[i].count(caption) > 3) caption = regexes[i].sub(caption, s.repl);
         break;
       case StepKind::kBasicClean:
-        caption = basic_clean(caption);
+        caption = basic_clean(caption, style);
         break;
     }
   }
@@ -142,13 +143,25 @@ Text clean_caption(const Text& input) {
 
 }  // namespace caption
 
-std::string clean_caption(const std::string& utf8) {
-  return caption::encode(caption::clean_caption(caption::decode(utf8, "prompt text")));
+std::string clean_caption(const std::string& utf8, CaptionStyle style) {
+  return caption::encode(caption::clean_caption(caption::decode(utf8, "prompt text"), style));
 }
 
-std::string open_sora_text_preprocessing(const std::string& utf8) {
+namespace {
+
+std::string two_passes(const std::string& utf8, CaptionStyle style) {
   const caption::Text text = caption::decode(utf8, "prompt text");
-  return caption::encode(caption::clean_caption(caption::clean_caption(text)));
+  return caption::encode(caption::clean_caption(caption::clean_caption(text, style), style));
+}
+
+}  // namespace
+
+std::string open_sora_text_preprocessing(const std::string& utf8) {
+  return two_passes(utf8, CaptionStyle::open_sora);
+}
+
+std::string open_sora_plan_text_preprocessing(const std::string& utf8) {
+  return two_passes(utf8, CaptionStyle::deepfloyd_if);
 }
 
 }  // namespace pab

@@ -2,6 +2,7 @@
 // Python's string semantics.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace pab {
@@ -29,12 +30,18 @@ std::string python_lower(const std::string& text);
 //   another encoding, which pab does not reproduce;
 // - a "<![" marked section that html.parser rejects (BeautifulSoup raises
 //   ParserRejectedMarkup there, so the reference fails too).
-// diffusers' copy of _clean_caption differs from this one only in its _basic_clean step, which
-// does not strip the text; see tests/test_prompt_text.cpp.
-std::string clean_caption(const std::string& utf8);
+//
+// The copies differ in one step: Open-Sora's strips the text after ftfy and html.unescape
+// (its _basic_clean); DeepFloyd IF's original, which diffusers and Open-Sora-Plan carry, does
+// not (a leading space left there keeps the anchored patterns after it from matching).
+enum class CaptionStyle : uint8_t { open_sora, deepfloyd_if };
+std::string clean_caption(const std::string& utf8, CaptionStyle style = CaptionStyle::open_sora);
 // Open-Sora 1.2's text_preprocessing(text) as the original PAB code runs it before tokenizing:
 // clean_caption(clean_caption(text)).
 std::string open_sora_text_preprocessing(const std::string& utf8);
+// Open-Sora-Plan's _text_preprocessing(text, clean_caption=True) (VideoSys 4cce477,
+// pipeline_open_sora_plan.py): two passes of the DeepFloyd IF style.
+std::string open_sora_plan_text_preprocessing(const std::string& utf8);
 
 // Fails with "<what> is not valid UTF-8 (byte N)" unless `text` is valid UTF-8.
 void check_prompt_utf8(const std::string& text, const std::string& what);

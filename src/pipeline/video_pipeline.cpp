@@ -330,7 +330,7 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   ResetOnExit reset_on_exit{cache};
   std::vector<double> model_ts = result.timesteps;
   for (double& t : model_ts) t = model_timestep(t);
-  if (cache) cache->reset(model_ts);
+  if (cache) cache->reset(model_ts, plan.steps);
 
   // The CFG pair is one batch, in the order the pipeline concatenates it.
   const bool cond_first = conditional_first();
@@ -343,9 +343,13 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   }
   if (text.device() != opts_.device) text = text.to(opts_.device);
   if (text.dtype() != opts_.dtype) text = text.to(opts_.dtype);
-  // Both entries attend to the prompt's tokens only (the original repeats the prompt's mask over the batch).
-  Tensor text_mask;
-  if (embeds.mask.defined()) text_mask = plan.cfg ? ops::concat({embeds.mask, embeds.mask}, 0) : embeds.mask;
+  // Each entry attends to its own text's tokens where the negative prompt has
+  // a mask; else both to the prompt's (Open-Sora repeats its mask over the batch).
+  Tensor text_mask = embeds.mask;
+  if (text_mask.defined() && plan.cfg) {
+    const Tensor uncond = embeds.negative_mask.defined() ? embeds.negative_mask : embeds.mask;
+    text_mask = cond_first ? ops::concat({embeds.mask, uncond}, 0) : ops::concat({uncond, embeds.mask}, 0);
+  }
   if (latents.device() != opts_.device) latents = latents.to(opts_.device);
   if (latents.dtype() != DType::f32) latents = latents.to(DType::f32);
   Backend& be = backend(opts_.device);
@@ -353,7 +357,9 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
   step_options.eta = plan.eta;
   step_options.noise = noise;
 
-  for (int i = 0; i < plan.steps; ++i) {
+  // One evaluation per timestep: PNDM's warm-up makes more than plan.steps.
+  const int evaluations = int(result.timesteps.size());
+  for (int i = 0; i < evaluations; ++i) {
     const auto started = clock::now();
     const double t = model_ts[size_t(i)];
     const StepContext step{i, t, plan.cfg ? CfgBranch::both : CfgBranch::none, plan.cfg && cond_first};
@@ -378,7 +384,7 @@ DenoiseResult VideoPipeline::denoise(const VideoPlan& plan, const PromptEmbeddin
       be.synchronize();
       StepReport r;
       r.step = i;
-      r.steps = plan.steps;
+      r.steps = evaluations;
       r.timestep = t;
       r.guidance = g;
       r.seconds = std::chrono::duration<double>(clock::now() - started).count();

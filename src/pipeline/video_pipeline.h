@@ -97,12 +97,13 @@ struct PromptEmbeddings {
   Tensor prompt;                      // [1, L, D] on the compute device
   Tensor negative;                    // [1, L, D]; undefined without CFG or where the model has its own (null_text)
   Tensor mask;                        // optional [1, L] for the transformer's cross attention, 1 = a real token
+  Tensor negative_mask;               // optional [1, L], the negative prompt's (without it, CFG's pair share `mask`)
   std::vector<std::string> warnings;  // truncated prompts, as diffusers warns
 };
 
 // After every step of the loop.
 struct StepReport {
-  int step = 0, steps = 0;
+  int step = 0, steps = 0;  // the evaluation and their count (the scheduler's timesteps)
   double timestep = 0;
   double guidance = 1;              // the scale used (dynamic CFG changes it per step)
   double seconds = 0;               // of this step, the device synchronised

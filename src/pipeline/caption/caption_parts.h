@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pipeline/caption/python_re.h"
+#include "pipeline/prompt_text.h"
 
 namespace pab::caption {
 
@@ -55,7 +56,7 @@ std::optional<Text> ftfy_upper_entity(const Text& name);
 char32_t soup_charref(uint64_t number);
 
 // One _clean_caption pass (pab::clean_caption on UTF-8).
-Text clean_caption(const Text& text);
+Text clean_caption(const Text& text, CaptionStyle style);
 
 // A re.sub step of _clean_caption: its pattern and replacement as Python holds them.
 struct CaptionSub {
