@@ -93,6 +93,31 @@ TEST(Cli, AssembledOpenSoraMakesAVideoOfTheNamedSizeAndLength) {
   EXPECT_FALSE(fs::exists(dir / "x.mp4"));
 }
 
+// Open-Sora-Plan v1.2's downloaded folders, assembled and run as
+// docs/open-sora-plan.md says: the transformer's size and frame count, 24 fps,
+// PAB's summary; a VAE of the other release is named before anything is written.
+TEST(Cli, AssembledOpenSoraPlanMakesAVideo) {
+  testing::TempDir dir;
+  const std::string v120 = data_path("open_sora_plan/v120"), v110 = data_path("open_sora_plan/v110");
+  CliRun a = pab_run("assemble open-sora-plan-1.2 --transformer " + v120 + "/transformer --vae " + v120 +
+                     "/vae --text-encoder " + v120 + "/text_encoder -o " + (dir / "osp"));
+  ASSERT_EQ(a.rc, 0) << a.out;
+  EXPECT_NE(a.out.find("text_encoder: MT5EncoderModel"), std::string::npos) << a.out;
+  CliRun g = pab_run("generate -m " + (dir / "osp") + " -p 'a red fox' --steps 3 -o " + (dir / "fox.mp4"));
+  ASSERT_EQ(g.rc, 0) << g.out;
+  EXPECT_NE(g.out.find("PAB"), std::string::npos) << g.out;
+  const VideoInfo info = probe_video(dir / "fox.mp4");
+  EXPECT_EQ(info.width, 48);
+  EXPECT_EQ(info.height, 32);
+  EXPECT_EQ(info.frames, 37);
+  EXPECT_NEAR(info.fps, 24.0, 1e-6);
+  // Each folder is of the class the recipe names, but they do not fit together.
+  EXPECT_TRUE(refused(pab_run("assemble open-sora-plan-1.2 --transformer " + v120 + "/transformer --vae " + v110 +
+                              "/vae --text-encoder " + v120 + "/text_encoder -o " + (dir / "mixed")),
+                      "a CausalVAEModel of Open-Sora-Plan v1.1 with a v1.2 transformer"));
+  EXPECT_FALSE(fs::exists(dir / "mixed"));
+}
+
 TEST(Cli, ValuesOutOfRangeAreRefusedNamingTheFlagAndTheRange) {
   testing::TempDir dir;
   const std::string run = "generate -m " + kModel + " -p 'a cat' -o " + (dir / "out.mp4") + " ";

@@ -29,6 +29,7 @@
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
+#include "models/open_sora_plan.h"
 
 namespace pab {
 
@@ -578,6 +579,21 @@ class OpenSoraT2V final : public PlanBase {
 };
 
 }  // namespace
+
+OpenSoraPlanFacts open_sora_plan_facts(const JsonConfig& config, const std::string& class_name) {
+  PAB_ASSERT(class_name == "LatteT2V" || class_name == "OpenSoraT2V", "not an Open-Sora-Plan class: ", class_name);
+  OpenSoraPlanFacts f;
+  f.v120 = class_name == "OpenSoraT2V";
+  const PlanConfig c = f.v120 ? parse_v120(config) : parse_v110(config);
+  f.in_channels = c.in_channels;
+  f.out_channels = c.out_channels;
+  f.caption_channels = c.caption_channels;
+  f.patch_size = c.patch_size;
+  f.sample_h = c.sample_h;
+  f.sample_w = c.sample_w;
+  f.latent_frames = f.v120 ? config.get<int>("sample_size_t") : c.video_length;
+  return f;
+}
 
 SiteLayout open_sora_plan_v110_site_layout(const JsonConfig& config) {
   return v110_layout(parse_v110(config));

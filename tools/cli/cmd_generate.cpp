@@ -81,7 +81,8 @@ void register_generate(CLI::App& app) {
   auto tiling_off = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
       "generate",
-      "Text to video with a diffusers pipeline folder (CogVideoX or Latte): a prompt in, a video (mp4, webm or "
+      "Text to video with a pipeline folder (CogVideoX, Latte, or Open-Sora / Open-Sora-Plan after pab "
+      "assemble): a prompt in, a video (mp4, webm or "
       "gif) and/or PNG frames out, with Pyramid Attention Broadcast (the model's published settings unless "
       "--pab says otherwise)");
   cmd->add_option("-m,--model", o->model_dir, "Pipeline folder (model_index.json and its components)")->required();
