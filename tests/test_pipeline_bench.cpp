@@ -78,6 +78,25 @@ TEST(PipelineBench, OpenSoraWorkloadIsVideoSysDefaultRun) {
   EXPECT_EQ(w.fps, 24);
 }
 
+// Open-Sora-Plan v1.2 at VideoSys's defaults (29x480p, 100 Euler ancestral
+// steps) with OpenSoraPlanV120PABConfig's spatial and cross broadcast.
+TEST(PipelineBench, OpenSoraPlanWorkloadIsVideoSysDefaultRun) {
+  const BenchWorkload w = bench_workload("open-sora-plan-1.2", 100);
+  EXPECT_EQ(w.latents, (Shape{2, 4, 8, 60, 80}));
+  EXPECT_EQ(w.text, (Shape{2, 512, 4096}));
+  ASSERT_EQ(w.timesteps.size(), 100u);
+  // EulerAncestralDiscreteScheduler's linspace spacing: 999 down to 0
+  EXPECT_EQ(w.timesteps.front(), 999);
+  EXPECT_EQ(w.timesteps.back(), 0);
+  EXPECT_NEAR(w.timesteps[1], 999 - 999.0 / 99, 1e-4);
+  EXPECT_EQ(w.pab.rule(SiteKind::spatial).range, 2);
+  EXPECT_EQ(w.pab.rule(SiteKind::cross).range, 6);
+  EXPECT_FALSE(w.pab.rule(SiteKind::temporal).enabled());
+  w.pab.validate(transformer_site_layout(JsonConfig(w.config, "open-sora-plan-1.2")));
+  EXPECT_FALSE(w.conditional_first);
+  EXPECT_EQ(w.guidance, 7.5);
+}
+
 TEST(PipelineBench, RunsOnTinyConfigs) {
   const std::string model = "fixtures/pipeline/cogvideox_ddim/model/";
   PipelineBenchWorkload w;

@@ -66,7 +66,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 std::vector<std::string> bench_workload_names() {
-  return {"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2"};
+  return {"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2", "open-sora-plan-1.2"};
 }
 
 BenchWorkload bench_workload(const std::string& name, int steps) {
@@ -150,6 +150,34 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     w.timesteps = scheduler_timesteps(w.scheduler, name, steps, t);
     for (double& ts : w.timesteps) ts = bf16_to_f32(f32_to_bf16(float(ts)));
     return w;
+  } else if (name == "open-sora-plan-1.2") {
+    // LanguageBind/Open-Sora-Plan-v1.2.0/29x480p (OpenSoraT2V-ROPE-L-122: 32 layers of 24 heads of 96)
+    // at VideoSys's defaults: 29 frames of 480x640 (8 latent frames of 60x80), mT5's 512 tokens,
+    // guidance 7.5, EulerAncestralDiscreteScheduler's 100 steps (pab bench --steps 100).
+    w.config = {{"_class_name", "OpenSoraT2V"},
+                {"num_layers", 32},
+                {"num_attention_heads", 24},
+                {"attention_head_dim", 96},
+                {"in_channels", 4},
+                {"out_channels", 8},
+                {"cross_attention_dim", 2304},
+                {"caption_channels", 4096},
+                {"sample_size", {60, 80}},
+                {"sample_size_t", 8},
+                {"patch_size", 2},
+                {"patch_size_t", 1},
+                {"use_rope", true},
+                {"norm_type", "ada_norm_single"},
+                {"activation_fn", "gelu-approximate"},
+                {"attention_bias", true},
+                {"norm_elementwise_affine", false},
+                {"norm_eps", 1e-6},
+                {"num_embeds_ada_norm", 1000}};
+    w.latents = {2, 4, 8, 60, 80};
+    w.text = {2, 512, 4096};
+    w.scheduler = {{"_class_name", "EulerAncestralDiscreteScheduler"}};
+    w.pab = default_pab_config("OpenSoraT2V");
+    w.guidance = 7.5;
   } else {
     std::string names;
     for (const auto& n : bench_workload_names()) names += (names.empty() ? "" : ", ") + n;
