@@ -249,6 +249,9 @@ TEST(OpenSoraPlanPipeline, MismatchedComponentsAreRefused) {
   fs::copy(dir("v110") + "/text_encoder/spiece.model", tmp / "mixed/spiece.model");
   const std::string mixed = open_error("v120", {{"text_encoder", tmp / "mixed"}});
   EXPECT_NE(mixed.find("a tokenizer of another model"), std::string::npos) << mixed;
+  // And the other way: mT5's tokenizer (more pieces than T5's vocabulary) with the T5 encoder.
+  EXPECT_NE(open_error("v110", {{"tokenizer", dir("v120") + "/text_encoder"}}).find("a tokenizer of another model"),
+            std::string::npos);
   // The fixtures themselves open.
   EXPECT_EQ(open_error("v110", {}), "");
   EXPECT_EQ(open_error("v120", {}), "");
