@@ -23,6 +23,14 @@
 //   v1.2 transformer_blocks[i].attn2                                         -> {cross, i}
 // v1.1 keeps the gated attention output (a broadcast step skips the norm,
 // modulation and gate); v1.2 keeps it before the gate, as the original does.
+//
+// Sequence parallel (LoadOptions::comm with several ranks), as the other
+// models split: v1.1 as Latte (each rank a contiguous share of the frames;
+// temporal attention trades it for a share of the patch positions and back,
+// all-to-all), v1.2 as CogVideoX (each rank a contiguous share of the video
+// tokens; full attention trades tokens for heads, Ulysses). Shares that do not
+// divide evenly are padded; the output is gathered once per pass. A
+// broadcast attention site exchanges nothing.
 #include <cmath>
 
 #include "core/registry.h"
@@ -30,6 +38,7 @@
 #include "models/embeddings.h"
 #include "models/layers.h"
 #include "models/open_sora_plan.h"
+#include "parallel/comm.h"
 
 namespace pab {
 
@@ -241,19 +250,23 @@ class PlanBase : public DiffusionTransformer {
   LatentLayout layout() const override { return LatentLayout::bcfhw; }
   int in_channels() const override { return c_.in_channels; }
   int out_channels() const override { return c_.out_channels; }
+  bool sequence_parallel() const override { return true; }
 
  protected:
   struct Prepared {
     int64_t bsz, frames, gh, gw;
-    Tensor tokens;    // [B*F, gh*gw, D]
+    Shard frames_shard;  // this rank's frames (all of them on one rank)
+    Tensor tokens;       // [B*F, gh*gw, D], F this rank's frames
     Tensor t_emb;     // [1, D] embedded timestep
     Tensor t_mod;     // [6, D] block modulation
     Tensor caption;   // [B, L, D]
     Tensor key_mask;  // [B, L] or undefined
   };
 
-  // Checks the inputs, embeds the patches of every frame, the timestep and the caption.
-  Prepared prepare(const TransformerInputs& in) const {
+  // Checks the inputs, embeds the patches of every frame (with
+  // `shard_frames` and several ranks, of this rank's frames), the timestep
+  // and the caption.
+  Prepared prepare(const TransformerInputs& in, bool shard_frames) const {
     const std::string name = class_name();
     const Tensor& x = in.latents;
     if (x.rank() != 5 || x.dim(1) != c_.in_channels)
@@ -272,10 +285,14 @@ class PlanBase : public DiffusionTransformer {
     r.gh = h / p;
     r.gw = w / p;
     const int64_t d = c_.inner();
+    Communicator* comm = shard_frames ? parallel() : nullptr;
+    r.frames_shard = comm ? shard_of(r.frames, comm->size(), comm->rank()) : Shard{r.frames, r.frames, 0, r.frames};
+    const int64_t local = r.frames_shard.local;
     // [B, C, F, H, W] -> [B*F, C, H, W] -> [B*F, D, gh, gw] -> [B*F, gh*gw, D]
-    Tensor frames_first = ops::permute(x, {0, 2, 1, 3, 4}).reshape({r.bsz * r.frames, c_.in_channels, h, w});
+    Tensor frames_first = ops::permute(comm ? take_shard(x, 2, r.frames_shard) : x, {0, 2, 1, 3, 4})
+                              .reshape({r.bsz * local, c_.in_channels, h, w});
     Tensor t = ops::conv2d(frames_first, patch_w_, &patch_b_, {p, p});
-    r.tokens = ops::permute(t.reshape({r.bsz * r.frames, d, r.gh * r.gw}), {0, 2, 1});
+    r.tokens = ops::permute(t.reshape({r.bsz * local, d, r.gh * r.gw}), {0, 2, 1});
 
     // One timestep for the whole batch, so every modulation is [1, D].
     Tensor t_proj = host(timestep_embedding({in.timestep}, kTimeProjDim, true, 0), {1, kTimeProjDim});
@@ -286,11 +303,15 @@ class PlanBase : public DiffusionTransformer {
     return r;
   }
 
-  // The output layer on tokens [B*F, gh*gw, D] -> [B, Co, F, H, W].
+  // The output layer on tokens [B, T, D] in frame-major order (T: this
+  // rank's share of the F*gh*gw tokens, all of them on one rank) -> [B, Co,
+  // F, H, W], every rank's share gathered.
   Tensor finish(const Prepared& r, const Tensor& tokens) const {
     auto m = ops::chunk(ops::add(scale_shift_table_, r.t_emb), 2, 0);  // shift, scale: [1, D]
     Tensor hs = ops::norm_modulate(one_sequence(tokens), nullptr, nullptr, 1e-6f, m[0], m[1]);
-    Tensor out = proj_out_(hs);  // [1, B*F*gh*gw, p*p*Co]
+    Tensor out = proj_out_(hs).reshape({r.bsz, tokens.dim(1), -1});  // [B, T, p*p*Co]
+    if (Communicator* comm = parallel())
+      out = ops::slice(all_gather(*comm, out, 1), 1, 0, r.frames * r.gh * r.gw);
     const int64_t p = c_.patch_size, co = c_.out_channels;
     // [B, F, gh, gw, p, p, Co] -> [B, Co, F, gh, p, gw, p]
     out = ops::permute(out.reshape({r.bsz, r.frames, r.gh, r.gw, p, p, co}), {0, 6, 1, 2, 4, 3, 5});
@@ -341,6 +362,8 @@ class PlanBase : public DiffusionTransformer {
             Tensor::from_vector(sin, {rows, dh}).to(opts_.device)};
   }
 
+  Communicator* parallel() const { return opts_.comm && opts_.comm->size() > 1 ? opts_.comm : nullptr; }
+
   PlanConfig c_;
   LoadOptions opts_;
 
@@ -366,29 +389,31 @@ class LatteT2V final : public PlanBase {
   std::string class_name() const override { return "LatteT2V"; }
   SiteLayout site_layout() const override { return v110_layout(c_); }
 
+  // The states stay [B*F, N, D] (this rank's frames) throughout: the temporal
+  // blocks' norms, modulation and feed-forward are token-wise, and their
+  // attention runs over the frames of each position without regrouping.
   Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
-    Prepared r = prepare(in);
-    const int64_t n = r.gh * r.gw, d = c_.inner(), bsz = r.bsz, frames = r.frames;
+    Prepared r = prepare(in, /*shard_frames=*/true);
+    const int64_t n = r.gh * r.gw, d = c_.inner(), bsz = r.bsz, local = r.frames_shard.local;
     Tensor hs = ops::add(r.tokens, spatial_positions(r.gh, r.gw));  // [B*F, N, D]
     RopeTables rope_2d, rope_1d;
     if (c_.use_rope) {
       rope_2d = spatial_rope(r.gh, r.gw);
-      rope_1d = temporal_rope(frames);
+      rope_1d = temporal_rope(r.frames);
     }
     for (int i = 0; i < c_.num_layers; ++i) {
       hs = run_site1(sites, {SiteKind::block, 2 * i}, hs, [&] {
         return block_forward(spatial_[size_t(i)], i, false, hs, r, c_.use_rope ? &rope_2d : nullptr, sites);
       });
-      // [B*F, N, D] -> [B, N, F, D] -> [B*N, F, D]
-      hs = ops::permute(hs.reshape({bsz, frames, n, d}), {0, 2, 1, 3}).reshape({bsz * n, frames, d});
-      if (i == 0) hs = ops::add(hs, temporal_positions(frames));
+      if (i == 0) {  // per frame, this rank's rows
+        const Tensor pos = take_shard(temporal_positions(r.frames), 0, r.frames_shard).reshape({local, 1, d});
+        hs = ops::add(hs.reshape({bsz, local, n, d}), pos).reshape({bsz * local, n, d});
+      }
       hs = run_site1(sites, {SiteKind::block, 2 * i + 1}, hs, [&] {
         return block_forward(temporal_[size_t(i)], i, true, hs, r, c_.use_rope ? &rope_1d : nullptr, sites);
       });
-      // [B*N, F, D] -> [B, F, N, D] -> [B*F, N, D]
-      hs = ops::permute(hs.reshape({bsz, n, frames, d}), {0, 2, 1, 3}).reshape({bsz * frames, n, d});
     }
-    return finish(r, hs);
+    return finish(r, hs.reshape({bsz, local * n, d}));
   }
 
  private:
@@ -417,13 +442,15 @@ class LatteT2V final : public PlanBase {
     return b;
   }
 
-  // One block on hs [S, T, D]: spatial blocks see [B*F, N, D], temporal [B*N, F, D].
+  // One block on hs [B*F, N, D]: spatial blocks attend over each frame's
+  // patches, temporal ones over each patch position's frames.
   Tensor block_forward(const Block& b, int index, bool temporal, Tensor hs, const Prepared& r, const RopeTables* rope,
                        const Sites* sites) const {
     // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
     auto m = ops::chunk(ops::add(b.scale_shift_table, r.t_mod), 6, 0);
     Tensor attn = run_site1(sites, {temporal ? SiteKind::temporal : SiteKind::spatial, index}, hs, [&] {
-      return gated(m[2], self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), rope));
+      const Tensor x = norm_modulate(b.norm1, hs, m[0], m[1]);
+      return gated(m[2], temporal ? temporal_attention(b.attn1, x, r, rope) : self_attention(b.attn1, x, rope));
     });
     hs = ops::add(hs, attn);
     if (!temporal) {
@@ -433,6 +460,28 @@ class LatteT2V final : public PlanBase {
     Tensor ff = run_site1(sites, {temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial, index}, hs,
                           [&] { return gated(m[5], b.ff(norm_modulate(b.norm_ff, hs, m[3], m[4]))); });
     return ops::add(hs, ff);
+  }
+
+  // x [B*F, N, D] (frame-major, this rank's frames) -> self attention over
+  // all F frames of each of the N positions, the positions acting as heads:
+  // [B, F, N * H, Dh], 1D rotary positions [F, Dh] by frame. With several
+  // ranks the exchange brings all frames of a share of the positions, and back.
+  Tensor temporal_attention(const Attention& a, const Tensor& x, const Prepared& r, const RopeTables* rope) const {
+    Communicator* comm = parallel();
+    const int64_t n = x.dim(1), d = x.dim(2);
+    Tensor seq = x.reshape({r.bsz, x.dim(0) / r.bsz, n, d});  // [B, F, N, D]
+    if (comm) seq = frames_to_positions(*comm, seq, r.frames);  // [B, F, N / ranks, D]
+    const Shape heads = {r.bsz, r.frames, seq.dim(2) * c_.heads, c_.head_dim};
+    Tensor q = a.to_q(seq).reshape(heads), k = a.to_k(seq).reshape(heads);
+    if (rope) {
+      q = ops::rope(q, rope->cos, rope->sin);
+      k = ops::rope(k, rope->cos, rope->sin);
+    }
+    AttentionArgs args;
+    args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
+    Tensor out = a.to_out(ops::attention(q, k, a.to_v(seq).reshape(heads), args).reshape(seq.shape()));
+    if (comm) out = positions_to_frames(*comm, out, n);  // [B, F / ranks, N, D]
+    return out.reshape(x.shape());
   }
 
   // PatchEmbed's 2D sin-cos table for the patch grid: [gh*gw, D] (base size:
@@ -522,17 +571,23 @@ class OpenSoraT2V final : public PlanBase {
   SiteLayout site_layout() const override { return v120_layout(c_); }
 
   Tensor forward_pass(const TransformerInputs& in, const Sites* sites) override {
-    Prepared r = prepare(in);
-    const int64_t d = c_.inner();
-    Tensor hs = r.tokens.reshape({r.bsz, r.frames * r.gh * r.gw, d});  // [B, F*N, D]
-    const RopeTables rope = rope_3d(r.frames, r.gh, r.gw);
+    Prepared r = prepare(in, /*shard_frames=*/false);
+    const int64_t d = c_.inner(), tokens = r.frames * r.gh * r.gw;
+    Tensor hs = r.tokens.reshape({r.bsz, tokens, d});  // [B, F*N, D]
+    RopeTables rope = rope_3d(r.frames, r.gh, r.gw);
+    if (Communicator* comm = parallel()) {  // this rank's tokens
+      const Shard mine = shard_of(tokens, comm->size(), comm->rank());
+      hs = take_shard(hs, 1, mine);
+      rope = {take_shard(rope.cos, 0, mine), take_shard(rope.sin, 0, mine)};
+    }
     for (int i = 0; i < c_.num_layers; ++i) {
       hs = run_site1(sites, {SiteKind::block, i}, hs, [&] {
         const Block& b = blocks_[size_t(i)];
         // [6, D] -> shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp: [1, D] each
         auto m = ops::chunk(ops::add(b.scale_shift_table, r.t_mod), 6, 0);
         Tensor attn = run_site1(sites, {SiteKind::spatial, i}, hs, [&] {
-          return self_attention(b.attn1, norm_modulate(b.norm1, hs, m[0], m[1]), &rope);
+          const Tensor x = norm_modulate(b.norm1, hs, m[0], m[1]);
+          return parallel() ? ulysses_attention(b.attn1, x, tokens, rope) : self_attention(b.attn1, x, &rope);
         });
         Tensor x = ops::gated_add(one_sequence(hs), m[2], one_sequence(attn)).reshape(hs.shape());
         x = ops::add(x, run_site1(sites, {SiteKind::cross, i}, x, [&] { return cross_attention(b.attn2, x, r); }));
@@ -540,7 +595,7 @@ class OpenSoraT2V final : public PlanBase {
         return ops::gated_add(one_sequence(x), m[5], one_sequence(ff)).reshape(x.shape());
       });
     }
-    return finish(r, hs.reshape({r.bsz * r.frames, r.gh * r.gw, d}));
+    return finish(r, hs);
   }
 
  private:
@@ -550,6 +605,40 @@ class OpenSoraT2V final : public PlanBase {
     Attention attn1, attn2;
     FeedForward ff;
   };
+
+  // x [B, S, D], this rank's S of the n video tokens -> their self attention
+  // over all n (Ulysses): one all-to-all trades q, k and v of its tokens for
+  // those of every token for a share of the heads (padded to a multiple of
+  // the ranks), the padding tokens are dropped, a second all-to-all returns
+  // each rank its tokens with every head.
+  Tensor ulysses_attention(const Attention& a, const Tensor& x, int64_t n, const RopeTables& rope) const {
+    Communicator& comm = *parallel();
+    const int ranks = comm.size();
+    const int64_t bsz = x.dim(0), s = x.dim(1), dh = c_.head_dim;
+    const int64_t heads = (c_.heads + ranks - 1) / ranks * ranks;
+    const Shape by_head = {bsz, s, c_.heads, dh};
+    Tensor q = ops::rope(a.to_q(x).reshape(by_head), rope.cos, rope.sin);
+    Tensor k = ops::rope(a.to_k(x).reshape(by_head), rope.cos, rope.sin);
+    auto stacked = [&](const Tensor& t) { return pad_to(t, 2, heads).reshape({bsz, s, 1, heads, dh}); };
+    // [B, S, 3, H, Dh] -> [B, ranks * S, 3, H / ranks, Dh]
+    Tensor all = all_to_all(comm, ops::concat({stacked(q), stacked(k), stacked(a.to_v(x).reshape(by_head))}, 2), 3, 1);
+    std::vector<Tensor> parts;
+    for (int r = 0; r < ranks; ++r) {
+      const int64_t valid = shard_of(n, ranks, r).valid;
+      if (valid > 0) parts.push_back(ops::slice(all, 1, r * s, r * s + valid));
+    }
+    Tensor joint = ops::concat(parts, 1);  // [B, n, 3, H / ranks, Dh]
+    const Shape one = {bsz, n, heads / ranks, dh};
+    AttentionArgs args;
+    args.scale = float(1.0 / std::sqrt(double(dh)));
+    Tensor o = ops::attention(ops::slice(joint, 2, 0, 1).reshape(one), ops::slice(joint, 2, 1, 2).reshape(one),
+                              ops::slice(joint, 2, 2, 3).reshape(one), args);  // [B, n, H / ranks, Dh]
+    parts.clear();
+    for (int r = 0; r < ranks; ++r) parts.push_back(take_shard(o, 1, shard_of(n, ranks, r)));
+    Tensor back = all_to_all(comm, ops::concat(parts, 1), 1, 2);  // [B, S, H, Dh]
+    if (heads != c_.heads) back = ops::slice(back, 2, 0, c_.heads);
+    return a.to_out(back.reshape(x.shape()));
+  }
 
   // RoPE3D: [F*gh*gw, Dh], a row [frame (Dh/3) | row (Dh/3) | column (Dh/3)],
   // positions arange(n) / interpolation scale. The original caches each
