@@ -2,6 +2,7 @@
 // describe CogVideoX-2b (checked without running it: it needs a GPU), and the
 // benchmark's code path runs end to end on the CPU with the tiny fixture
 // configs and generated weights.
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -95,6 +96,19 @@ TEST(PipelineBench, OpenSoraPlanWorkloadIsVideoSysDefaultRun) {
   w.pab.validate(transformer_site_layout(JsonConfig(w.config, "open-sora-plan-1.2")));
   EXPECT_FALSE(w.conditional_first);
   EXPECT_EQ(w.guidance, 7.5);
+}
+
+// Open-Sora-Plan v1.1 at VideoSys's defaults: PNDM's 150 steps are 159
+// evaluations, and its published MLP broadcast keys (738 ... 426, every 24)
+// are timesteps of that schedule (multiples of 1000 // 150 = 6).
+TEST(PipelineBench, OpenSoraPlanV110WorkloadHoldsItsMlpKeys) {
+  const BenchWorkload w = bench_workload("open-sora-plan-1.1", 150);
+  EXPECT_EQ(w.latents, (Shape{2, 4, 17, 64, 64}));
+  ASSERT_EQ(w.timesteps.size(), 159u);
+  ASSERT_EQ(w.pab.mlp_spatial.size(), 14u);
+  for (const MlpBroadcast& e : w.pab.mlp_spatial)
+    EXPECT_NE(std::find(w.timesteps.begin(), w.timesteps.end(), double(e.timestep)), w.timesteps.end()) << e.timestep;
+  w.pab.validate(transformer_site_layout(JsonConfig(w.config, "open-sora-plan-1.1")));
 }
 
 TEST(PipelineBench, RunsOnTinyConfigs) {

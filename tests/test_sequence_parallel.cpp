@@ -1,13 +1,17 @@
-// Sequence parallelism: the tensor collectives, and CogVideoX and Latte split
-// over 2 to 4 ranks (threads here, processes through `pab replay --gpus`)
-// matching the diffusers fixtures as the single-rank run does, with PAB's
+// Sequence parallelism: the tensor collectives, and every transformer
+// (CogVideoX, Latte, Open-Sora, Open-Sora-Plan) split over 2 to 4 ranks
+// (threads here, processes through `pab replay --gpus`) matching the
+// diffusers and VideoSys fixtures as the single-rank run does, with PAB's
 // broadcast steps skipping the exchanges.
 #include <filesystem>
 #include <mutex>
 
 #include "backend/ops.h"
 #include "cache/pab.h"
+#include "core/registry.h"
+#include "io/config.h"
 #include "io/safetensors.h"
+#include "models/random_weights.h"
 #include "models/transformer.h"
 #include "pipeline/replay.h"
 #include "support/io_testing.h"
@@ -82,10 +86,10 @@ constexpr double kTol = 1e-5;
 struct Split {
   std::string fixture;
   int ranks;
-  // The attention that needs the whole sequence: CogVideoX's joint and
-  // Open-Sora-Plan 1.2's full attention sit at the spatial sites; Latte's,
-  // Open-Sora's and Open-Sora-Plan 1.1's temporal attention at the temporal ones.
-  SiteKind exchanging = SiteKind::temporal;
+  // The attention that needs the whole sequence and so exchanges: CogVideoX's
+  // joint and Open-Sora-Plan 1.2's full 3D attention sit at the spatial site;
+  // Latte, Open-Sora and Open-Sora-Plan 1.1 exchange in temporal attention.
+  SiteKind exchanging;
 };
 
 class SequenceParallel : public ::testing::TestWithParam<Split> {};
@@ -129,16 +133,57 @@ INSTANTIATE_TEST_SUITE_P(Splits, SequenceParallel,
                                            Split{"transformer/cogvideox_2b_style_small_input", 3, SiteKind::spatial},
                                            Split{"transformer/cogvideox_5b_style", 4, SiteKind::spatial},
                                            Split{"transformer/cogvideox_1_5_style", 2, SiteKind::spatial},
-                                           Split{"transformer/latte", 2}, Split{"transformer/latte", 3},
-                                           Split{"videosys/open_sora", 2}, Split{"videosys/open_sora_mlp", 3},
-                                           Split{"videosys/open_sora_plan_v110", 2},
-                                           Split{"videosys/open_sora_plan_v110", 3},
+                                           Split{"transformer/latte", 2, SiteKind::temporal},
+                                           Split{"transformer/latte", 3, SiteKind::temporal},
+                                           Split{"videosys/open_sora", 2, SiteKind::temporal},
+                                           Split{"videosys/open_sora_mlp", 3, SiteKind::temporal},
+                                           // 4 frames: 3 ranks pad the frames to 6
+                                           Split{"videosys/open_sora_plan_v110", 2, SiteKind::temporal},
+                                           Split{"videosys/open_sora_plan_v110", 3, SiteKind::temporal},
+                                           // 2 heads, 64 tokens: 3 ranks pad the heads to 3 and the tokens to 66
                                            Split{"videosys/open_sora_plan_v120", 2, SiteKind::spatial},
                                            Split{"videosys/open_sora_plan_v120", 3, SiteKind::spatial}),
                          [](const auto& info) {
                            std::string name = info.param.fixture.substr(info.param.fixture.find('/') + 1);
                            return name + "_" + std::to_string(info.param.ranks);
                          });
+
+// Every registered model splits; a model added without a split (this
+// file's own, registered here only) says so when loaded for several ranks
+// and loads for one.
+class SingleRankModel final : public DiffusionTransformer {
+ public:
+  std::string class_name() const override { return "SingleRankTestModel"; }
+  LatentLayout layout() const override { return LatentLayout::bcfhw; }
+  int in_channels() const override { return 4; }
+  int out_channels() const override { return 4; }
+  SiteLayout site_layout() const override { return {{{SiteKind::step, 1}}}; }
+  Tensor forward_pass(const TransformerInputs& in, const Sites*) override { return in.latents; }
+};
+
+PAB_REGISTER(TransformerFamily, "SingleRankTestModel",
+             {[](const JsonConfig&, const WeightSource&, const LoadOptions&) -> std::unique_ptr<DiffusionTransformer> {
+                return std::make_unique<SingleRankModel>();
+              },
+              [](const JsonConfig&) { return SingleRankModel().site_layout(); },
+              [](const JsonConfig&, const ForwardShape&) { return ForwardFootprint{}; }});
+
+TEST(SequenceParallel, ModelWithoutASplitIsAClearError) {
+  const JsonConfig config(nlohmann::json{{"_class_name", "SingleRankTestModel"}}, "test config");
+  const RandomWeights weights(1);
+  EXPECT_NE(load_transformer(config, weights, LoadOptions{}), nullptr);
+  ThreadGroup group(2);
+  try {
+    group.run([&](Communicator& comm) {
+      LoadOptions opts;
+      opts.comm = &comm;
+      load_transformer(config, weights, opts);
+    });
+    FAIL() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "SingleRankTestModel does not run sequence-parallel yet (--gpus 2); it runs on one GPU");
+  }
+}
 
 // The multi-process path: `pab replay --gpus N` starts N - 1 more ranks
 // (host shared memory) and writes the reference's outputs; with
@@ -150,7 +195,7 @@ struct Launch {
 class ReplayCommand : public ::testing::TestWithParam<Launch> {};
 
 TEST_P(ReplayCommand, MatchesTheReference) {
-  const std::string dir = data_path("fixtures/transformer/" + GetParam().fixture);
+  const std::string dir = data_path("fixtures/" + GetParam().fixture);
   testing::TempDir tmp;
   const std::string out = tmp / "sp_replay.safetensors";
   std::string log;
@@ -163,12 +208,15 @@ TEST_P(ReplayCommand, MatchesTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Launches, ReplayCommand,
-                         ::testing::Values(Launch{"cogvideox_5b_style", "--gpus 2"},
-                                           Launch{"cogvideox_5b_style", "--gpus 2 --cfg-parallel"},
-                                           Launch{"latte", "--gpus 4 --cfg-parallel"}),
+                         ::testing::Values(Launch{"transformer/cogvideox_5b_style", "--gpus 2"},
+                                           Launch{"transformer/cogvideox_5b_style", "--gpus 2 --cfg-parallel"},
+                                           Launch{"transformer/latte", "--gpus 4 --cfg-parallel"},
+                                           Launch{"videosys/open_sora_plan_v110", "--gpus 3"},
+                                           Launch{"videosys/open_sora_plan_v120", "--gpus 3"}),
                          [](const auto& info) {
-                           return info.param.fixture + (info.param.flags.find("cfg") != std::string::npos ? "_cfg" : "") +
-                                  "_" + std::to_string(info.param.flags[7] - '0');
+                           return info.param.fixture.substr(info.param.fixture.find('/') + 1) +
+                                  (info.param.flags.find("cfg") != std::string::npos ? "_cfg" : "") + "_" +
+                                  std::to_string(info.param.flags[7] - '0');
                          });
 
 // A bad argument fails on every rank: one clear error, said once, no output,

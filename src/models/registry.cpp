@@ -94,8 +94,7 @@ std::unique_ptr<DiffusionTransformer> load_transformer(const JsonConfig& config,
   auto model = family_of(config).load(config, use, opts);
   check_weights_used(use, cls, opts);
   if (opts.comm && opts.comm->size() > 1 && !model->sequence_parallel())
-    fail(cls, " does not run sequence-parallel yet (--gpus ", opts.comm->size(),
-         "); CogVideoX, Latte and Open-Sora do, other models run on one GPU");
+    fail(cls, " does not run sequence-parallel yet (--gpus ", opts.comm->size(), "); it runs on one GPU");
   if (opts.cfg_comm && opts.cfg_comm->size() > 1)
     model = std::make_unique<CfgParallel>(std::move(model), *opts.cfg_comm);
   return model;

@@ -66,7 +66,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 std::vector<std::string> bench_workload_names() {
-  return {"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2", "open-sora-plan-1.2"};
+  return {"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2", "open-sora-plan-1.1", "open-sora-plan-1.2"};
 }
 
 BenchWorkload bench_workload(const std::string& name, int steps) {
@@ -150,6 +150,33 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     w.timesteps = scheduler_timesteps(w.scheduler, name, steps, t);
     for (double& ts : w.timesteps) ts = bf16_to_f32(f32_to_bf16(float(ts)));
     return w;
+  } else if (name == "open-sora-plan-1.1") {
+    // LanguageBind/Open-Sora-Plan-v1.1.0/65x512x512 (LatteT2V-XL/122: 28 layers of 16 heads of 72) at
+    // VideoSys's defaults: 65 frames of 512x512 (17 latent frames of 64x64), T5's prompt cut to its
+    // tokens, guidance 7.5, PNDM's 150 steps (159 evaluations: pab bench --steps 150), the
+    // published PAB with its MLP broadcast.
+    w.config = {{"_class_name", "LatteT2V"},
+                {"num_layers", 28},
+                {"num_attention_heads", 16},
+                {"attention_head_dim", 72},
+                {"in_channels", 4},
+                {"out_channels", 8},
+                {"cross_attention_dim", 1152},
+                {"caption_channels", 4096},
+                {"sample_size", {64, 64}},
+                {"video_length", 17},
+                {"patch_size", 2},
+                {"norm_type", "ada_norm_single"},
+                {"activation_fn", "gelu-approximate"},
+                {"attention_bias", true},
+                {"norm_elementwise_affine", false},
+                {"norm_eps", 1e-6},
+                {"num_embeds_ada_norm", 1000}};
+    w.latents = {2, 4, 17, 64, 64};
+    w.text = {2, 20, 4096};  // a prompt of 20 tokens: the embeddings are cut to it
+    w.scheduler = {{"_class_name", "PNDMScheduler"}};
+    w.pab = default_pab_config("LatteT2V");
+    w.guidance = 7.5;
   } else if (name == "open-sora-plan-1.2") {
     // LanguageBind/Open-Sora-Plan-v1.2.0/29x480p (OpenSoraT2V-ROPE-L-122: 32 layers of 24 heads of 96)
     // at VideoSys's defaults: 29 frames of 480x640 (8 latent frames of 60x80), mT5's 512 tokens,

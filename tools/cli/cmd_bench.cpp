@@ -12,12 +12,13 @@ void register_bench(CLI::App& app) {
       "Time a benchmark workload (docs/performance.md): the transformer's denoising loop (batched CFG, generated "
       "weights of the real architecture), or the whole pipeline from prompt to frames, without and with PAB");
   cmd->add_option("-w,--workload", req->workload,
-                  "cogvideox-2b, cogvideox-5b, latte-1, open-sora-1.2, open-sora-plan-1.2 (the loop; Open-Sora at 480p "
-                  "9:16, 51 frames, as its paper runs it with --steps 30; Open-Sora-Plan v1.2 at 29x480p, as VideoSys "
-                  "runs it with --steps 100) or cogvideox-2b-pipeline (T5 encode, denoise, VAE decode)")
+                  "cogvideox-2b, cogvideox-5b, latte-1, open-sora-1.2, open-sora-plan-1.1, open-sora-plan-1.2 (the loop; "
+                  "Open-Sora at 480p 9:16, 51 frames, as its paper runs it with --steps 30; Open-Sora-Plan v1.1 at "
+                  "65x512x512 with --steps 150, v1.2 at 29x480p with --steps 100, as VideoSys runs them) or "
+                  "cogvideox-2b-pipeline (T5 encode, denoise, VAE decode)")
       ->required()
-      ->check(CLI::IsMember({"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2", "open-sora-plan-1.2",
-                             "cogvideox-2b-pipeline"}));
+      ->check(CLI::IsMember({"cogvideox-2b", "cogvideox-5b", "latte-1", "open-sora-1.2", "open-sora-plan-1.1",
+                             "open-sora-plan-1.2", "cogvideox-2b-pipeline"}));
   cmd->add_flag("--pab", req->pab, "Also run with the workload's PAB configuration and report the speed-up");
   cmd->add_option("--steps", req->steps, "Denoising steps")->capture_default_str();
   cmd->add_flag("--json", req->json, "Print JSON instead of text");

@@ -120,8 +120,9 @@ void add_device_option(CLI::App* cmd, ComputeOptions* opts) {
 
 void add_parallel_options(CLI::App* cmd, ComputeOptions* opts) {
   cmd->add_option("--gpus", opts->gpus,
-                  "Sequence parallelism: split the video tokens over N ranks, one process and one GPU each (CogVideoX: "
-                  "Ulysses attention; Latte, Open-Sora: frames, traded for spatial positions in temporal attention)")
+                  "Sequence parallelism: split the video tokens over N ranks, one process and one GPU each (CogVideoX, "
+                  "Open-Sora-Plan 1.2: Ulysses attention; Latte, Open-Sora, Open-Sora-Plan 1.1: frames, traded for "
+                  "spatial positions in temporal attention)")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));
   cmd->add_option("--comm", opts->comm,
