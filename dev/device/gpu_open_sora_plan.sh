@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# On the GPU machine (through the device tool): Open-Sora-Plan v1.2's loop
-# workload (29x480p, bf16, CFG batch 2, 512 mT5 tokens) timed by pab and by
-# the original PAB code (VideoSys 4cce477 + PyTorch), without and with PAB, in
-# one session; the tiny fixture pipelines of both versions generated on the
+# On the GPU machine (through the device tool): Open-Sora-Plan v1.1's and
+# v1.2's loop workloads (65x512x512 and 29x480p, bf16, CFG batch 2) timed by
+# pab and by the original PAB code (VideoSys 4cce477 + PyTorch), without and
+# with PAB, in one session; the tiny fixture pipelines of both versions generated on the
 # GPU in f32 and bf16 against the original's f32 frames; then the GPU tests
 # given as arguments.
 #   dev/device/gpu_open_sora_plan.sh [steps] [test ...]
 # Needs .whl/videosys-4cce477.tar.gz (the videosys/ package of a 4cce477
 # checkout) and the wheels of VideoSys's transformer imports (diffusers,
 # einops) in .whl. Logs and JSON go to $OUT (or /tmp/pab-out); the last line
-# printed is the table.
+# printed is the table (v1.2's steps: the first argument, default 100).
 set -uo pipefail
 steps=${1:-100}
 shift || true
@@ -51,17 +51,21 @@ PY
   done
 done
 get() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print('%.2f' % eval(sys.argv[2]))" "$1" "$2" 2>/dev/null || echo "-"; }
-timeout 500 /tmp/pab/bin/pab bench --workload open-sora-plan-1.2 --pab --steps "$steps" --dtype bf16 --device cuda \
-  --json > "$out/pab.json" 2> "$out/pab.err"
-echo "pab: exit $?"
-for mode in no-pab pab; do
-  flag=""; [ $mode = no-pab ] && flag=--no-pab
-  timeout 500 python3 dev/device/videosys_osp_loop.py /tmp/videosys --steps "$steps" $flag \
-    > "$out/videosys_$mode.json" 2> "$out/videosys_$mode.err"
-  echo "videosys $mode: exit $?"; tail -3 "$out/videosys_$mode.err"
+# v1.1 at 150 PNDM steps, v1.2 at the given steps (default 100), as VideoSys runs them.
+for v in v110 v120; do
+  w=open-sora-plan-1.${v:2:1}; n=$steps; [ $v = v110 ] && n=150
+  timeout 500 /tmp/pab/bin/pab bench --workload $w --pab --steps "$n" --dtype bf16 --device cuda \
+    --json > "$out/pab_$v.json" 2> "$out/pab_$v.err"
+  echo "pab $w: exit $?"
+  for mode in no-pab pab; do
+    flag=""; [ $mode = no-pab ] && flag=--no-pab
+    timeout 500 python3 dev/device/videosys_open_sora_plan_loop.py /tmp/videosys --version $v --steps "$n" $flag \
+      > "$out/videosys_${v}_$mode.json" 2> "$out/videosys_${v}_$mode.err"
+    echo "videosys $w $mode: exit $?"; grep -v "kept in float32" "$out/videosys_${v}_$mode.err" | tail -3
+  done
+  row="$w steps=$n pab=$(get "$out/pab_$v.json" "j['no_pab']['total_s']")/$(get "$out/pab_$v.json" "j['pab']['total_s']")"
+  row="$row peak=$(get "$out/pab_$v.json" "j['no_pab']['peak_gib']")/$(get "$out/pab_$v.json" "j['pab']['peak_gib']")GiB"
+  row="$row videosys=$(get "$out/videosys_${v}_no-pab.json" "j['total_s']")/$(get "$out/videosys_${v}_pab.json" "j['total_s']")"
+  row="$row peak=$(get "$out/videosys_${v}_no-pab.json" "j['peak_gib']")/$(get "$out/videosys_${v}_pab.json" "j['peak_gib']")GiB"
+  echo "$row" | tee -a "$out/table.txt"
 done
-row="open-sora-plan-1.2 steps=$steps pab=$(get "$out/pab.json" "j['no_pab']['total_s']")/$(get "$out/pab.json" "j['pab']['total_s']")"
-row="$row peak=$(get "$out/pab.json" "j['no_pab']['peak_gib']")/$(get "$out/pab.json" "j['pab']['peak_gib']")GiB"
-row="$row videosys=$(get "$out/videosys_no-pab.json" "j['total_s']")/$(get "$out/videosys_pab.json" "j['total_s']")"
-row="$row peak=$(get "$out/videosys_no-pab.json" "j['peak_gib']")/$(get "$out/videosys_pab.json" "j['peak_gib']")GiB"
-echo "$row" | tee "$out/table.txt"
