@@ -299,9 +299,7 @@ class OpenSoraPipeline final : public VideoPipeline {
     int64_t tokens = 0;
     e.prompt = encode_text(open_sora_text_preprocessing(text), kTextLength, true, "prompt", "Open-Sora's limit",
                            &e.warnings, &tokens);  // [1, 300, D]
-    std::vector<float> mask(size_t(kTextLength), 0.0f);
-    std::fill(mask.begin(), mask.begin() + tokens, 1.0f);
-    e.mask = Tensor::from_vector(mask, {1, kTextLength});
+    e.mask = token_mask(tokens, kTextLength);
     return e;
   }
 

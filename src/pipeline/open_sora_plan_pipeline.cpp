@@ -78,6 +78,8 @@ class OpenSoraPlanPipeline final : public VideoPipeline {
            facts_.v120 ? ": at least 1 token" : ": Open-Sora-Plan v1.1 encodes prompts as 300 tokens");
     if (r.eta != 0 && config_class_name_or(parts_.scheduler) != "DDIMScheduler")
       fail("eta ", r.eta, ": ", config_class_name_or(parts_.scheduler), " takes no eta (DDIMScheduler's)");
+    if (facts_.v120 && !r.mask_feature)
+      fail("mask_feature: Open-Sora-Plan v1.2 masks its texts in the transformer; it does not cut them");
     refuse_named_sizes(r);
 
     const int s = vae_facts().spatial_factor(), tf = vae_facts().temporal_factor();
@@ -185,11 +187,6 @@ class OpenSoraPlanPipeline final : public VideoPipeline {
            vocab, ": a tokenizer of another model");
   }
 
-  static Tensor token_mask(int64_t tokens, int64_t length) {
-    std::vector<float> mask(size_t(length), 0.0f);
-    std::fill(mask.begin(), mask.begin() + tokens, 1.0f);
-    return Tensor::from_vector(mask, {1, length});
-  }
   static VaeDecodeOptions decode_options(TilingChoice tiling) {
     VaeDecodeOptions o;
     o.tiled = tiling != TilingChoice::off;  // generate enables tiling

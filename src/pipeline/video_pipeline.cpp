@@ -185,6 +185,13 @@ Tensor VideoPipeline::encode_text(const std::string& text, int64_t length, bool 
   return text_encoder().encode(ids, mask ? &attention_mask : nullptr);  // [1, length, D]
 }
 
+Tensor VideoPipeline::token_mask(int64_t tokens, int64_t length) {
+  PAB_ASSERT(tokens >= 0 && tokens <= length, tokens, " tokens of ", length);
+  std::vector<float> mask(size_t(length), 0.0f);
+  std::fill(mask.begin(), mask.begin() + tokens, 1.0f);
+  return Tensor::from_vector(mask, {1, length});
+}
+
 void VideoPipeline::check_request(const VideoPlan& plan) const {
   if (plan.steps < 1) fail("steps ", plan.steps, ": at least 1 step is needed");
   make_scheduler(parts_.scheduler)->set_timesteps(plan.steps, timestep_options(plan, opts_));  // its own limits

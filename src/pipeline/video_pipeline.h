@@ -212,6 +212,8 @@ class VideoPipeline {
   Tensor encode_text(const std::string& text, int64_t length, bool mask, const std::string& what,
                      const std::string& limit, std::vector<std::string>* warnings, int64_t* tokens = nullptr);
 
+  // A cross-attention mask [1, length] (f32) of `tokens` real tokens, then padding.
+  static Tensor token_mask(int64_t tokens, int64_t length);
   // Checks a request's common values: steps the scheduler can run, a finite guidance.
   void check_request(const VideoPlan& plan) const;
   // Fails if the request names a size or length (Open-Sora's resolution,
