@@ -6,6 +6,7 @@
 // included) and the frames, without PAB, with the published defaults and
 // with a PAB window over the schedule (v1.1 with MLP broadcast); `pab
 // assemble` and the refusals of mismatched components; bad requests.
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@ namespace fs = std::filesystem;
 using testing::close_rel;
 using testing::compare;
 using testing::data_path;
+using testing::rel_l2;
 
 // fp32 on both sides, errors relative to the largest magnitude: latents and
 // embeddings measured up to 2e-6, frames up to 5e-6. PAB moves the final
@@ -91,20 +93,26 @@ struct Run {
 
 class OpenSoraPlanRun : public ::testing::TestWithParam<Run> {
  protected:
+  // Runs the case's pipeline on `opts`: the latents after every evaluation and the result.
+  GeneratedVideo generate(const LoadOptions& opts, std::vector<Tensor>* steps) {
+    const auto [version, name] = GetParam();
+    const nlohmann::json c = case_json(version);
+    testing::TempDir tmp;
+    auto pipe = VideoPipeline::open(assembled(tmp, version), opts);
+    const VideoPlan plan = pipe->plan(fixture_request(c));
+    EXPECT_EQ(plan.latents, reference(version).load("latents0").shape());
+    auto cache = policy_for(name, c, *pipe);
+    GenerationEvents events;
+    events.on_step = [&](const StepReport& s) { steps->push_back(s.latents->to(Device::cpu)); };
+    return generate_video(*pipe, plan, c["seed"].get<uint64_t>(), cache.get(), TilingChoice::automatic, events);
+  }
+
   void check(const LoadOptions& opts, double tol, double frames_tol) {
     const auto [version, name] = GetParam();
     const nlohmann::json c = case_json(version);
     const Checkpoint& ref = reference(version);
-    testing::TempDir tmp;
-    auto pipe = VideoPipeline::open(assembled(tmp, version), opts);
-    const VideoPlan plan = pipe->plan(fixture_request(c));
-    EXPECT_EQ(plan.latents, ref.load("latents0").shape());
-    auto cache = policy_for(name, c, *pipe);
     std::vector<Tensor> steps;
-    GenerationEvents events;
-    events.on_step = [&](const StepReport& s) { steps.push_back(s.latents->to(Device::cpu)); };
-    const GeneratedVideo v = generate_video(*pipe, plan, c["seed"].get<uint64_t>(), cache.get(),
-                                            TilingChoice::automatic, events);
+    const GeneratedVideo v = generate(opts, &steps);
     // One report per evaluation: PNDM's 12 steps are 21.
     const size_t evaluations = c["timesteps"].size();
     ASSERT_EQ(steps.size(), evaluations);
@@ -138,6 +146,25 @@ TEST_P(OpenSoraPlanRun, OnCudaInF32) {
   const std::optional<Device> cuda = testing::started_device("cuda");
   if (!cuda) GTEST_SKIP() << "no CUDA device";
   check(LoadOptions{*cuda, DType::f32}, 1e-4, 1e-4);
+}
+
+// In bf16 on CUDA: within twice the original's own bf16 error (its whole
+// pipeline in bf16 on the CPU against its f32 run, case.json's
+// bf16_baseline), for the final latents and the frames.
+TEST_P(OpenSoraPlanRun, OnCudaInBf16WithinTwiceTheOriginalsBf16Error) {
+  const std::optional<Device> cuda = testing::started_device("cuda");
+  if (!cuda) GTEST_SKIP() << "no CUDA device";
+  const auto [version, name] = GetParam();
+  const nlohmann::json base = case_json(version).at("bf16_baseline");
+  std::vector<Tensor> steps;
+  const GeneratedVideo v = generate(LoadOptions{*cuda, DType::bf16}, &steps);
+  const Checkpoint& ref = reference(version);
+  for (const auto& [stage, got] : {std::pair{std::string("latents_final_"), v.final_latents}, {"frames_", v.frames}}) {
+    const double err = rel_l2(got, ref.load(stage + name)), bound = 2 * base.at("rel_l2_" + stage + name).get<double>();
+    EXPECT_LE(err, bound) << stage << name;
+    std::printf("%s %s%s: bf16 relative L2 %.3e (the original's bf16 %.3e)\n", version.c_str(), stage.c_str(),
+                name.c_str(), err, bound / 2);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Runs, OpenSoraPlanRun,
