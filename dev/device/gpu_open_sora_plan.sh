@@ -13,17 +13,7 @@
 set -uo pipefail
 steps=${1:-100}
 shift || true
-out=${OUT:-/tmp/pab-out}
-mkdir -p "$out" /tmp/videosys
-source dev/device/env.sh
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl &&
-  export PYTHONPATH=/tmp/site
-tar -xzf .whl/videosys-4cce477.tar.gz -C /tmp/videosys
-nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv | tee "$out/gpu.txt"
-for t in "$@"; do
-  OMP_WAIT_POLICY=passive timeout 300 /tmp/pab/bin/$t --gtest_brief=1 > "$out/$t.log" 2>&1
-  echo "$t: exit $?"; grep -E "FAILED|PASSED" "$out/$t.log" | head -20
-done
+source dev/device/videosys_prelude.sh
 # The tiny fixture pipelines on the GPU, f32 and bf16, against the original's f32 frames (8-bit levels).
 for v in v110 v120; do
   d=tests/data/open_sora_plan/$v

@@ -31,13 +31,14 @@
 // tokens; full attention trades tokens for heads, Ulysses). Shares that do not
 // divide evenly are padded; the output is gathered once per pass. A
 // broadcast attention site exchanges nothing.
+#include "models/open_sora_plan.h"
+
 #include <cmath>
 
 #include "core/registry.h"
 #include "io/config.h"
 #include "models/embeddings.h"
 #include "models/layers.h"
-#include "models/open_sora_plan.h"
 #include "parallel/comm.h"
 
 namespace pab {
@@ -257,10 +258,10 @@ class PlanBase : public DiffusionTransformer {
     int64_t bsz, frames, gh, gw;
     Shard frames_shard;  // this rank's frames (all of them on one rank)
     Tensor tokens;       // [B*F, gh*gw, D], F this rank's frames
-    Tensor t_emb;     // [1, D] embedded timestep
-    Tensor t_mod;     // [6, D] block modulation
-    Tensor caption;   // [B, L, D]
-    Tensor key_mask;  // [B, L] or undefined
+    Tensor t_emb;        // [1, D] embedded timestep
+    Tensor t_mod;        // [6, D] block modulation
+    Tensor caption;      // [B, L, D]
+    Tensor key_mask;     // [B, L] or undefined
   };
 
   // Checks the inputs, embeds the patches of every frame (with
@@ -310,8 +311,7 @@ class PlanBase : public DiffusionTransformer {
     auto m = ops::chunk(ops::add(scale_shift_table_, r.t_emb), 2, 0);  // shift, scale: [1, D]
     Tensor hs = ops::norm_modulate(one_sequence(tokens), nullptr, nullptr, 1e-6f, m[0], m[1]);
     Tensor out = proj_out_(hs).reshape({r.bsz, tokens.dim(1), -1});  // [B, T, p*p*Co]
-    if (Communicator* comm = parallel())
-      out = ops::slice(all_gather(*comm, out, 1), 1, 0, r.frames * r.gh * r.gw);
+    if (Communicator* comm = parallel()) out = ops::slice(all_gather(*comm, out, 1), 1, 0, r.frames * r.gh * r.gw);
     const int64_t p = c_.patch_size, co = c_.out_channels;
     // [B, F, gh, gw, p, p, Co] -> [B, Co, F, gh, p, gw, p]
     out = ops::permute(out.reshape({r.bsz, r.frames, r.gh, r.gw, p, p, co}), {0, 6, 1, 2, 4, 3, 5});
@@ -327,7 +327,11 @@ class PlanBase : public DiffusionTransformer {
 
   // x [S, T, D]: self attention over T, rotary positions [T, Dh] when given.
   Tensor self_attention(const Attention& a, const Tensor& x, const RopeTables* rope) const {
-    const Shape heads = {x.dim(0), x.dim(1), c_.heads, c_.head_dim};
+    return attend(a, x, {x.dim(0), x.dim(1), c_.heads, c_.head_dim}, rope);
+  }
+  // Self attention of x [..., D] viewed as `heads` [S, T, H, Dh] (over T),
+  // rotary positions [T, Dh] when given; the output has x's shape.
+  Tensor attend(const Attention& a, const Tensor& x, const Shape& heads, const RopeTables* rope) const {
     Tensor q = a.to_q(x).reshape(heads), k = a.to_k(x).reshape(heads);
     if (rope) {
       q = ops::rope(q, rope->cos, rope->sin);
@@ -455,7 +459,8 @@ class LatteT2V final : public PlanBase {
     hs = ops::add(hs, attn);
     if (!temporal) {
       // ada_norm_single: the cross attention sees the unnormalised, unmodulated states
-      hs = ops::add(hs, run_site1(sites, {SiteKind::cross, index}, hs, [&] { return cross_attention(b.attn2, hs, r); }));
+      hs =
+          ops::add(hs, run_site1(sites, {SiteKind::cross, index}, hs, [&] { return cross_attention(b.attn2, hs, r); }));
     }
     Tensor ff = run_site1(sites, {temporal ? SiteKind::mlp_temporal : SiteKind::mlp_spatial, index}, hs,
                           [&] { return gated(m[5], b.ff(norm_modulate(b.norm_ff, hs, m[3], m[4]))); });
@@ -469,17 +474,9 @@ class LatteT2V final : public PlanBase {
   Tensor temporal_attention(const Attention& a, const Tensor& x, const Prepared& r, const RopeTables* rope) const {
     Communicator* comm = parallel();
     const int64_t n = x.dim(1), d = x.dim(2);
-    Tensor seq = x.reshape({r.bsz, x.dim(0) / r.bsz, n, d});  // [B, F, N, D]
+    Tensor seq = x.reshape({r.bsz, x.dim(0) / r.bsz, n, d});    // [B, F, N, D]
     if (comm) seq = frames_to_positions(*comm, seq, r.frames);  // [B, F, N / ranks, D]
-    const Shape heads = {r.bsz, r.frames, seq.dim(2) * c_.heads, c_.head_dim};
-    Tensor q = a.to_q(seq).reshape(heads), k = a.to_k(seq).reshape(heads);
-    if (rope) {
-      q = ops::rope(q, rope->cos, rope->sin);
-      k = ops::rope(k, rope->cos, rope->sin);
-    }
-    AttentionArgs args;
-    args.scale = float(1.0 / std::sqrt(double(c_.head_dim)));
-    Tensor out = a.to_out(ops::attention(q, k, a.to_v(seq).reshape(heads), args).reshape(seq.shape()));
+    Tensor out = attend(a, seq, {r.bsz, r.frames, seq.dim(2) * c_.heads, c_.head_dim}, rope);
     if (comm) out = positions_to_frames(*comm, out, n);  // [B, F / ranks, N, D]
     return out.reshape(x.shape());
   }
@@ -709,7 +706,9 @@ std::unique_ptr<DiffusionTransformer> load_open_sora_plan_v120(const JsonConfig&
   return std::make_unique<OpenSoraT2V>(config, weights, opts);
 }
 
-PAB_REGISTER(TransformerFamily, "LatteT2V", {load_open_sora_plan_v110, open_sora_plan_v110_site_layout, open_sora_plan_v110_footprint});
-PAB_REGISTER(TransformerFamily, "OpenSoraT2V", {load_open_sora_plan_v120, open_sora_plan_v120_site_layout, open_sora_plan_v120_footprint});
+PAB_REGISTER(TransformerFamily, "LatteT2V",
+             {load_open_sora_plan_v110, open_sora_plan_v110_site_layout, open_sora_plan_v110_footprint});
+PAB_REGISTER(TransformerFamily, "OpenSoraT2V",
+             {load_open_sora_plan_v120, open_sora_plan_v120_site_layout, open_sora_plan_v120_footprint});
 
 }  // namespace pab

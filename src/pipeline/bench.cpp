@@ -47,6 +47,23 @@ nlohmann::json cogvideox_scheduler(bool big) {
           {"timestep_spacing", "trailing"}};
 }
 
+// The keys the PixArt-style video transformers (Latte, Open-Sora-Plan) share
+// in their published configs (adaLN-single blocks, 4 latent channels with
+// learned sigma, T5-XXL-wide captions, 2x2 patches), merged into `own`.
+nlohmann::json pixart_block_config(nlohmann::json own) {
+  own.update({{"in_channels", 4},
+              {"out_channels", 8},
+              {"caption_channels", 4096},
+              {"patch_size", 2},
+              {"norm_type", "ada_norm_single"},
+              {"activation_fn", "gelu-approximate"},
+              {"attention_bias", true},
+              {"norm_elementwise_affine", false},
+              {"norm_eps", 1e-6},
+              {"num_embeds_ada_norm", 1000}});
+  return own;
+}
+
 // The timesteps the workload's scheduler gives for `steps` steps.
 std::vector<double> scheduler_timesteps(const nlohmann::json& config, const std::string& workload, int steps,
                                         const TimestepOptions& options = {}) {
@@ -85,23 +102,13 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     w.scheduler = cogvideox_scheduler(big);
     w.pab.rule(SiteKind::spatial) = rule(2);
   } else if (name == "latte-1") {
-    w.config = {{"_class_name", "LatteTransformer3DModel"},
-                {"num_layers", 28},
-                {"num_attention_heads", 16},
-                {"attention_head_dim", 72},
-                {"in_channels", 4},
-                {"out_channels", 8},
-                {"cross_attention_dim", 1152},
-                {"caption_channels", 4096},
-                {"sample_size", 64},
-                {"patch_size", 2},
-                {"video_length", 16},
-                {"norm_type", "ada_norm_single"},
-                {"activation_fn", "gelu-approximate"},
-                {"attention_bias", true},
-                {"norm_elementwise_affine", false},
-                {"norm_eps", 1e-6},
-                {"num_embeds_ada_norm", 1000}};
+    w.config = pixart_block_config({{"_class_name", "LatteTransformer3DModel"},
+                                    {"num_layers", 28},
+                                    {"num_attention_heads", 16},
+                                    {"attention_head_dim", 72},
+                                    {"cross_attention_dim", 1152},
+                                    {"sample_size", 64},
+                                    {"video_length", 16}});
     w.latents = {2, 4, 16, 64, 64};
     w.text = {2, 120, 4096};
     // Latte-1's DDIMScheduler: "leading" spacing with steps_offset 1 (981, 961, ..., 1 for 50 steps)
@@ -155,23 +162,13 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     // VideoSys's defaults: 65 frames of 512x512 (17 latent frames of 64x64), T5's prompt cut to its
     // tokens, guidance 7.5, PNDM's 150 steps (159 evaluations: pab bench --steps 150), the
     // published PAB with its MLP broadcast.
-    w.config = {{"_class_name", "LatteT2V"},
-                {"num_layers", 28},
-                {"num_attention_heads", 16},
-                {"attention_head_dim", 72},
-                {"in_channels", 4},
-                {"out_channels", 8},
-                {"cross_attention_dim", 1152},
-                {"caption_channels", 4096},
-                {"sample_size", {64, 64}},
-                {"video_length", 17},
-                {"patch_size", 2},
-                {"norm_type", "ada_norm_single"},
-                {"activation_fn", "gelu-approximate"},
-                {"attention_bias", true},
-                {"norm_elementwise_affine", false},
-                {"norm_eps", 1e-6},
-                {"num_embeds_ada_norm", 1000}};
+    w.config = pixart_block_config({{"_class_name", "LatteT2V"},
+                                    {"num_layers", 28},
+                                    {"num_attention_heads", 16},
+                                    {"attention_head_dim", 72},
+                                    {"cross_attention_dim", 1152},
+                                    {"sample_size", {64, 64}},
+                                    {"video_length", 17}});
     w.latents = {2, 4, 17, 64, 64};
     w.text = {2, 20, 4096};  // a prompt of 20 tokens: the embeddings are cut to it
     w.scheduler = {{"_class_name", "PNDMScheduler"}};
@@ -181,25 +178,15 @@ BenchWorkload bench_workload(const std::string& name, int steps) {
     // LanguageBind/Open-Sora-Plan-v1.2.0/29x480p (OpenSoraT2V-ROPE-L-122: 32 layers of 24 heads of 96)
     // at VideoSys's defaults: 29 frames of 480x640 (8 latent frames of 60x80), mT5's 512 tokens,
     // guidance 7.5, EulerAncestralDiscreteScheduler's 100 steps (pab bench --steps 100).
-    w.config = {{"_class_name", "OpenSoraT2V"},
-                {"num_layers", 32},
-                {"num_attention_heads", 24},
-                {"attention_head_dim", 96},
-                {"in_channels", 4},
-                {"out_channels", 8},
-                {"cross_attention_dim", 2304},
-                {"caption_channels", 4096},
-                {"sample_size", {60, 80}},
-                {"sample_size_t", 8},
-                {"patch_size", 2},
-                {"patch_size_t", 1},
-                {"use_rope", true},
-                {"norm_type", "ada_norm_single"},
-                {"activation_fn", "gelu-approximate"},
-                {"attention_bias", true},
-                {"norm_elementwise_affine", false},
-                {"norm_eps", 1e-6},
-                {"num_embeds_ada_norm", 1000}};
+    w.config = pixart_block_config({{"_class_name", "OpenSoraT2V"},
+                                    {"num_layers", 32},
+                                    {"num_attention_heads", 24},
+                                    {"attention_head_dim", 96},
+                                    {"cross_attention_dim", 2304},
+                                    {"sample_size", {60, 80}},
+                                    {"sample_size_t", 8},
+                                    {"patch_size_t", 1},
+                                    {"use_rope", true}});
     w.latents = {2, 4, 8, 60, 80};
     w.text = {2, 512, 4096};
     w.scheduler = {{"_class_name", "EulerAncestralDiscreteScheduler"}};
